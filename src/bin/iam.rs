@@ -1,0 +1,2 @@
+//! The `iam` binary.
+fn main() {}

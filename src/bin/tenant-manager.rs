@@ -1,0 +1,2 @@
+//! The `tenant-manager` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The connection layer and worker pool (to be written).
