@@ -1,1 +1,583 @@
-//! config (to be written).
+//! Configuration: the YAML file at `APP_CONFIG_PATH`, then every environment variable of the
+//! table below over it, validated into one [`Config`]. The same mechanism serves both binaries.
+//! An invalid value stops the start with one line naming the key; secrets are never shown.
+
+mod err;
+mod secret;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use err::ConfigError;
+pub use secret::Secret;
+pub use tree::{Tree, parse_duration};
+
+/// Which binary is loading its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    Iam,
+    TenantManager,
+}
+
+impl ServiceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Iam => "iam",
+            ServiceKind::TenantManager => "tenant-manager",
+        }
+    }
+
+    /// Default REST port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceKind::Iam => 8090,
+            ServiceKind::TenantManager => 8091,
+        }
+    }
+
+    /// Default database name, user and password (the seed's `iam` for IAM).
+    fn default_db(self) -> &'static str {
+        match self {
+            ServiceKind::Iam => "iam",
+            ServiceKind::TenantManager => "tenant_manager",
+        }
+    }
+}
+
+/// Environment variable -> dotted config key. Every variable of the seed's table is here; the
+/// rest are documented in README.md. `*_FILE` variants of the secrets read the value from a file.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("SERVER_PORT", "server.port"),
+    ("SERVICE_DEBUG", "service.debug"),
+    ("SERVICE_INSTANCE_NAME", "service.instance.name"),
+    ("SERVICE_INSTANCE_REPLICA_ID", "service.instance.replica.id"),
+    ("KAA_POSTGRESQL_HOST", "postgresql.host"),
+    ("KAA_POSTGRESQL_PORT", "postgresql.port"),
+    ("KAA_POSTGRESQL_USERNAME", "postgresql.username"),
+    ("KAA_POSTGRESQL_PASSWORD", "postgresql.password"),
+    ("KAA_POSTGRESQL_DATABASE", "postgresql.database"),
+    ("KAA_POSTGRESQL_SSL_MODE", "postgresql.ssl-mode"),
+    (
+        "KAA_POSTGRESQL_MAX_OPEN_CONNECTIONS",
+        "postgresql.max-open-connections",
+    ),
+    ("KAA_SQLITE_PATH", "sqlite.path"),
+    ("KAA_SECURITY_ENABLED", "security.enabled"),
+    (
+        "KAA_SECURITY_MULTITENANCY_ENABLED",
+        "security.multitenancy.enabled",
+    ),
+    ("KAA_SECURITY_ISSUER_PUBLIC_URL", "security.issuer.public-url"),
+    (
+        "KAA_SECURITY_ISSUER_PRIVATE_URL",
+        "security.issuer.private-url",
+    ),
+    ("KAA_SECURITY_CLIENT_ID", "security.client-id"),
+    ("KAA_SECURITY_CLIENT_SECRET", "security.client-secret"),
+    (
+        "KAA_SECURITY_MULTITENANCY_TENANT_MANAGER_URL",
+        "security.multitenancy.tenant-manager-url",
+    ),
+    ("KAA_LICENSE_CERT_PATH", "license.cert-path"),
+    ("KAA_LICENSE_CERT_PASSWORD", "license.cert-password"),
+    ("KAA_LICENSE_REQUIRED", "license.required"),
+    ("KAA_NATS_URLS", "nats.urls"),
+    ("NATS_USERNAME", "nats.username"),
+    ("NATS_PASSWORD", "nats.password"),
+];
+
+/// Variables whose value may instead be read from the file named by `<NAME>_FILE`.
+const SECRET_ENVS: &[&str] = &[
+    "KAA_POSTGRESQL_PASSWORD",
+    "KAA_SECURITY_CLIENT_SECRET",
+    "KAA_LICENSE_CERT_PASSWORD",
+    "NATS_PASSWORD",
+];
+
+/// Variables read outside the table (not reported as unknown).
+const OTHER_ENVS: &[&str] = &["APP_CONFIG_PATH"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kind: ServiceKind,
+    /// The file the configuration came from, if any.
+    pub source: Option<PathBuf>,
+    pub service: ServiceSettings,
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub security: SecuritySettings,
+    pub license: LicenseSettings,
+    pub nats: NatsSettings,
+    /// Raw `iam` section (base policies, resource-policy templates), validated by the IAM domain.
+    pub iam: serde_json::Value,
+    /// Raw `tenant-manager` section, validated by the Tenant Manager domain.
+    pub tenant_manager: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub instance_name: String,
+    pub replica_id: String,
+    pub graceful_shutdown: Duration,
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub workers: usize,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_page_size: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageSettings {
+    Sqlite(SqliteSettings),
+    Postgres(PostgresSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+    pub database: String,
+    /// `disable`, `require`, `verify-ca` or `verify-full`.
+    pub ssl_mode: String,
+    /// PEM file of trusted CAs for `verify-ca` / `verify-full` (system roots when unset).
+    pub ssl_root_cert: Option<PathBuf>,
+    pub max_open_connections: u32,
+    /// How long a request waits for a connection (and a connection attempt may take).
+    pub connect_timeout: Duration,
+    /// Statement timeout sent to the server.
+    pub statement_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    pub enabled: bool,
+    pub multitenancy_enabled: bool,
+    pub issuer_public_url: String,
+    pub issuer_private_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub tenant_manager_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LicenseSettings {
+    pub cert_path: PathBuf,
+    pub cert_password: Secret,
+    /// When true, a missing or invalid license stops the start.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// Empty: no events are published or consumed.
+    pub urls: Vec<String>,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// A loaded configuration and the warnings worth logging (unknown keys and variables).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Where the configuration file is looked for when `APP_CONFIG_PATH` is not set.
+pub fn default_config_path(kind: ServiceKind) -> PathBuf {
+    PathBuf::from(format!("/srv/{}/service-config.yml", kind.name()))
+}
+
+/// Load the configuration from the process environment.
+pub fn load_from_env(kind: ServiceKind) -> Result<Loaded, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    load(kind, &env, None)
+}
+
+/// Load: the file (an explicit path, else `APP_CONFIG_PATH`, else the default path if it exists),
+/// then the environment over it. An explicitly named file that cannot be read is an error; with
+/// no file at all the built-in development defaults apply.
+pub fn load(
+    kind: ServiceKind,
+    env: &BTreeMap<String, String>,
+    explicit_path: Option<&str>,
+) -> Result<Loaded, ConfigError> {
+    let mut warnings = Vec::new();
+    let (path, must_exist) = match (explicit_path, env.get("APP_CONFIG_PATH")) {
+        (Some(p), _) => (PathBuf::from(p), true),
+        (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (default_config_path(kind), false),
+    };
+    let (mut tree, source) = match std::fs::read_to_string(&path) {
+        Ok(text) => (
+            Tree::from_yaml(&text, &path.display().to_string())?,
+            Some(path),
+        ),
+        Err(e) if must_exist || e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Unreadable {
+                path: path.display().to_string(),
+                message: e.to_string().to_lowercase(),
+            });
+        }
+        Err(_) => (Tree::new(serde_json::Value::Null), None),
+    };
+
+    for (name, key) in ENV_KEYS {
+        if let Some(v) = env.get(*name) {
+            tree.set_env(key, name, v);
+        }
+    }
+    for name in SECRET_ENVS {
+        let file_var = format!("{name}_FILE");
+        if let Some(p) = env.get(&file_var) {
+            if env.contains_key(*name) {
+                warnings.push(format!("config: both {name} and {file_var} are set; {name} wins"));
+                continue;
+            }
+            let value = std::fs::read_to_string(p).map_err(|e| ConfigError::Unreadable {
+                path: p.clone(),
+                message: format!("{file_var}: {}", e.to_string().to_lowercase()),
+            })?;
+            if let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| n == name) {
+                tree.set_env(key, &file_var, value.trim_end_matches(['\r', '\n']));
+            }
+        }
+    }
+    for name in env.keys() {
+        let known = ENV_KEYS.iter().any(|(n, _)| n == name)
+            || OTHER_ENVS.contains(&name.as_str())
+            || SECRET_ENVS.iter().any(|s| name == &format!("{s}_FILE"));
+        if name.starts_with("KAA_") && !known {
+            warnings.push(format!("config: unknown environment variable {name} ignored"));
+        }
+    }
+
+    let config = build(kind, &mut tree, source)?;
+    for key in tree.unread_keys() {
+        warnings.push(format!("config: unknown key `{key}` ignored"));
+    }
+    Ok(Loaded { config, warnings })
+}
+
+fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let service = ServiceSettings {
+        instance_name: non_empty(t, "service.instance.name", kind.name())?,
+        replica_id: match t.opt_string("service.instance.replica.id")? {
+            Some(s) if !s.trim().is_empty() => s,
+            _ => random_replica_id(),
+        },
+        graceful_shutdown: t.duration("service.graceful-shutdown", Duration::from_secs(30), HOUR)?,
+        debug: t.bool("service.debug", false)?,
+    };
+
+    let host_text = t.string("server.host", "0.0.0.0")?;
+    let host: IpAddr = host_text
+        .trim()
+        .parse()
+        .map_err(|_| t.error("server.host", &host_text, "expected an IP address"))?;
+    let server = ServerSettings {
+        host,
+        port: t.port("server.port", kind.default_port())?,
+        workers: t.uint("server.workers", 16, 1, 1024)? as usize,
+        max_connections: t.uint("server.max-connections", 1024, 1, 65536)? as usize,
+        max_body_bytes: t.uint("server.max-body-bytes", 1 << 20, 1024, 1 << 30)? as usize,
+        read_timeout: t.duration("server.read-timeout", Duration::from_secs(5), HOUR)?,
+        write_timeout: t.duration("server.write-timeout", Duration::from_secs(5), HOUR)?,
+        idle_timeout: t.duration("server.idle-timeout", Duration::from_secs(5), HOUR)?,
+        max_page_size: t.uint("server.maxPageSize", 100, 1, 100_000)? as u32,
+    };
+
+    let pg_host = t.string("postgresql.host", "")?;
+    let db = kind.default_db();
+    let pg = PostgresSettings {
+        host: pg_host.trim().to_string(),
+        port: t.port("postgresql.port", 5432)?,
+        username: non_empty(t, "postgresql.username", db)?,
+        password: t.secret("postgresql.password", db)?,
+        database: non_empty(t, "postgresql.database", db)?,
+        ssl_mode: t.one_of(
+            "postgresql.ssl-mode",
+            "disable",
+            &["disable", "require", "verify-ca", "verify-full"],
+        )?,
+        ssl_root_cert: t.opt_string("postgresql.ssl-root-cert")?.map(PathBuf::from),
+        max_open_connections: t.uint("postgresql.max-open-connections", 100, 1, 10_000)? as u32,
+        connect_timeout: t.duration(
+            "postgresql.connect-timeout",
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        )?,
+        statement_timeout: t.duration(
+            "postgresql.statement-timeout",
+            Duration::from_secs(30),
+            HOUR,
+        )?,
+    };
+    let sqlite_path = t.string("sqlite.path", &format!("./data/{}.db", kind.name()))?;
+    let storage = if pg.host.is_empty() {
+        if sqlite_path.trim().is_empty() {
+            return Err(t.error("sqlite.path", "", "must name a file"));
+        }
+        StorageSettings::Sqlite(SqliteSettings {
+            path: PathBuf::from(sqlite_path),
+        })
+    } else {
+        StorageSettings::Postgres(pg)
+    };
+
+    let security = SecuritySettings {
+        enabled: t.bool("security.enabled", false)?,
+        multitenancy_enabled: t.bool("security.multitenancy.enabled", false)?,
+        issuer_public_url: url_or_empty(t, "security.issuer.public-url")?,
+        issuer_private_url: url_or_empty(t, "security.issuer.private-url")?,
+        client_id: t.string("security.client-id", "")?,
+        client_secret: t.secret("security.client-secret", "")?,
+        tenant_manager_url: url_or_empty_default(
+            t,
+            "security.multitenancy.tenant-manager-url",
+            "http://tenant-manager",
+        )?,
+    };
+    if security.enabled && security.issuer_public_url.is_empty() && kind == ServiceKind::Iam {
+        return Err(t.error(
+            "security.issuer.public-url",
+            "",
+            "must be set when security is enabled",
+        ));
+    }
+
+    let license = LicenseSettings {
+        cert_path: PathBuf::from(t.string("license.cert-path", "/run/license/license.p12")?),
+        cert_password: t.secret("license.cert-password", "")?,
+        required: t.bool("license.required", false)?,
+    };
+
+    let nats_urls = t.string_list("nats.urls")?;
+    for u in &nats_urls {
+        if !(u.starts_with("nats://") || u.starts_with("tls://")) {
+            return Err(t.error("nats.urls", u, "expected nats://host:port URLs"));
+        }
+    }
+    let nats = NatsSettings {
+        urls: nats_urls,
+        username: t.string("nats.username", "")?,
+        password: t.secret("nats.password", "")?,
+    };
+
+    let (iam, tenant_manager) = match kind {
+        ServiceKind::Iam => (t.raw("iam").unwrap_or(serde_json::Value::Null), serde_json::Value::Null),
+        ServiceKind::TenantManager => (
+            serde_json::Value::Null,
+            t.raw("tenant-manager").unwrap_or(serde_json::Value::Null),
+        ),
+    };
+
+    Ok(Config {
+        kind,
+        source,
+        service,
+        server,
+        storage,
+        security,
+        license,
+        nats,
+        iam,
+        tenant_manager,
+    })
+}
+
+fn non_empty(t: &mut Tree, key: &str, default: &str) -> Result<String, ConfigError> {
+    let v = t.string(key, default)?;
+    if v.trim().is_empty() {
+        Err(t.error(key, &v, "must not be empty"))
+    } else {
+        Ok(v.trim().to_string())
+    }
+}
+
+fn url_or_empty(t: &mut Tree, key: &str) -> Result<String, ConfigError> {
+    url_or_empty_default(t, key, "")
+}
+
+fn url_or_empty_default(t: &mut Tree, key: &str, default: &str) -> Result<String, ConfigError> {
+    let v = t.string(key, default)?.trim().to_string();
+    if v.is_empty() || v.starts_with("http://") || v.starts_with("https://") {
+        Ok(v.trim_end_matches('/').to_string())
+    } else {
+        Err(t.error(key, &v, "expected an http:// or https:// URL"))
+    }
+}
+
+fn random_replica_id() -> String {
+    // Unique enough per process: hashed time, pid and a stack address through the std hasher.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn missing_default() -> BTreeMap<String, String> {
+        // Point APP_CONFIG_PATH nowhere-with-file so tests never read a machine's /srv file.
+        env(&[])
+    }
+
+    #[test]
+    fn defaults_without_file_are_the_embedded_dev_run() {
+        let l = load(ServiceKind::Iam, &missing_default(), None).unwrap();
+        let c = l.config;
+        assert_eq!(c.server.port, 8090);
+        assert!(!c.security.enabled);
+        match c.storage {
+            StorageSettings::Sqlite(s) => assert_eq!(s.path, PathBuf::from("./data/iam.db")),
+            StorageSettings::Postgres(_) => panic!("expected sqlite"),
+        }
+        assert_eq!(c.service.graceful_shutdown, Duration::from_secs(30));
+        assert!(c.nats.urls.is_empty());
+    }
+
+    #[test]
+    fn postgres_env_selects_postgres_with_seed_defaults() {
+        let e = env(&[("KAA_POSTGRESQL_HOST", "db.local"), ("SERVER_PORT", "9001")]);
+        let c = load(ServiceKind::Iam, &e, None).unwrap().config;
+        assert_eq!(c.server.port, 9001);
+        let StorageSettings::Postgres(pg) = c.storage else {
+            panic!("expected postgres")
+        };
+        assert_eq!(pg.host, "db.local");
+        assert_eq!(pg.port, 5432);
+        assert_eq!(pg.username, "iam");
+        assert_eq!(pg.database, "iam");
+        assert_eq!(pg.password.expose(), "iam");
+        assert_eq!(pg.ssl_mode, "disable");
+        assert_eq!(pg.max_open_connections, 100);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_variable() {
+        for (var, val, key) in [
+            ("SERVER_PORT", "70000", "server.port"),
+            ("KAA_POSTGRESQL_SSL_MODE", "sometimes", "postgresql.ssl-mode"),
+            ("KAA_SECURITY_ENABLED", "maybe", "security.enabled"),
+            (
+                "KAA_POSTGRESQL_MAX_OPEN_CONNECTIONS",
+                "0",
+                "postgresql.max-open-connections",
+            ),
+            ("KAA_NATS_URLS", "http://x", "nats.urls"),
+        ] {
+            let e = env(&[(var, val), ("KAA_POSTGRESQL_HOST", "h")]);
+            let err = load(ServiceKind::Iam, &e, None).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+            assert!(err.contains(var), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let e = env(&[
+            ("KAA_POSTGRESQL_HOST", "h"),
+            ("KAA_POSTGRESQL_PASSWORD", "s3cr3t-pw"),
+            ("KAA_SECURITY_CLIENT_SECRET", "client-s3cr3t"),
+            ("KAA_LICENSE_CERT_PASSWORD", "lic-s3cr3t"),
+        ]);
+        let c = load(ServiceKind::Iam, &e, None).unwrap().config;
+        let dbg = format!("{c:?}");
+        for s in ["s3cr3t-pw", "client-s3cr3t", "lic-s3cr3t"] {
+            assert!(!dbg.contains(s), "{s} leaked in {dbg}");
+        }
+    }
+
+    #[test]
+    fn unknown_kaa_variables_are_warned_about() {
+        let e = env(&[("KAA_POSTGRES_HOST", "typo"), ("HOME", "/root")]);
+        let l = load(ServiceKind::Iam, &e, None).unwrap();
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(l.warnings[0].contains("KAA_POSTGRES_HOST"));
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let e = env(&[("APP_CONFIG_PATH", "/nonexistent/dir/service-config.yml")]);
+        let err = load(ServiceKind::Iam, &e, None).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/dir/service-config.yml"), "{err}");
+    }
+
+    #[test]
+    fn file_values_then_env_over_them() {
+        let dir = std::env::temp_dir().join(format!("kaa-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yml");
+        std::fs::write(
+            &path,
+            "server:\n  port: 9100\n  workers: 4\nservice:\n  graceful-shutdown: 7\nbogus: 1\n",
+        )
+        .unwrap();
+        let e = env(&[("APP_CONFIG_PATH", path.to_str().unwrap()), ("SERVER_PORT", "9200")]);
+        let l = load(ServiceKind::Iam, &e, None).unwrap();
+        assert_eq!(l.config.server.port, 9200);
+        assert_eq!(l.config.server.workers, 4);
+        assert_eq!(l.config.service.graceful_shutdown, Duration::from_secs(7));
+        assert!(l.warnings.iter().any(|w| w.contains("`bogus`")), "{:?}", l.warnings);
+        std::fs::write(&path, "server:\n  port: [1]\n").unwrap();
+        let err = load(ServiceKind::Iam, &env(&[]), Some(path.to_str().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`server.port`"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn secret_file_variables_are_read() {
+        let dir = std::env::temp_dir().join(format!("kaa-config-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pw");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let e = env(&[
+            ("KAA_POSTGRESQL_HOST", "h"),
+            ("KAA_POSTGRESQL_PASSWORD_FILE", path.to_str().unwrap()),
+        ]);
+        let c = load(ServiceKind::Iam, &e, None).unwrap().config;
+        let StorageSettings::Postgres(pg) = c.storage else {
+            panic!()
+        };
+        assert_eq!(pg.password.expose(), "from-file");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

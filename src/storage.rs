@@ -1,1 +1,209 @@
-//! storage (to be written).
+//! Storage: capability traits over domain types, one SQL layer written once for both backends.
+//!
+//! Backends (`sqlite`, `postgres`) only run statements and convert driver values and errors into
+//! [`Val`] and [`StorageError`] kinds; the capability implementations (`policies`) are written
+//! once against the [`Tx`] trait with `$N` placeholders. Callers branch on error kinds, never on
+//! the backend. The backend is chosen once, at the composition root, by [`Database::open`].
+
+mod err;
+mod migrate;
+mod policies;
+mod postgres;
+mod sqlite;
+mod value;
+
+use std::time::Duration;
+
+pub use err::StorageError;
+pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
+pub use value::{Row, Val};
+
+use crate::config::StorageSettings;
+
+/// One page of a list: 1-based page number and page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub size: u32,
+}
+
+impl Page {
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.size)
+    }
+}
+
+/// Sort direction of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// The SQL dialect a transaction speaks, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A running transaction: statements with `$1..$N` placeholders.
+pub trait Tx {
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StorageError>;
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StorageError>;
+    fn dialect(&self) -> Dialect;
+}
+
+/// Policies of a tenant, with optimistic versions, and the tenant revision bumped on every write.
+pub trait PolicyStore {
+    fn insert_policy(&self, p: &NewPolicy) -> Result<PolicyRecord, StorageError>;
+    fn get_policy(&self, tenant: &str, krn: &str) -> Result<PolicyRecord, StorageError>;
+    fn list_policies(
+        &self,
+        filter: &PolicyFilter,
+        page: Page,
+    ) -> Result<(Vec<PolicyRecord>, u64), StorageError>;
+    /// Replace description and statements; `expected_version` guards against lost updates.
+    fn replace_policy(
+        &self,
+        tenant: &str,
+        krn: &str,
+        expected_version: Option<i64>,
+        description: Option<&str>,
+        statements: &str,
+        now_ms: i64,
+    ) -> Result<PolicyRecord, StorageError>;
+    fn delete_policy(&self, tenant: &str, krn: &str) -> Result<(), StorageError>;
+    /// Every policy of every tenant (index load at start).
+    fn all_policies(&self) -> Result<Vec<PolicyRecord>, StorageError>;
+}
+
+/// Per-tenant revision numbers: replicas compare them to know when to reload.
+pub trait RevisionStore {
+    fn revision(&self, tenant: &str) -> Result<i64, StorageError>;
+    fn revisions(&self) -> Result<Vec<(String, i64)>, StorageError>;
+}
+
+/// Reachability of the store (readiness).
+pub trait HealthStore {
+    fn ping(&self) -> Result<(), StorageError>;
+}
+
+enum Backend {
+    Sqlite(sqlite::SqlitePool),
+    Postgres(postgres::PgPool),
+}
+
+/// The opened database: a pool of one backend, migrated.
+pub struct Database {
+    backend: Backend,
+}
+
+impl Database {
+    /// Open (creating the SQLite file and its directory when needed), check the connection with
+    /// a clear error, and apply pending migrations.
+    pub fn open(settings: &StorageSettings) -> Result<Database, StorageError> {
+        let backend = match settings {
+            StorageSettings::Sqlite(s) => Backend::Sqlite(sqlite::open(&s.path)?),
+            StorageSettings::Postgres(p) => Backend::Postgres(postgres::open(p)?),
+        };
+        let db = Database { backend };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// A short description for logs (never credentials).
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(p) => format!("SQLite at {}", p.path.display()),
+            Backend::Postgres(p) => p.describe(),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match &self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Run `f` in one transaction: committed when it returns `Ok`, rolled back otherwise.
+    pub fn tx<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match &self.backend {
+            Backend::Sqlite(p) => p.tx(f),
+            Backend::Postgres(p) => p.tx(f),
+        }
+    }
+
+    fn migrate(&self) -> Result<(), StorageError> {
+        let set = match self.dialect() {
+            Dialect::Sqlite => migrate::SQLITE,
+            Dialect::Postgres => migrate::POSTGRES,
+        };
+        self.tx(|tx| migrate::apply(tx, set))
+    }
+
+    /// How long a caller may wait for a connection before the store reports `Unavailable`.
+    pub fn acquire_timeout(&self) -> Duration {
+        match &self.backend {
+            Backend::Sqlite(_) => sqlite::BUSY_TIMEOUT,
+            Backend::Postgres(p) => p.acquire_timeout,
+        }
+    }
+
+    /// Pool gauges: (connections open, connections idle).
+    pub fn pool_state(&self) -> (u32, u32) {
+        match &self.backend {
+            Backend::Sqlite(p) => p.state(),
+            Backend::Postgres(p) => p.state(),
+        }
+    }
+}
+
+impl HealthStore for Database {
+    fn ping(&self) -> Result<(), StorageError> {
+        self.tx(|tx| tx.query("SELECT 1", &[]).map(|_| ()))
+    }
+}
+
+/// Bump a tenant's revision inside a write transaction; returns the new revision.
+pub(crate) fn bump_revision(tx: &mut dyn Tx, tenant: &str) -> Result<i64, StorageError> {
+    let rows = tx.query(
+        "INSERT INTO tenant_revisions (tenant, revision) VALUES ($1, 1) \
+         ON CONFLICT (tenant) DO UPDATE SET revision = tenant_revisions.revision + 1 \
+         RETURNING revision",
+        &[Val::from(tenant)],
+    )?;
+    rows.first()
+        .map(|r| r.i64(0))
+        .transpose()?
+        .ok_or_else(|| StorageError::Internal("revision upsert returned no row".into()))
+}
+
+impl RevisionStore for Database {
+    fn revision(&self, tenant: &str) -> Result<i64, StorageError> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT revision FROM tenant_revisions WHERE tenant = $1",
+                &[Val::from(tenant)],
+            )?;
+            Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0))
+        })
+    }
+
+    fn revisions(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                "SELECT tenant, revision FROM tenant_revisions ORDER BY tenant",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.string(0)?, r.i64(1)?)))
+            .collect()
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! Versioned, append-only migrations under storage/<backend>/NNNN_name.sql, compiled in.
+//! Each applied migration is recorded with a checksum; a shipped migration that was edited
+//! afterwards stops the start instead of leaving two databases with different schemas.
+
+use super::{StorageError, Tx, Val};
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migration {
+    ($backend:literal, $version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/storage/",
+                $backend,
+                "/",
+                $name,
+                ".sql"
+            )),
+        }
+    };
+}
+
+pub const SQLITE: &[Migration] = &[migration!("sqlite", 1, "0001_policies")];
+pub const POSTGRES: &[Migration] = &[migration!("postgres", 1, "0001_policies")];
+
+/// FNV-1a over the SQL text: a stable checksum without a dependency.
+fn checksum(sql: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sql.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Apply every migration not yet recorded, in order, inside the caller's transaction.
+pub fn apply(tx: &mut dyn Tx, set: &[Migration]) -> Result<(), StorageError> {
+    if tx.dialect() == super::Dialect::Postgres {
+        // Replicas starting together migrate one at a time.
+        tx.execute("SELECT pg_advisory_xact_lock(7420113)", &[])?;
+    }
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (\
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL)",
+        &[],
+    )?;
+    let applied = tx.query(
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+        &[],
+    )?;
+    for row in &applied {
+        let version = row.i64(0)?;
+        let Some(m) = set.iter().find(|m| m.version == version) else {
+            return Err(StorageError::Internal(format!(
+                "database has migration {version} (`{}`) that this build does not know: it was \
+                 migrated by a newer version",
+                row.string(1)?
+            )));
+        };
+        if row.string(2)? != checksum(m.sql) {
+            return Err(StorageError::Internal(format!(
+                "migration {version} `{}` was changed after it was applied",
+                m.name
+            )));
+        }
+    }
+    for m in set {
+        if applied.iter().any(|r| r.i64(0).ok() == Some(m.version)) {
+            continue;
+        }
+        for statement in m.sql.split(';').map(str::trim).filter(|s| !only_comments(s)) {
+            tx.execute(statement, &[])?;
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[Val::I64(m.version), Val::from(m.name), Val::from(checksum(m.sql))],
+        )?;
+        log::info!("storage: applied migration {} {}", m.version, m.name);
+    }
+    Ok(())
+}
+
+fn only_comments(s: &str) -> bool {
+    s.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with("--"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_versions_in_order() {
+        let v = |set: &[Migration]| set.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(v(SQLITE), v(POSTGRES));
+        for (i, m) in SQLITE.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+        }
+    }
+
+    #[test]
+    fn checksum_is_stable() {
+        assert_eq!(checksum(""), "cbf29ce484222325");
+        assert_ne!(checksum("a"), checksum("b"));
+    }
+}

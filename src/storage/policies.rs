@@ -1,0 +1,232 @@
+//! The policy capability, written once for both backends.
+
+use super::{Database, Page, PolicyStore, SortOrder, StorageError, Tx, Val, bump_revision};
+
+/// A stored policy. `statements` is the validated JSON array of statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub tenant: String,
+    pub krn: String,
+    pub name: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub statements: String,
+    pub origin: String,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPolicy {
+    pub tenant: String,
+    pub krn: String,
+    pub name: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub statements: String,
+    pub origin: String,
+    pub now_ms: i64,
+}
+
+/// Sortable columns of the policy list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicySort {
+    #[default]
+    Name,
+    Created,
+    Updated,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFilter {
+    pub tenant: String,
+    /// Substring of the name (case-sensitive).
+    pub name_contains: Option<String>,
+    pub kind: Option<String>,
+    pub origin: Option<String>,
+    pub sort: PolicySort,
+    pub order: SortOrder,
+}
+
+const COLUMNS: &str =
+    "tenant, krn, name, kind, description, statements, origin, version, created_ms, updated_ms";
+
+fn record(r: &super::Row) -> Result<PolicyRecord, StorageError> {
+    Ok(PolicyRecord {
+        tenant: r.string(0)?,
+        krn: r.string(1)?,
+        name: r.string(2)?,
+        kind: r.string(3)?,
+        description: r.opt_string(4)?,
+        statements: r.string(5)?,
+        origin: r.string(6)?,
+        version: r.i64(7)?,
+        created_ms: r.i64(8)?,
+        updated_ms: r.i64(9)?,
+    })
+}
+
+fn get(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<PolicyRecord, StorageError> {
+    let rows = tx.query(
+        &format!("SELECT {COLUMNS} FROM policies WHERE tenant = $1 AND krn = $2"),
+        &[Val::from(tenant), Val::from(krn)],
+    )?;
+    rows.first().map(record).ok_or(StorageError::NotFound)?
+}
+
+/// `LIKE` pattern for a literal substring (escape `\`, `%`, `_`).
+pub(crate) fn like_contains(s: &str) -> String {
+    let mut out = String::from("%");
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+impl PolicyStore for Database {
+    fn insert_policy(&self, p: &NewPolicy) -> Result<PolicyRecord, StorageError> {
+        self.tx(|tx| {
+            let exists = tx.query(
+                "SELECT 1 FROM policies WHERE tenant = $1 AND krn = $2",
+                &[Val::from(&p.tenant), Val::from(&p.krn)],
+            )?;
+            if !exists.is_empty() {
+                return Err(StorageError::Conflict(format!("policy `{}` exists", p.krn)));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO policies ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)"
+                ),
+                &[
+                    Val::from(&p.tenant),
+                    Val::from(&p.krn),
+                    Val::from(&p.name),
+                    Val::from(&p.kind),
+                    Val::from(p.description.clone()),
+                    Val::from(&p.statements),
+                    Val::from(&p.origin),
+                    Val::I64(p.now_ms),
+                ],
+            )?;
+            bump_revision(tx, &p.tenant)?;
+            get(tx, &p.tenant, &p.krn)
+        })
+    }
+
+    fn get_policy(&self, tenant: &str, krn: &str) -> Result<PolicyRecord, StorageError> {
+        self.tx(|tx| get(tx, tenant, krn))
+    }
+
+    fn list_policies(
+        &self,
+        f: &PolicyFilter,
+        page: Page,
+    ) -> Result<(Vec<PolicyRecord>, u64), StorageError> {
+        let mut cond = String::from("tenant = $1");
+        let mut params = vec![Val::from(&f.tenant)];
+        if let Some(n) = &f.name_contains {
+            params.push(Val::from(like_contains(n)));
+            cond.push_str(&format!(" AND name LIKE ${} ESCAPE '\\'", params.len()));
+        }
+        if let Some(k) = &f.kind {
+            params.push(Val::from(k));
+            cond.push_str(&format!(" AND kind = ${}", params.len()));
+        }
+        if let Some(o) = &f.origin {
+            params.push(Val::from(o));
+            cond.push_str(&format!(" AND origin = ${}", params.len()));
+        }
+        let column = match f.sort {
+            PolicySort::Name => "name",
+            PolicySort::Created => "created_ms",
+            PolicySort::Updated => "updated_ms",
+        };
+        let dir = match f.order {
+            SortOrder::Asc => "ASC",
+            SortOrder::Desc => "DESC",
+        };
+        self.tx(|tx| {
+            let count = tx.query(&format!("SELECT COUNT(*) FROM policies WHERE {cond}"), &params)?;
+            let total = count.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
+            let mut p = params.clone();
+            p.push(Val::I64(i64::from(page.size)));
+            p.push(Val::I64(page.offset()));
+            let rows = tx.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM policies WHERE {cond} ORDER BY {column} {dir}, krn {dir} \
+                     LIMIT ${} OFFSET ${}",
+                    p.len() - 1,
+                    p.len()
+                ),
+                &p,
+            )?;
+            let list = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+            Ok((list, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    fn replace_policy(
+        &self,
+        tenant: &str,
+        krn: &str,
+        expected_version: Option<i64>,
+        description: Option<&str>,
+        statements: &str,
+        now_ms: i64,
+    ) -> Result<PolicyRecord, StorageError> {
+        self.tx(|tx| {
+            let current = get(tx, tenant, krn)?;
+            if expected_version.is_some_and(|v| v != current.version) {
+                return Err(StorageError::Stale);
+            }
+            let n = tx.execute(
+                "UPDATE policies SET description = $1, statements = $2, version = version + 1, \
+                 updated_ms = $3 WHERE tenant = $4 AND krn = $5 AND version = $6",
+                &[
+                    Val::from(description),
+                    Val::from(statements),
+                    Val::I64(now_ms),
+                    Val::from(tenant),
+                    Val::from(krn),
+                    Val::I64(current.version),
+                ],
+            )?;
+            if n == 0 {
+                return Err(StorageError::Stale);
+            }
+            bump_revision(tx, tenant)?;
+            get(tx, tenant, krn)
+        })
+    }
+
+    fn delete_policy(&self, tenant: &str, krn: &str) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM policies WHERE tenant = $1 AND krn = $2",
+                &[Val::from(tenant), Val::from(krn)],
+            )?;
+            if n == 0 {
+                return Err(StorageError::NotFound);
+            }
+            bump_revision(tx, tenant)?;
+            Ok(())
+        })
+    }
+
+    fn all_policies(&self) -> Result<Vec<PolicyRecord>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                &format!("SELECT {COLUMNS} FROM policies ORDER BY tenant, krn"),
+                &[],
+            )?
+            .iter()
+            .map(record)
+            .collect()
+        })
+    }
+}

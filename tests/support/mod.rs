@@ -1,0 +1,121 @@
+//! Shared support of the integration tests: per-test SQLite files and PostgreSQL databases,
+//! created fresh and dropped afterwards so runs never see each other's data.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kaa::config::{PostgresSettings, Secret, SqliteSettings, StorageSettings};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique name per test within this process and across processes.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(unique("kaa-test"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn sqlite_settings(dir: &TempDir) -> StorageSettings {
+    StorageSettings::Sqlite(SqliteSettings {
+        path: dir.0.join("iam.db"),
+    })
+}
+
+/// The PostgreSQL server for tests, if `IAM_TEST_POSTGRES_URL` is set.
+pub fn pg_url() -> Option<String> {
+    match std::env::var("IAM_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => None,
+    }
+}
+
+/// Say (once per test) that a PostgreSQL test was skipped.
+pub fn skip(what: &str) {
+    eprintln!("skipped: {what} (set IAM_TEST_POSTGRES_URL to run it)");
+}
+
+/// A database of its own on the test server, dropped when this guard drops.
+pub struct PgTestDb {
+    pub settings: PostgresSettings,
+    admin: String,
+    pub name: String,
+}
+
+pub fn settings_from_url(url: &str, database: &str) -> PostgresSettings {
+    let c = postgres::Config::from_str(url).expect("IAM_TEST_POSTGRES_URL is a postgres URL");
+    let host = match c.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    PostgresSettings {
+        host,
+        port: c.get_ports().first().copied().unwrap_or(5432),
+        username: c.get_user().unwrap_or("postgres").to_string(),
+        password: Secret::new(
+            &c.get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default(),
+        ),
+        database: database.to_string(),
+        ssl_mode: "disable".into(),
+        ssl_root_cert: None,
+        max_open_connections: 8,
+        connect_timeout: Duration::from_secs(3),
+        statement_timeout: Duration::from_secs(30),
+    }
+}
+
+impl PgTestDb {
+    pub fn create() -> Option<PgTestDb> {
+        let url = pg_url()?;
+        let name = unique("kaa_test");
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("IAM_TEST_POSTGRES_URL {url} does not answer: {e}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        Some(PgTestDb {
+            settings: settings_from_url(&url, &name),
+            admin: url,
+            name,
+        })
+    }
+
+    pub fn storage(&self) -> StorageSettings {
+        StorageSettings::Postgres(self.settings.clone())
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
