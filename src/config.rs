@@ -70,7 +70,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "KAA_SECURITY_MULTITENANCY_ENABLED",
         "security.multitenancy.enabled",
     ),
-    ("KAA_SECURITY_ISSUER_PUBLIC_URL", "security.issuer.public-url"),
+    (
+        "KAA_SECURITY_ISSUER_PUBLIC_URL",
+        "security.issuer.public-url",
+    ),
     (
         "KAA_SECURITY_ISSUER_PRIVATE_URL",
         "security.issuer.private-url",
@@ -249,7 +252,9 @@ pub fn load(
         let file_var = format!("{name}_FILE");
         if let Some(p) = env.get(&file_var) {
             if env.contains_key(*name) {
-                warnings.push(format!("config: both {name} and {file_var} are set; {name} wins"));
+                warnings.push(format!(
+                    "config: both {name} and {file_var} are set; {name} wins"
+                ));
                 continue;
             }
             let value = std::fs::read_to_string(p).map_err(|e| ConfigError::Unreadable {
@@ -266,7 +271,9 @@ pub fn load(
             || OTHER_ENVS.contains(&name.as_str())
             || SECRET_ENVS.iter().any(|s| name == &format!("{s}_FILE"));
         if name.starts_with("KAA_") && !known {
-            warnings.push(format!("config: unknown environment variable {name} ignored"));
+            warnings.push(format!(
+                "config: unknown environment variable {name} ignored"
+            ));
         }
     }
 
@@ -285,7 +292,11 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
             Some(s) if !s.trim().is_empty() => s,
             _ => random_replica_id(),
         },
-        graceful_shutdown: t.duration("service.graceful-shutdown", Duration::from_secs(30), HOUR)?,
+        graceful_shutdown: t.duration(
+            "service.graceful-shutdown",
+            Duration::from_secs(30),
+            HOUR,
+        )?,
         debug: t.bool("service.debug", false)?,
     };
 
@@ -296,7 +307,9 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
         .map_err(|_| t.error("server.host", &host_text, "expected an IP address"))?;
     let server = ServerSettings {
         host,
-        port: t.port("server.port", kind.default_port())?,
+        // 0 asks the system for a free port (tests); the log line names the port taken.
+        port: u16::try_from(t.uint("server.port", u64::from(kind.default_port()), 0, 65535)?)
+            .unwrap_or(kind.default_port()),
         workers: t.uint("server.workers", 16, 1, 1024)? as usize,
         max_connections: t.uint("server.max-connections", 1024, 1, 65536)? as usize,
         max_body_bytes: t.uint("server.max-body-bytes", 1 << 20, 1024, 1 << 30)? as usize,
@@ -384,7 +397,10 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
     };
 
     let (iam, tenant_manager) = match kind {
-        ServiceKind::Iam => (t.raw("iam").unwrap_or(serde_json::Value::Null), serde_json::Value::Null),
+        ServiceKind::Iam => (
+            t.raw("iam").unwrap_or(serde_json::Value::Null),
+            serde_json::Value::Null,
+        ),
         ServiceKind::TenantManager => (
             serde_json::Value::Null,
             t.raw("tenant-manager").unwrap_or(serde_json::Value::Null),
@@ -492,7 +508,11 @@ mod tests {
     fn bad_values_name_the_key_and_variable() {
         for (var, val, key) in [
             ("SERVER_PORT", "70000", "server.port"),
-            ("KAA_POSTGRESQL_SSL_MODE", "sometimes", "postgresql.ssl-mode"),
+            (
+                "KAA_POSTGRESQL_SSL_MODE",
+                "sometimes",
+                "postgresql.ssl-mode",
+            ),
             ("KAA_SECURITY_ENABLED", "maybe", "security.enabled"),
             (
                 "KAA_POSTGRESQL_MAX_OPEN_CONNECTIONS",
@@ -549,12 +569,19 @@ mod tests {
             "server:\n  port: 9100\n  workers: 4\nservice:\n  graceful-shutdown: 7\nbogus: 1\n",
         )
         .unwrap();
-        let e = env(&[("APP_CONFIG_PATH", path.to_str().unwrap()), ("SERVER_PORT", "9200")]);
+        let e = env(&[
+            ("APP_CONFIG_PATH", path.to_str().unwrap()),
+            ("SERVER_PORT", "9200"),
+        ]);
         let l = load(ServiceKind::Iam, &e, None).unwrap();
         assert_eq!(l.config.server.port, 9200);
         assert_eq!(l.config.server.workers, 4);
         assert_eq!(l.config.service.graceful_shutdown, Duration::from_secs(7));
-        assert!(l.warnings.iter().any(|w| w.contains("`bogus`")), "{:?}", l.warnings);
+        assert!(
+            l.warnings.iter().any(|w| w.contains("`bogus`")),
+            "{:?}",
+            l.warnings
+        );
         std::fs::write(&path, "server:\n  port: [1]\n").unwrap();
         let err = load(ServiceKind::Iam, &env(&[]), Some(path.to_str().unwrap()))
             .unwrap_err()

@@ -1,5 +1,9 @@
-//! HTTP layer: our connection layer and worker pool, the router, JSON helpers, the one
-//! error-to-status mapping. Never SQL, never a concrete backend.
+//! HTTP layer: our connection layer and worker pool, the router, JSON helpers, metrics and the
+//! one error-to-status mapping. Never SQL, never a concrete backend.
 
+pub mod error;
+pub mod json;
 pub mod message;
+pub mod metrics;
+pub mod router;
 pub mod server;

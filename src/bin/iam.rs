@@ -1,2 +1,5 @@
-//! The `iam` binary.
-fn main() {}
+//! The `iam` binary: Identity and Access Management (default port 8090).
+
+fn main() -> std::process::ExitCode {
+    kaa::app::main_for(kaa::config::ServiceKind::Iam)
+}

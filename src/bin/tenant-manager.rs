@@ -1,2 +1,5 @@
-//! The `tenant-manager` binary.
-fn main() {}
+//! The `tenant-manager` binary: tenants over Keycloak realms (default port 8091).
+
+fn main() -> std::process::ExitCode {
+    kaa::app::main_for(kaa::config::ServiceKind::TenantManager)
+}

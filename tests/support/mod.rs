@@ -2,6 +2,9 @@
 //! created fresh and dropped afterwards so runs never see each other's data.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod proc;
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,9 +58,15 @@ pub fn pg_url() -> Option<String> {
     }
 }
 
-/// Say (once per test) that a PostgreSQL test was skipped.
+/// Say that a test was skipped, visibly: a direct write to stderr is not captured by the
+/// test harness, so `cargo test` shows it even when the test passes.
 pub fn skip(what: &str) {
-    eprintln!("skipped: {what} (set IAM_TEST_POSTGRES_URL to run it)");
+    skip_because(what, "set IAM_TEST_POSTGRES_URL to run it");
+}
+
+pub fn skip_because(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {what} ({why})");
 }
 
 /// A database of its own on the test server, dropped when this guard drops.
@@ -115,7 +124,10 @@ impl PgTestDb {
 impl Drop for PgTestDb {
     fn drop(&mut self) {
         if let Ok(mut admin) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }

@@ -1,0 +1,363 @@
+//! The composition root shared by both binaries: parse the command line, load and validate the
+//! configuration, check the license, open storage, wire the router, serve until SIGTERM/SIGINT,
+//! drain within `service.graceful-shutdown`. Only this file names concrete backends.
+
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::config::{self, Config, ServiceKind};
+use crate::http::error::ApiError;
+use crate::http::message::{Request, Response};
+use crate::http::metrics::Metrics;
+use crate::http::router::Router;
+use crate::http::server::{Handler, Server, ServerConfig, ServerStats};
+use crate::license::{self, LicenseState};
+use crate::storage::{Database, HealthStore};
+
+/// Operational state every service shares: storage, metrics, license.
+pub struct Ops {
+    pub kind: ServiceKind,
+    pub db: Arc<Database>,
+    pub metrics: Arc<Metrics>,
+    pub license: RwLock<LicenseState>,
+    pub started: Instant,
+    /// Extra readiness condition (the IAM index loaded); `None` means ready when storage is.
+    pub not_ready_reason: RwLock<Option<String>>,
+    /// The running server's gauges (set once it is bound).
+    pub server: OnceLock<ServerStats>,
+}
+
+impl Ops {
+    pub fn license_state(&self) -> LicenseState {
+        match self.license.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// Anything that carries [`Ops`] gets the operational routes.
+pub trait HasOps: Send + Sync + 'static {
+    fn ops(&self) -> &Ops;
+}
+
+/// `GET /health` (liveness), `GET /health/ready`, `GET /metrics`.
+pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
+    router.route("GET", "/health", |c: &C, _, _| {
+        let ops = c.ops();
+        Ok(Response::json(
+            200,
+            &json!({
+                "status": "UP",
+                "service": ops.kind.name(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptimeSeconds": ops.started.elapsed().as_secs(),
+                "license": ops.license_state(),
+            }),
+        ))
+    });
+    router.route("GET", "/health/ready", |c: &C, _, _| {
+        let ops = c.ops();
+        if let Err(e) = ops.db.ping() {
+            log::warn!("readiness: storage unreachable: {e}");
+            return Err(ApiError::new(503, "not ready: storage unreachable"));
+        }
+        let reason = ops.not_ready_reason.read().ok().and_then(|r| r.clone());
+        if let Some(r) = reason {
+            return Err(ApiError::new(503, format!("not ready: {r}")));
+        }
+        Ok(Response::json(200, &json!({ "status": "READY" })))
+    });
+    router.route("GET", "/metrics", |c: &C, _, _| {
+        let ops = c.ops();
+        let (open, idle) = ops.db.pool_state();
+        ops.metrics
+            .set_gauge("db_pool_connections", i64::from(open));
+        ops.metrics
+            .set_gauge("db_pool_idle_connections", i64::from(idle));
+        ops.metrics
+            .set_gauge("license_valid", i64::from(ops.license_state().is_valid()));
+        if let Some(s) = ops.server.get() {
+            let g = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+            ops.metrics
+                .set_gauge("http_open_connections", g(s.open_connections()));
+            ops.metrics
+                .set_gauge("http_busy_workers", g(s.busy_workers()));
+            ops.metrics
+                .set_gauge("http_queued_requests", g(s.queued_requests()));
+            ops.metrics.set_gauge("http_workers", g(s.workers()));
+            ops.metrics.set_gauge(
+                "http_connections_rejected_total",
+                i64::try_from(s.connections_rejected()).unwrap_or(i64::MAX),
+            );
+            ops.metrics.set_gauge(
+                "http_handler_panics_total",
+                i64::try_from(s.handler_panics()).unwrap_or(i64::MAX),
+            );
+        }
+        Ok(Response::text(
+            200,
+            "text/plain; version=0.0.4",
+            ops.metrics.render(),
+        ))
+    });
+}
+
+/// The server-facing handler: route, run, record metrics.
+pub struct App<C> {
+    router: Router<C>,
+    ctx: C,
+    metrics: Arc<Metrics>,
+}
+
+impl<C: Send + Sync + 'static> App<C> {
+    pub fn new(router: Router<C>, ctx: C, metrics: Arc<Metrics>) -> App<C> {
+        App {
+            router,
+            ctx,
+            metrics,
+        }
+    }
+
+    pub fn router(&self) -> &Router<C> {
+        &self.router
+    }
+}
+
+/// Methods outside this set are counted as `OTHER` (bounded label values).
+fn method_label(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+impl<C: Send + Sync + 'static> Handler for App<C> {
+    fn handle(&self, req: Request) -> Response {
+        let started = Instant::now();
+        let (resp, route) = self.router.dispatch(&self.ctx, &req);
+        self.metrics.observe_request(
+            route,
+            method_label(&req.method),
+            resp.status,
+            started.elapsed(),
+        );
+        resp
+    }
+}
+
+/// Exit codes: 0 clean stop, 1 runtime failure (storage, port, license), 2 bad configuration
+/// or usage.
+pub fn main_for(kind: ServiceKind) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(kind),
+        Some("check-config") => check_config(kind, args.get(1).map(String::as_str)),
+        Some("--version" | "version") => {
+            println!("{} {}", kind.name(), env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("--help" | "-h" | "help") => {
+            println!(
+                "usage: {0} [serve]              run the service (config: APP_CONFIG_PATH, env vars)\n       \
+                 {0} check-config [PATH]  validate a config file (and the environment) and exit\n       \
+                 {0} --version",
+                kind.name()
+            );
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!(
+                "{}: unknown command `{other}` (try `{} --help`)",
+                kind.name(),
+                kind.name()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_config(kind: ServiceKind, path: Option<&str>) -> ExitCode {
+    let env = std::env::vars().collect();
+    match config::load(kind, &env, path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            if let Err(e) = crate::iam::validate_config(&loaded.config) {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            let source = loaded
+                .config
+                .source
+                .as_ref()
+                .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+            println!("config ok: {source}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(kind: ServiceKind) -> ExitCode {
+    let loaded = match config::load_from_env(kind) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(loaded.config.service.debug);
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    let config = Arc::new(loaded.config);
+    match run(kind, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(msg)) => {
+            log::error!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            log::error!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Config(String),
+    Runtime(String),
+}
+
+fn run(kind: ServiceKind, config: Arc<Config>) -> Result<(), Failure> {
+    let started = Instant::now();
+    let lic = license::check(
+        &config.license.cert_path,
+        config.license.cert_password.expose(),
+    );
+    if !lic.is_valid() {
+        let problem = lic.problem.clone().unwrap_or_default();
+        if config.license.required {
+            return Err(Failure::Runtime(format!("license: {problem}")));
+        }
+        log::info!(
+            "license: {} ({problem}); not required by this configuration",
+            lic.status
+        );
+    } else {
+        log::info!(
+            "license: valid until {}",
+            lic.not_after.clone().unwrap_or_default()
+        );
+    }
+
+    let db =
+        Database::open(&config.storage).map_err(|e| Failure::Runtime(format!("storage: {e}")))?;
+    log::info!("storage: {}", db.describe());
+    let metrics =
+        Metrics::new(kind.name()).map_err(|e| Failure::Runtime(format!("metrics: {e}")))?;
+    let ops = Arc::new(Ops {
+        kind,
+        db: Arc::new(db),
+        metrics: Arc::new(metrics),
+        license: RwLock::new(lic),
+        started,
+        not_ready_reason: RwLock::new(None),
+        server: OnceLock::new(),
+    });
+    spawn_license_recheck(&config, &ops);
+
+    let handler: Arc<dyn Handler> = match kind {
+        ServiceKind::Iam => crate::iam::build(&config, &ops).map_err(Failure::Config)?,
+        ServiceKind::TenantManager => {
+            crate::tenants::build(&config, &ops).map_err(Failure::Config)?
+        }
+    };
+
+    let s = &config.server;
+    let server_config = ServerConfig {
+        bind: std::net::SocketAddr::new(s.host, s.port),
+        workers: s.workers,
+        max_connections: s.max_connections,
+        max_body_bytes: s.max_body_bytes,
+        max_header_bytes: 16 * 1024,
+        read_timeout: s.read_timeout,
+        idle_timeout: s.idle_timeout,
+        write_timeout: s.write_timeout,
+    };
+    let server = Server::bind(server_config, handler)
+        .map_err(|e| Failure::Runtime(format!("cannot listen on {}:{}: {e}", s.host, s.port)))?;
+    let _ = ops.server.set(server.stats());
+    let shutdown = server.shutdown_handle();
+    let grace = config.service.graceful_shutdown;
+    watch_signals(move || shutdown.shutdown())
+        .map_err(|e| Failure::Runtime(format!("signals: {e}")))?;
+    log::info!(
+        "{} {} listening on {} (instance {}, replica {}) in {} ms",
+        kind.name(),
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr(),
+        config.service.instance_name,
+        config.service.replica_id,
+        started.elapsed().as_millis()
+    );
+    let report = server.run(grace);
+    log::info!("{} stopped: {report:?}", kind.name());
+    Ok(())
+}
+
+/// Call `on_signal` on the first SIGTERM or SIGINT.
+fn watch_signals(on_signal: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig} received: draining in-flight requests");
+                on_signal();
+            }
+        })?;
+    Ok(())
+}
+
+fn spawn_license_recheck(config: &Arc<Config>, ops: &Arc<Ops>) {
+    let config = Arc::clone(config);
+    let ops = Arc::downgrade(ops);
+    let _ = std::thread::Builder::new()
+        .name("license".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(24 * 3600));
+                let Some(ops) = ops.upgrade() else { return };
+                let state = license::check(
+                    &config.license.cert_path,
+                    config.license.cert_password.expose(),
+                );
+                if !state.is_valid() {
+                    log::warn!(
+                        "license: {} ({})",
+                        state.status,
+                        state.problem.clone().unwrap_or_default()
+                    );
+                }
+                if let Ok(mut l) = ops.license.write() {
+                    *l = state;
+                }
+            }
+        });
+}

@@ -1,0 +1,123 @@
+//! THE one mapping from errors to HTTP statuses and JSON bodies `{"message", "errors"}`.
+//! Internal detail (driver messages, hosts) is logged with the request id, never sent.
+
+use serde_json::json;
+
+use super::message::Response;
+use crate::storage::StorageError;
+
+/// An error a handler returns; becomes the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+    pub errors: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
+
+    /// 400 with the individual problems listed in `errors`.
+    pub fn invalid(message: impl Into<String>, errors: Vec<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            message: message.into(),
+            errors,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(409, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(401, message)
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(500, "internal error")
+    }
+
+    pub fn unavailable() -> ApiError {
+        ApiError::new(503, "storage unavailable, retry later")
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = if self.errors.is_empty() {
+            json!({ "message": self.message })
+        } else {
+            json!({ "message": self.message, "errors": self.errors })
+        };
+        let mut r = Response::json(self.status, &body);
+        if self.status == 503 {
+            r = r.with_header("Retry-After", "1");
+        }
+        r
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        match e {
+            StorageError::NotFound => ApiError::not_found("not found"),
+            StorageError::Conflict(_) => ApiError::conflict("conflict with the current state"),
+            StorageError::Stale => ApiError::new(
+                412,
+                "the entity changed since it was read: fetch it again and retry",
+            ),
+            StorageError::Unavailable(detail) => {
+                log::warn!("storage unavailable: {detail}");
+                ApiError::unavailable()
+            }
+            StorageError::Internal(detail) => {
+                log::error!("storage error: {detail}");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_kinds_map_to_statuses_without_detail() {
+        let cases = [
+            (StorageError::NotFound, 404),
+            (StorageError::Conflict("uniq pk_x".into()), 409),
+            (StorageError::Stale, 412),
+            (
+                StorageError::Unavailable("host db:5432 refused".into()),
+                503,
+            ),
+            (StorageError::Internal("syntax error at SELECT".into()), 500),
+        ];
+        for (e, status) in cases {
+            let r = ApiError::from(e).into_response();
+            assert_eq!(r.status, status);
+            let body = String::from_utf8(r.body).unwrap();
+            for leak in ["pk_x", "5432", "SELECT"] {
+                assert!(!body.contains(leak), "{body}");
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! A router by method and path pattern (`/api/v1/users/{id}/policies`). Path parameters are
+//! matched on the raw path and then percent-decoded, so ids holding `/` travel as `%2F`.
+//! Unknown paths answer 404 JSON, known paths with another method 405 JSON with `Allow`.
+
+use super::error::ApiError;
+use super::message::{Request, Response, percent_decode};
+
+/// Decoded path parameters by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that the route pattern guarantees; an empty string otherwise.
+    pub fn req(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
+}
+
+pub type HandlerFn<C> =
+    Box<dyn Fn(&C, &Request, &Params) -> Result<Response, ApiError> + Send + Sync>;
+
+enum Seg {
+    Lit(&'static str),
+    Param(&'static str),
+}
+
+struct Route<C> {
+    method: &'static str,
+    pattern: &'static str,
+    segs: Vec<Seg>,
+    handler: HandlerFn<C>,
+}
+
+/// What the router found for a request.
+pub enum Match<'r, C> {
+    Found {
+        pattern: &'static str,
+        handler: &'r HandlerFn<C>,
+        params: Params,
+    },
+    MethodNotAllowed {
+        allow: Vec<&'static str>,
+    },
+    NotFound,
+}
+
+pub struct Router<C> {
+    routes: Vec<Route<C>>,
+}
+
+impl<C> Default for Router<C> {
+    fn default() -> Self {
+        Router { routes: Vec::new() }
+    }
+}
+
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.trim_matches('/').split('/').filter(|s| !s.is_empty())
+}
+
+impl<C> Router<C> {
+    pub fn new() -> Router<C> {
+        Router::default()
+    }
+
+    /// Add a route; `pattern` segments in braces are parameters.
+    pub fn route(
+        &mut self,
+        method: &'static str,
+        pattern: &'static str,
+        handler: impl Fn(&C, &Request, &Params) -> Result<Response, ApiError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let segs = split(pattern)
+            .map(
+                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Seg::Param(name),
+                    None => Seg::Lit(s),
+                },
+            )
+            .collect();
+        self.routes.push(Route {
+            method,
+            pattern,
+            segs,
+            handler: Box::new(handler),
+        });
+        self
+    }
+
+    /// Every (method, pattern) pair, in registration order.
+    pub fn routes(&self) -> Vec<(&'static str, &'static str)> {
+        self.routes.iter().map(|r| (r.method, r.pattern)).collect()
+    }
+
+    fn match_path(route: &Route<C>, parts: &[&str]) -> Option<Params> {
+        if route.segs.len() != parts.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (seg, part) in route.segs.iter().zip(parts) {
+            match seg {
+                Seg::Lit(l) if l == part => {}
+                Seg::Lit(_) => return None,
+                Seg::Param(name) => params.push((*name, percent_decode(part, false))),
+            }
+        }
+        Some(Params(params))
+    }
+
+    pub fn find(&self, method: &str, path: &str) -> Match<'_, C> {
+        let parts: Vec<&str> = split(path).collect();
+        let method = if method == "HEAD" { "GET" } else { method };
+        let mut allow = Vec::new();
+        // The most specific route wins: more literal segments beat parameters (`/users/me`
+        // over `/users/{id}`), whatever the registration order.
+        let mut best: Option<(usize, &Route<C>, Params)> = None;
+        for r in &self.routes {
+            if let Some(params) = Router::match_path(r, &parts) {
+                if r.method == method {
+                    let lits = r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
+                    if best.as_ref().is_none_or(|(b, _, _)| lits > *b) {
+                        best = Some((lits, r, params));
+                    }
+                } else if !allow.contains(&r.method) {
+                    allow.push(r.method);
+                }
+            }
+        }
+        if let Some((_, r, params)) = best {
+            return Match::Found {
+                pattern: r.pattern,
+                handler: &r.handler,
+                params,
+            };
+        }
+        if allow.is_empty() {
+            Match::NotFound
+        } else {
+            Match::MethodNotAllowed { allow }
+        }
+    }
+
+    /// Route and run; returns the response and the route pattern (for metrics labels).
+    pub fn dispatch(&self, ctx: &C, req: &Request) -> (Response, &'static str) {
+        match self.find(&req.method, &req.path) {
+            Match::Found {
+                pattern,
+                handler,
+                params,
+            } => {
+                let resp = handler(ctx, req, &params).unwrap_or_else(ApiError::into_response);
+                (resp, pattern)
+            }
+            Match::MethodNotAllowed { allow } => {
+                let mut allow = allow;
+                if allow.contains(&"GET") {
+                    allow.push("HEAD");
+                }
+                let list = allow.join(", ");
+                let resp = ApiError::new(
+                    405,
+                    format!("method {} is not allowed here; allowed: {list}", req.method),
+                )
+                .into_response()
+                .with_header("Allow", &list);
+                (resp, "method_not_allowed")
+            }
+            Match::NotFound => (
+                ApiError::not_found(format!("no route for {} {}", req.method, req.path))
+                    .into_response(),
+                "not_found",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router<()> {
+        let mut r = Router::new();
+        r.route("GET", "/api/v1/users/{id}", |_, _, p| {
+            Ok(Response::text(200, "text/plain", p.req("id").to_string()))
+        });
+        r.route("DELETE", "/api/v1/users/{id}", |_, _, _| {
+            Ok(Response::new(204))
+        });
+        r.route("GET", "/api/v1/users/me", |_, _, _| {
+            Ok(Response::text(200, "text/plain", "me"))
+        });
+        r.route("GET", "/fail", |_, _, _| Err(ApiError::conflict("nope")));
+        r
+    }
+
+    #[test]
+    fn params_are_decoded_and_literals_beat_parameters() {
+        let r = router();
+        let (resp, pattern) = r.dispatch(&(), &Request::new("GET", "/api/v1/users/a%2Fb%3D"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, b"a/b=");
+        assert_eq!(pattern, "/api/v1/users/{id}");
+        let (resp, _) = r.dispatch(&(), &Request::new("GET", "/api/v1/users/x/"));
+        assert_eq!(resp.body, b"x");
+        let (resp, pattern) = r.dispatch(&(), &Request::new("GET", "/api/v1/users/me"));
+        assert_eq!(resp.body, b"me");
+        assert_eq!(pattern, "/api/v1/users/me");
+    }
+
+    #[test]
+    fn unknown_path_is_404_json_and_wrong_method_405_with_allow() {
+        let r = router();
+        let (resp, _) = r.dispatch(&(), &Request::new("GET", "/nope"));
+        assert_eq!(resp.status, 404);
+        assert!(String::from_utf8_lossy(&resp.body).contains("\"message\""));
+        let (resp, _) = r.dispatch(&(), &Request::new("PUT", "/api/v1/users/x"));
+        assert_eq!(resp.status, 405);
+        assert_eq!(resp.header("allow"), Some("GET, DELETE, HEAD"));
+        let (resp, _) = r.dispatch(&(), &Request::new("HEAD", "/api/v1/users/x"));
+        assert_eq!(resp.status, 200);
+    }
+
+    #[test]
+    fn handler_errors_become_json() {
+        let (resp, _) = router().dispatch(&(), &Request::new("GET", "/fail"));
+        assert_eq!(resp.status, 409);
+        assert_eq!(resp.body, br#"{"message":"nope"}"#);
+    }
+}
