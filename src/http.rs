@@ -2,8 +2,10 @@
 //! one error-to-status mapping. Never SQL, never a concrete backend.
 
 pub mod error;
+pub mod iam_api;
 pub mod json;
 pub mod message;
 pub mod metrics;
+pub mod openapi;
 pub mod router;
 pub mod server;

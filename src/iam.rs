@@ -1,17 +1,31 @@
-//! IAM domain services and their HTTP wiring: users, groups, policies, resources, pools and
-//! authorization decisions. Calls the storage traits and the policy engine only.
+//! IAM domain services: users, groups, policies, resources, pools and authorization decisions.
+//! Calls the storage traits and the policy engine only; HTTP lives in `http::iam_api`.
+
+pub mod caller;
+pub mod err;
+pub mod evaluate;
+pub mod model;
+pub mod resources;
+pub mod service;
+pub mod state;
+pub mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::app::{App, HasOps, Ops, ops_routes};
+use crate::app::{App, HasOps, Ops};
 use crate::config::Config;
-use crate::http::router::Router;
 use crate::http::server::Handler;
+
+pub use caller::Caller;
+pub use err::IamError;
+pub use service::Iam;
 
 /// Everything an IAM handler can reach.
 pub struct IamCtx {
     pub ops: Arc<Ops>,
     pub config: Arc<Config>,
+    pub iam: Arc<Iam>,
 }
 
 impl HasOps for IamCtx {
@@ -21,23 +35,56 @@ impl HasOps for IamCtx {
 }
 
 /// Check the `iam` section of the configuration (used by `check-config` and at start).
-pub fn validate_config(_config: &Config) -> Result<(), String> {
-    Ok(())
+pub fn validate_config(config: &Config) -> Result<(), String> {
+    service::parse_iam_config(&config.iam).map(|_| ())
 }
 
-/// The IAM router: operational routes and the `/api/v1` surface.
-pub fn router() -> Router<IamCtx> {
-    let mut r = Router::new();
-    ops_routes(&mut r);
-    r
-}
-
-/// Wire the IAM service over opened storage.
+/// Wire the IAM service over opened storage: sync base policies, load the decision index, keep
+/// it in step with the database, and serve the API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
-    validate_config(config)?;
+    let iam = Arc::new(Iam::new(
+        Arc::clone(&ops.db),
+        &config.iam,
+        config.server.max_page_size,
+    )?);
+    iam.sync_base_policies()
+        .map_err(|e| format!("base policies: {e}"))?;
+    let started = std::time::Instant::now();
+    let tenants = iam
+        .state
+        .load_all(&ops.db)
+        .map_err(|e| format!("index: {e}"))?;
+    log::info!(
+        "index: {tenants} tenants loaded in {} ms",
+        started.elapsed().as_millis()
+    );
+    spawn_refresher(&iam, Duration::from_millis(500));
     let ctx = IamCtx {
         ops: Arc::clone(ops),
         config: Arc::clone(config),
+        iam,
     };
-    Ok(Arc::new(App::new(router(), ctx, Arc::clone(&ops.metrics))))
+    Ok(Arc::new(App::new(
+        crate::http::iam_api::router(),
+        ctx,
+        Arc::clone(&ops.metrics),
+    )))
+}
+
+/// Poll the per-tenant revisions so writes of other replicas show up within a second.
+fn spawn_refresher(iam: &Arc<Iam>, every: Duration) {
+    let weak = Arc::downgrade(iam);
+    let _ = std::thread::Builder::new()
+        .name("index-refresh".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(iam) = weak.upgrade() else { return };
+                match iam.state.refresh(&iam.db) {
+                    Ok(0) => {}
+                    Ok(n) => log::debug!("index: {n} tenants reloaded after writes elsewhere"),
+                    Err(e) => log::debug!("index: refresh skipped: {e}"),
+                }
+            }
+        });
 }

@@ -5,6 +5,7 @@
 //! once against the [`Tx`] trait with `$N` placeholders. Callers branch on error kinds, never on
 //! the backend. The backend is chosen once, at the composition root, by [`Database::open`].
 
+mod directory;
 mod err;
 mod migrate;
 mod policies;
@@ -14,6 +15,11 @@ mod value;
 
 use std::time::Duration;
 
+pub use directory::{
+    AttachmentStore, GroupFilter, GroupRecord, GroupStore, PoolRecord, PoolStore, ResourceFilter,
+    ResourcePatch, ResourceRecord, ResourceStore, SnapshotStore, TenantSnapshot, UserFilter,
+    UserPatch, UserRecord, UserStore,
+};
 pub use err::StorageError;
 pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
 pub use value::{Row, Val};

@@ -5,8 +5,8 @@
 mod support;
 
 use kaa::storage::{
-    Database, HealthStore, NewPolicy, Page, PolicyFilter, PolicySort, PolicyStore,
-    RevisionStore, SortOrder, StorageError,
+    Database, HealthStore, NewPolicy, Page, PolicyFilter, PolicySort, PolicyStore, RevisionStore,
+    SortOrder, StorageError,
 };
 
 fn policy(tenant: &str, name: &str, now: i64) -> NewPolicy {
@@ -19,6 +19,7 @@ fn policy(tenant: &str, name: &str, now: i64) -> NewPolicy {
         statements: r#"[{"effect":"allow","actions":["iam:user:read"],"resources":["*"]}]"#.into(),
         origin: "api".into(),
         now_ms: now,
+        resource_krn: None,
     }
 }
 
@@ -37,7 +38,11 @@ fn story(db: &Database) {
         db.insert_policy(&policy("t1", "readers", 1001)),
         Err(StorageError::Conflict(_))
     ));
-    assert_eq!(db.revision("t1").unwrap(), 1, "a failed write changes nothing");
+    assert_eq!(
+        db.revision("t1").unwrap(),
+        1,
+        "a failed write changes nothing"
+    );
 
     // Quotes, semicolons and comment markers survive as data (no SQL is built from input).
     let mut nasty = policy("t1", "nasty", 1002);
@@ -55,7 +60,8 @@ fn story(db: &Database) {
 
     // Lists: filter, sort, paging, count.
     for i in 0..5 {
-        db.insert_policy(&policy("t1", &format!("p{i}"), 2000 + i)).unwrap();
+        db.insert_policy(&policy("t1", &format!("p{i}"), 2000 + i))
+            .unwrap();
     }
     let all = PolicyFilter {
         tenant: "t1".into(),
@@ -75,19 +81,25 @@ fn story(db: &Database) {
         order: SortOrder::Desc,
         ..all.clone()
     };
-    let (list, _) = db.list_policies(&newest_first, Page { page: 1, size: 2 }).unwrap();
+    let (list, _) = db
+        .list_policies(&newest_first, Page { page: 1, size: 2 })
+        .unwrap();
     assert_eq!(list[0].name, "p4");
     let by_name = PolicyFilter {
         name_contains: Some("p_".into()),
         ..all.clone()
     };
-    let (list, count) = db.list_policies(&by_name, Page { page: 1, size: 10 }).unwrap();
+    let (list, count) = db
+        .list_policies(&by_name, Page { page: 1, size: 10 })
+        .unwrap();
     assert_eq!(count, 0, "`_` is literal in a name filter, got {list:?}");
     let by_name = PolicyFilter {
         name_contains: Some("ead".into()),
         ..all.clone()
     };
-    let (list, _) = db.list_policies(&by_name, Page { page: 1, size: 10 }).unwrap();
+    let (list, _) = db
+        .list_policies(&by_name, Page { page: 1, size: 10 })
+        .unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].name, "readers");
 
@@ -119,7 +131,10 @@ fn story(db: &Database) {
     ));
     assert_eq!(db.all_policies().unwrap().len(), 7);
     let revs = db.revisions().unwrap();
-    assert_eq!(revs.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["t1", "t2"]);
+    assert_eq!(
+        revs.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["t1", "t2"]
+    );
 }
 
 #[test]
@@ -164,5 +179,8 @@ fn postgres_unreachable_is_one_clear_error() {
         .err()
         .expect("a closed port fails")
         .to_string();
-    assert!(err.starts_with("storage unavailable: cannot connect to PostgreSQL at"), "{err}");
+    assert!(
+        err.starts_with("storage unavailable: cannot connect to PostgreSQL at"),
+        "{err}"
+    );
 }

@@ -27,8 +27,14 @@ macro_rules! migration {
     };
 }
 
-pub const SQLITE: &[Migration] = &[migration!("sqlite", 1, "0001_policies")];
-pub const POSTGRES: &[Migration] = &[migration!("postgres", 1, "0001_policies")];
+pub const SQLITE: &[Migration] = &[
+    migration!("sqlite", 1, "0001_policies"),
+    migration!("sqlite", 2, "0002_directory"),
+];
+pub const POSTGRES: &[Migration] = &[
+    migration!("postgres", 1, "0001_policies"),
+    migration!("postgres", 2, "0002_directory"),
+];
 
 /// FNV-1a over the SQL text: a stable checksum without a dependency.
 fn checksum(sql: &str) -> String {
@@ -75,12 +81,21 @@ pub fn apply(tx: &mut dyn Tx, set: &[Migration]) -> Result<(), StorageError> {
         if applied.iter().any(|r| r.i64(0).ok() == Some(m.version)) {
             continue;
         }
-        for statement in m.sql.split(';').map(str::trim).filter(|s| !only_comments(s)) {
+        for statement in m
+            .sql
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !only_comments(s))
+        {
             tx.execute(statement, &[])?;
         }
         tx.execute(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-            &[Val::I64(m.version), Val::from(m.name), Val::from(checksum(m.sql))],
+            &[
+                Val::I64(m.version),
+                Val::from(m.name),
+                Val::from(checksum(m.sql)),
+            ],
         )?;
         log::info!("storage: applied migration {} {}", m.version, m.name);
     }

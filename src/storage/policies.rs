@@ -15,6 +15,8 @@ pub struct PolicyRecord {
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// For resource-based policies: the resource it is bound to.
+    pub resource_krn: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +29,7 @@ pub struct NewPolicy {
     pub statements: String,
     pub origin: String,
     pub now_ms: i64,
+    pub resource_krn: Option<String>,
 }
 
 /// Sortable columns of the policy list.
@@ -49,10 +52,10 @@ pub struct PolicyFilter {
     pub order: SortOrder,
 }
 
-const COLUMNS: &str =
-    "tenant, krn, name, kind, description, statements, origin, version, created_ms, updated_ms";
+pub(crate) const COLUMNS: &str = "tenant, krn, name, kind, description, statements, origin, version, \
+                       created_ms, updated_ms, resource_krn";
 
-fn record(r: &super::Row) -> Result<PolicyRecord, StorageError> {
+pub(crate) fn record(r: &super::Row) -> Result<PolicyRecord, StorageError> {
     Ok(PolicyRecord {
         tenant: r.string(0)?,
         krn: r.string(1)?,
@@ -64,10 +67,11 @@ fn record(r: &super::Row) -> Result<PolicyRecord, StorageError> {
         version: r.i64(7)?,
         created_ms: r.i64(8)?,
         updated_ms: r.i64(9)?,
+        resource_krn: r.opt_string(10)?,
     })
 }
 
-fn get(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<PolicyRecord, StorageError> {
+pub(crate) fn get(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<PolicyRecord, StorageError> {
     let rows = tx.query(
         &format!("SELECT {COLUMNS} FROM policies WHERE tenant = $1 AND krn = $2"),
         &[Val::from(tenant), Val::from(krn)],
@@ -75,8 +79,36 @@ fn get(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<PolicyRecord, Storage
     rows.first().map(record).ok_or(StorageError::NotFound)?
 }
 
+/// Insert a policy inside the caller's transaction (`Conflict` when the KRN exists).
+pub(crate) fn insert_tx(tx: &mut dyn Tx, p: &NewPolicy) -> Result<(), StorageError> {
+    let exists = tx.query(
+        "SELECT 1 FROM policies WHERE tenant = $1 AND krn = $2",
+        &[Val::from(&p.tenant), Val::from(&p.krn)],
+    )?;
+    if !exists.is_empty() {
+        return Err(StorageError::Conflict(format!("policy `{}` exists", p.krn)));
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO policies ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9)"
+        ),
+        &[
+            Val::from(&p.tenant),
+            Val::from(&p.krn),
+            Val::from(&p.name),
+            Val::from(&p.kind),
+            Val::from(p.description.clone()),
+            Val::from(&p.statements),
+            Val::from(&p.origin),
+            Val::I64(p.now_ms),
+            Val::from(p.resource_krn.clone()),
+        ],
+    )?;
+    Ok(())
+}
+
 /// `LIKE` pattern for a literal substring (escape `\`, `%`, `_`).
-pub(crate) fn like_contains(s: &str) -> String {
+pub fn like_contains(s: &str) -> String {
     let mut out = String::from("%");
     for c in s.chars() {
         if matches!(c, '\\' | '%' | '_') {
@@ -91,28 +123,7 @@ pub(crate) fn like_contains(s: &str) -> String {
 impl PolicyStore for Database {
     fn insert_policy(&self, p: &NewPolicy) -> Result<PolicyRecord, StorageError> {
         self.tx(|tx| {
-            let exists = tx.query(
-                "SELECT 1 FROM policies WHERE tenant = $1 AND krn = $2",
-                &[Val::from(&p.tenant), Val::from(&p.krn)],
-            )?;
-            if !exists.is_empty() {
-                return Err(StorageError::Conflict(format!("policy `{}` exists", p.krn)));
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO policies ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)"
-                ),
-                &[
-                    Val::from(&p.tenant),
-                    Val::from(&p.krn),
-                    Val::from(&p.name),
-                    Val::from(&p.kind),
-                    Val::from(p.description.clone()),
-                    Val::from(&p.statements),
-                    Val::from(&p.origin),
-                    Val::I64(p.now_ms),
-                ],
-            )?;
+            insert_tx(tx, p)?;
             bump_revision(tx, &p.tenant)?;
             get(tx, &p.tenant, &p.krn)
         })

@@ -21,7 +21,8 @@ pub struct PgPool {
 }
 
 fn tls(settings: &PostgresSettings) -> Result<MakeTlsConnector, StorageError> {
-    let internal = |e: openssl::error::ErrorStack| StorageError::Internal(format!("tls setup: {e}"));
+    let internal =
+        |e: openssl::error::ErrorStack| StorageError::Internal(format!("tls setup: {e}"));
     let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(internal)?;
     match settings.ssl_mode.as_str() {
         "verify-ca" | "verify-full" => {

@@ -40,7 +40,10 @@ pub fn open(path: &Path) -> Result<SqlitePool, StorageError> {
         .connection_timeout(BUSY_TIMEOUT)
         .build(manager)
         .map_err(|e| {
-            StorageError::Unavailable(format!("cannot open SQLite database {}: {e}", path.display()))
+            StorageError::Unavailable(format!(
+                "cannot open SQLite database {}: {e}",
+                path.display()
+            ))
         })?;
     Ok(SqlitePool {
         pool,
@@ -162,6 +165,9 @@ mod tests {
 
     #[test]
     fn placeholders_are_rewritten() {
-        assert_eq!(rewrite("a = $1 AND b = $12 AND c = '$'"), "a = ?1 AND b = ?12 AND c = '$'");
+        assert_eq!(
+            rewrite("a = $1 AND b = $12 AND c = '$'"),
+            "a = ?1 AND b = ?12 AND c = '$'"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod proc;
 pub mod proxy;
+pub mod service;
 
 use std::path::PathBuf;
 use std::str::FromStr;

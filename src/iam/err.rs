@@ -1,0 +1,43 @@
+//! Errors of the IAM domain; `http::error` maps them to statuses.
+
+use thiserror::Error;
+
+use crate::storage::StorageError;
+
+#[derive(Debug, Error)]
+pub enum IamError {
+    /// Bad input: a message and the individual problems.
+    #[error("{0}")]
+    Invalid(String, Vec<String>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The entity changed since the version the caller sent.
+    #[error("{0}")]
+    Stale(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl IamError {
+    pub fn invalid(message: impl Into<String>) -> IamError {
+        IamError::Invalid(message.into(), Vec::new())
+    }
+}
+
+/// Map a storage error with entity-specific words for the kinds a client can cause.
+pub fn storage(e: StorageError, entity: &str, name: &str) -> IamError {
+    match e {
+        StorageError::NotFound => IamError::NotFound(format!("{entity} `{name}` not found")),
+        StorageError::Conflict(_) => {
+            IamError::Conflict(format!("{entity} `{name}` already exists"))
+        }
+        StorageError::Stale => IamError::Stale(format!(
+            "{entity} `{name}` changed since the version you sent: read it again and retry"
+        )),
+        other => IamError::Storage(other),
+    }
+}

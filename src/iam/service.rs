@@ -1,0 +1,773 @@
+//! IAM domain operations: validate input, check the caller's right, write in one transaction,
+//! then bring the in-memory decision state up to the committed revision.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::caller::{Caller, SYSTEM_TENANT};
+use super::err::{IamError, storage};
+use super::model::*;
+use super::state::DecisionState;
+use crate::clock::now_ms;
+use crate::policy::{Action, BasePolicy, Krn, PolicyDocument};
+use crate::storage::{
+    AttachmentStore, Database, NewPolicy, Page, PolicyFilter, PolicyRecord, PolicyStore,
+    StorageError,
+};
+
+/// Most ids in one attach, member or bulk request.
+pub const MAX_IDS: usize = 1000;
+/// Most (action × resource) pairs in one evaluation request.
+pub const MAX_EVALUATIONS: usize = 10_000;
+
+pub struct Iam {
+    pub db: Arc<Database>,
+    pub state: DecisionState,
+    pub max_page_size: u32,
+    /// Statement templates of resource-based policies, by resource type.
+    pub(crate) templates: HashMap<String, Value>,
+    /// Base policies as configured: name and statements (with `${tenant}`).
+    base_raw: Vec<(String, Value)>,
+}
+
+/// The built-in base policy: a realm's `tenant-admin` role may do anything in IAM in its tenant.
+pub fn default_base_policies() -> Value {
+    json!([{
+        "name": "tenant-admin",
+        "description": "Administrators of a tenant's realm manage IAM in that tenant",
+        "statements": [{
+            "effect": "allow",
+            "actions": ["iam:*"],
+            "resources": ["krn:iam:${tenant}:*"],
+            "principals": ["krn:iam:${tenant}::role/tenant-admin"]
+        }]
+    }])
+}
+
+/// Base policies and resource-policy templates from the `iam` section, validated.
+pub type IamSettings = (
+    Vec<BasePolicy>,
+    Vec<(String, Value)>,
+    HashMap<String, Value>,
+);
+
+pub fn parse_iam_config(section: &Value) -> Result<IamSettings, String> {
+    let base_value = match section.get("base-policies") {
+        None | Some(Value::Null) => default_base_policies(),
+        Some(v) => v.clone(),
+    };
+    let Value::Array(items) = base_value else {
+        return Err("config: `iam.base-policies` must be a list of policy documents".into());
+    };
+    let mut base = Vec::new();
+    let mut raw = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let b = BasePolicy::from_json(item)
+            .map_err(|e| format!("config: `iam.base-policies[{i}]`: {e}"))?;
+        if raw.iter().any(|(n, _)| n == b.name()) {
+            return Err(format!(
+                "config: `iam.base-policies[{i}]`: duplicate name `{}`",
+                b.name()
+            ));
+        }
+        raw.push((
+            b.name().to_string(),
+            item.get("statements").cloned().unwrap_or(Value::Null),
+        ));
+        base.push(b);
+    }
+    let mut templates = HashMap::new();
+    match section.get("resource-policy-templates") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (rtype, t) in map {
+                let statements = t.get("statements").cloned().unwrap_or(Value::Null);
+                let sample = instantiate_template(&statements, "t", "krn:svc:t::x/y", None);
+                let doc = json!({"name": "template", "type": "resource", "statements": sample});
+                PolicyDocument::from_json(&doc)
+                    .map_err(|e| format!("config: `iam.resource-policy-templates.{rtype}`: {e}"))?;
+                templates.insert(rtype.clone(), statements);
+            }
+        }
+        Some(_) => {
+            return Err(
+                "config: `iam.resource-policy-templates` must map resource types to templates"
+                    .into(),
+            );
+        }
+    }
+    Ok((base, raw, templates))
+}
+
+/// Replace `${tenant}`, `${resource}` and `${owner}` in every string of a template. Statements
+/// naming `${owner}` lose that principal when the resource has no owner.
+pub fn instantiate_template(
+    statements: &Value,
+    tenant: &str,
+    resource: &str,
+    owner: Option<&str>,
+) -> Value {
+    fn walk(v: &Value, tenant: &str, resource: &str, owner: Option<&str>) -> Option<Value> {
+        match v {
+            Value::String(s) => {
+                if s.contains("${owner}") && owner.is_none() {
+                    return None;
+                }
+                Some(Value::String(
+                    s.replace("${tenant}", tenant)
+                        .replace("${resource}", resource)
+                        .replace("${owner}", owner.unwrap_or("")),
+                ))
+            }
+            Value::Array(items) => Some(Value::Array(
+                items
+                    .iter()
+                    .filter_map(|i| walk(i, tenant, resource, owner))
+                    .collect(),
+            )),
+            Value::Object(m) => Some(Value::Object(
+                m.iter()
+                    .filter_map(|(k, v)| walk(v, tenant, resource, owner).map(|v| (k.clone(), v)))
+                    .collect(),
+            )),
+            other => Some(other.clone()),
+        }
+    }
+    walk(statements, tenant, resource, owner).unwrap_or(Value::Null)
+}
+
+/// A token of a KRN (name, username, path segment): `a-z A-Z 0-9 - _ @ . +`, 1..=128 chars.
+pub fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'@' | b'.' | b'+'))
+}
+
+/// A user directory / resource path: `/` or `/seg/seg`, each segment a token.
+pub(crate) fn parse_path(
+    field: &str,
+    path: Option<&str>,
+) -> Result<(String, Vec<String>), IamError> {
+    let p = path.unwrap_or("/").trim();
+    let p = if p.is_empty() { "/" } else { p };
+    if !p.starts_with('/') {
+        return Err(IamError::invalid(format!(
+            "`{field}` must start with `/`, got `{p}`"
+        )));
+    }
+    let segs: Vec<String> = p
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(bad) = segs.iter().find(|s| !valid_token(s)) {
+        return Err(IamError::invalid(format!(
+            "`{field}` segment `{bad}` may only hold letters, digits and - _ @ . +"
+        )));
+    }
+    if segs.len() > 16 {
+        return Err(IamError::invalid(format!(
+            "`{field}` is deeper than 16 levels"
+        )));
+    }
+    let canonical = if segs.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{}", segs.join("/"))
+    };
+    Ok((canonical, segs))
+}
+
+pub(crate) fn valid_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else {
+        return false;
+    };
+    e.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.contains(char::is_whitespace)
+        && !domain.contains('@')
+}
+
+pub(crate) fn krn(text: &str) -> Result<Krn, IamError> {
+    Krn::parse(text).map_err(|e| IamError::invalid(e.to_string()))
+}
+
+pub(crate) fn entity_krn(
+    tenant: &str,
+    kind: &str,
+    path: &[String],
+    name: &str,
+) -> Result<Krn, IamError> {
+    let mut s = format!("krn:iam:{tenant}::{kind}");
+    for seg in path {
+        s.push('/');
+        s.push_str(seg);
+    }
+    s.push('/');
+    s.push_str(name);
+    krn(&s)
+}
+
+pub(crate) fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+pub(crate) fn metadata(v: Option<&Value>) -> Result<String, IamError> {
+    match v {
+        None | Some(Value::Null) => Ok("{}".into()),
+        Some(o @ Value::Object(_)) => {
+            let text = o.to_string();
+            if text.len() > 16 * 1024 {
+                return Err(IamError::invalid("`metadata` is larger than 16 KiB"));
+            }
+            Ok(text)
+        }
+        Some(_) => Err(IamError::invalid("`metadata` must be a JSON object")),
+    }
+}
+
+pub(crate) fn optional_text(field: &str, v: Option<&str>, max: usize) -> Result<(), IamError> {
+    match v {
+        Some(s) if s.chars().count() > max => Err(IamError::invalid(format!(
+            "`{field}` is longer than {max} characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn hash_password(pw: &str) -> Result<String, IamError> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(pw.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| IamError::Storage(StorageError::Internal(format!("argon2: {e}"))))
+}
+
+/// Parse one id list, deduplicated, each of the expected entity type and tenant.
+pub(crate) fn ids(
+    list: &[String],
+    field: &str,
+    kind: &str,
+    tenant: &str,
+) -> Result<Vec<String>, IamError> {
+    if list.len() > MAX_IDS {
+        return Err(IamError::invalid(format!(
+            "`{field}` holds more than {MAX_IDS} ids"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    let mut errors = Vec::new();
+    for (i, id) in list.iter().enumerate() {
+        match Krn::from_id(id) {
+            Ok(k) if k.is_wildcard() || k.resource_type() != kind || k.service() != "iam" => {
+                errors.push(format!("{field}[{i}]: `{id}` is not a {kind} id"))
+            }
+            Ok(k) if k.tenant() != tenant => {
+                errors.push(format!("{field}[{i}]: `{id}` belongs to another tenant"))
+            }
+            Ok(k) => {
+                if !out.iter().any(|o| o == k.as_str()) {
+                    out.push(k.as_str().to_string());
+                }
+            }
+            Err(e) => errors.push(format!("{field}[{i}]: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(IamError::Invalid(format!("invalid `{field}`"), errors))
+    }
+}
+
+/// Parse the KRN of a resource id in a path (any service), checking the caller's tenant.
+fn any_id(id: &str, caller: &Caller) -> Result<Krn, IamError> {
+    let k = Krn::from_id(id)
+        .map_err(|e| IamError::NotFound(format!("no entity with id `{id}`: {e}")))?;
+    if k.is_wildcard() {
+        return Err(IamError::NotFound(format!(
+            "`{id}` names a wildcard, not an entity"
+        )));
+    }
+    if k.tenant() != caller.tenant && !caller.is_system() {
+        return Err(IamError::NotFound(format!("no entity with id `{id}`")));
+    }
+    Ok(k)
+}
+
+/// Parse a path id that must name an IAM entity of `kind`.
+pub fn path_id(id: &str, kind: &str, caller: &Caller) -> Result<Krn, IamError> {
+    let k = any_id(id, caller)?;
+    if k.service() != "iam" || k.resource_type() != kind {
+        return Err(IamError::NotFound(format!("`{id}` is not a {kind} id")));
+    }
+    Ok(k)
+}
+
+/// A page request, clamped to the server's maximum page size.
+pub fn page(page: Option<&str>, size: Option<&str>, max: u32) -> Result<Page, IamError> {
+    let num = |field: &str, v: Option<&str>, default: u32| -> Result<u32, IamError> {
+        match v {
+            None | Some("") => Ok(default),
+            Some(s) => match s.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(IamError::invalid(format!(
+                    "`{field}` must be a whole number of at least 1, got `{s}`"
+                ))),
+            },
+        }
+    };
+    let p = num("page", page, 1)?;
+    let s = num("pageSize", size, max.min(100))?.min(max);
+    if u64::from(p) * u64::from(s) > i64::MAX as u64 {
+        return Err(IamError::invalid("`page` is too large"));
+    }
+    Ok(Page { page: p, size: s })
+}
+
+/// A list as the API returns it.
+pub fn listed<T: serde::Serialize>(items: Vec<T>, count: u64, page: Page) -> Value {
+    json!({ "data": items, "count": count, "page": page.page, "pageSize": page.size })
+}
+
+impl Iam {
+    /// Build from configuration (`iam.base-policies`, `iam.resource-policy-templates`).
+    pub fn new(db: Arc<Database>, iam_config: &Value, max_page_size: u32) -> Result<Iam, String> {
+        let (base, base_raw, templates) = parse_iam_config(iam_config)?;
+        Ok(Iam {
+            db,
+            state: DecisionState::new(base),
+            max_page_size,
+            templates,
+            base_raw,
+        })
+    }
+
+    pub fn page(&self, p: Option<&str>, s: Option<&str>) -> Result<Page, IamError> {
+        page(p, s, self.max_page_size)
+    }
+
+    /// After a committed write: bring the tenant's decision state to the new revision.
+    pub(crate) fn committed(&self, tenant: &str) {
+        if let Err(e) = self.state.reload_tenant(&self.db, tenant) {
+            log::warn!(
+                "index: reload of tenant `{tenant}` after a write failed: {e}; the refresher retries"
+            );
+        }
+    }
+
+    /// The tenant a call acts in: the caller's, or (system tenant only) the one it names.
+    pub fn tenant_for(&self, caller: &Caller, requested: Option<&str>) -> Result<String, IamError> {
+        match requested.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(caller.tenant.clone()),
+            Some(t) if !valid_token(t) => Err(IamError::invalid(format!(
+                "`tenantID` `{t}` may only hold letters, digits and - _ @ . +"
+            ))),
+            Some(t) if t == caller.tenant || caller.is_system() => Ok(t.to_string()),
+            Some(t) => Err(IamError::Forbidden(format!(
+                "only the system tenant may act in tenant `{t}`"
+            ))),
+        }
+    }
+
+    /// The caller's right to `action` on `target`, decided by our own engine.
+    pub fn authorize(&self, caller: &Caller, action: &str, target: &Krn) -> Result<(), IamError> {
+        if caller.unrestricted {
+            return Ok(());
+        }
+        let Some(principal) = &caller.principal else {
+            return Err(IamError::Forbidden(format!(
+                "`{action}` on `{target}` is not allowed"
+            )));
+        };
+        let a = Action::parse(action).map_err(|e| IamError::invalid(e.to_string()))?;
+        let set = self
+            .state
+            .principal_set(&caller.tenant, principal, &caller.roles);
+        let d = self.state.decide(&caller.tenant, &set, &a, target);
+        if d.is_allowed() {
+            Ok(())
+        } else {
+            Err(IamError::Forbidden(format!(
+                "`{action}` on `{target}` is not allowed"
+            )))
+        }
+    }
+
+    /// Every KRN a non-system caller writes must name its own tenant (no wildcard tenant).
+    fn check_tenant_scope(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        doc: &PolicyDocument,
+    ) -> Result<(), IamError> {
+        if caller.is_system() && caller.unrestricted {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for (i, st) in doc.statements.iter().enumerate() {
+            for k in st.resources.iter().chain(st.principals.iter()) {
+                if k.service() == "*" || k.tenant() != tenant {
+                    errors.push(format!(
+                        "statement {i}: `{k}` must name tenant `{tenant}` (no wildcard tenant)"
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() || caller.is_system() {
+            Ok(())
+        } else {
+            Err(IamError::Invalid(
+                "statements reach outside the tenant".into(),
+                errors,
+            ))
+        }
+    }
+
+    /// Naming principals in statements is attaching: the same right an attach call needs.
+    fn check_principals(
+        &self,
+        caller: &Caller,
+        doc: &PolicyDocument,
+        policy: &Krn,
+    ) -> Result<(), IamError> {
+        if caller.unrestricted {
+            return Ok(());
+        }
+        for st in &doc.statements {
+            for p in &st.principals {
+                let action = if p.resource_type() == "group" {
+                    "iam:policy:group:attach"
+                } else {
+                    "iam:policy:user:attach"
+                };
+                self.authorize(caller, action, p)?;
+            }
+        }
+        let _ = policy;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ policies
+
+    fn parse_document(
+        &self,
+        name: &str,
+        kind: &str,
+        description: Option<&str>,
+        statements: &Value,
+    ) -> Result<PolicyDocument, IamError> {
+        let doc = json!({ "name": name, "type": kind, "description": description, "statements": statements });
+        PolicyDocument::from_json(&doc).map_err(|e| IamError::invalid(e.to_string()))
+    }
+
+    pub fn create_policy(
+        &self,
+        caller: &Caller,
+        body: PolicyCreate,
+    ) -> Result<PolicyRecord, IamError> {
+        let tenant = self.tenant_for(caller, body.tenant_id.as_deref())?;
+        let kind = body.kind.as_deref().unwrap_or("identity");
+        if kind != "identity" {
+            return Err(IamError::invalid(match kind {
+                "base" => "base policies come from the service configuration and cannot be created through the API".to_string(),
+                "resource" => "resource-based policies belong to a resource: use PUT /resources/{id}/policy".to_string(),
+                other => format!("`type` must be `identity`, got `{other}`"),
+            }));
+        }
+        if let Some(level) = body.level.as_deref().filter(|l| *l != "tenant") {
+            return Err(IamError::invalid(format!(
+                "`level` must be `tenant`, got `{level}`"
+            )));
+        }
+        let doc = self.parse_document(
+            &body.name,
+            kind,
+            body.description.as_deref(),
+            &body.statements,
+        )?;
+        let policy_krn = entity_krn(&tenant, "policy", &[], &doc.name)?;
+        self.authorize(caller, "iam:policy:create", &policy_krn)?;
+        self.check_tenant_scope(caller, &tenant, &doc)?;
+        self.check_principals(caller, &doc, &policy_krn)?;
+        let rec = self
+            .db
+            .insert_policy(&NewPolicy {
+                tenant: tenant.clone(),
+                krn: policy_krn.as_str().to_string(),
+                name: doc.name.clone(),
+                kind: kind.to_string(),
+                description: doc.description.clone(),
+                statements: json_text(&doc.to_json()["statements"]),
+                origin: "api".into(),
+                now_ms: now_ms(),
+                resource_krn: None,
+            })
+            .map_err(|e| storage(e, "policy", &doc.name))?;
+        self.committed(&tenant);
+        Ok(rec)
+    }
+
+    pub fn get_policy(&self, caller: &Caller, id: &str) -> Result<PolicyRecord, IamError> {
+        let k = path_id(id, "policy", caller)?;
+        self.authorize(caller, "iam:policy:read", &k)?;
+        self.db
+            .get_policy(k.tenant(), k.as_str())
+            .map_err(|e| storage(e, "policy", k.as_str()))
+    }
+
+    pub fn list_policies(
+        &self,
+        caller: &Caller,
+        q: &HashMap<String, String>,
+    ) -> Result<(Vec<PolicyRecord>, u64, Page), IamError> {
+        let tenant = self.tenant_for(caller, q.get("tenantID").map(String::as_str))?;
+        let all = krn(&format!("krn:iam:{tenant}::policy/*"))?;
+        self.authorize(caller, "iam:policy:read", &all)?;
+        let page = self.page(
+            q.get("page").map(String::as_str),
+            q.get("pageSize").map(String::as_str),
+        )?;
+        let filter = PolicyFilter {
+            tenant,
+            name_contains: q.get("name").cloned(),
+            kind: q.get("type").cloned(),
+            origin: q.get("origin").cloned(),
+            sort: match q.get("sort").map(String::as_str) {
+                None | Some("name") => crate::storage::PolicySort::Name,
+                Some("created") => crate::storage::PolicySort::Created,
+                Some("updated") => crate::storage::PolicySort::Updated,
+                Some(other) => {
+                    return Err(IamError::invalid(format!(
+                        "`sort` must be one of name, created, updated, got `{other}`"
+                    )));
+                }
+            },
+            order: sort_order(q.get("sortOrder").map(String::as_str))?,
+        };
+        let (items, count) = self.db.list_policies(&filter, page)?;
+        Ok((items, count, page))
+    }
+
+    pub fn replace_policy(
+        &self,
+        caller: &Caller,
+        id: &str,
+        body: PolicyReplace,
+        if_match: Option<i64>,
+    ) -> Result<PolicyRecord, IamError> {
+        let k = path_id(id, "policy", caller)?;
+        self.authorize(caller, "iam:policy:update", &k)?;
+        let current = self
+            .db
+            .get_policy(k.tenant(), k.as_str())
+            .map_err(|e| storage(e, "policy", k.as_str()))?;
+        if current.origin == "config" || current.kind == "base" {
+            return Err(IamError::Conflict(format!(
+                "policy `{}` comes from the service configuration and is read-only",
+                current.name
+            )));
+        }
+        if current.kind == "resource" {
+            return Err(IamError::Conflict(format!(
+                "policy `{}` is a resource-based policy: change it with PUT /resources/{{id}}/policy",
+                current.name
+            )));
+        }
+        let doc = self.parse_document(
+            &current.name,
+            &current.kind,
+            body.description.as_deref(),
+            &body.statements,
+        )?;
+        self.check_tenant_scope(caller, k.tenant(), &doc)?;
+        self.check_principals(caller, &doc, &k)?;
+        let expected = version_of(body.version, if_match)?;
+        let rec = self
+            .db
+            .replace_policy(
+                k.tenant(),
+                k.as_str(),
+                expected,
+                doc.description.as_deref(),
+                &json_text(&doc.to_json()["statements"]),
+                now_ms(),
+            )
+            .map_err(|e| storage(e, "policy", &current.name))?;
+        self.committed(k.tenant());
+        Ok(rec)
+    }
+
+    pub fn delete_policy(&self, caller: &Caller, id: &str) -> Result<(), IamError> {
+        let k = path_id(id, "policy", caller)?;
+        self.authorize(caller, "iam:policy:delete", &k)?;
+        let current = self
+            .db
+            .get_policy(k.tenant(), k.as_str())
+            .map_err(|e| storage(e, "policy", k.as_str()))?;
+        if current.origin == "config" || current.kind == "base" {
+            return Err(IamError::Conflict(format!(
+                "policy `{}` comes from the service configuration and is read-only",
+                current.name
+            )));
+        }
+        if current.kind == "resource" {
+            return Err(IamError::Conflict(format!(
+                "policy `{}` belongs to a resource and goes with it",
+                current.name
+            )));
+        }
+        self.db
+            .delete_policy(k.tenant(), k.as_str())
+            .map_err(|e| storage(e, "policy", k.as_str()))?;
+        self.committed(k.tenant());
+        Ok(())
+    }
+
+    /// Attach or detach policies to a user, group or pool (`target`).
+    pub fn set_attachment(
+        &self,
+        caller: &Caller,
+        target: &Krn,
+        policy_ids: &[String],
+        attach: bool,
+    ) -> Result<(), IamError> {
+        let tenant = target.tenant().to_string();
+        let policies = ids(policy_ids, "policyIDs", "policy", &tenant)?;
+        if policies.is_empty() {
+            return Err(IamError::invalid(
+                "`policyIDs` must name at least one policy",
+            ));
+        }
+        let kind = target.resource_type();
+        let verb = if attach { "attach" } else { "detach" };
+        for p in &policies {
+            let pk = krn(p)?;
+            let rec = self
+                .db
+                .get_policy(&tenant, p)
+                .map_err(|e| storage(e, "policy", p))?;
+            if rec.kind != "identity" {
+                return Err(IamError::Conflict(format!(
+                    "policy `{}` is a {} policy and cannot be attached",
+                    rec.name, rec.kind
+                )));
+            }
+            self.authorize(caller, &format!("iam:policy:{kind}:{verb}"), &pk)?;
+        }
+        self.authorize(caller, &format!("iam:policy:{kind}:{verb}"), target)?;
+        let r = if attach {
+            self.db.attach(&tenant, target.as_str(), &policies)
+        } else {
+            self.db.detach(&tenant, target.as_str(), &policies)
+        };
+        r.map_err(|e| storage(e, "policy", "in policyIDs"))?;
+        self.committed(&tenant);
+        Ok(())
+    }
+
+    pub fn policies_of(
+        &self,
+        caller: &Caller,
+        target: &Krn,
+        q: &HashMap<String, String>,
+    ) -> Result<(Vec<PolicyRecord>, u64, Page), IamError> {
+        self.authorize(
+            caller,
+            &format!("iam:{}:read", target.resource_type()),
+            target,
+        )?;
+        let page = self.page(
+            q.get("page").map(String::as_str),
+            q.get("pageSize").map(String::as_str),
+        )?;
+        let (items, count) = self
+            .db
+            .policies_of(target.tenant(), target.as_str(), page)?;
+        Ok((items, count, page))
+    }
+
+    /// Write the configured base policies into the system tenant (listed, read-only).
+    pub fn sync_base_policies(&self) -> Result<(), IamError> {
+        let now = now_ms();
+        let (existing, _) = self.db.list_policies(
+            &PolicyFilter {
+                tenant: SYSTEM_TENANT.into(),
+                origin: Some("config".into()),
+                ..Default::default()
+            },
+            Page {
+                page: 1,
+                size: 100_000,
+            },
+        )?;
+        for (name, statements) in &self.base_raw {
+            let k = entity_krn(SYSTEM_TENANT, "policy", &[], name)?;
+            match existing.iter().find(|p| p.krn == k.as_str()) {
+                Some(p)
+                    if serde_json::from_str::<Value>(&p.statements).ok().as_ref()
+                        == Some(statements) => {}
+                Some(p) => {
+                    self.db.replace_policy(
+                        SYSTEM_TENANT,
+                        &p.krn,
+                        None,
+                        p.description.as_deref(),
+                        &statements.to_string(),
+                        now,
+                    )?;
+                }
+                None => {
+                    self.db.insert_policy(&NewPolicy {
+                        tenant: SYSTEM_TENANT.into(),
+                        krn: k.as_str().to_string(),
+                        name: name.clone(),
+                        kind: "base".into(),
+                        description: Some("base policy from the service configuration".into()),
+                        statements: statements.to_string(),
+                        origin: "config".into(),
+                        now_ms: now,
+                        resource_krn: None,
+                    })?;
+                }
+            }
+        }
+        for p in existing
+            .iter()
+            .filter(|p| !self.base_raw.iter().any(|(n, _)| *n == p.name))
+        {
+            self.db.delete_policy(SYSTEM_TENANT, &p.krn)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn sort_order(v: Option<&str>) -> Result<crate::storage::SortOrder, IamError> {
+    match v {
+        None | Some("asc") | Some("ASC") => Ok(crate::storage::SortOrder::Asc),
+        Some("desc") | Some("DESC") => Ok(crate::storage::SortOrder::Desc),
+        Some(other) => Err(IamError::invalid(format!(
+            "`sortOrder` must be `asc` or `desc`, got `{other}`"
+        ))),
+    }
+}
+
+/// The version a write expects: the body's `version` and `If-Match` must agree when both given.
+pub(crate) fn version_of(
+    body: Option<i64>,
+    if_match: Option<i64>,
+) -> Result<Option<i64>, IamError> {
+    match (body, if_match) {
+        (Some(a), Some(b)) if a != b => Err(IamError::invalid(format!(
+            "`version` {a} and If-Match {b} disagree"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}

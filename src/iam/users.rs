@@ -1,0 +1,493 @@
+//! Users and groups: the principals of a tenant. Users live under a path (the user directory)
+//! that is part of their KRN; groups nest through `parentID` and their KRN path is the chain of
+//! ancestor names, so a group's ancestors are read off its KRN.
+
+use std::collections::HashMap;
+
+use super::caller::Caller;
+use super::err::{IamError, storage};
+use super::model::*;
+use super::service::*;
+use crate::clock::now_ms;
+use crate::policy::Krn;
+use crate::storage::{
+    GroupFilter, GroupRecord, GroupStore, Page, UserFilter, UserPatch, UserRecord, UserStore,
+};
+
+fn q<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    m.get(k).map(String::as_str)
+}
+
+fn required_actions(v: Option<&Vec<String>>) -> Result<Option<String>, IamError> {
+    match v {
+        None => Ok(None),
+        Some(list) => {
+            if let Some(bad) = list.iter().find(|a| {
+                a.is_empty()
+                    || a.len() > 64
+                    || !a.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            }) {
+                return Err(IamError::invalid(format!(
+                    "`requiredActions` entry `{bad}` must be an upper-case Keycloak action such as VERIFY_EMAIL"
+                )));
+            }
+            Ok(Some(serde_json::Value::from(list.clone()).to_string()))
+        }
+    }
+}
+
+impl Iam {
+    // ------------------------------------------------------------ users
+
+    pub fn create_user(&self, caller: &Caller, b: UserCreate) -> Result<UserRecord, IamError> {
+        let tenant = self.tenant_for(caller, b.tenant_id.as_deref())?;
+        let mut errors = Vec::new();
+        let username = b.username.clone().unwrap_or_default();
+        if username.is_empty() {
+            errors.push("`username` is required".to_string());
+        } else if !valid_token(&username) {
+            errors.push(format!(
+                "`username` `{username}` may only hold letters, digits and - _ @ . + (at most 128)"
+            ));
+        }
+        if let Some(e) = &b.email
+            && !valid_email(e)
+        {
+            errors.push(format!("`email` `{e}` is not an e-mail address"));
+        }
+        match (&b.password, &b.confirm_password) {
+            (None, _) => errors.push("`password` is required".into()),
+            (Some(p), _) if p.chars().count() < 8 => {
+                errors.push("`password` must have at least 8 characters".into())
+            }
+            (Some(p), _) if p.len() > 256 => {
+                errors.push("`password` must have at most 256 bytes".into())
+            }
+            (Some(p), Some(c)) if p != c => {
+                errors.push("`confirmPassword` does not match `password`".into())
+            }
+            (Some(_), None) => errors.push("`confirmPassword` is required".into()),
+            _ => {}
+        }
+        for (field, v) in [("firstName", &b.first_name), ("lastName", &b.last_name)] {
+            if v.as_deref().is_some_and(|s| s.chars().count() > 255) {
+                errors.push(format!("`{field}` is longer than 255 characters"));
+            }
+        }
+        if b.send_verify_email && b.email.is_none() {
+            errors.push("`sendVerifyEmail` needs an `email`".into());
+        }
+        if !errors.is_empty() {
+            return Err(IamError::Invalid("invalid user".into(), errors));
+        }
+        let (path, segs) = parse_path("path", b.path.as_deref())?;
+        let user_krn = entity_krn(&tenant, "user", &segs, &username)?;
+        self.authorize(caller, "iam:user:create", &user_krn)?;
+        let groups = ids(&b.groups, "groups", "group", &tenant)?;
+        let policies = ids(&b.policy_ids, "policyIDs", "policy", &tenant)?;
+        for g in &groups {
+            self.authorize(
+                caller,
+                "iam:group:user:add",
+                &Krn::parse(g).map_err(|e| IamError::invalid(e.to_string()))?,
+            )?;
+        }
+        for p in &policies {
+            self.authorize(
+                caller,
+                "iam:policy:user:attach",
+                &Krn::parse(p).map_err(|e| IamError::invalid(e.to_string()))?,
+            )?;
+        }
+        let mut actions = b.required_actions.clone().unwrap_or_default();
+        if b.send_verify_email && !actions.iter().any(|a| a == "VERIFY_EMAIL") {
+            actions.push("VERIFY_EMAIL".into());
+        }
+        let required = required_actions(Some(&actions))?.unwrap_or_else(|| "[]".into());
+        let now = now_ms();
+        let rec = UserRecord {
+            tenant: tenant.clone(),
+            krn: user_krn.as_str().to_string(),
+            username: username.clone(),
+            path,
+            email: b.email.clone(),
+            first_name: b.first_name.clone(),
+            last_name: b.last_name.clone(),
+            enabled: b.enabled,
+            auth_id: None,
+            password_hash: Some(hash_password(b.password.as_deref().unwrap_or(""))?),
+            metadata: metadata(b.metadata.as_ref())?,
+            required_actions: required,
+            version: 1,
+            created_ms: now,
+            updated_ms: now,
+        };
+        let out = self
+            .db
+            .insert_user(&rec, &groups, &policies)
+            .map_err(|e| match e {
+                crate::storage::StorageError::NotFound => IamError::invalid(
+                    "a group in `groups` or a policy in `policyIDs` does not exist",
+                ),
+                crate::storage::StorageError::Conflict(_) => IamError::Conflict(format!(
+                    "a user with username `{username}`{} already exists",
+                    b.email
+                        .as_deref()
+                        .map(|e| format!(" or e-mail `{e}`"))
+                        .unwrap_or_default()
+                )),
+                other => IamError::Storage(other),
+            })?;
+        self.committed(&tenant);
+        Ok(out)
+    }
+
+    pub fn get_user(&self, caller: &Caller, id: &str) -> Result<UserRecord, IamError> {
+        let k = path_id(id, "user", caller)?;
+        self.authorize(caller, "iam:user:read", &k)?;
+        self.db
+            .get_user(k.tenant(), k.as_str())
+            .map_err(|e| storage(e, "user", k.as_str()))
+    }
+
+    pub fn list_users(
+        &self,
+        caller: &Caller,
+        m: &HashMap<String, String>,
+    ) -> Result<(Vec<UserRecord>, u64, Page), IamError> {
+        let tenant = self.tenant_for(caller, q(m, "tenantID"))?;
+        let all = Krn::parse(&format!("krn:iam:{tenant}::user/*"))
+            .map_err(|e| IamError::invalid(e.to_string()))?;
+        self.authorize(caller, "iam:user:read", &all)?;
+        let page = self.page(q(m, "page"), q(m, "pageSize"))?;
+        let sort = q(m, "sort").unwrap_or("username");
+        if !["username", "email", "created", "updated", "path"].contains(&sort) {
+            return Err(IamError::invalid(format!(
+                "`sort` must be one of username, email, path, created, updated, got `{sort}`"
+            )));
+        }
+        let filter = UserFilter {
+            tenant,
+            username: m.get("username").cloned(),
+            email: m.get("email").cloned(),
+            path_prefix: m.get("path").cloned(),
+            first_name: m.get("firstName").cloned(),
+            last_name: m.get("lastName").cloned(),
+            search: m.get("search").cloned(),
+            sort: sort.to_string(),
+            order: sort_order(q(m, "sortOrder"))?,
+        };
+        let (items, count) = self.db.list_users(&filter, page)?;
+        Ok((items, count, page))
+    }
+
+    pub fn update_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        b: UserUpdate,
+        if_match: Option<i64>,
+    ) -> Result<UserRecord, IamError> {
+        let k = path_id(id, "user", caller)?;
+        self.authorize(caller, "iam:user:update", &k)?;
+        if let Some(Some(e)) = &b.email
+            && !valid_email(e)
+        {
+            return Err(IamError::invalid(format!(
+                "`email` `{e}` is not an e-mail address"
+            )));
+        }
+        let patch = UserPatch {
+            email: b.email.clone(),
+            first_name: b.first_name.clone(),
+            last_name: b.last_name.clone(),
+            enabled: b.enabled,
+            auth_id: None,
+            metadata: match &b.metadata {
+                Some(v) => Some(metadata(Some(v))?),
+                None => None,
+            },
+            required_actions: required_actions(b.required_actions.as_ref())?,
+        };
+        let expected = version_of(b.version, if_match)?;
+        let out = self
+            .db
+            .update_user(k.tenant(), k.as_str(), &patch, expected, now_ms())
+            .map_err(|e| match e {
+                crate::storage::StorageError::Conflict(_) => {
+                    IamError::Conflict("another user has this e-mail".into())
+                }
+                other => storage(other, "user", k.as_str()),
+            })?;
+        self.committed(k.tenant());
+        Ok(out)
+    }
+
+    /// Delete users (all or none).
+    pub fn delete_users(&self, caller: &Caller, krns: &[Krn]) -> Result<(), IamError> {
+        let Some(first) = krns.first() else {
+            return Err(IamError::invalid("name at least one user"));
+        };
+        let tenant = first.tenant().to_string();
+        for k in krns {
+            self.authorize(caller, "iam:user:delete", k)?;
+        }
+        let list: Vec<String> = krns.iter().map(|k| k.as_str().to_string()).collect();
+        self.db
+            .delete_users(&tenant, &list)
+            .map_err(|e| storage(e, "user", "named"))?;
+        self.committed(&tenant);
+        Ok(())
+    }
+
+    /// Parse `{"userIDs": [...]}` of a bulk delete in the caller's tenant.
+    pub fn user_ids(
+        &self,
+        caller: &Caller,
+        list: &[String],
+        tenant: Option<&str>,
+    ) -> Result<Vec<Krn>, IamError> {
+        let tenant = self.tenant_for(caller, tenant)?;
+        ids(list, "userIDs", "user", &tenant)?
+            .iter()
+            .map(|s| Krn::parse(s).map_err(|e| IamError::invalid(e.to_string())))
+            .collect()
+    }
+
+    // ------------------------------------------------------------ groups
+
+    pub fn create_group(&self, caller: &Caller, b: GroupCreate) -> Result<GroupRecord, IamError> {
+        let tenant = self.tenant_for(caller, b.tenant_id.as_deref())?;
+        if !valid_token(&b.name) {
+            return Err(IamError::invalid(format!(
+                "`name` `{}` may only hold letters, digits and - _ @ . + (1 to 128)",
+                b.name
+            )));
+        }
+        if b.display_name
+            .as_deref()
+            .is_some_and(|d| d.chars().count() > 255)
+        {
+            return Err(IamError::invalid(
+                "`displayName` is longer than 255 characters",
+            ));
+        }
+        let (parent, segs) = match &b.parent_id {
+            None => (None, Vec::new()),
+            Some(pid) => {
+                let pk = path_id(pid, "group", caller).map_err(|_| {
+                    IamError::invalid(format!("`parentID` `{pid}` is not a group id"))
+                })?;
+                if pk.tenant() != tenant {
+                    return Err(IamError::invalid(
+                        "`parentID` names a group of another tenant",
+                    ));
+                }
+                let mut segs: Vec<String> = pk.path().iter().map(|s| s.to_string()).collect();
+                segs.push(pk.id().to_string());
+                if segs.len() >= 16 {
+                    return Err(IamError::invalid("groups nest at most 16 levels deep"));
+                }
+                (Some(pk), segs)
+            }
+        };
+        let gk = entity_krn(&tenant, "group", &segs, &b.name)?;
+        self.authorize(caller, "iam:group:create", &gk)?;
+        let now = now_ms();
+        let path = if segs.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/{}", segs.join("/"))
+        };
+        let rec = GroupRecord {
+            tenant: tenant.clone(),
+            krn: gk.as_str().to_string(),
+            name: b.name.clone(),
+            display_name: b.display_name.clone(),
+            parent_krn: parent.map(|p| p.as_str().to_string()),
+            path,
+            metadata: metadata(b.metadata.as_ref())?,
+            version: 1,
+            created_ms: now,
+            updated_ms: now,
+        };
+        let out = self.db.insert_group(&rec).map_err(|e| match e {
+            crate::storage::StorageError::NotFound => {
+                IamError::invalid("`parentID` names a group that does not exist")
+            }
+            other => storage(other, "group", gk.as_str()),
+        })?;
+        self.committed(&tenant);
+        Ok(out)
+    }
+
+    pub fn get_group(&self, caller: &Caller, id: &str) -> Result<GroupRecord, IamError> {
+        let k = path_id(id, "group", caller)?;
+        self.authorize(caller, "iam:group:read", &k)?;
+        self.db
+            .get_group(k.tenant(), k.as_str())
+            .map_err(|e| storage(e, "group", k.as_str()))
+    }
+
+    pub fn list_groups(
+        &self,
+        caller: &Caller,
+        m: &HashMap<String, String>,
+    ) -> Result<(Vec<GroupRecord>, u64, Page), IamError> {
+        let tenant = self.tenant_for(caller, q(m, "tenantID"))?;
+        let all = Krn::parse(&format!("krn:iam:{tenant}::group/*"))
+            .map_err(|e| IamError::invalid(e.to_string()))?;
+        self.authorize(caller, "iam:group:read", &all)?;
+        let page = self.page(q(m, "page"), q(m, "pageSize"))?;
+        let sort = q(m, "sort").unwrap_or("path");
+        if !["name", "path", "created", "updated"].contains(&sort) {
+            return Err(IamError::invalid(format!(
+                "`sort` must be one of name, path, created, updated, got `{sort}`"
+            )));
+        }
+        let parent = match q(m, "parentID") {
+            None => None,
+            Some("") | Some("none") => Some(None),
+            Some(pid) => Some(Some(path_id(pid, "group", caller)?.as_str().to_string())),
+        };
+        let filter = GroupFilter {
+            tenant,
+            name: m.get("name").cloned(),
+            display_name: m.get("displayName").cloned(),
+            path_prefix: m.get("path").cloned(),
+            parent,
+            sort: sort.to_string(),
+            order: sort_order(q(m, "sortOrder"))?,
+        };
+        let (items, count) = self.db.list_groups(&filter, page)?;
+        Ok((items, count, page))
+    }
+
+    pub fn update_group(
+        &self,
+        caller: &Caller,
+        id: &str,
+        b: GroupUpdate,
+        if_match: Option<i64>,
+    ) -> Result<GroupRecord, IamError> {
+        let k = path_id(id, "group", caller)?;
+        self.authorize(caller, "iam:group:update", &k)?;
+        let metadata = match &b.metadata {
+            Some(v) => Some(metadata(Some(v))?),
+            None => None,
+        };
+        let expected = version_of(b.version, if_match)?;
+        let out = self
+            .db
+            .update_group(
+                k.tenant(),
+                k.as_str(),
+                b.display_name,
+                metadata,
+                expected,
+                now_ms(),
+            )
+            .map_err(|e| storage(e, "group", k.as_str()))?;
+        self.committed(k.tenant());
+        Ok(out)
+    }
+
+    /// Delete groups (all or none); a group with subgroups is refused with 409.
+    pub fn delete_groups(&self, caller: &Caller, krns: &[Krn]) -> Result<(), IamError> {
+        let Some(first) = krns.first() else {
+            return Err(IamError::invalid("name at least one group"));
+        };
+        let tenant = first.tenant().to_string();
+        for k in krns {
+            self.authorize(caller, "iam:group:delete", k)?;
+        }
+        let list: Vec<String> = krns.iter().map(|k| k.as_str().to_string()).collect();
+        self.db.delete_groups(&tenant, &list).map_err(|e| match e {
+            crate::storage::StorageError::Conflict(_) => IamError::Conflict(
+                "a group that still has subgroups cannot be deleted: delete or move its subgroups first"
+                    .into(),
+            ),
+            other => storage(other, "group", "named"),
+        })?;
+        self.committed(&tenant);
+        Ok(())
+    }
+
+    pub fn group_ids(
+        &self,
+        caller: &Caller,
+        list: &[String],
+        tenant: Option<&str>,
+    ) -> Result<Vec<Krn>, IamError> {
+        let tenant = self.tenant_for(caller, tenant)?;
+        ids(list, "groupIDs", "group", &tenant)?
+            .iter()
+            .map(|s| Krn::parse(s).map_err(|e| IamError::invalid(e.to_string())))
+            .collect()
+    }
+
+    pub fn set_members(
+        &self,
+        caller: &Caller,
+        group_id: &str,
+        user_ids: &[String],
+        add: bool,
+    ) -> Result<(), IamError> {
+        let g = path_id(group_id, "group", caller)?;
+        let users = ids(user_ids, "userIDs", "user", g.tenant())?;
+        if users.is_empty() {
+            return Err(IamError::invalid("`userIDs` must name at least one user"));
+        }
+        let action = if add {
+            "iam:group:user:add"
+        } else {
+            "iam:group:user:remove"
+        };
+        self.authorize(caller, action, &g)?;
+        let r = if add {
+            self.db.add_members(g.tenant(), g.as_str(), &users)
+        } else {
+            self.db.remove_members(g.tenant(), g.as_str(), &users)
+        };
+        r.map_err(|e| match e {
+            crate::storage::StorageError::NotFound => {
+                IamError::NotFound("the group or a user in `userIDs` does not exist".into())
+            }
+            other => IamError::Storage(other),
+        })?;
+        self.committed(g.tenant());
+        Ok(())
+    }
+
+    pub fn members(
+        &self,
+        caller: &Caller,
+        group_id: &str,
+        m: &HashMap<String, String>,
+    ) -> Result<(Vec<UserRecord>, u64, Page), IamError> {
+        let g = path_id(group_id, "group", caller)?;
+        self.authorize(caller, "iam:group:read", &g)?;
+        let page = self.page(q(m, "page"), q(m, "pageSize"))?;
+        let (items, count) = self
+            .db
+            .list_members(g.tenant(), g.as_str(), page)
+            .map_err(|e| storage(e, "group", g.as_str()))?;
+        Ok((items, count, page))
+    }
+
+    pub fn groups_of_user(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        m: &HashMap<String, String>,
+    ) -> Result<(Vec<GroupRecord>, u64, Page), IamError> {
+        let u = path_id(user_id, "user", caller)?;
+        self.authorize(caller, "iam:user:read", &u)?;
+        let page = self.page(q(m, "page"), q(m, "pageSize"))?;
+        let (items, count) = self
+            .db
+            .groups_of_user(u.tenant(), u.as_str(), page)
+            .map_err(|e| storage(e, "user", u.as_str()))?;
+        Ok((items, count, page))
+    }
+}

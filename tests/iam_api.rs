@@ -1,0 +1,756 @@
+//! IAM's REST API over HTTP, the same story on SQLite and (when `IAM_TEST_POSTGRES_URL` is set)
+//! on PostgreSQL: users, nested groups, policies, resources, pools, the evaluate family, paging,
+//! conflicts, versions and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kaa::policy::Krn;
+use serde_json::{Value, json};
+use support::proc::{Resp, request};
+
+const CONFIG: &str = r#"
+iam:
+  resource-policy-templates:
+    endpoint:
+      statements:
+        - effect: allow
+          actions: ["epr:endpoint:*"]
+          resources: ["${resource}"]
+          principals: ["krn:iam:${tenant}::group/operators"]
+"#;
+
+fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
+    call_h(addr, method, path, body, &[])
+}
+
+fn call_h(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut h = vec![("Content-Type", "application/json")];
+    h.extend_from_slice(headers);
+    request(
+        addr,
+        method,
+        path,
+        &h,
+        text.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// Path id of a KRN: base64, percent-encoded.
+fn id(krn: &str) -> String {
+    Krn::parse(krn)
+        .unwrap()
+        .to_id()
+        .replace('/', "%2F")
+        .replace('+', "%2B")
+        .replace('=', "%3D")
+}
+
+fn raw_id(krn: &str) -> String {
+    Krn::parse(krn).unwrap().to_id()
+}
+
+fn expect(r: &Resp, status: u16) -> Value {
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    }
+}
+
+fn message(r: &Resp) -> String {
+    r.json()["message"].as_str().unwrap_or("").to_string()
+}
+
+fn story(addr: SocketAddr) {
+    let a = addr;
+    // ---------------- policies
+    let readers = json!({
+        "name": "readers", "tenantID": "t1", "description": "read users",
+        "statements": [
+            {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:t1::user/*"]},
+            {"effect": "deny", "actions": ["iam:user:*"], "resources": ["krn:iam:t1::user/org1/*"]}
+        ]
+    });
+    let r = call(a, "POST", "/api/v1/policies", Some(readers.clone()));
+    let p = expect(&r, 201)["data"].clone();
+    assert_eq!(p["krn"], "krn:iam:t1::policy/readers");
+    assert_eq!(p["id"], raw_id("krn:iam:t1::policy/readers"));
+    assert_eq!(p["type"], "identity");
+    assert_eq!(p["version"], 1);
+    assert_eq!(r.header("etag"), Some("\"1\""));
+    assert!(
+        r.header("location")
+            .unwrap()
+            .starts_with("/api/v1/policies/")
+    );
+    let readers_id = id("krn:iam:t1::policy/readers");
+    expect(&call(a, "POST", "/api/v1/policies", Some(readers)), 409);
+
+    let bad = json!({"name": "bad", "tenantID": "t1", "statements": [
+        {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:t1::user/*"]},
+        {"effect": "allow", "actions": ["iam:Us*"], "resources": ["*"]}]});
+    let r = call(a, "POST", "/api/v1/policies", Some(bad));
+    expect(&r, 400);
+    assert!(message(&r).contains("statement 1"), "{}", message(&r));
+    assert!(message(&r).contains("iam:Us*"), "{}", message(&r));
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/policies",
+        Some(json!({"name": "b", "type": "base", "statements": []})),
+    );
+    expect(&r, 400);
+    assert!(message(&r).contains("configuration"));
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/policies",
+        Some(json!({"name": "x", "statements": [], "surprise": 1})),
+    );
+    expect(&r, 400);
+    assert!(message(&r).contains("surprise"), "{}", message(&r));
+
+    for i in 0..4 {
+        let body = json!({"name": format!("p{i}"), "tenantID": "t1", "statements": [
+            {"effect": "allow", "actions": ["epr:endpoint:read"], "resources": [format!("krn:epr:t1::endpoint/e{i}")]}]});
+        expect(&call(a, "POST", "/api/v1/policies", Some(body)), 201);
+    }
+    let list = expect(
+        &call(
+            a,
+            "GET",
+            "/api/v1/policies?tenantID=t1&pageSize=2&page=2",
+            None,
+        ),
+        200,
+    );
+    assert_eq!(list["count"], 5);
+    assert_eq!(list["page"], 2);
+    assert_eq!(list["pageSize"], 2);
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["p2", "p3"]);
+    let list = expect(
+        &call(
+            a,
+            "GET",
+            "/api/v1/policies?tenantID=t1&pageSize=100000",
+            None,
+        ),
+        200,
+    );
+    assert_eq!(list["pageSize"], 50, "clamped to server.maxPageSize");
+    expect(&call(a, "GET", "/api/v1/policies?page=0", None), 400);
+    expect(
+        &call(a, "GET", "/api/v1/policies?sortOrder=sideways", None),
+        400,
+    );
+    let base = expect(&call(a, "GET", "/api/v1/policies?type=base", None), 200);
+    assert_eq!(base["data"][0]["name"], "tenant-admin");
+    assert_eq!(base["data"][0]["origin"], "config");
+    let base_id = id("krn:iam:kaa::policy/tenant-admin");
+    expect(
+        &call(a, "DELETE", &format!("/api/v1/policies/{base_id}"), None),
+        409,
+    );
+
+    // Replace with versions: a stale writer gets 412 and changes nothing.
+    let p0 = id("krn:iam:t1::policy/p0");
+    let new = json!({"statements": [{"effect": "allow", "actions": ["epr:endpoint:*"], "resources": ["krn:epr:t1::endpoint/e0"]}]});
+    let r = call_h(
+        a,
+        "PUT",
+        &format!("/api/v1/policies/{p0}"),
+        Some(new.clone()),
+        &[("If-Match", "\"1\"")],
+    );
+    assert_eq!(expect(&r, 200)["data"]["version"], 2);
+    let r = call_h(
+        a,
+        "PUT",
+        &format!("/api/v1/policies/{p0}"),
+        Some(new),
+        &[("If-Match", "\"1\"")],
+    );
+    expect(&r, 412);
+    let got = expect(
+        &call(a, "GET", &format!("/api/v1/policies/{p0}"), None),
+        200,
+    );
+    assert_eq!(got["data"]["version"], 2);
+    expect(
+        &call(a, "DELETE", &format!("/api/v1/policies/{p0}"), None),
+        204,
+    );
+    expect(
+        &call(a, "GET", &format!("/api/v1/policies/{p0}"), None),
+        404,
+    );
+    expect(&call(a, "GET", "/api/v1/policies/not-base64!", None), 404);
+
+    // ---------------- users and nested groups
+    let alice = json!({"username": "alice", "email": "alice@example.com", "password": "secret-pw-1",
+        "confirmPassword": "secret-pw-1", "tenantID": "t1", "firstName": "Alice"});
+    let u = expect(&call(a, "POST", "/api/v1/users", Some(alice.clone())), 201)["data"].clone();
+    assert_eq!(u["krn"], "krn:iam:t1::user/alice");
+    assert_eq!(u["enabled"], false, "enabled defaults to false");
+    assert!(u.get("password").is_none() && !u.to_string().contains("secret-pw-1"));
+    let r = call(a, "POST", "/api/v1/users", Some(alice));
+    expect(&r, 409);
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/users",
+        Some(json!({"username": "x", "password": "aaaaaaaa", "confirmPassword": "bbbbbbbb"})),
+    );
+    expect(&r, 400);
+    assert!(r.json()["errors"].to_string().contains("confirmPassword"));
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({"username": "bad name", "password": "aaaaaaaa", "confirmPassword": "aaaaaaaa"}),
+        ),
+    );
+    expect(&r, 400);
+    let bob = json!({"username": "bob", "path": "/org1", "password": "secret-pw-2", "confirmPassword": "secret-pw-2",
+        "tenantID": "t1", "enabled": true, "policyIDs": [raw_id("krn:iam:t1::policy/readers")]});
+    let b = expect(&call(a, "POST", "/api/v1/users", Some(bob)), 201)["data"].clone();
+    assert_eq!(b["krn"], "krn:iam:t1::user/org1/bob");
+    let bob_id = id("krn:iam:t1::user/org1/bob");
+    let pol = expect(
+        &call(a, "GET", &format!("/api/v1/users/{bob_id}/policies"), None),
+        200,
+    );
+    assert_eq!(pol["count"], 1);
+    let alice_id = id("krn:iam:t1::user/alice");
+    let r = call_h(
+        a,
+        "PATCH",
+        &format!("/api/v1/users/{alice_id}"),
+        Some(json!({"enabled": true, "lastName": "Liddell"})),
+        &[("If-Match", "1")],
+    );
+    let v = expect(&r, 200)["data"].clone();
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["lastName"], "Liddell");
+    assert_eq!(v["firstName"], "Alice");
+    expect(
+        &call_h(
+            a,
+            "PATCH",
+            &format!("/api/v1/users/{alice_id}"),
+            Some(json!({"enabled": false})),
+            &[("If-Match", "1")],
+        ),
+        412,
+    );
+    let users = expect(
+        &call(a, "GET", "/api/v1/users?tenantID=t1&path=/org1", None),
+        200,
+    );
+    assert_eq!(users["count"], 1);
+    assert_eq!(users["data"][0]["username"], "bob");
+
+    let g = expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": "dev", "tenantID": "t1"})),
+        ),
+        201,
+    )["data"]
+        .clone();
+    assert_eq!(g["krn"], "krn:iam:t1::group/dev");
+    let child =
+        json!({"name": "java", "tenantID": "t1", "parentID": raw_id("krn:iam:t1::group/dev")});
+    let c = expect(&call(a, "POST", "/api/v1/groups", Some(child)), 201)["data"].clone();
+    assert_eq!(c["krn"], "krn:iam:t1::group/dev/java");
+    assert_eq!(c["path"], "/dev");
+    let java = id("krn:iam:t1::group/dev/java");
+    let dev = id("krn:iam:t1::group/dev");
+    let r = call(
+        a,
+        "POST",
+        &format!("/api/v1/groups/{java}/members/add"),
+        Some(json!({"userIDs": [raw_id("krn:iam:t1::user/alice")]})),
+    );
+    expect(&r, 204);
+    let m = expect(
+        &call(a, "GET", &format!("/api/v1/groups/{java}/members"), None),
+        200,
+    );
+    assert_eq!(m["data"][0]["username"], "alice");
+    expect(
+        &call(a, "DELETE", &format!("/api/v1/groups/{dev}"), None),
+        409,
+    );
+    let r = call(
+        a,
+        "POST",
+        &format!("/api/v1/groups/{java}/members/add"),
+        Some(json!({"userIDs": [raw_id("krn:iam:t1::user/nobody")]})),
+    );
+    expect(&r, 404);
+
+    // ---------------- decisions: groups inherit their ancestors' policies
+    let writers = json!({"name": "dev-writers", "tenantID": "t1", "statements": [
+        {"effect": "allow", "actions": ["iam:user:update"], "resources": ["krn:iam:t1::user/*"]}]});
+    expect(&call(a, "POST", "/api/v1/policies", Some(writers)), 201);
+    let r = call(
+        a,
+        "PUT",
+        &format!("/api/v1/groups/{dev}/policies/attach"),
+        Some(json!({"policyIDs": [raw_id("krn:iam:t1::policy/dev-writers")]})),
+    );
+    expect(&r, 204);
+    let ask = |principal: &str, action: &str, resources: Value| {
+        call(
+            a,
+            "POST",
+            "/api/v1/evaluate",
+            Some(json!({"principal": principal, "action": action, "resources": resources})),
+        )
+    };
+    // alice is in dev/java; dev's policy applies to her.
+    let r = ask(
+        "krn:iam:t1::user/alice",
+        "iam:user:update",
+        json!(["krn:iam:t1::user/carol"]),
+    );
+    assert_eq!(expect(&r, 200), json!(["krn:iam:t1::user/carol"]));
+    // bob: allowed read on user/*, denied on user/org1/* (deny wins), implicit deny on update.
+    let r = ask(
+        "krn:iam:t1::user/org1/bob",
+        "iam:user:read",
+        json!(["krn:iam:t1::user/alice", "krn:iam:t1::user/org1/x"]),
+    );
+    let body = expect(&r, 403);
+    assert_eq!(body["denied"], json!(["krn:iam:t1::user/org1/x"]));
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/evaluate?filterResources=true",
+        Some(json!({"principal": "krn:iam:t1::user/org1/bob",
+        "action": "iam:user:read", "resources": ["krn:iam:t1::user/alice", "krn:iam:t1::user/org1/x"]})),
+    );
+    assert_eq!(expect(&r, 200), json!(["krn:iam:t1::user/alice"]));
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/evaluate?explain=true",
+        Some(json!({"principal": "krn:iam:t1::user/org1/bob",
+        "action": "iam:user:read", "resources": ["krn:iam:t1::user/alice", "krn:iam:t1::user/org1/x", "krn:iam:t1::group/g"]})),
+    );
+    let e = expect(&r, 403);
+    assert_eq!(e["decisions"][0]["outcome"], "allow");
+    assert_eq!(
+        e["decisions"][0]["reasons"],
+        json!([{"policyID": "krn:iam:t1::policy/readers", "statement": 0}])
+    );
+    assert_eq!(e["decisions"][1]["outcome"], "explicitDeny");
+    assert_eq!(
+        e["decisions"][1]["reasons"],
+        json!([{"policyID": "krn:iam:t1::policy/readers", "statement": 1}])
+    );
+    assert_eq!(e["decisions"][2]["outcome"], "implicitDeny");
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/evaluate/actions",
+        Some(json!({"principal": "krn:iam:t1::user/org1/bob",
+        "actions": ["iam:user:read", "iam:user:delete"], "resources": ["krn:iam:t1::user/alice"]})),
+    );
+    let e = expect(&r, 200);
+    assert_eq!(
+        e["iam:user:read"]["allowed"],
+        json!(["krn:iam:t1::user/alice"])
+    );
+    assert_eq!(
+        e["iam:user:delete"]["denied"],
+        json!(["krn:iam:t1::user/alice"])
+    );
+    // Bad evaluation input.
+    expect(
+        &ask(
+            "krn:iam:t1::user/alice",
+            "iam:user:*",
+            json!(["krn:iam:t1::user/x"]),
+        ),
+        400,
+    );
+    expect(
+        &ask(
+            "krn:iam:t1::user/alice",
+            "iam:user:read",
+            json!(["krn:iam:t1::user/*"]),
+        ),
+        400,
+    );
+    expect(
+        &ask("krn:iam:t1::user/alice", "iam:user:read", json!([])),
+        400,
+    );
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/evaluate",
+        Some(json!({"action": "iam:user:read", "resources": ["krn:iam:t1::user/x"]})),
+    );
+    expect(&r, 400);
+    assert!(message(&r).contains("principal"));
+
+    // ---------------- resources (template policy), pools, simulate
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/resources",
+        Some(
+            json!({"service": "epr", "resourceType": "endpoint", "name": "e1",
+        "tenantID": "t1", "displayName": "Thermostat"}),
+        ),
+    );
+    let res = expect(&r, 201)["data"].clone();
+    assert_eq!(res["krn"], "krn:epr:t1::endpoint/e1");
+    assert!(
+        res["policyID"].is_string(),
+        "template made a resource policy: {res}"
+    );
+    let e1 = id("krn:epr:t1::endpoint/e1");
+    let rp = expect(
+        &call(a, "GET", &format!("/api/v1/resources/{e1}/policy"), None),
+        200,
+    );
+    assert_eq!(rp["data"]["type"], "resource");
+    assert_eq!(
+        rp["data"]["statements"][0]["resources"],
+        json!(["krn:epr:t1::endpoint/e1"])
+    );
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/resources",
+            Some(
+                json!({"service": "epr", "resourceType": "endpoint", "name": "e1", "tenantID": "t1"}),
+            ),
+        ),
+        409,
+    );
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": "operators", "tenantID": "t1"})),
+        ),
+        201,
+    );
+    let ops_id = id("krn:iam:t1::group/operators");
+    expect(
+        &call(
+            a,
+            "POST",
+            &format!("/api/v1/groups/{ops_id}/members/add"),
+            Some(json!({"userIDs": [raw_id("krn:iam:t1::user/org1/bob")]})),
+        ),
+        204,
+    );
+    let r = ask(
+        "krn:iam:t1::user/org1/bob",
+        "epr:endpoint:read",
+        json!(["krn:epr:t1::endpoint/e1"]),
+    );
+    expect(&r, 200);
+    let r = ask(
+        "krn:iam:t1::user/alice",
+        "epr:endpoint:read",
+        json!(["krn:epr:t1::endpoint/e1"]),
+    );
+    expect(&r, 403);
+    // A resource policy may only speak of its resource.
+    let r = call(
+        a,
+        "PUT",
+        &format!("/api/v1/resources/{e1}/policy"),
+        Some(json!({"statements": [
+        {"effect": "allow", "actions": ["epr:endpoint:read"], "resources": ["krn:epr:t1::endpoint/e2"], "principals": ["krn:iam:t1::user/alice"]}]})),
+    );
+    expect(&r, 400);
+
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/resources",
+        Some(json!({"service": "epr", "resourceType": "endpoint", "name": "e2", "tenantID": "t1"})),
+    );
+    expect(&r, 201);
+    let pool = json!({"name": "fleet", "tenantID": "t1", "resourceIDs": [raw_id("krn:epr:t1::endpoint/e2")]});
+    let pv = expect(&call(a, "POST", "/api/v1/pools", Some(pool)), 201)["data"].clone();
+    assert_eq!(
+        pv["resourceIDs"],
+        json!([raw_id("krn:epr:t1::endpoint/e2")])
+    );
+    let pool_policy = json!({"name": "fleet-readers", "tenantID": "t1", "statements": [
+        {"effect": "allow", "actions": ["epr:endpoint:read"], "resources": ["krn:epr:t1::endpoint/nothing-by-pattern"],
+         "principals": ["krn:iam:t1::user/alice"]}]});
+    expect(&call(a, "POST", "/api/v1/policies", Some(pool_policy)), 201);
+    let fleet = id("krn:iam:t1::pool/fleet");
+    expect(
+        &call(
+            a,
+            "PUT",
+            &format!("/api/v1/pools/{fleet}/policies/attach"),
+            Some(json!({"policyIDs": [raw_id("krn:iam:t1::policy/fleet-readers")]})),
+        ),
+        204,
+    );
+    expect(
+        &ask(
+            "krn:iam:t1::user/alice",
+            "epr:endpoint:read",
+            json!(["krn:epr:t1::endpoint/e2"]),
+        ),
+        200,
+    );
+    expect(
+        &ask(
+            "krn:iam:t1::user/alice",
+            "epr:endpoint:read",
+            json!(["krn:epr:t1::endpoint/e1"]),
+        ),
+        403,
+    );
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/evaluate/resources",
+        Some(json!({"principal": "krn:iam:t1::user/alice",
+        "action": "epr:endpoint:read", "resourceType": "endpoint", "tenantID": "t1"})),
+    );
+    let e = expect(&r, 200);
+    assert_eq!(e["data"], json!(["krn:epr:t1::endpoint/e2"]));
+
+    let sim = json!({"principal": "krn:iam:t1::user/alice", "actions": ["epr:endpoint:read"],
+        "resources": ["krn:epr:t1::endpoint/e2"],
+        "add": [{"name": "lockdown", "statements": [{"effect": "deny", "actions": ["epr:*"], "resources": ["krn:epr:t1:*"]}],
+                 "attachedTo": ["krn:iam:t1::user/alice"]}]});
+    let s = expect(
+        &call(a, "POST", "/api/v1/evaluate/simulate", Some(sim)),
+        200,
+    )["data"]
+        .clone();
+    assert_eq!(s["results"][0]["outcome"], "explicitDeny");
+    assert_eq!(s["results"][0]["current"]["outcome"], "allow");
+    assert_eq!(s["results"][0]["changed"], true);
+    expect(
+        &ask(
+            "krn:iam:t1::user/alice",
+            "epr:endpoint:read",
+            json!(["krn:epr:t1::endpoint/e2"]),
+        ),
+        200,
+    );
+
+    // Deleting a resource takes its resource policy and pool membership with it.
+    expect(
+        &call(a, "DELETE", &format!("/api/v1/resources/{e1}"), None),
+        204,
+    );
+    expect(
+        &call(a, "GET", &format!("/api/v1/resources/{e1}/policy"), None),
+        404,
+    );
+    expect(
+        &ask(
+            "krn:iam:t1::user/org1/bob",
+            "epr:endpoint:read",
+            json!(["krn:epr:t1::endpoint/e1"]),
+        ),
+        403,
+    );
+
+    // Detach, bulk delete.
+    expect(
+        &call(
+            a,
+            "POST",
+            &format!("/api/v1/groups/{dev}/policies/detach"),
+            Some(json!({"policyIDs": [raw_id("krn:iam:t1::policy/dev-writers")]})),
+        ),
+        204,
+    );
+    expect(
+        &ask(
+            "krn:iam:t1::user/alice",
+            "iam:user:update",
+            json!(["krn:iam:t1::user/carol"]),
+        ),
+        403,
+    );
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/users/delete?tenantID=t1",
+        Some(
+            json!({"userIDs": [raw_id("krn:iam:t1::user/alice"), raw_id("krn:iam:t1::user/ghost")]}),
+        ),
+    );
+    expect(&r, 404);
+    expect(
+        &call(a, "GET", &format!("/api/v1/users/{alice_id}"), None),
+        200,
+    );
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/users/delete?tenantID=t1",
+        Some(json!({"userIDS": [raw_id("krn:iam:t1::user/alice")]})),
+    );
+    expect(&r, 204);
+    expect(
+        &call(a, "GET", &format!("/api/v1/users/{alice_id}"), None),
+        404,
+    );
+    expect(
+        &call(a, "GET", &format!("/api/v1/groups/{readers_id}"), None),
+        404,
+    );
+}
+
+fn bad_input(addr: SocketAddr) {
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/policies",
+        &[("Content-Type", "application/json")],
+        b"{\"name\": ",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(message(&r).starts_with("malformed JSON"), "{}", message(&r));
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/policies",
+        &[],
+        b"{\"name\": 5, \"statements\": []}",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    let big = vec![b'x'; 10 * 1024 * 1024];
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/policies",
+        &[],
+        &big,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 413);
+    assert!(r.json()["message"].is_string());
+    let r = call(addr, "DELETE", "/api/v1/users", None);
+    assert_eq!(r.status, 405);
+    assert!(r.header("allow").unwrap().contains("POST"));
+    let r = call(addr, "GET", "/api/v1/nothing", None);
+    assert_eq!(r.status, 404);
+    assert!(r.json()["message"].is_string());
+    let r = call(addr, "GET", "/api/v1/users/me", None);
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn sqlite_api_story() {
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), CONFIG);
+    story(svc.addr);
+    bad_input(svc.addr);
+}
+
+#[test]
+fn postgres_api_story() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_api_story");
+    };
+    let svc = support::service::start_iam(&pg.storage(), CONFIG);
+    story(svc.addr);
+    bad_input(svc.addr);
+}
+
+#[test]
+fn a_second_replica_sees_changes_within_a_second() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("a_second_replica_sees_changes_within_a_second");
+    };
+    let one = support::service::start_iam(&pg.storage(), "");
+    let two = support::service::start_iam(&pg.storage(), "");
+    let policy = json!({"name": "r", "tenantID": "t9", "statements": [
+        {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:t9::user/*"], "principals": ["krn:iam:t9::user/u"]}]});
+    expect(
+        &call(one.addr, "POST", "/api/v1/policies", Some(policy)),
+        201,
+    );
+    let asked = Instant::now();
+    let body = json!({"principal": "krn:iam:t9::user/u", "action": "iam:user:read", "resources": ["krn:iam:t9::user/v"]});
+    loop {
+        let r = call(two.addr, "POST", "/api/v1/evaluate", Some(body.clone()));
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 403);
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "replica two did not see the policy within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And a delete the other way round.
+    expect(
+        &call(
+            two.addr,
+            "DELETE",
+            &format!("/api/v1/policies/{}", id("krn:iam:t9::policy/r")),
+            None,
+        ),
+        204,
+    );
+    let asked = Instant::now();
+    loop {
+        if call(one.addr, "POST", "/api/v1/evaluate", Some(body.clone())).status == 403 {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "replica one still allows after 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
