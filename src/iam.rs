@@ -42,6 +42,14 @@ pub fn validate_config(config: &Config) -> Result<(), String> {
 /// Wire the IAM service over opened storage: sync base policies, load the decision index, keep
 /// it in step with the database, and serve the API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
+    if config.security.enabled {
+        // Refuse rather than serve an open API to a deployment that asked for protection.
+        return Err(
+            "config: `security.enabled` is true but this build serves IAM without token \
+             validation yet; run with security off only where the network is trusted"
+                .into(),
+        );
+    }
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,
