@@ -184,3 +184,331 @@ fn postgres_unreachable_is_one_clear_error() {
         "{err}"
     );
 }
+
+mod directory {
+    use kaa::storage::{
+        AttachmentStore, Database, GroupFilter, GroupRecord, GroupStore, NewPolicy, Page,
+        PolicyStore, PoolRecord, PoolStore, ResourceFilter, ResourcePatch, ResourceRecord,
+        ResourceStore, RevisionStore, SnapshotStore, StorageError, UserFilter, UserPatch,
+        UserRecord, UserStore,
+    };
+
+    fn user(name: &str, email: Option<&str>) -> UserRecord {
+        UserRecord {
+            tenant: "t1".into(),
+            krn: format!("krn:iam:t1::user/{name}"),
+            username: name.into(),
+            path: "/".into(),
+            email: email.map(String::from),
+            first_name: Some("O'Brien; --".into()),
+            last_name: None,
+            enabled: false,
+            auth_id: None,
+            password_hash: Some("$argon2id$x".into()),
+            metadata: "{}".into(),
+            required_actions: "[]".into(),
+            version: 1,
+            created_ms: 10,
+            updated_ms: 10,
+        }
+    }
+
+    fn group(path: &[&str], name: &str) -> GroupRecord {
+        let mut krn = "krn:iam:t1::group".to_string();
+        for p in path {
+            krn.push('/');
+            krn.push_str(p);
+        }
+        let parent = if path.is_empty() {
+            None
+        } else {
+            Some(krn.clone())
+        };
+        krn.push('/');
+        krn.push_str(name);
+        GroupRecord {
+            tenant: "t1".into(),
+            krn,
+            name: name.into(),
+            display_name: None,
+            parent_krn: parent,
+            path: format!("/{}", path.join("/")),
+            metadata: "{}".into(),
+            version: 1,
+            created_ms: 10,
+            updated_ms: 10,
+        }
+    }
+
+    fn policy(name: &str) -> NewPolicy {
+        NewPolicy {
+            tenant: "t1".into(),
+            krn: format!("krn:iam:t1::policy/{name}"),
+            name: name.into(),
+            kind: "identity".into(),
+            description: None,
+            statements: "[]".into(),
+            origin: "api".into(),
+            now_ms: 1,
+            resource_krn: None,
+        }
+    }
+
+    fn resource(name: &str) -> ResourceRecord {
+        ResourceRecord {
+            tenant: "t1".into(),
+            krn: format!("krn:epr:t1::endpoint/{name}"),
+            service: "epr".into(),
+            resource_type: "endpoint".into(),
+            name: name.into(),
+            path: "/".into(),
+            display_name: None,
+            description: None,
+            enabled: true,
+            metadata: "{}".into(),
+            version: 1,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    const P1: Page = Page { page: 1, size: 50 };
+
+    pub fn story(db: &Database) {
+        // Users: unique username and e-mail, all-or-nothing memberships.
+        db.insert_policy(&policy("readers")).unwrap();
+        let g = db.insert_group(&group(&[], "dev")).unwrap();
+        let java = db.insert_group(&group(&["dev"], "java")).unwrap();
+        assert!(matches!(
+            db.insert_group(&group(&["nope"], "x")),
+            Err(StorageError::NotFound)
+        ));
+        let a = db
+            .insert_user(
+                &user("alice", Some("a@x.io")),
+                std::slice::from_ref(&java.krn),
+                &["krn:iam:t1::policy/readers".to_string()],
+            )
+            .unwrap();
+        assert_eq!(a.first_name.as_deref(), Some("O'Brien; --"));
+        assert!(!a.enabled);
+        assert!(matches!(
+            db.insert_user(&user("alice", None), &[], &[]),
+            Err(StorageError::Conflict(_))
+        ));
+        let mut dup_mail = user("al2", Some("a@x.io"));
+        dup_mail.krn = "krn:iam:t1::user/al2".into();
+        assert!(matches!(
+            db.insert_user(&dup_mail, &[], &[]),
+            Err(StorageError::Conflict(_))
+        ));
+        let rev = db.revision("t1").unwrap();
+        assert!(matches!(
+            db.insert_user(
+                &user("carol", None),
+                &["krn:iam:t1::group/ghost".into()],
+                &[]
+            ),
+            Err(StorageError::NotFound)
+        ));
+        assert!(matches!(
+            db.get_user("t1", "krn:iam:t1::user/carol"),
+            Err(StorageError::NotFound)
+        ));
+        assert_eq!(
+            db.revision("t1").unwrap(),
+            rev,
+            "the failed insert left nothing behind"
+        );
+        db.insert_user(&user("bob", None), &[], &[]).unwrap();
+
+        let (list, n) = db
+            .list_users(
+                &UserFilter {
+                    tenant: "t1".into(),
+                    search: Some("ali".into()),
+                    ..Default::default()
+                },
+                P1,
+            )
+            .unwrap();
+        assert_eq!((n, list[0].username.as_str()), (1, "alice"));
+        let u = db
+            .update_user(
+                "t1",
+                &a.krn,
+                &UserPatch {
+                    enabled: Some(true),
+                    email: Some(None),
+                    ..Default::default()
+                },
+                Some(1),
+                20,
+            )
+            .unwrap();
+        assert!(u.enabled && u.email.is_none() && u.version == 2);
+        assert!(matches!(
+            db.update_user("t1", &a.krn, &UserPatch::default(), Some(1), 21),
+            Err(StorageError::Stale)
+        ));
+
+        // Groups and members.
+        let (members, n) = db.list_members("t1", &java.krn, P1).unwrap();
+        assert_eq!((n, members[0].username.as_str()), (1, "alice"));
+        db.add_members("t1", &g.krn, &["krn:iam:t1::user/bob".into()])
+            .unwrap();
+        db.add_members("t1", &g.krn, &["krn:iam:t1::user/bob".into()])
+            .unwrap();
+        assert!(matches!(
+            db.add_members("t1", &g.krn, &["krn:iam:t1::user/ghost".into()]),
+            Err(StorageError::NotFound)
+        ));
+        let (groups, _) = db.groups_of_user("t1", "krn:iam:t1::user/bob", P1).unwrap();
+        assert_eq!(groups.len(), 1);
+        let (top, n) = db
+            .list_groups(
+                &GroupFilter {
+                    tenant: "t1".into(),
+                    parent: Some(None),
+                    ..Default::default()
+                },
+                P1,
+            )
+            .unwrap();
+        assert_eq!((n, top[0].name.as_str()), (1, "dev"));
+        assert!(matches!(
+            db.delete_groups("t1", std::slice::from_ref(&g.krn)),
+            Err(StorageError::Conflict(_))
+        ));
+
+        // Attachments.
+        db.attach("t1", &g.krn, &["krn:iam:t1::policy/readers".into()])
+            .unwrap();
+        assert!(matches!(
+            db.attach("t1", &g.krn, &["krn:iam:t1::policy/ghost".into()]),
+            Err(StorageError::NotFound)
+        ));
+        assert_eq!(
+            db.targets_of("t1", "krn:iam:t1::policy/readers").unwrap(),
+            [g.krn.clone(), a.krn.clone()]
+        );
+        let (ps, _) = db.policies_of("t1", &a.krn, P1).unwrap();
+        assert_eq!(ps[0].name, "readers");
+        db.detach("t1", &g.krn, &["krn:iam:t1::policy/readers".into()])
+            .unwrap();
+
+        // Resources with a resource policy, pools.
+        let mut rp = policy("e1");
+        rp.krn = "krn:iam:t1::policy/resource/epr/endpoint/e1".into();
+        rp.kind = "resource".into();
+        rp.resource_krn = Some("krn:epr:t1::endpoint/e1".into());
+        db.insert_resource(&resource("e1"), Some(&rp)).unwrap();
+        db.insert_resource(&resource("e2"), None).unwrap();
+        assert_eq!(
+            db.resource_policy("t1", "krn:epr:t1::endpoint/e1")
+                .unwrap()
+                .krn,
+            rp.krn
+        );
+        let r = db
+            .update_resource(
+                "t1",
+                "krn:epr:t1::endpoint/e2",
+                &ResourcePatch {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+                None,
+                5,
+            )
+            .unwrap();
+        assert!(!r.enabled);
+        let (rs, n) = db
+            .list_resources(
+                &ResourceFilter {
+                    tenant: "t1".into(),
+                    enabled: Some(true),
+                    ..Default::default()
+                },
+                P1,
+            )
+            .unwrap();
+        assert_eq!((n, rs[0].name.as_str()), (1, "e1"));
+        let pool = PoolRecord {
+            tenant: "t1".into(),
+            krn: "krn:iam:t1::pool/fleet".into(),
+            name: "fleet".into(),
+            display_name: None,
+            description: None,
+            version: 1,
+            created_ms: 1,
+            updated_ms: 1,
+        };
+        db.insert_pool(
+            &pool,
+            &[
+                "krn:epr:t1::endpoint/e1".into(),
+                "krn:epr:t1::endpoint/e2".into(),
+            ],
+        )
+        .unwrap();
+        let (pools, _) = db
+            .list_pools("t1", None, Some("krn:epr:t1::endpoint/e2"), P1)
+            .unwrap();
+        assert_eq!(pools.len(), 1);
+
+        // The snapshot the index is built from.
+        let snap = db.tenant_snapshot("t1").unwrap();
+        assert_eq!(snap.revision, db.revision("t1").unwrap());
+        assert_eq!(snap.policies.len(), 2);
+        assert_eq!(
+            snap.attachments,
+            [("krn:iam:t1::policy/readers".to_string(), a.krn.clone())]
+        );
+        assert_eq!(snap.memberships.len(), 2);
+        assert_eq!(snap.pool_members.len(), 2);
+
+        // Deleting a resource takes its policy and memberships.
+        db.delete_resources("t1", &["krn:epr:t1::endpoint/e1".into()])
+            .unwrap();
+        assert!(matches!(
+            db.resource_policy("t1", "krn:epr:t1::endpoint/e1"),
+            Err(StorageError::NotFound)
+        ));
+        assert_eq!(
+            db.pool_members("t1", &pool.krn).unwrap(),
+            ["krn:epr:t1::endpoint/e2"]
+        );
+
+        // Deleting a user takes its memberships and attachments; purge empties the tenant.
+        db.delete_users("t1", std::slice::from_ref(&a.krn)).unwrap();
+        let snap = db.tenant_snapshot("t1").unwrap();
+        assert!(snap.attachments.is_empty());
+        assert_eq!(snap.memberships.len(), 1);
+        db.purge_tenant("t1").unwrap();
+        let snap = db.tenant_snapshot("t1").unwrap();
+        assert!(
+            snap.policies.is_empty() && snap.memberships.is_empty() && snap.pool_members.is_empty()
+        );
+        assert!(matches!(
+            db.get_group("t1", &java.krn),
+            Err(StorageError::NotFound)
+        ));
+    }
+}
+
+#[test]
+fn sqlite_directory_story() {
+    let dir = support::TempDir::new();
+    let db = Database::open(&support::sqlite_settings(&dir)).unwrap();
+    directory::story(&db);
+}
+
+#[test]
+fn postgres_directory_story() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_directory_story");
+    };
+    let db = Database::open(&pg.storage()).unwrap();
+    directory::story(&db);
+}
