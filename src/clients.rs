@@ -1,3 +1,4 @@
-//! Clients of other systems behind small synchronous facades: NATS (events).
+//! Clients of other systems behind small synchronous facades: NATS (events), the OpenID issuer (keys).
 
 pub mod nats;
+pub mod oidc;

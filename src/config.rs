@@ -179,6 +179,12 @@ pub struct SecuritySettings {
     pub client_id: String,
     pub client_secret: Secret,
     pub tenant_manager_url: String,
+    /// Accepted `aud`/`azp` values of access tokens; empty accepts any.
+    pub audiences: Vec<String>,
+    /// Clock leeway for `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Least time between two fetches of the issuer's keys for an unknown `kid`.
+    pub jwks_refresh_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -368,6 +374,17 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
             t,
             "security.multitenancy.tenant-manager-url",
             "http://tenant-manager",
+        )?,
+        audiences: t.string_list("security.audiences")?,
+        leeway: t.duration(
+            "security.leeway",
+            Duration::from_secs(30),
+            Duration::from_secs(600),
+        )?,
+        jwks_refresh_interval: t.duration(
+            "security.jwks-refresh-interval",
+            Duration::from_secs(10),
+            HOUR,
         )?,
     };
     if security.enabled && security.issuer_public_url.is_empty() && kind == ServiceKind::Iam {

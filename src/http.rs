@@ -1,6 +1,7 @@
 //! HTTP layer: our connection layer and worker pool, the router, JSON helpers, metrics and the
 //! one error-to-status mapping. Never SQL, never a concrete backend.
 
+pub mod auth;
 pub mod error;
 pub mod iam_api;
 pub mod json;

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::{App, HasOps, Ops};
+use crate::clients::oidc::Jwks;
 use crate::config::Config;
+use crate::http::auth::{Authenticator, Issuer};
 use crate::http::server::Handler;
 
 pub use caller::Caller;
@@ -26,6 +28,8 @@ pub struct IamCtx {
     pub ops: Arc<Ops>,
     pub config: Arc<Config>,
     pub iam: Arc<Iam>,
+    /// Token checks; `None` when security is off.
+    pub auth: Option<Authenticator>,
 }
 
 impl HasOps for IamCtx {
@@ -42,14 +46,7 @@ pub fn validate_config(config: &Config) -> Result<(), String> {
 /// Wire the IAM service over opened storage: sync base policies, load the decision index, keep
 /// it in step with the database, and serve the API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
-    if config.security.enabled {
-        // Refuse rather than serve an open API to a deployment that asked for protection.
-        return Err(
-            "config: `security.enabled` is true but this build serves IAM without token \
-             validation yet; run with security off only where the network is trusted"
-                .into(),
-        );
-    }
+    let auth = authenticator(config)?;
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,
@@ -71,11 +68,52 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         ops: Arc::clone(ops),
         config: Arc::clone(config),
         iam,
+        auth,
     };
     Ok(Arc::new(App::new(
         crate::http::iam_api::router(),
         ctx,
         Arc::clone(&ops.metrics),
+    )))
+}
+
+/// The token checks of a secured deployment. Without multitenancy every token comes from the
+/// system tenant's issuer (`security.issuer.public-url`; keys fetched through the private URL).
+fn authenticator(config: &Config) -> Result<Option<Authenticator>, String> {
+    let s = &config.security;
+    if !s.enabled {
+        return Ok(None);
+    }
+    if s.multitenancy_enabled {
+        // Refuse rather than accept tokens of tenants whose issuers cannot be checked.
+        return Err(
+            "config: `security.multitenancy.enabled` needs the Tenant Manager client, which this \
+             build does not have yet; run with multitenancy off (system tenant only)"
+                .into(),
+        );
+    }
+    let keys_from = if s.issuer_private_url.is_empty() {
+        &s.issuer_public_url
+    } else {
+        &s.issuer_private_url
+    };
+    let jwks = Jwks::new(
+        &Jwks::certs_url(keys_from),
+        Duration::from_secs(5),
+        s.jwks_refresh_interval,
+    );
+    let mut audiences: std::collections::HashSet<String> = s.audiences.iter().cloned().collect();
+    if audiences.is_empty() && !s.client_id.is_empty() {
+        audiences.insert(s.client_id.clone());
+    }
+    Ok(Some(Authenticator::new(
+        vec![Issuer {
+            issuer: s.issuer_public_url.clone(),
+            tenant: caller::SYSTEM_TENANT.to_string(),
+            jwks,
+        }],
+        audiences,
+        s.leeway,
     )))
 }
 

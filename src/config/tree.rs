@@ -137,18 +137,20 @@ impl Tree {
             Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),
                 "false" | "0" | "no" | "off" | "" => Ok(false),
-                _ => Err(self.invalid(
-                    key,
-                    &Value::String(s.clone()),
-                    "expected true or false",
-                )),
+                _ => Err(self.invalid(key, &Value::String(s.clone()), "expected true or false")),
             },
             Some(v) => Err(self.invalid(key, &v, "expected true or false")),
         }
     }
 
     /// An unsigned integer within `min..=max`.
-    pub fn uint(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    pub fn uint(
+        &mut self,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         let v = match self.raw(key) {
             None => return Ok(default),
             Some(v) => v,
@@ -160,11 +162,7 @@ impl Tree {
         };
         match parsed {
             Some(n) if (min..=max).contains(&n) => Ok(n),
-            Some(_) => Err(self.invalid(
-                key,
-                &v,
-                &format!("must be between {min} and {max}"),
-            )),
+            Some(_) => Err(self.invalid(key, &v, &format!("must be between {min} and {max}"))),
             None => Err(self.invalid(key, &v, "expected a whole number")),
         }
     }

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: u16,
     pub message: String,
     pub errors: Vec<String>,
+    /// Extra response headers (`WWW-Authenticate` on 401).
+    pub headers: Vec<(String, String)>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             status,
             message: message.into(),
             errors: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -33,6 +36,7 @@ impl ApiError {
             status: 400,
             message: message.into(),
             errors,
+            headers: Vec::new(),
         }
     }
 
@@ -69,6 +73,9 @@ impl ApiError {
         let mut r = Response::json(self.status, &body);
         if self.status == 503 {
             r = r.with_header("Retry-After", "1");
+        }
+        for (k, v) in &self.headers {
+            r = r.with_header(k, v);
         }
         r
     }

@@ -31,9 +31,16 @@ impl From<IamError> for ApiError {
     }
 }
 
-/// The caller of a request. Security off: the system tenant's administrator.
-fn caller(_ctx: &IamCtx, _req: &Request) -> Result<Caller, ApiError> {
-    Ok(Caller::system_admin())
+/// The caller of a request: from its bearer token, or (security off) the system tenant's
+/// administrator.
+fn caller(ctx: &IamCtx, req: &Request) -> Result<Caller, ApiError> {
+    match &ctx.auth {
+        None => Ok(Caller::system_admin()),
+        Some(auth) => {
+            let identity = auth.authenticate(req)?;
+            Ok(ctx.iam.caller_for(&identity)?)
+        }
+    }
 }
 
 fn query(req: &Request) -> HashMap<String, String> {
@@ -170,7 +177,7 @@ fn me(c: &IamCtx, req: &Request, krn_only: bool) -> R {
     if krn_only {
         return Ok(data(200, principal.as_str(), None));
     }
-    let rec = c.iam.get_user(&who, &principal.to_id())?;
+    let rec = c.iam.me(&who)?;
     Ok(data(200, UserView::from(&rec), Some(rec.version)))
 }
 

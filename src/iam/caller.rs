@@ -33,3 +33,14 @@ impl Caller {
         self.tenant == SYSTEM_TENANT
     }
 }
+
+/// Who a verified access token says the caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub tenant: String,
+    pub issuer: String,
+    pub subject: String,
+    pub username: Option<String>,
+    pub client: Option<String>,
+    pub roles: Vec<String>,
+}

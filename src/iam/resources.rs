@@ -104,6 +104,15 @@ impl Iam {
         optional_text("displayName", b.display_name.as_deref(), 255)?;
         optional_text("description", b.description.as_deref(), 4096)?;
         let (path, segs) = parse_path("path", b.path.as_deref())?;
+        if let Some(bad) = segs
+            .iter()
+            .chain(std::iter::once(&b.name))
+            .find(|s| s.starts_with('.'))
+        {
+            return Err(IamError::invalid(format!(
+                "names and path segments may not start with `.`: `{bad}`"
+            )));
+        }
         let mut text = format!("krn:{service}:{tenant}::{}", b.resource_type);
         for s in &segs {
             text.push('/');
@@ -184,7 +193,7 @@ impl Iam {
         m: &HashMap<String, String>,
     ) -> Result<(Vec<ResourceRecord>, u64, Page), IamError> {
         let tenant = self.tenant_for(caller, q(m, "tenantID"))?;
-        let all = krn(&format!("krn:iam:{tenant}::resource/*"))?;
+        let all = collection(&tenant, "resource")?;
         self.authorize(caller, "iam:resource:read", &all)?;
         let page = self.page(q(m, "page"), q(m, "pageSize"))?;
         let sort = q(m, "sort").unwrap_or("krn");
@@ -418,7 +427,7 @@ impl Iam {
         m: &HashMap<String, String>,
     ) -> Result<(Vec<PoolWithMembers>, u64, Page), IamError> {
         let tenant = self.tenant_for(caller, q(m, "tenantID"))?;
-        let all = krn(&format!("krn:iam:{tenant}::pool/*"))?;
+        let all = collection(&tenant, "pool")?;
         self.authorize(caller, "iam:pool:read", &all)?;
         let page = self.page(q(m, "page"), q(m, "pageSize"))?;
         let resource = match q(m, "resourceKRN").or(q(m, "resourceIRN")) {

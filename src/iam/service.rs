@@ -198,12 +198,30 @@ pub(crate) fn krn(text: &str) -> Result<Krn, IamError> {
     Krn::parse(text).map_err(|e| IamError::invalid(e.to_string()))
 }
 
+/// The id that stands for "every entity of a kind" when a list is authorized: statements whose
+/// resource pattern covers the whole collection (`…::user/*`, `krn:iam:<t>:*`, `*`) match it,
+/// statements naming single entities do not. Entity names cannot start with `.`, so no entity
+/// ever has this KRN.
+pub(crate) fn collection(tenant: &str, kind: &str) -> Result<Krn, IamError> {
+    krn(&format!("krn:iam:{tenant}::{kind}/.list"))
+}
+
 pub(crate) fn entity_krn(
     tenant: &str,
     kind: &str,
     path: &[String],
     name: &str,
 ) -> Result<Krn, IamError> {
+    if let Some(bad) = path
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(name))
+        .find(|s| s.starts_with('.'))
+    {
+        return Err(IamError::invalid(format!(
+            "names and path segments may not start with `.`: `{bad}`"
+        )));
+    }
     let mut s = format!("krn:iam:{tenant}::{kind}");
     for seg in path {
         s.push('/');
@@ -361,6 +379,34 @@ impl Iam {
                 "index: reload of tenant `{tenant}` after a write failed: {e}; the refresher retries"
             );
         }
+    }
+
+    /// The caller a verified token describes: the IAM user whose `authID` is the token's
+    /// subject, else `user/<preferred_username>`; its realm roles as `role/<name>` principals.
+    pub fn caller_for(&self, id: &super::caller::Identity) -> Result<Caller, IamError> {
+        use crate::storage::UserStore;
+        let tenant = id.tenant.clone();
+        let principal = match self.db.find_user_by_auth_id(&tenant, &id.subject) {
+            Ok(u) => Krn::parse(&u.krn).ok(),
+            Err(StorageError::NotFound) => id
+                .username
+                .as_deref()
+                .filter(|u| valid_token(u))
+                .and_then(|u| Krn::parse(&format!("krn:iam:{tenant}::user/{u}")).ok()),
+            Err(e) => return Err(IamError::Storage(e)),
+        };
+        let roles = id
+            .roles
+            .iter()
+            .filter(|r| valid_token(r))
+            .filter_map(|r| Krn::parse(&format!("krn:iam:{tenant}::role/{r}")).ok())
+            .collect();
+        Ok(Caller {
+            tenant,
+            principal,
+            roles,
+            unrestricted: false,
+        })
     }
 
     /// The tenant a call acts in: the caller's, or (system tenant only) the one it names.
@@ -529,7 +575,7 @@ impl Iam {
         q: &HashMap<String, String>,
     ) -> Result<(Vec<PolicyRecord>, u64, Page), IamError> {
         let tenant = self.tenant_for(caller, q.get("tenantID").map(String::as_str))?;
-        let all = krn(&format!("krn:iam:{tenant}::policy/*"))?;
+        let all = collection(&tenant, "policy")?;
         self.authorize(caller, "iam:policy:read", &all)?;
         let page = self.page(
             q.get("page").map(String::as_str),

@@ -142,6 +142,19 @@ impl Iam {
         Ok(out)
     }
 
+    /// The caller's own user record: every authenticated caller may read itself.
+    pub fn me(&self, caller: &Caller) -> Result<UserRecord, IamError> {
+        let Some(p) = &caller.principal else {
+            return Err(IamError::NotFound("the caller is not an IAM user".into()));
+        };
+        self.db.get_user(p.tenant(), p.as_str()).map_err(|e| match e {
+            crate::storage::StorageError::NotFound => IamError::NotFound(format!(
+                "`{p}` has no IAM user record (a Keycloak user or service account not registered in IAM)"
+            )),
+            other => IamError::Storage(other),
+        })
+    }
+
     pub fn get_user(&self, caller: &Caller, id: &str) -> Result<UserRecord, IamError> {
         let k = path_id(id, "user", caller)?;
         self.authorize(caller, "iam:user:read", &k)?;
@@ -156,8 +169,7 @@ impl Iam {
         m: &HashMap<String, String>,
     ) -> Result<(Vec<UserRecord>, u64, Page), IamError> {
         let tenant = self.tenant_for(caller, q(m, "tenantID"))?;
-        let all = Krn::parse(&format!("krn:iam:{tenant}::user/*"))
-            .map_err(|e| IamError::invalid(e.to_string()))?;
+        let all = collection(&tenant, "user")?;
         self.authorize(caller, "iam:user:read", &all)?;
         let page = self.page(q(m, "page"), q(m, "pageSize"))?;
         let sort = q(m, "sort").unwrap_or("username");
@@ -335,8 +347,7 @@ impl Iam {
         m: &HashMap<String, String>,
     ) -> Result<(Vec<GroupRecord>, u64, Page), IamError> {
         let tenant = self.tenant_for(caller, q(m, "tenantID"))?;
-        let all = Krn::parse(&format!("krn:iam:{tenant}::group/*"))
-            .map_err(|e| IamError::invalid(e.to_string()))?;
+        let all = collection(&tenant, "group")?;
         self.authorize(caller, "iam:group:read", &all)?;
         let page = self.page(q(m, "page"), q(m, "pageSize"))?;
         let sort = q(m, "sort").unwrap_or("path");

@@ -1,0 +1,260 @@
+//! Bearer-token authentication: the `Authorization` header, the token's issuer among the ones we
+//! accept, its key from the issuer's JWKS, its signature (only the key's own algorithm; `none`
+//! and symmetric algorithms are refused), `exp` and `nbf` with a small leeway, `iss`, and
+//! `aud`/`azp` against the accepted audiences. The result is the caller's identity.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jwt_simple::prelude::*;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::error::ApiError;
+use super::message::{Request, Response};
+use crate::clients::oidc::{Jwks, KeyLookup};
+use crate::iam::caller::Identity;
+
+/// Algorithms a token may be signed with (each only with a key of that algorithm).
+const ACCEPTED_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "ES256"];
+/// Longest token accepted, in bytes.
+const MAX_TOKEN: usize = 16 * 1024;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("authentication required: send `Authorization: Bearer <access token>`")]
+    Missing,
+    #[error("unexpected Authorization header format, must be `Bearer <access-token>`")]
+    Malformed,
+    /// The token is not acceptable; the reason is safe to show.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The issuer's keys could not be fetched.
+    #[error("cannot verify tokens right now: the issuer's keys are unavailable")]
+    Unavailable,
+}
+
+/// 401 with the `WWW-Authenticate` challenge of RFC 6750, or 503 when keys are unavailable.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let code = match e {
+            AuthError::Unavailable => return ApiError::new(503, e.to_string()),
+            AuthError::Missing => None,
+            AuthError::Malformed => Some("invalid_request"),
+            AuthError::Invalid(_) => Some("invalid_token"),
+        };
+        let value = match code {
+            None => "Bearer realm=\"kaa\"".to_string(),
+            Some(code) => format!("Bearer realm=\"kaa\", error=\"{code}\""),
+        };
+        let mut err = ApiError::unauthorized(e.to_string());
+        err.headers.push(("WWW-Authenticate".into(), value));
+        err
+    }
+}
+
+/// The response for an authentication failure.
+pub fn challenge(e: AuthError) -> Response {
+    ApiError::from(e).into_response()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RealmAccess {
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// The Keycloak claims we read beyond the registered ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct KeycloakClaims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    azp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    realm_access: Option<RealmAccess>,
+}
+
+/// One issuer we accept tokens from, and the tenant its tokens act in.
+pub struct Issuer {
+    pub issuer: String,
+    pub tenant: String,
+    pub jwks: Jwks,
+}
+
+pub struct Authenticator {
+    issuers: Vec<Issuer>,
+    /// Accepted `aud` (or `azp`) values; empty accepts any audience.
+    audiences: HashSet<String>,
+    leeway: Duration,
+}
+
+/// The unverified `iss` of a token, to pick the issuer whose keys verify it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("iss")?.as_str().map(str::to_string)
+}
+
+impl Authenticator {
+    pub fn new(
+        issuers: Vec<Issuer>,
+        audiences: HashSet<String>,
+        leeway: Duration,
+    ) -> Authenticator {
+        Authenticator {
+            issuers,
+            audiences,
+            leeway,
+        }
+    }
+
+    /// The bearer token of a request.
+    pub fn bearer(req: &Request) -> Result<&str, AuthError> {
+        let Some(h) = req.header("authorization") else {
+            return Err(AuthError::Missing);
+        };
+        let h = h.trim();
+        let (scheme, token) = h.split_once(' ').ok_or(AuthError::Malformed)?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+            return Err(AuthError::Malformed);
+        }
+        Ok(token)
+    }
+
+    pub fn authenticate(&self, req: &Request) -> Result<Identity, AuthError> {
+        let token = Authenticator::bearer(req)?;
+        self.verify(token)
+    }
+
+    /// Verify a token and read the identity out of it.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let invalid = |m: &str| AuthError::Invalid(m.to_string());
+        if token.len() > MAX_TOKEN || token.split('.').count() != 3 {
+            return Err(invalid("not a signed JWT"));
+        }
+        let meta = Token::decode_metadata(token).map_err(|_| invalid("unreadable token header"))?;
+        let alg = meta.algorithm();
+        if !ACCEPTED_ALGS.contains(&alg) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm `{alg}` is not accepted"
+            )));
+        }
+        let kid = meta
+            .key_id()
+            .ok_or_else(|| invalid("the token names no key (kid)"))?;
+        let iss = unverified_issuer(token).ok_or_else(|| invalid("the token names no issuer"))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer == iss)
+            .ok_or_else(|| invalid("the token's issuer is not accepted here"))?;
+        let key = match issuer.jwks.key(kid) {
+            Ok(KeyLookup::Found(k)) => k,
+            Ok(KeyLookup::Unknown) => {
+                return Err(invalid("the token is signed with an unknown key"));
+            }
+            Err(e) => {
+                log::warn!("auth: {e}");
+                return Err(AuthError::Unavailable);
+            }
+        };
+        if key.algorithm() != alg {
+            return Err(invalid("the token's algorithm does not match its key"));
+        }
+        let options = VerificationOptions {
+            allowed_issuers: Some(HashSet::from([issuer.issuer.clone()])),
+            time_tolerance: Some(jwt_simple::prelude::Duration::from_secs(
+                self.leeway.as_secs(),
+            )),
+            max_token_length: Some(MAX_TOKEN),
+            ..Default::default()
+        };
+        let claims = key
+            .verify::<KeycloakClaims>(token, options)
+            .map_err(|e| AuthError::Invalid(describe(&e)))?;
+        if claims.expires_at.is_none() {
+            return Err(invalid("the token has no expiry (exp)"));
+        }
+        let subject = claims
+            .subject
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("the token has no subject (sub)"))?;
+        let custom = claims.custom;
+        if !self.audiences.is_empty() {
+            let aud_ok = claims
+                .audiences
+                .as_ref()
+                .is_some_and(|a| a.contains(&self.audiences));
+            let azp_ok = custom
+                .azp
+                .as_ref()
+                .is_some_and(|a| self.audiences.contains(a));
+            if !aud_ok && !azp_ok {
+                return Err(invalid("the token's audience is not accepted here"));
+            }
+        }
+        Ok(Identity {
+            tenant: issuer.tenant.clone(),
+            issuer: issuer.issuer.clone(),
+            subject,
+            username: custom.preferred_username,
+            client: custom.azp,
+            roles: custom.realm_access.map(|r| r.roles).unwrap_or_default(),
+        })
+    }
+}
+
+/// A short, safe reason for a failed verification.
+fn describe(e: &jwt_simple::Error) -> String {
+    let text = e.to_string().to_lowercase();
+    if text.contains("expired") {
+        "the token has expired".into()
+    } else if text.contains("not valid yet") || text.contains("clock drift") {
+        "the token is not valid yet".into()
+    } else if text.contains("issuer") {
+        "the token's issuer is not accepted here".into()
+    } else if text.contains("signature") || text.contains("verification") {
+        "the token's signature does not verify".into()
+    } else {
+        "the token does not verify".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_forms() {
+        let r = |h: Option<&str>| {
+            let mut req = Request::new("GET", "/");
+            if let Some(h) = h {
+                req = req.with_header("Authorization", h);
+            }
+            Authenticator::bearer(&req).map(str::to_string)
+        };
+        assert_eq!(r(None), Err(AuthError::Missing));
+        assert_eq!(r(Some("Basic abc")), Err(AuthError::Malformed));
+        assert_eq!(r(Some("Bearer")), Err(AuthError::Malformed));
+        assert_eq!(r(Some("Bearer   ")), Err(AuthError::Malformed));
+        assert_eq!(r(Some("Bearer a b")), Err(AuthError::Malformed));
+        assert_eq!(r(Some("bearer x.y.z")), Ok("x.y.z".to_string()));
+    }
+
+    #[test]
+    fn challenges_carry_the_error_code() {
+        let resp = challenge(AuthError::Invalid("x".into()));
+        assert_eq!(resp.status, 401);
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some("Bearer realm=\"kaa\", error=\"invalid_token\"")
+        );
+        assert_eq!(challenge(AuthError::Unavailable).status, 503);
+    }
+}
