@@ -2,3 +2,4 @@
 
 pub mod nats;
 pub mod oidc;
+pub mod tle;

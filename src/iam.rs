@@ -4,6 +4,7 @@
 pub mod caller;
 pub mod err;
 pub mod evaluate;
+pub mod events;
 pub mod model;
 pub mod resources;
 pub mod service;
@@ -64,6 +65,14 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         started.elapsed().as_millis()
     );
     spawn_refresher(&iam, Duration::from_millis(500));
+    if !config.nats.urls.is_empty() {
+        events::spawn_listener(
+            &iam,
+            config.nats.urls.clone(),
+            config.nats.username.clone(),
+            config.nats.password.expose().to_string(),
+        );
+    }
     let ctx = IamCtx {
         ops: Arc::clone(ops),
         config: Arc::clone(config),
