@@ -106,11 +106,20 @@ pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
     });
 }
 
+/// How error bodies are written: IAM's `{"message", "errors"}` or the Tenant Manager's v1
+/// `{"error", "details"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    Message,
+    ErrorDetails,
+}
+
 /// The server-facing handler: route, run, record metrics.
 pub struct App<C> {
     router: Router<C>,
     ctx: C,
     metrics: Arc<Metrics>,
+    style: ErrorStyle,
 }
 
 impl<C: Send + Sync + 'static> App<C> {
@@ -119,7 +128,13 @@ impl<C: Send + Sync + 'static> App<C> {
             router,
             ctx,
             metrics,
+            style: ErrorStyle::Message,
         }
+    }
+
+    pub fn with_error_style(mut self, style: ErrorStyle) -> App<C> {
+        self.style = style;
+        self
     }
 
     pub fn router(&self) -> &Router<C> {
@@ -144,7 +159,10 @@ fn method_label(m: &str) -> &'static str {
 impl<C: Send + Sync + 'static> Handler for App<C> {
     fn handle(&self, req: Request) -> Response {
         let started = Instant::now();
-        let (resp, route) = self.router.dispatch(&self.ctx, &req);
+        let (mut resp, route) = self.router.dispatch(&self.ctx, &req);
+        if self.style == ErrorStyle::ErrorDetails && resp.status >= 400 {
+            resp = restyle(resp);
+        }
         self.metrics.observe_request(
             route,
             method_label(&req.method),
@@ -153,6 +171,23 @@ impl<C: Send + Sync + 'static> Handler for App<C> {
         );
         resp
     }
+}
+
+/// `{"message": m, "errors": [..]}` -> `{"error": m, "details": {"errors": [..]}}`.
+fn restyle(mut resp: Response) -> Response {
+    if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(&resp.body)
+        && let Some(msg) = m.remove("message")
+    {
+        let mut out = serde_json::Map::new();
+        out.insert("error".into(), msg);
+        if let Some(details) = m.remove("details") {
+            out.insert("details".into(), details);
+        } else if let Some(errors) = m.remove("errors") {
+            out.insert("details".into(), json!({ "errors": errors }));
+        }
+        resp.body = serde_json::to_vec(&serde_json::Value::Object(out)).unwrap_or_default();
+    }
+    resp
 }
 
 /// Exit codes: 0 clean stop, 1 runtime failure (storage, port, license), 2 bad configuration

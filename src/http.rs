@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod openapi;
 pub mod router;
 pub mod server;
+pub mod tm_api;

@@ -11,6 +11,7 @@ mod migrate;
 mod policies;
 mod postgres;
 mod sqlite;
+mod tenants;
 mod value;
 
 use std::time::Duration;
@@ -22,6 +23,11 @@ pub use directory::{
 };
 pub use err::StorageError;
 pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
+pub use tenants::{
+    CatalogRecord, CatalogStore, KeycloakServerRecord, KeycloakServerStore, NewTask, OutboxEvent,
+    OutboxRecord, OutboxStore, TaskOutcome, TaskRecord, TaskStore, TenantFilter, TenantRecord,
+    TenantStore,
+};
 pub use value::{Row, Val};
 
 use crate::config::StorageSettings;

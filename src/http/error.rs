@@ -14,6 +14,8 @@ pub struct ApiError {
     pub errors: Vec<String>,
     /// Extra response headers (`WWW-Authenticate` on 401).
     pub headers: Vec<(String, String)>,
+    /// Structured detail (the Tenant Manager's `details`).
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             message: message.into(),
             errors: Vec::new(),
             headers: Vec::new(),
+            details: None,
         }
     }
 
@@ -37,6 +40,7 @@ impl ApiError {
             message: message.into(),
             errors,
             headers: Vec::new(),
+            details: None,
         }
     }
 
@@ -65,11 +69,14 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
-        let body = if self.errors.is_empty() {
+        let mut body = if self.errors.is_empty() {
             json!({ "message": self.message })
         } else {
             json!({ "message": self.message, "errors": self.errors })
         };
+        if let (Some(d), serde_json::Value::Object(m)) = (self.details, &mut body) {
+            m.insert("details".into(), *d);
+        }
         let mut r = Response::json(self.status, &body);
         if self.status == 503 {
             r = r.with_header("Retry-After", "1");

@@ -30,10 +30,12 @@ macro_rules! migration {
 pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 1, "0001_policies"),
     migration!("sqlite", 2, "0002_directory"),
+    migration!("sqlite", 3, "0003_tenants"),
 ];
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001_policies"),
     migration!("postgres", 2, "0002_directory"),
+    migration!("postgres", 3, "0003_tenants"),
 ];
 
 /// FNV-1a over the SQL text: a stable checksum without a dependency.

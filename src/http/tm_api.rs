@@ -1,0 +1,366 @@
+//! The Tenant Manager's `/api/v1` surface in Kaa's v1 style: snake_case JSON, lists as
+//! `{"count", "results"}` with `offset`/`limit` (default 50, `0` = all), errors as
+//! `{"error", "details"}` (the App restyles every error body).
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::message::{Request, Response};
+use super::router::{Params, Router};
+use crate::app::ops_routes;
+use crate::clock::rfc3339_ms;
+use crate::storage::{KeycloakServerRecord, KeycloakServerStore, StorageError, TenantRecord};
+use crate::tenants::TenantCtx;
+use crate::tenants::catalog::{KINDS, Kind};
+use crate::tenants::err::{TmError, storage};
+use crate::tenants::service::paging;
+
+type R = Result<Response, ApiError>;
+
+impl From<TmError> for ApiError {
+    fn from(e: TmError) -> ApiError {
+        match e {
+            TmError::Invalid(m, fields) => {
+                let mut err = ApiError::bad_request(m);
+                if let Some((field, message)) = fields.first() {
+                    err.details = Some(Box::new(json!({ "field": field, "message": message })));
+                }
+                err
+            }
+            TmError::NotFound(m) => ApiError::not_found(m),
+            TmError::Conflict(m) => ApiError::conflict(m),
+            TmError::Forbidden(m) => ApiError::forbidden(m),
+            TmError::Storage(s) => ApiError::from(s),
+        }
+    }
+}
+
+fn query(req: &Request) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for (k, v) in req.query_pairs() {
+        m.entry(k).or_insert(v);
+    }
+    m
+}
+
+fn json_body(req: &Request) -> Result<Value, ApiError> {
+    let v: Value = super::json::body(req)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+pub fn tenant_view(t: &TenantRecord) -> Value {
+    json!({
+        "id": t.id,
+        "realm_name": t.realm_name,
+        "display_name": t.display_name,
+        "client_frontend_id": t.client_frontend_id,
+        "client_backend_id": t.client_backend_id,
+        "client_backend_secret": t.client_backend_secret,
+        "realm_template_version": t.realm_template_version,
+        "realm_scopes_version": t.realm_scopes_version,
+        "client_backend_version": t.client_backend_version,
+        "client_frontend_version": t.client_frontend_version,
+        "roles_version": t.roles_version,
+        "resources_version": t.resources_version,
+        "keycloak_server_id": t.keycloak_server_id,
+        "opendistro_enabled": t.opendistro_enabled,
+        "subscription_type": t.subscription_type,
+        "status": t.status,
+        "failure_reason": t.failure_reason,
+        "version": t.version,
+        "created": rfc3339_ms(t.created_ms),
+        "updated": rfc3339_ms(t.updated_ms),
+    })
+}
+
+fn server_view(s: &KeycloakServerRecord) -> Value {
+    json!({
+        "id": s.id,
+        "url": s.url,
+        "admin_realm": s.admin_realm,
+        "username": s.username,
+        "client_id": s.client_id,
+        "is_default": s.is_default,
+        "created": rfc3339_ms(s.created_ms),
+        "updated": rfc3339_ms(s.updated_ms),
+    })
+}
+
+/// A `{count, results}` page of an in-memory list.
+fn page_of(items: Vec<Value>, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let (offset, limit) = paging(q)?;
+    let count = items.len();
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let results: Vec<Value> = items
+        .into_iter()
+        .skip(start)
+        .take(limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)))
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({ "count": count, "results": results }),
+    ))
+}
+
+// ---------------------------------------------------------------- tenants
+
+fn list_tenants(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    let (items, count) = c.tm.list_tenants(&query(req))?;
+    let results: Vec<Value> = items.iter().map(tenant_view).collect();
+    Ok(Response::json(
+        200,
+        &json!({ "count": count, "results": results }),
+    ))
+}
+
+fn create_tenant(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    let t = c.tm.create_tenant(&json_body(req)?)?;
+    c.signal.notify();
+    Ok(Response::json(202, &tenant_view(&t))
+        .with_header("Location", &format!("/api/v1/tenants/{}", t.id)))
+}
+
+fn get_tenant(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    Ok(Response::json(
+        200,
+        &tenant_view(&c.tm.get_tenant(p.req("id"))?),
+    ))
+}
+
+fn update_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    let t = c.tm.update_tenant(p.req("id"), &json_body(req)?)?;
+    c.signal.notify();
+    let status = if t.status == crate::tenants::service::UPDATING {
+        202
+    } else {
+        200
+    };
+    Ok(Response::json(status, &tenant_view(&t)))
+}
+
+fn delete_tenant(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    let t = c.tm.delete_tenant(p.req("id"))?;
+    c.signal.notify();
+    Ok(Response::json(202, &tenant_view(&t)))
+}
+
+fn retry_tenant(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    let t = c.tm.retry_tenant(p.req("id"))?;
+    c.signal.notify();
+    Ok(Response::json(202, &tenant_view(&t)))
+}
+
+fn security_context(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    Ok(Response::json(200, &c.tm.security_context(p.req("id"))?))
+}
+
+fn public_config(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    Ok(Response::json(200, &c.tm.public_config(p.req("id"))?))
+}
+
+fn limits(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    let id = p.req("id");
+    let t = c.tm.get_tenant(id)?;
+    let kind = crate::tenants::catalog::kind_by_path("tenant-subscriptions");
+    let subs = match kind {
+        Some(k) => c.tm.catalog_list(k, Some(id))?,
+        None => Vec::new(),
+    };
+    let mut limits = serde_json::Map::new();
+    let mut package = Value::Null;
+    if let Some(sub) = subs.first() {
+        package = sub.get("package_type_id").cloned().unwrap_or(Value::Null);
+        if let (Some(pt), Some(k)) = (
+            package.as_str(),
+            crate::tenants::catalog::kind_by_path("package-types"),
+        ) && let Ok(v) = c.tm.catalog_get(k, pt)
+            && let Some(Value::Object(m)) = v.get("limits")
+        {
+            limits = m.clone();
+        }
+    }
+    Ok(Response::json(
+        200,
+        &json!({
+            "tenant_id": t.id,
+            "subscription_type": t.subscription_type,
+            "package_type_id": package,
+            "limits": limits,
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------- Keycloak servers
+
+fn server_body(req: &Request, id_from_path: Option<i64>) -> Result<KeycloakServerRecord, ApiError> {
+    let b = json_body(req)?;
+    const KNOWN: &[&str] = &[
+        "id",
+        "url",
+        "admin_realm",
+        "username",
+        "password",
+        "client_id",
+        "client_secret",
+        "is_default",
+    ];
+    if let Some(k) = b
+        .as_object()
+        .and_then(|m| m.keys().find(|k| !KNOWN.contains(&k.as_str())))
+    {
+        return Err(TmError::field(k, "unknown field").into());
+    }
+    let id = match (id_from_path, b.get("id").and_then(Value::as_i64)) {
+        (Some(p), Some(i)) if p != i => {
+            return Err(TmError::field("id", "differs from the path").into());
+        }
+        (Some(p), _) => p,
+        (None, Some(i)) if i >= 1 => i,
+        _ => return Err(TmError::field("id", "is required (a positive integer)").into()),
+    };
+    let url = b
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(TmError::field("url", "must be an http(s) URL").into());
+    }
+    let s = |k: &str| b.get(k).and_then(Value::as_str).map(String::from);
+    let now = crate::clock::now_ms();
+    Ok(KeycloakServerRecord {
+        id,
+        url,
+        admin_realm: s("admin_realm").unwrap_or_else(|| "master".into()),
+        username: s("username"),
+        password: s("password"),
+        client_id: s("client_id"),
+        client_secret: s("client_secret"),
+        is_default: b
+            .get("is_default")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        created_ms: now,
+        updated_ms: now,
+    })
+}
+
+fn server_id(p: &Params) -> Result<i64, ApiError> {
+    p.req("id")
+        .parse::<i64>()
+        .map_err(|_| ApiError::not_found(format!("no Keycloak server `{}`", p.req("id"))))
+}
+
+fn list_servers(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    let items = c.tm.db.list_servers().map_err(TmError::from)?;
+    page_of(items.iter().map(server_view).collect(), &query(req))
+}
+
+fn create_server(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    let s = server_body(req, None)?;
+    let id = s.id.to_string();
+    let out =
+        c.tm.db
+            .insert_server(&s)
+            .map_err(|e| storage(e, "keycloak server", &id))?;
+    Ok(Response::json(201, &server_view(&out)))
+}
+
+fn get_server(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    let id = server_id(p)?;
+    let s =
+        c.tm.db
+            .get_server(id)
+            .map_err(|e| storage(e, "keycloak server", &id.to_string()))?;
+    Ok(Response::json(200, &server_view(&s)))
+}
+
+fn update_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    let id = server_id(p)?;
+    let s = server_body(req, Some(id))?;
+    let out =
+        c.tm.db
+            .update_server(&s)
+            .map_err(|e| storage(e, "keycloak server", &id.to_string()))?;
+    Ok(Response::json(200, &server_view(&out)))
+}
+
+fn delete_server(c: &TenantCtx, _: &Request, p: &Params) -> R {
+    let id = server_id(p)?;
+    c.tm.db.delete_server(id).map_err(|e| match e {
+        StorageError::Conflict(_) => {
+            TmError::Conflict(format!("Keycloak server {id} still hosts tenants"))
+        }
+        other => storage(other, "keycloak server", &id.to_string()),
+    })?;
+    Ok(Response::new(204))
+}
+
+// ---------------------------------------------------------------- catalogue
+
+fn catalog_routes(r: &mut Router<TenantCtx>) {
+    for kind in KINDS {
+        let k: &'static Kind = kind;
+        let collection: &'static str = Box::leak(format!("/api/v1/{}", k.path).into_boxed_str());
+        let item: &'static str = Box::leak(format!("/api/v1/{}/{{id}}", k.path).into_boxed_str());
+        r.route("GET", collection, move |c: &TenantCtx, req, _| {
+            let q = query(req);
+            page_of(
+                c.tm.catalog_list(k, q.get("tenant_id").map(String::as_str))?,
+                &q,
+            )
+        });
+        r.route("POST", collection, move |c: &TenantCtx, req, _| {
+            Ok(Response::json(
+                201,
+                &c.tm.catalog_create(k, &json_body(req)?)?,
+            ))
+        });
+        r.route("GET", item, move |c: &TenantCtx, _, p| {
+            Ok(Response::json(200, &c.tm.catalog_get(k, p.req("id"))?))
+        });
+        r.route("PUT", item, move |c: &TenantCtx, req, p| {
+            Ok(Response::json(
+                200,
+                &c.tm.catalog_update(k, p.req("id"), &json_body(req)?)?,
+            ))
+        });
+        r.route("DELETE", item, move |c: &TenantCtx, _, p| {
+            c.tm.catalog_delete(k, p.req("id"))?;
+            Ok(Response::new(204))
+        });
+    }
+}
+
+/// The Tenant Manager router.
+pub fn router() -> Router<TenantCtx> {
+    let mut r = Router::new();
+    ops_routes(&mut r);
+    r.route("GET", "/api/v1/tenants", list_tenants);
+    r.route("POST", "/api/v1/tenants", create_tenant);
+    r.route("GET", "/api/v1/tenants/{id}", get_tenant);
+    r.route("PUT", "/api/v1/tenants/{id}", update_tenant);
+    r.route("PATCH", "/api/v1/tenants/{id}", update_tenant);
+    r.route("DELETE", "/api/v1/tenants/{id}", delete_tenant);
+    r.route("POST", "/api/v1/tenants/{id}/retry", retry_tenant);
+    r.route(
+        "GET",
+        "/api/v1/tenants/{id}/security-context",
+        security_context,
+    );
+    r.route("GET", "/api/v1/tenants/{id}/public-config", public_config);
+    r.route("GET", "/api/v1/tenants/{id}/limits", limits);
+    r.route("GET", "/api/v1/keycloak-servers", list_servers);
+    r.route("POST", "/api/v1/keycloak-servers", create_server);
+    r.route("GET", "/api/v1/keycloak-servers/{id}", get_server);
+    r.route("PUT", "/api/v1/keycloak-servers/{id}", update_server);
+    r.route("DELETE", "/api/v1/keycloak-servers/{id}", delete_server);
+    catalog_routes(&mut r);
+    r
+}

@@ -1,0 +1,868 @@
+//! The Tenant Manager's storage, written once for both backends: tenants and their durable
+//! task queue (a task is written in the same transaction as the change that needs it, claimed
+//! with a lease, `FOR UPDATE SKIP LOCKED` on PostgreSQL), the event outbox (written in the same
+//! transaction as the change it reports), Keycloak servers, and the catalogue.
+
+use super::{Database, Dialect, Row, StorageError, Tx, Val};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub id: String,
+    pub realm_name: String,
+    pub client_frontend_id: String,
+    pub client_backend_id: String,
+    pub client_backend_secret: String,
+    pub realm_template_version: i64,
+    pub realm_scopes_version: i64,
+    pub client_backend_version: i64,
+    pub client_frontend_version: i64,
+    pub roles_version: i64,
+    pub resources_version: i64,
+    pub keycloak_server_id: Option<i64>,
+    pub opendistro_enabled: bool,
+    pub subscription_type: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub display_name: Option<String>,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub realm_name: Option<String>,
+    pub status: Option<String>,
+    pub opendistro_enabled: Option<bool>,
+    pub subscription_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: i64,
+    pub tenant_id: String,
+    pub kind: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// A task to enqueue with a write.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub kind: String,
+    pub max_attempts: i64,
+}
+
+/// An event to publish after the write commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub id: i64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeycloakServerRecord {
+    pub id: i64,
+    pub url: String,
+    pub admin_realm: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub is_default: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogRecord {
+    pub kind: String,
+    pub id: String,
+    /// JSON object.
+    pub body: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// How a finished task leaves its tenant.
+#[derive(Debug, Clone)]
+pub enum TaskOutcome {
+    /// Set the tenant's status (clearing any failure reason).
+    Status(String),
+    /// Remove the tenant row, its catalogue rows and its tasks.
+    Removed,
+}
+
+pub trait TenantStore {
+    /// Insert a tenant, its first task and (optionally) an event, in one transaction.
+    fn insert_tenant(
+        &self,
+        t: &TenantRecord,
+        task: Option<&NewTask>,
+        event: Option<&OutboxEvent>,
+    ) -> Result<TenantRecord, StorageError>;
+    fn get_tenant(&self, id: &str) -> Result<TenantRecord, StorageError>;
+    fn list_tenants(
+        &self,
+        f: &TenantFilter,
+        offset: i64,
+        limit: Option<i64>,
+    ) -> Result<(Vec<TenantRecord>, u64), StorageError>;
+    /// Replace a tenant row (version-checked against `t.version - 1` when `expected` is given),
+    /// enqueueing a task and an event in the same transaction.
+    fn save_tenant(
+        &self,
+        t: &TenantRecord,
+        expected: Option<i64>,
+        task: Option<&NewTask>,
+        event: Option<&OutboxEvent>,
+    ) -> Result<TenantRecord, StorageError>;
+    /// Realm counts per Keycloak server (for the least-loaded choice).
+    fn realms_per_server(&self) -> Result<Vec<(i64, i64)>, StorageError>;
+}
+
+pub trait TaskStore {
+    /// Take the next due task no one holds, leasing it to `worker` until `now + lease_ms`.
+    fn claim_task(
+        &self,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<TaskRecord>, StorageError>;
+    /// Finish a task: apply the outcome to its tenant and enqueue the event, in one transaction.
+    fn complete_task(
+        &self,
+        task: &TaskRecord,
+        outcome: &TaskOutcome,
+        event: Option<&OutboxEvent>,
+        now_ms: i64,
+    ) -> Result<(), StorageError>;
+    /// Record a failed attempt: run again at `retry_at_ms`, or (no retry) delete the task and set
+    /// the tenant `FAILED` with the reason.
+    fn fail_task(
+        &self,
+        task: &TaskRecord,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), StorageError>;
+    fn pending_tasks(&self, tenant_id: &str) -> Result<Vec<TaskRecord>, StorageError>;
+}
+
+pub trait OutboxStore {
+    /// Oldest unpublished events first.
+    fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StorageError>;
+    fn mark_published(&self, ids: &[i64], now_ms: i64) -> Result<(), StorageError>;
+    /// Events not yet published (a gauge).
+    fn outbox_backlog(&self) -> Result<i64, StorageError>;
+}
+
+pub trait KeycloakServerStore {
+    fn insert_server(&self, s: &KeycloakServerRecord)
+    -> Result<KeycloakServerRecord, StorageError>;
+    fn get_server(&self, id: i64) -> Result<KeycloakServerRecord, StorageError>;
+    fn list_servers(&self) -> Result<Vec<KeycloakServerRecord>, StorageError>;
+    fn update_server(&self, s: &KeycloakServerRecord)
+    -> Result<KeycloakServerRecord, StorageError>;
+    /// `Conflict` while tenants use it.
+    fn delete_server(&self, id: i64) -> Result<(), StorageError>;
+}
+
+pub trait CatalogStore {
+    fn insert_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError>;
+    fn get_entry(&self, kind: &str, id: &str) -> Result<CatalogRecord, StorageError>;
+    /// Every entry of a kind, ordered by id (catalogues are small).
+    fn list_entries(&self, kind: &str) -> Result<Vec<CatalogRecord>, StorageError>;
+    fn update_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError>;
+    fn delete_entry(&self, kind: &str, id: &str) -> Result<(), StorageError>;
+    /// Insert when absent (bootstrap); returns whether it was inserted.
+    fn ensure_entry(&self, e: &CatalogRecord) -> Result<bool, StorageError>;
+}
+
+// ---------------------------------------------------------------- tenants
+
+const TENANT_COLS: &str = "id, realm_name, client_frontend_id, client_backend_id, client_backend_secret, \
+     realm_template_version, realm_scopes_version, client_backend_version, client_frontend_version, \
+     roles_version, resources_version, keycloak_server_id, opendistro_enabled, subscription_type, \
+     status, failure_reason, display_name, version, created_ms, updated_ms";
+
+fn tenant(r: &Row) -> Result<TenantRecord, StorageError> {
+    Ok(TenantRecord {
+        id: r.string(0)?,
+        realm_name: r.string(1)?,
+        client_frontend_id: r.string(2)?,
+        client_backend_id: r.string(3)?,
+        client_backend_secret: r.string(4)?,
+        realm_template_version: r.i64(5)?,
+        realm_scopes_version: r.i64(6)?,
+        client_backend_version: r.i64(7)?,
+        client_frontend_version: r.i64(8)?,
+        roles_version: r.i64(9)?,
+        resources_version: r.i64(10)?,
+        keycloak_server_id: match r.0.get(11) {
+            Some(Val::Null) | None => None,
+            Some(_) => Some(r.i64(11)?),
+        },
+        opendistro_enabled: r.bool(12)?,
+        subscription_type: r.string(13)?,
+        status: r.string(14)?,
+        failure_reason: r.opt_string(15)?,
+        display_name: r.opt_string(16)?,
+        version: r.i64(17)?,
+        created_ms: r.i64(18)?,
+        updated_ms: r.i64(19)?,
+    })
+}
+
+fn tenant_params(t: &TenantRecord) -> Vec<Val> {
+    vec![
+        Val::from(&t.id),
+        Val::from(&t.realm_name),
+        Val::from(&t.client_frontend_id),
+        Val::from(&t.client_backend_id),
+        Val::from(&t.client_backend_secret),
+        Val::I64(t.realm_template_version),
+        Val::I64(t.realm_scopes_version),
+        Val::I64(t.client_backend_version),
+        Val::I64(t.client_frontend_version),
+        Val::I64(t.roles_version),
+        Val::I64(t.resources_version),
+        t.keycloak_server_id.map_or(Val::Null, Val::I64),
+        Val::Bool(t.opendistro_enabled),
+        Val::from(&t.subscription_type),
+        Val::from(&t.status),
+        Val::from(t.failure_reason.clone()),
+        Val::from(t.display_name.clone()),
+        Val::I64(t.version),
+        Val::I64(t.created_ms),
+        Val::I64(t.updated_ms),
+    ]
+}
+
+fn get_tenant_tx(tx: &mut dyn Tx, id: &str) -> Result<TenantRecord, StorageError> {
+    tx.query(
+        &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"),
+        &[Val::from(id)],
+    )?
+    .first()
+    .map(tenant)
+    .ok_or(StorageError::NotFound)?
+}
+
+fn enqueue(
+    tx: &mut dyn Tx,
+    tenant_id: &str,
+    task: &NewTask,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    tx.execute(
+        "INSERT INTO tasks (tenant_id, kind, attempts, max_attempts, next_run_ms, created_ms) \
+         VALUES ($1, $2, 0, $3, $4, $4)",
+        &[
+            Val::from(tenant_id),
+            Val::from(&task.kind),
+            Val::I64(task.max_attempts),
+            Val::I64(now_ms),
+        ],
+    )?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, StorageError> {
+    if s.len() % 2 != 0 {
+        return Err(StorageError::Internal("outbox payload is not hex".into()));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16)
+                .map_err(|_| StorageError::Internal("outbox payload is not hex".into()))
+        })
+        .collect()
+}
+
+fn emit(tx: &mut dyn Tx, e: &OutboxEvent, now_ms: i64) -> Result<(), StorageError> {
+    tx.execute(
+        "INSERT INTO outbox (subject, payload, created_ms) VALUES ($1, $2, $3)",
+        &[
+            Val::from(&e.subject),
+            Val::from(hex(&e.payload)),
+            Val::I64(now_ms),
+        ],
+    )?;
+    Ok(())
+}
+
+impl TenantStore for Database {
+    fn insert_tenant(
+        &self,
+        t: &TenantRecord,
+        task: Option<&NewTask>,
+        event: Option<&OutboxEvent>,
+    ) -> Result<TenantRecord, StorageError> {
+        self.tx(|tx| {
+            let clash = tx.query(
+                "SELECT id FROM tenants WHERE id = $1 OR realm_name = $2",
+                &[Val::from(&t.id), Val::from(&t.realm_name)],
+            )?;
+            if !clash.is_empty() {
+                return Err(StorageError::Conflict("tenant id or realm exists".into()));
+            }
+            let placeholders: Vec<String> = (1..=20).map(|i| format!("${i}")).collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO tenants ({TENANT_COLS}) VALUES ({})",
+                    placeholders.join(", ")
+                ),
+                &tenant_params(t),
+            )?;
+            if let Some(task) = task {
+                enqueue(tx, &t.id, task, t.created_ms)?;
+            }
+            if let Some(e) = event {
+                emit(tx, e, t.created_ms)?;
+            }
+            get_tenant_tx(tx, &t.id)
+        })
+    }
+
+    fn get_tenant(&self, id: &str) -> Result<TenantRecord, StorageError> {
+        self.tx(|tx| get_tenant_tx(tx, id))
+    }
+
+    fn list_tenants(
+        &self,
+        f: &TenantFilter,
+        offset: i64,
+        limit: Option<i64>,
+    ) -> Result<(Vec<TenantRecord>, u64), StorageError> {
+        let mut cond = String::from("1 = 1");
+        let mut params = Vec::new();
+        for (col, v) in [
+            ("realm_name", &f.realm_name),
+            ("status", &f.status),
+            ("subscription_type", &f.subscription_type),
+        ] {
+            if let Some(v) = v {
+                params.push(Val::from(v));
+                cond.push_str(&format!(" AND {col} = ${}", params.len()));
+            }
+        }
+        if let Some(o) = f.opendistro_enabled {
+            params.push(Val::Bool(o));
+            cond.push_str(&format!(" AND opendistro_enabled = ${}", params.len()));
+        }
+        self.tx(|tx| {
+            let total = tx
+                .query(&format!("SELECT COUNT(*) FROM tenants WHERE {cond}"), &params)?
+                .first()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0);
+            let mut p = params.clone();
+            p.push(Val::I64(limit.unwrap_or(i64::MAX)));
+            p.push(Val::I64(offset));
+            let rows = tx.query(
+                &format!(
+                    "SELECT {TENANT_COLS} FROM tenants WHERE {cond} ORDER BY created_ms, id LIMIT ${} OFFSET ${}",
+                    p.len() - 1,
+                    p.len()
+                ),
+                &p,
+            )?;
+            Ok((
+                rows.iter().map(tenant).collect::<Result<_, _>>()?,
+                u64::try_from(total).unwrap_or(0),
+            ))
+        })
+    }
+
+    fn save_tenant(
+        &self,
+        t: &TenantRecord,
+        expected: Option<i64>,
+        task: Option<&NewTask>,
+        event: Option<&OutboxEvent>,
+    ) -> Result<TenantRecord, StorageError> {
+        self.tx(|tx| {
+            let cur = get_tenant_tx(tx, &t.id)?;
+            if expected.is_some_and(|v| v != cur.version) {
+                return Err(StorageError::Stale);
+            }
+            let mut p = tenant_params(t);
+            p[17] = Val::I64(cur.version + 1);
+            p.push(Val::I64(cur.version));
+            let n = tx.execute(
+                "UPDATE tenants SET realm_name = $2, client_frontend_id = $3, client_backend_id = $4, \
+                 client_backend_secret = $5, realm_template_version = $6, realm_scopes_version = $7, \
+                 client_backend_version = $8, client_frontend_version = $9, roles_version = $10, \
+                 resources_version = $11, keycloak_server_id = $12, opendistro_enabled = $13, \
+                 subscription_type = $14, status = $15, failure_reason = $16, display_name = $17, \
+                 version = $18, created_ms = $19, updated_ms = $20 WHERE id = $1 AND version = $21",
+                &p,
+            )?;
+            if n == 0 {
+                return Err(StorageError::Stale);
+            }
+            if let Some(task) = task {
+                enqueue(tx, &t.id, task, t.updated_ms)?;
+            }
+            if let Some(e) = event {
+                emit(tx, e, t.updated_ms)?;
+            }
+            get_tenant_tx(tx, &t.id)
+        })
+    }
+
+    fn realms_per_server(&self) -> Result<Vec<(i64, i64)>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                "SELECT s.id, (SELECT COUNT(*) FROM tenants t WHERE t.keycloak_server_id = s.id) \
+                 FROM keycloak_servers s ORDER BY s.id",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+            .collect()
+        })
+    }
+}
+
+// ---------------------------------------------------------------- tasks
+
+const TASK_COLS: &str = "id, tenant_id, kind, attempts, max_attempts, last_error";
+
+fn task(r: &Row) -> Result<TaskRecord, StorageError> {
+    Ok(TaskRecord {
+        id: r.i64(0)?,
+        tenant_id: r.string(1)?,
+        kind: r.string(2)?,
+        attempts: r.i64(3)?,
+        max_attempts: r.i64(4)?,
+        last_error: r.opt_string(5)?,
+    })
+}
+
+impl TaskStore for Database {
+    fn claim_task(
+        &self,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<TaskRecord>, StorageError> {
+        self.tx(|tx| {
+            // One task per tenant at a time: a tenant whose task is leased waits.
+            let lock = match tx.dialect() {
+                Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+                Dialect::Sqlite => "",
+            };
+            let due = tx.query(
+                &format!(
+                    "SELECT id FROM tasks t WHERE next_run_ms <= $1 \
+                     AND (locked_until_ms IS NULL OR locked_until_ms < $1) \
+                     AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.tenant_id = t.tenant_id \
+                         AND o.id <> t.id AND ((o.locked_until_ms IS NOT NULL AND o.locked_until_ms >= $1) \
+                         OR o.id < t.id)) \
+                     ORDER BY next_run_ms, id LIMIT 1{lock}"
+                ),
+                &[Val::I64(now_ms)],
+            )?;
+            let Some(id) = due.first().map(|r| r.i64(0)).transpose()? else {
+                return Ok(None);
+            };
+            let rows = tx.query(
+                &format!(
+                    "UPDATE tasks SET locked_by = $1, locked_until_ms = $2, attempts = attempts + 1 \
+                     WHERE id = $3 RETURNING {TASK_COLS}"
+                ),
+                &[Val::from(worker), Val::I64(now_ms + lease_ms), Val::I64(id)],
+            )?;
+            rows.first().map(task).transpose()
+        })
+    }
+
+    fn complete_task(
+        &self,
+        t: &TaskRecord,
+        outcome: &TaskOutcome,
+        event: Option<&OutboxEvent>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+            match outcome {
+                TaskOutcome::Status(s) => {
+                    tx.execute(
+                        "UPDATE tenants SET status = $1, failure_reason = NULL, updated_ms = $2, \
+                         version = version + 1 WHERE id = $3",
+                        &[Val::from(s), Val::I64(now_ms), Val::from(&t.tenant_id)],
+                    )?;
+                }
+                TaskOutcome::Removed => {
+                    tx.execute(
+                        "DELETE FROM tasks WHERE tenant_id = $1",
+                        &[Val::from(&t.tenant_id)],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM catalog WHERE id LIKE $1",
+                        &[Val::from(format!("{}/%", t.tenant_id.replace('%', "")))],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM tenants WHERE id = $1",
+                        &[Val::from(&t.tenant_id)],
+                    )?;
+                }
+            }
+            if let Some(e) = event {
+                emit(tx, e, now_ms)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn fail_task(
+        &self,
+        t: &TaskRecord,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            match retry_at_ms {
+                Some(at) => {
+                    tx.execute(
+                        "UPDATE tasks SET last_error = $1, next_run_ms = $2, locked_by = NULL, \
+                         locked_until_ms = NULL WHERE id = $3",
+                        &[Val::from(error), Val::I64(at), Val::I64(t.id)],
+                    )?;
+                }
+                None => {
+                    tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+                    tx.execute(
+                        "UPDATE tenants SET status = 'FAILED', failure_reason = $1, updated_ms = $2, \
+                         version = version + 1 WHERE id = $3",
+                        &[Val::from(error), Val::I64(now_ms), Val::from(&t.tenant_id)],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn pending_tasks(&self, tenant_id: &str) -> Result<Vec<TaskRecord>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                &format!("SELECT {TASK_COLS} FROM tasks WHERE tenant_id = $1 ORDER BY id"),
+                &[Val::from(tenant_id)],
+            )?
+            .iter()
+            .map(task)
+            .collect()
+        })
+    }
+}
+
+// ---------------------------------------------------------------- outbox
+
+impl OutboxStore for Database {
+    fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                "SELECT id, subject, payload, created_ms FROM outbox WHERE published_ms IS NULL \
+                 ORDER BY id LIMIT $1",
+                &[Val::I64(limit)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(OutboxRecord {
+                    id: r.i64(0)?,
+                    subject: r.string(1)?,
+                    payload: unhex(&r.string(2)?)?,
+                    created_ms: r.i64(3)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn mark_published(&self, ids: &[i64], now_ms: i64) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            for id in ids {
+                tx.execute(
+                    "UPDATE outbox SET published_ms = $1 WHERE id = $2",
+                    &[Val::I64(now_ms), Val::I64(*id)],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn outbox_backlog(&self) -> Result<i64, StorageError> {
+        self.tx(|tx| {
+            Ok(tx
+                .query(
+                    "SELECT COUNT(*) FROM outbox WHERE published_ms IS NULL",
+                    &[],
+                )?
+                .first()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0))
+        })
+    }
+}
+
+// ---------------------------------------------------------------- Keycloak servers
+
+const SERVER_COLS: &str = "id, url, admin_realm, username, password, client_id, client_secret, \
+                           is_default, created_ms, updated_ms";
+
+fn server(r: &Row) -> Result<KeycloakServerRecord, StorageError> {
+    Ok(KeycloakServerRecord {
+        id: r.i64(0)?,
+        url: r.string(1)?,
+        admin_realm: r.string(2)?,
+        username: r.opt_string(3)?,
+        password: r.opt_string(4)?,
+        client_id: r.opt_string(5)?,
+        client_secret: r.opt_string(6)?,
+        is_default: r.bool(7)?,
+        created_ms: r.i64(8)?,
+        updated_ms: r.i64(9)?,
+    })
+}
+
+fn server_params(s: &KeycloakServerRecord) -> Vec<Val> {
+    vec![
+        Val::I64(s.id),
+        Val::from(&s.url),
+        Val::from(&s.admin_realm),
+        Val::from(s.username.clone()),
+        Val::from(s.password.clone()),
+        Val::from(s.client_id.clone()),
+        Val::from(s.client_secret.clone()),
+        Val::Bool(s.is_default),
+        Val::I64(s.created_ms),
+        Val::I64(s.updated_ms),
+    ]
+}
+
+fn get_server_tx(tx: &mut dyn Tx, id: i64) -> Result<KeycloakServerRecord, StorageError> {
+    tx.query(
+        &format!("SELECT {SERVER_COLS} FROM keycloak_servers WHERE id = $1"),
+        &[Val::I64(id)],
+    )?
+    .first()
+    .map(server)
+    .ok_or(StorageError::NotFound)?
+}
+
+impl KeycloakServerStore for Database {
+    fn insert_server(
+        &self,
+        s: &KeycloakServerRecord,
+    ) -> Result<KeycloakServerRecord, StorageError> {
+        self.tx(|tx| {
+            if !tx
+                .query("SELECT 1 FROM keycloak_servers WHERE id = $1", &[Val::I64(s.id)])?
+                .is_empty()
+            {
+                return Err(StorageError::Conflict("server exists".into()));
+            }
+            if s.is_default {
+                tx.execute("UPDATE keycloak_servers SET is_default = $1", &[Val::Bool(false)])?;
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO keycloak_servers ({SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ),
+                &server_params(s),
+            )?;
+            get_server_tx(tx, s.id)
+        })
+    }
+
+    fn get_server(&self, id: i64) -> Result<KeycloakServerRecord, StorageError> {
+        self.tx(|tx| get_server_tx(tx, id))
+    }
+
+    fn list_servers(&self) -> Result<Vec<KeycloakServerRecord>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                &format!("SELECT {SERVER_COLS} FROM keycloak_servers ORDER BY id"),
+                &[],
+            )?
+            .iter()
+            .map(server)
+            .collect()
+        })
+    }
+
+    fn update_server(
+        &self,
+        s: &KeycloakServerRecord,
+    ) -> Result<KeycloakServerRecord, StorageError> {
+        self.tx(|tx| {
+            get_server_tx(tx, s.id)?;
+            if s.is_default {
+                tx.execute("UPDATE keycloak_servers SET is_default = $1", &[Val::Bool(false)])?;
+            }
+            tx.execute(
+                "UPDATE keycloak_servers SET url = $2, admin_realm = $3, username = $4, password = $5, \
+                 client_id = $6, client_secret = $7, is_default = $8, updated_ms = $10 WHERE id = $1",
+                &server_params(s),
+            )?;
+            get_server_tx(tx, s.id)
+        })
+    }
+
+    fn delete_server(&self, id: i64) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            get_server_tx(tx, id)?;
+            let used = tx.query(
+                "SELECT COUNT(*) FROM tenants WHERE keycloak_server_id = $1",
+                &[Val::I64(id)],
+            )?;
+            if used.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0 {
+                return Err(StorageError::Conflict("server hosts tenants".into()));
+            }
+            tx.execute(
+                "DELETE FROM keycloak_servers WHERE id = $1",
+                &[Val::I64(id)],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+// ---------------------------------------------------------------- catalogue
+
+fn entry(r: &Row) -> Result<CatalogRecord, StorageError> {
+    Ok(CatalogRecord {
+        kind: r.string(0)?,
+        id: r.string(1)?,
+        body: r.string(2)?,
+        created_ms: r.i64(3)?,
+        updated_ms: r.i64(4)?,
+    })
+}
+
+fn get_entry_tx(tx: &mut dyn Tx, kind: &str, id: &str) -> Result<CatalogRecord, StorageError> {
+    tx.query(
+        "SELECT kind, id, body, created_ms, updated_ms FROM catalog WHERE kind = $1 AND id = $2",
+        &[Val::from(kind), Val::from(id)],
+    )?
+    .first()
+    .map(entry)
+    .ok_or(StorageError::NotFound)?
+}
+
+impl CatalogStore for Database {
+    fn insert_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
+        self.tx(|tx| {
+            if get_entry_tx(tx, &e.kind, &e.id).is_ok() {
+                return Err(StorageError::Conflict(format!("{} `{}` exists", e.kind, e.id)));
+            }
+            tx.execute(
+                "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    Val::from(&e.kind),
+                    Val::from(&e.id),
+                    Val::from(&e.body),
+                    Val::I64(e.created_ms),
+                    Val::I64(e.updated_ms),
+                ],
+            )?;
+            get_entry_tx(tx, &e.kind, &e.id)
+        })
+    }
+
+    fn get_entry(&self, kind: &str, id: &str) -> Result<CatalogRecord, StorageError> {
+        self.tx(|tx| get_entry_tx(tx, kind, id))
+    }
+
+    fn list_entries(&self, kind: &str) -> Result<Vec<CatalogRecord>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                "SELECT kind, id, body, created_ms, updated_ms FROM catalog WHERE kind = $1 ORDER BY id",
+                &[Val::from(kind)],
+            )?
+            .iter()
+            .map(entry)
+            .collect()
+        })
+    }
+
+    fn update_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
+        self.tx(|tx| {
+            get_entry_tx(tx, &e.kind, &e.id)?;
+            tx.execute(
+                "UPDATE catalog SET body = $1, updated_ms = $2 WHERE kind = $3 AND id = $4",
+                &[
+                    Val::from(&e.body),
+                    Val::I64(e.updated_ms),
+                    Val::from(&e.kind),
+                    Val::from(&e.id),
+                ],
+            )?;
+            get_entry_tx(tx, &e.kind, &e.id)
+        })
+    }
+
+    fn delete_entry(&self, kind: &str, id: &str) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM catalog WHERE kind = $1 AND id = $2",
+                &[Val::from(kind), Val::from(id)],
+            )?;
+            if n == 0 {
+                Err(StorageError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn ensure_entry(&self, e: &CatalogRecord) -> Result<bool, StorageError> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (kind, id) DO NOTHING",
+                &[
+                    Val::from(&e.kind),
+                    Val::from(&e.id),
+                    Val::from(&e.body),
+                    Val::I64(e.created_ms),
+                    Val::I64(e.updated_ms),
+                ],
+            )?;
+            Ok(n > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let b = vec![0u8, 1, 0xab, 0xff];
+        assert_eq!(unhex(&hex(&b)).unwrap(), b);
+        assert!(unhex("abc").is_err());
+        assert!(unhex("zz").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! Provisioning behind a trait: what a tenant's realm needs (the plan, from the tenant's template
+//! versions) and who makes it. The local provisioner serves the embedded development run: it
+//! records the realm in the catalogue and talks to no Keycloak. Every operation is idempotent:
+//! a retry after a partial run finishes the job without duplicates.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::clock::now_ms;
+use crate::storage::{
+    CatalogRecord, CatalogStore, Database, KeycloakServerRecord, StorageError, TenantRecord,
+};
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProvisionError {
+    /// Worth retrying (the server is down, slow or answered 5xx).
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help (a template Keycloak rejects).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<StorageError> for ProvisionError {
+    fn from(e: StorageError) -> ProvisionError {
+        ProvisionError::Transient(e.to_string())
+    }
+}
+
+/// A realm role and the scopes it grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRole {
+    pub name: String,
+    pub description: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// A default resource of the realm's resource server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedResource {
+    pub name: String,
+    pub resource_type: String,
+    pub scopes: Vec<String>,
+}
+
+/// Everything a tenant's realm is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub realm: Value,
+    pub backend_client: Value,
+    pub frontend_client: Value,
+    pub scopes: Vec<String>,
+    pub roles: Vec<PlannedRole>,
+    pub resources: Vec<PlannedResource>,
+    pub idps: Vec<Value>,
+}
+
+pub trait Provisioner: Send + Sync {
+    /// Make the realm and everything in it (steps in the order of the spec).
+    fn create(&self, t: &TenantRecord, plan: &Plan) -> Result<(), ProvisionError>;
+    /// Bring an existing realm to the plan.
+    fn update(&self, t: &TenantRecord, plan: &Plan) -> Result<(), ProvisionError>;
+    /// Remove the realm (absent already is success).
+    fn delete(&self, t: &TenantRecord) -> Result<(), ProvisionError>;
+}
+
+/// Chooses the provisioner of a tenant's Keycloak server.
+pub trait Provisioners: Send + Sync {
+    fn for_server(
+        &self,
+        server: Option<&KeycloakServerRecord>,
+    ) -> Result<Arc<dyn Provisioner>, ProvisionError>;
+}
+
+/// The embedded run: realms are rows of the catalogue (kind `realm`).
+pub struct LocalProvisioner {
+    pub db: Arc<Database>,
+}
+
+impl Provisioner for LocalProvisioner {
+    fn create(&self, t: &TenantRecord, plan: &Plan) -> Result<(), ProvisionError> {
+        let body = json!({
+            "tenant_id": t.id,
+            "realm": t.realm_name,
+            "roles": plan.roles.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            "scopes": plan.scopes,
+            "resources": plan.resources.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            "frontend_client": t.client_frontend_id,
+            "backend_client": t.client_backend_id,
+        });
+        let now = now_ms();
+        self.db.ensure_entry(&CatalogRecord {
+            kind: "realm".into(),
+            id: t.realm_name.clone(),
+            body: body.to_string(),
+            created_ms: now,
+            updated_ms: now,
+        })?;
+        Ok(())
+    }
+
+    fn update(&self, t: &TenantRecord, plan: &Plan) -> Result<(), ProvisionError> {
+        match self.db.delete_entry("realm", &t.realm_name) {
+            Ok(()) | Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.create(t, plan)
+    }
+
+    fn delete(&self, t: &TenantRecord) -> Result<(), ProvisionError> {
+        match self.db.delete_entry("realm", &t.realm_name) {
+            Ok(()) | Err(StorageError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

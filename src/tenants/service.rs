@@ -1,0 +1,873 @@
+//! Tenant Manager domain operations. A tenant change is one transaction: the row, the task that
+//! provisions it and the lifecycle event that reports it; workers run the task afterwards and the
+//! outbox publisher sends the event once the change committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::err::{TmError, storage};
+use super::provision::{Plan, PlannedResource, PlannedRole, ProvisionError, Provisioners};
+use crate::clients::tle::{self, LifecycleEvent, LifecycleKind};
+use crate::clock::now_ms;
+use crate::storage::{
+    CatalogStore, Database, KeycloakServerRecord, KeycloakServerStore, NewTask, OutboxEvent,
+    StorageError, TaskOutcome, TaskRecord, TaskStore, TenantFilter, TenantRecord, TenantStore,
+};
+
+pub const CREATING: &str = "CREATING";
+pub const AVAILABLE: &str = "AVAILABLE";
+pub const UPDATING: &str = "UPDATING";
+pub const DELETING: &str = "DELETING";
+pub const FAILED: &str = "FAILED";
+
+/// Task kinds of the queue.
+pub const TASK_CREATE: &str = "create_realm";
+pub const TASK_UPDATE: &str = "update_realm";
+pub const TASK_DELETE: &str = "delete_realm";
+
+/// Settings of the `tenant-manager` config section.
+#[derive(Debug, Clone)]
+pub struct TmSettings {
+    pub system_tenant: String,
+    pub workers: usize,
+    pub max_attempts: i64,
+    pub lease_ms: i64,
+    pub backoff_ms: i64,
+    pub max_backoff_ms: i64,
+    /// The default Keycloak server, registered as id 1 at start (None: the local provisioner).
+    pub keycloak: Option<KeycloakServerRecord>,
+    /// Public URL of the Keycloak of the local provisioner (security contexts of the dev run).
+    pub public_keycloak_url: String,
+    /// Originator instance name in event subjects.
+    pub instance: String,
+    pub replica: String,
+    /// Whether lifecycle events are written (NATS configured).
+    pub events: bool,
+    /// Client credentials of the system tenant's backend client.
+    pub system_client_id: String,
+    pub system_client_secret: String,
+}
+
+fn num(v: &Value, key: &str, default: i64, min: i64, max: i64) -> Result<i64, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(x) => x
+            .as_i64()
+            .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| format!("must be a whole number from {min} to {max}, got `{x}`")),
+    }
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
+impl TmSettings {
+    /// Read the `tenant-manager` section of the configuration.
+    pub fn from_config(c: &crate::config::Config) -> Result<TmSettings, String> {
+        let s = &c.tenant_manager;
+        let tasks = s.get("tasks").cloned().unwrap_or(Value::Null);
+        let err = |k: &str, e: String| format!("config: `tenant-manager.{k}`: {e}");
+        let kc = s.get("keycloak").cloned().unwrap_or(Value::Null);
+        let keycloak = match text(&kc, "url") {
+            None => None,
+            Some(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(err(
+                        "keycloak.url",
+                        format!("expected an http(s) URL, got `{url}`"),
+                    ));
+                }
+                Some(KeycloakServerRecord {
+                    id: 1,
+                    url: url.trim_end_matches('/').to_string(),
+                    admin_realm: text(&kc, "admin-realm").unwrap_or_else(|| "master".into()),
+                    username: text(&kc, "username"),
+                    password: text(&kc, "password"),
+                    client_id: text(&kc, "client-id"),
+                    client_secret: text(&kc, "client-secret"),
+                    is_default: true,
+                    created_ms: 0,
+                    updated_ms: 0,
+                })
+            }
+        };
+        Ok(TmSettings {
+            system_tenant: text(s, "system-tenant").unwrap_or_else(|| "kaa".into()),
+            workers: num(&tasks, "workers", 2, 1, 64).map_err(|e| err("tasks.workers", e))?
+                as usize,
+            max_attempts: num(&tasks, "max-attempts", 8, 1, 1000)
+                .map_err(|e| err("tasks.max-attempts", e))?,
+            lease_ms: num(&tasks, "lease-seconds", 300, 1, 86_400)
+                .map_err(|e| err("tasks.lease-seconds", e))?
+                * 1000,
+            backoff_ms: num(&tasks, "backoff-ms", 500, 1, 3_600_000)
+                .map_err(|e| err("tasks.backoff-ms", e))?,
+            max_backoff_ms: num(&tasks, "max-backoff-ms", 60_000, 1, 86_400_000)
+                .map_err(|e| err("tasks.max-backoff-ms", e))?,
+            public_keycloak_url: text(&kc, "public-url")
+                .or_else(|| keycloak.as_ref().map(|k| k.url.clone()))
+                .unwrap_or_default(),
+            keycloak,
+            instance: c.service.instance_name.clone(),
+            replica: c.service.replica_id.clone(),
+            events: !c.nats.urls.is_empty(),
+            system_client_id: c.security.client_id.clone(),
+            system_client_secret: c.security.client_secret.expose().to_string(),
+        })
+    }
+}
+
+/// `count` random bytes as lowercase hex, from OpenSSL's CSPRNG.
+pub fn random_hex(count: usize) -> Result<String, TmError> {
+    let mut buf = vec![0u8; count];
+    openssl::rand::rand_bytes(&mut buf)
+        .map_err(|e| TmError::Storage(StorageError::Internal(format!("random: {e}"))))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A random (v4) UUID.
+pub fn uuid4() -> Result<String, TmError> {
+    let h = random_hex(16)?;
+    let mut b: Vec<char> = h.chars().collect();
+    b[12] = '4';
+    b[16] = ['8', '9', 'a', 'b'][usize::from(b[16].to_digit(16).unwrap_or(0) as u8 % 4)];
+    let s: String = b.into_iter().collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    ))
+}
+
+/// A tenant id: a DNS label (lowercase letters, digits, `-`; 1 to 63; not starting or ending with `-`).
+pub fn valid_tenant_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A realm name: letters, digits, `-`, `_`, `.`; 1 to 64.
+pub fn valid_realm(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub struct Tm {
+    pub db: Arc<Database>,
+    pub settings: TmSettings,
+    pub provisioners: Arc<dyn Provisioners>,
+}
+
+/// The template kinds and the tenant field naming their version.
+pub const TEMPLATE_VERSIONS: &[(&str, &str)] = &[
+    ("realm_template_version", "realm-template"),
+    ("client_backend_version", "realm-backend-client-template"),
+    ("client_frontend_version", "realm-frontend-client-template"),
+    ("realm_scopes_version", "scope-version"),
+    ("roles_version", "role-version"),
+    ("resources_version", "default-resource-version"),
+];
+
+pub(crate) fn version_field(t: &TenantRecord, field: &str) -> i64 {
+    match field {
+        "realm_template_version" => t.realm_template_version,
+        "client_backend_version" => t.client_backend_version,
+        "client_frontend_version" => t.client_frontend_version,
+        "realm_scopes_version" => t.realm_scopes_version,
+        "roles_version" => t.roles_version,
+        _ => t.resources_version,
+    }
+}
+
+fn set_version(t: &mut TenantRecord, field: &str, v: i64) {
+    match field {
+        "realm_template_version" => t.realm_template_version = v,
+        "client_backend_version" => t.client_backend_version = v,
+        "client_frontend_version" => t.client_frontend_version = v,
+        "realm_scopes_version" => t.realm_scopes_version = v,
+        "roles_version" => t.roles_version = v,
+        _ => t.resources_version = v,
+    }
+}
+
+impl Tm {
+    fn body(&self, kind: &str, id: &str) -> Result<Value, TmError> {
+        let e = self.db.get_entry(kind, id)?;
+        serde_json::from_str(&e.body).map_err(|err| {
+            TmError::Storage(StorageError::Internal(format!("{kind} `{id}`: {err}")))
+        })
+    }
+
+    fn bodies(&self, kind: &str) -> Result<Vec<Value>, TmError> {
+        self.db
+            .list_entries(kind)?
+            .iter()
+            .map(|e| {
+                serde_json::from_str(&e.body).map_err(|err| {
+                    TmError::Storage(StorageError::Internal(format!("{kind} `{}`: {err}", e.id)))
+                })
+            })
+            .collect()
+    }
+
+    /// A lifecycle event for the outbox (none when events are off).
+    pub fn event(&self, kind: LifecycleKind, tenant: &str) -> Result<Option<OutboxEvent>, TmError> {
+        if !self.settings.events {
+            return Ok(None);
+        }
+        let e = LifecycleEvent {
+            correlation_id: uuid4()?,
+            timestamp: now_ms(),
+            timeout: 0,
+            tenant_id: tenant.to_string(),
+            originator_replica_id: self.settings.replica.clone(),
+        };
+        Ok(Some(OutboxEvent {
+            subject: tle::subject(&self.settings.instance, kind),
+            payload: e.encode(),
+        }))
+    }
+
+    fn task(&self, kind: &str) -> NewTask {
+        NewTask {
+            kind: kind.to_string(),
+            max_attempts: self.settings.max_attempts,
+        }
+    }
+
+    /// Choose the Keycloak server: explicit, else the default, else the least loaded.
+    fn choose_server(&self, explicit: Option<i64>) -> Result<Option<i64>, TmError> {
+        if let Some(id) = explicit {
+            self.db.get_server(id).map_err(|e| match e {
+                StorageError::NotFound => {
+                    TmError::field("keycloak_server_id", format!("no Keycloak server {id}"))
+                }
+                other => TmError::Storage(other),
+            })?;
+            return Ok(Some(id));
+        }
+        let servers = self.db.list_servers()?;
+        if let Some(d) = servers.iter().find(|s| s.is_default) {
+            return Ok(Some(d.id));
+        }
+        let counts = self.db.realms_per_server()?;
+        Ok(counts
+            .iter()
+            .min_by_key(|(id, n)| (*n, *id))
+            .map(|(id, _)| *id))
+    }
+
+    /// `POST /tenants`: the tenant in `CREATING`, its provisioning task queued with it.
+    pub fn create_tenant(&self, body: &Value) -> Result<TenantRecord, TmError> {
+        let Value::Object(b) = body else {
+            return Err(TmError::invalid("the body must be a JSON object"));
+        };
+        const KNOWN: &[&str] = &[
+            "id",
+            "realm_name",
+            "display_name",
+            "realm_template_version",
+            "client_backend_version",
+            "client_frontend_version",
+            "realm_scopes_version",
+            "roles_version",
+            "resources_version",
+            "keycloak_server_id",
+            "opendistro_enabled",
+            "subscription_type",
+        ];
+        if let Some(k) = b.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(TmError::field(k, "unknown field"));
+        }
+        let id = match b.get("id") {
+            None | Some(Value::Null) => uuid4()?,
+            Some(Value::String(s)) if valid_tenant_id(s) => s.clone(),
+            Some(v) => {
+                return Err(TmError::field(
+                    "id",
+                    format!(
+                        "must be lowercase letters, digits and `-` (1 to 63, no `-` at the ends), got `{v}`"
+                    ),
+                ));
+            }
+        };
+        let realm_name = match b.get("realm_name") {
+            None | Some(Value::Null) => id.clone(),
+            Some(Value::String(s)) if valid_realm(s) => s.clone(),
+            Some(v) => {
+                return Err(TmError::field(
+                    "realm_name",
+                    format!("must be letters, digits, `-`, `_`, `.` (1 to 64), got `{v}`"),
+                ));
+            }
+        };
+        let display_name = match b.get("display_name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= 255 => Some(s.clone()),
+            Some(_) => {
+                return Err(TmError::field(
+                    "display_name",
+                    "must be a string of at most 255 characters",
+                ));
+            }
+        };
+        let now = now_ms();
+        let mut t = TenantRecord {
+            id: id.clone(),
+            realm_name,
+            client_frontend_id: uuid4()?,
+            client_backend_id: uuid4()?,
+            client_backend_secret: random_hex(24)?,
+            realm_template_version: 1,
+            realm_scopes_version: 1,
+            client_backend_version: 1,
+            client_frontend_version: 1,
+            roles_version: 1,
+            resources_version: 1,
+            keycloak_server_id: None,
+            opendistro_enabled: false,
+            subscription_type: "PERMANENT".into(),
+            status: CREATING.into(),
+            failure_reason: None,
+            display_name,
+            version: 1,
+            created_ms: now,
+            updated_ms: now,
+        };
+        self.apply_versions(&mut t, b)?;
+        match b.get("opendistro_enabled") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(v)) => t.opendistro_enabled = *v,
+            Some(_) => {
+                return Err(TmError::field(
+                    "opendistro_enabled",
+                    "must be true or false",
+                ));
+            }
+        }
+        match b.get("subscription_type") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => {
+                t.subscription_type = s.clone()
+            }
+            Some(_) => {
+                return Err(TmError::field(
+                    "subscription_type",
+                    "must be a non-empty string",
+                ));
+            }
+        }
+        let explicit = match b.get("keycloak_server_id") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| TmError::field("keycloak_server_id", "must be an integer"))?,
+            ),
+        };
+        t.keycloak_server_id = self.choose_server(explicit)?;
+        self.db
+            .insert_tenant(&t, Some(&self.task(TASK_CREATE)), None)
+            .map_err(|e| match e {
+                StorageError::Conflict(_) => TmError::Conflict(format!(
+                    "a tenant with id `{}` or realm `{}` already exists",
+                    t.id, t.realm_name
+                )),
+                other => TmError::Storage(other),
+            })
+    }
+
+    /// Take `*_version` fields from a body, each naming an existing version.
+    fn apply_versions(
+        &self,
+        t: &mut TenantRecord,
+        b: &Map<String, Value>,
+    ) -> Result<bool, TmError> {
+        let mut changed = false;
+        for (field, kind) in TEMPLATE_VERSIONS {
+            match b.get(*field) {
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    let n = v
+                        .as_i64()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| TmError::field(field, "must be a positive integer"))?;
+                    if let Err(e) = self.db.get_entry(kind, &n.to_string()) {
+                        return Err(match e {
+                            StorageError::NotFound => {
+                                TmError::field(field, format!("there is no {kind} version {n}"))
+                            }
+                            other => TmError::Storage(other),
+                        });
+                    }
+                    if version_field(t, field) != n {
+                        changed = true;
+                    }
+                    set_version(t, field, n);
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    pub fn get_tenant(&self, id: &str) -> Result<TenantRecord, TmError> {
+        self.db.get_tenant(id).map_err(|e| storage(e, "tenant", id))
+    }
+
+    pub fn list_tenants(
+        &self,
+        q: &HashMap<String, String>,
+    ) -> Result<(Vec<TenantRecord>, u64), TmError> {
+        let (offset, limit) = paging(q)?;
+        let filter = TenantFilter {
+            realm_name: q.get("realm_name").cloned(),
+            status: q.get("status").cloned(),
+            opendistro_enabled: match q.get("opendistro_enabled").map(String::as_str) {
+                None => None,
+                Some("true") | Some("True") | Some("1") => Some(true),
+                Some("false") | Some("False") | Some("0") => Some(false),
+                Some(other) => {
+                    return Err(TmError::field(
+                        "opendistro_enabled",
+                        format!("must be true or false, got `{other}`"),
+                    ));
+                }
+            },
+            subscription_type: q.get("subscription_type").cloned(),
+        };
+        Ok(self.db.list_tenants(&filter, offset, limit)?)
+    }
+
+    /// `PUT`/`PATCH /tenants/{id}`: flags change at once (event `updated`); version changes go
+    /// through `UPDATING` and a task.
+    pub fn update_tenant(&self, id: &str, body: &Value) -> Result<TenantRecord, TmError> {
+        let Value::Object(b) = body else {
+            return Err(TmError::invalid("the body must be a JSON object"));
+        };
+        const KNOWN: &[&str] = &[
+            "display_name",
+            "realm_template_version",
+            "client_backend_version",
+            "client_frontend_version",
+            "realm_scopes_version",
+            "roles_version",
+            "resources_version",
+            "opendistro_enabled",
+            "subscription_type",
+            "version",
+        ];
+        if let Some(k) = b.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(TmError::field(k, "unknown or read-only field"));
+        }
+        let cur = self.get_tenant(id)?;
+        if cur.status != AVAILABLE {
+            return Err(TmError::Conflict(format!(
+                "tenant `{id}` is {}: only an AVAILABLE tenant can be changed",
+                cur.status
+            )));
+        }
+        let mut t = cur.clone();
+        let reprovision = self.apply_versions(&mut t, b)?;
+        if let Some(v) = b.get("opendistro_enabled").filter(|v| !v.is_null()) {
+            t.opendistro_enabled = v
+                .as_bool()
+                .ok_or_else(|| TmError::field("opendistro_enabled", "must be true or false"))?;
+        }
+        if let Some(v) = b.get("subscription_type").filter(|v| !v.is_null()) {
+            t.subscription_type = v
+                .as_str()
+                .filter(|s| !s.is_empty() && s.len() <= 64)
+                .ok_or_else(|| TmError::field("subscription_type", "must be a non-empty string"))?
+                .to_string();
+        }
+        if let Some(v) = b.get("display_name") {
+            t.display_name = match v {
+                Value::Null => None,
+                Value::String(s) if s.chars().count() <= 255 => Some(s.clone()),
+                _ => {
+                    return Err(TmError::field(
+                        "display_name",
+                        "must be a string of at most 255 characters",
+                    ));
+                }
+            };
+        }
+        let expected = match b.get("version") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| TmError::field("version", "must be an integer"))?,
+            ),
+        };
+        t.updated_ms = now_ms();
+        let (task, event) = if reprovision {
+            t.status = UPDATING.into();
+            (Some(self.task(TASK_UPDATE)), None)
+        } else if t == cur {
+            return Ok(cur);
+        } else {
+            (None, self.event(LifecycleKind::Updated, id)?)
+        };
+        self.db
+            .save_tenant(&t, expected, task.as_ref(), event.as_ref())
+            .map_err(|e| storage(e, "tenant", id))
+    }
+
+    /// `DELETE /tenants/{id}`: `DELETING` and a task; the row goes when the realm is gone.
+    pub fn delete_tenant(&self, id: &str) -> Result<TenantRecord, TmError> {
+        if id == self.settings.system_tenant {
+            return Err(TmError::Conflict(format!(
+                "the system tenant `{id}` cannot be deleted"
+            )));
+        }
+        let cur = self.get_tenant(id)?;
+        if cur.status == DELETING {
+            return Ok(cur);
+        }
+        let mut t = cur.clone();
+        t.status = DELETING.into();
+        t.updated_ms = now_ms();
+        self.db
+            .save_tenant(&t, Some(cur.version), Some(&self.task(TASK_DELETE)), None)
+            .map_err(|e| storage(e, "tenant", id))
+    }
+
+    /// `POST /tenants/{id}/retry`: a `FAILED` tenant tries again.
+    pub fn retry_tenant(&self, id: &str) -> Result<TenantRecord, TmError> {
+        let cur = self.get_tenant(id)?;
+        if cur.status != FAILED {
+            return Err(TmError::Conflict(format!(
+                "tenant `{id}` is {}, not FAILED",
+                cur.status
+            )));
+        }
+        let mut t = cur.clone();
+        t.status = CREATING.into();
+        t.failure_reason = None;
+        t.updated_ms = now_ms();
+        self.db
+            .save_tenant(&t, Some(cur.version), Some(&self.task(TASK_CREATE)), None)
+            .map_err(|e| storage(e, "tenant", id))
+    }
+
+    /// The realm a tenant's template versions describe.
+    pub fn plan(&self, t: &TenantRecord) -> Result<Plan, TmError> {
+        let template = |kind: &str, v: i64| -> Result<Value, TmError> {
+            Ok(self
+                .body(kind, &v.to_string())?
+                .get("template")
+                .cloned()
+                .unwrap_or(json!({})))
+        };
+        let mut realm = template("realm-template", t.realm_template_version)?;
+        if let Value::Object(m) = &mut realm {
+            m.insert("realm".into(), Value::from(t.realm_name.clone()));
+            m.insert("enabled".into(), Value::Bool(true));
+        }
+        let mut backend = template("realm-backend-client-template", t.client_backend_version)?;
+        if let Value::Object(m) = &mut backend {
+            m.insert("clientId".into(), Value::from(t.client_backend_id.clone()));
+            m.insert(
+                "secret".into(),
+                Value::from(t.client_backend_secret.clone()),
+            );
+            m.insert("publicClient".into(), Value::Bool(false));
+            m.insert("serviceAccountsEnabled".into(), Value::Bool(true));
+            m.insert("authorizationServicesEnabled".into(), Value::Bool(true));
+        }
+        let mut frontend = template("realm-frontend-client-template", t.client_frontend_version)?;
+        if let Value::Object(m) = &mut frontend {
+            m.insert("clientId".into(), Value::from(t.client_frontend_id.clone()));
+            m.insert("publicClient".into(), Value::Bool(true));
+        }
+        let in_version = |kind: &str, v: i64, field: &str| -> Result<Vec<String>, TmError> {
+            Ok(self
+                .bodies(kind)?
+                .iter()
+                .filter(|m| m.get("version").and_then(Value::as_i64) == Some(v))
+                .filter_map(|m| m.get(field).and_then(Value::as_str).map(String::from))
+                .collect())
+        };
+        let scopes = in_version("scope-version-mapping", t.realm_scopes_version, "scope_id")?;
+        let pairs = |kind: &str, left: &str| -> Result<Vec<(String, String)>, TmError> {
+            Ok(self
+                .bodies(kind)?
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m.get(left)?.as_str()?.to_string(),
+                        m.get("scope_id")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect())
+        };
+        let role_scopes = pairs("role-scope-mapping", "role_id")?;
+        let roles = in_version("role-version-mapping", t.roles_version, "role_id")?
+            .into_iter()
+            .map(|name| {
+                let body = self.body("role", &name).unwrap_or(json!({}));
+                PlannedRole {
+                    description: body
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(String::from),
+                    scopes: role_scopes
+                        .iter()
+                        .filter(|(r, s)| *r == name && scopes.contains(s))
+                        .map(|(_, s)| s.clone())
+                        .collect(),
+                    name,
+                }
+            })
+            .collect();
+        let resource_scopes = pairs("default-resource-scope-mapping", "resource_id")?;
+        let resources = in_version(
+            "default-resource-version-mapping",
+            t.resources_version,
+            "resource_id",
+        )?
+        .into_iter()
+        .map(|name| {
+            let body = self.body("default-resource", &name).unwrap_or(json!({}));
+            PlannedResource {
+                resource_type: body
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                scopes: resource_scopes
+                    .iter()
+                    .filter(|(r, s)| *r == name && scopes.contains(s))
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+                name,
+            }
+        })
+        .collect();
+        let idps = self
+            .bodies("idp")?
+            .into_iter()
+            .filter(|i| i.get("tenant_id").and_then(Value::as_str) == Some(t.id.as_str()))
+            .collect();
+        Ok(Plan {
+            realm,
+            backend_client: backend,
+            frontend_client: frontend,
+            scopes,
+            roles,
+            resources,
+            idps,
+        })
+    }
+
+    /// Run one claimed task to its end: done, retried later, or failed for good.
+    pub fn run_task(&self, task: &TaskRecord) -> Result<(), TmError> {
+        let t = match self.db.get_tenant(&task.tenant_id) {
+            Ok(t) => t,
+            Err(StorageError::NotFound) => {
+                self.db
+                    .complete_task(task, &TaskOutcome::Removed, None, now_ms())?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // A tenant deleted while it was being created: its create task has nothing left to do.
+        if t.status == DELETING && task.kind != TASK_DELETE {
+            self.db
+                .complete_task(task, &TaskOutcome::Status(DELETING.into()), None, now_ms())?;
+            return Ok(());
+        }
+        let server = match t.keycloak_server_id {
+            Some(id) => Some(self.db.get_server(id)?),
+            None => None,
+        };
+        let result =
+            self.provisioners
+                .for_server(server.as_ref())
+                .and_then(|p| match task.kind.as_str() {
+                    TASK_DELETE => p.delete(&t),
+                    kind => {
+                        let plan = self
+                            .plan(&t)
+                            .map_err(|e| ProvisionError::Fatal(e.to_string()))?;
+                        if kind == TASK_UPDATE {
+                            p.update(&t, &plan)
+                        } else {
+                            p.create(&t, &plan)
+                        }
+                    }
+                });
+        let now = now_ms();
+        match result {
+            Ok(()) => {
+                let (outcome, event) = if task.kind == TASK_DELETE {
+                    (
+                        TaskOutcome::Removed,
+                        self.event(LifecycleKind::Unregistered, &t.id)?,
+                    )
+                } else {
+                    (
+                        TaskOutcome::Status(AVAILABLE.into()),
+                        self.event(LifecycleKind::Updated, &t.id)?,
+                    )
+                };
+                self.db.complete_task(task, &outcome, event.as_ref(), now)?;
+                log::info!("tasks: {} of tenant `{}` done", task.kind, t.id);
+            }
+            Err(e) => {
+                let last =
+                    task.attempts >= task.max_attempts || matches!(e, ProvisionError::Fatal(_));
+                let retry_at = if last {
+                    None
+                } else {
+                    let exp = (task.attempts - 1).clamp(0, 30) as u32;
+                    let delay = self
+                        .settings
+                        .backoff_ms
+                        .saturating_mul(1i64 << exp)
+                        .min(self.settings.max_backoff_ms);
+                    Some(now + delay)
+                };
+                let reason = format!("{} failed (attempt {}): {e}", task.kind, task.attempts);
+                if last && task.kind == TASK_DELETE {
+                    // A delete that cannot finish keeps the tenant DELETING for an operator.
+                    self.db.fail_task(
+                        task,
+                        &reason,
+                        Some(now + self.settings.max_backoff_ms),
+                        now,
+                    )?;
+                } else {
+                    self.db.fail_task(task, &reason, retry_at, now)?;
+                }
+                log::warn!("tasks: tenant `{}`: {reason}", t.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// What a service needs to check the tenant's tokens and act for it (secrets included).
+    pub fn security_context(&self, id: &str) -> Result<Value, TmError> {
+        let t = self.get_tenant(id)?;
+        let (url, private) = self.keycloak_urls(&t)?;
+        let at = |base: &str, rest: &str| -> Value {
+            if base.is_empty() {
+                Value::Null
+            } else {
+                Value::from(format!("{base}/realms/{}{rest}", t.realm_name))
+            }
+        };
+        Ok(json!({
+            "tenant_id": t.id,
+            "realm_name": t.realm_name,
+            "status": t.status,
+            "keycloak_url": url,
+            "keycloak_private_url": private,
+            "issuer": at(&url, ""),
+            "jwks_uri": at(&private, "/protocol/openid-connect/certs"),
+            "client_id": t.client_backend_id,
+            "client_secret": t.client_backend_secret,
+        }))
+    }
+
+    /// What a login page needs: never a secret.
+    pub fn public_config(&self, id: &str) -> Result<Value, TmError> {
+        let t = self.get_tenant(id)?;
+        let (url, _) = self.keycloak_urls(&t)?;
+        let issuer = if url.is_empty() {
+            Value::Null
+        } else {
+            Value::from(format!("{url}/realms/{}", t.realm_name))
+        };
+        Ok(json!({
+            "tenant_id": t.id,
+            "realm_name": t.realm_name,
+            "display_name": t.display_name,
+            "keycloak_url": url,
+            "issuer": issuer,
+            "client_id": t.client_frontend_id,
+        }))
+    }
+
+    /// (public URL, private URL) of the tenant's Keycloak.
+    fn keycloak_urls(&self, t: &TenantRecord) -> Result<(String, String), TmError> {
+        let private = match t.keycloak_server_id {
+            Some(id) => self.db.get_server(id)?.url,
+            None => self.settings.public_keycloak_url.clone(),
+        };
+        let public = if self.settings.public_keycloak_url.is_empty() {
+            private.clone()
+        } else {
+            self.settings.public_keycloak_url.clone()
+        };
+        Ok((public, private))
+    }
+}
+
+/// `offset` (default 0) and `limit` (default 50, `0` = all).
+pub fn paging(q: &HashMap<String, String>) -> Result<(i64, Option<i64>), TmError> {
+    let n = |k: &str, d: i64| -> Result<i64, TmError> {
+        match q.get(k) {
+            None => Ok(d),
+            Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                TmError::field(
+                    k,
+                    format!("must be a whole number of at least 0, got `{s}`"),
+                )
+            }),
+        }
+    };
+    let offset = n("offset", 0)?;
+    let limit = n("limit", 50)?;
+    Ok((offset, if limit == 0 { None } else { Some(limit) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_randomness() {
+        assert!(valid_tenant_id("acme-1"));
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!valid_tenant_id(bad), "{bad}");
+        }
+        let u = uuid4().unwrap();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(uuid4().unwrap(), u);
+        assert_eq!(random_hex(24).unwrap().len(), 48);
+    }
+
+    #[test]
+    fn paging_defaults_and_zero_means_all() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(paging(&q(&[])).unwrap(), (0, Some(50)));
+        assert_eq!(
+            paging(&q(&[("limit", "0"), ("offset", "5")])).unwrap(),
+            (5, None)
+        );
+        assert!(paging(&q(&[("limit", "-1")])).is_err());
+        assert!(paging(&q(&[("offset", "x")])).is_err());
+    }
+}

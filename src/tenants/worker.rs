@@ -1,0 +1,147 @@
+//! Background work: task workers that claim due tasks from the database queue (a lease guards
+//! each one, so a crashed worker's task is taken again after the lease), and the outbox publisher
+//! that sends committed events to NATS in order and marks them published only after the server
+//! has them (at least once; nothing is lost while NATS is down).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::service::Tm;
+use crate::clients::nats::NatsClient;
+use crate::clock::now_ms;
+use crate::storage::{OutboxStore, TaskStore};
+
+/// Stops the background threads and wakes them for new work.
+#[derive(Default)]
+pub struct Signal {
+    stop: AtomicBool,
+    wake: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Signal {
+    pub fn new() -> Arc<Signal> {
+        Arc::new(Signal::default())
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// New work is there (a write committed).
+    pub fn notify(&self) {
+        if let Ok(mut n) = self.wake.lock() {
+            *n += 1;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Sleep until notified, stopped or `d` passed.
+    pub fn wait(&self, d: Duration) {
+        let Ok(g) = self.wake.lock() else { return };
+        let seen = *g;
+        let _ = self
+            .cv
+            .wait_timeout_while(g, d, |n| *n == seen && !self.stop.load(Ordering::SeqCst));
+    }
+}
+
+/// Start `tm.settings.workers` task workers.
+pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
+    for i in 0..tm.settings.workers {
+        let (tm, signal) = (Arc::clone(tm), Arc::clone(signal));
+        let name = format!("{}-{}-w{i}", tm.settings.instance, tm.settings.replica);
+        let _ = std::thread::Builder::new()
+            .name(format!("task-worker-{i}"))
+            .spawn(move || {
+                while !signal.stopped() {
+                    match tm.db.claim_task(&name, now_ms(), tm.settings.lease_ms) {
+                        Ok(Some(task)) => {
+                            if let Err(e) = tm.run_task(&task) {
+                                // The lease runs out and the task is taken again.
+                                log::warn!("tasks: task {} of `{}`: {e}", task.id, task.tenant_id);
+                            }
+                            signal.notify();
+                        }
+                        Ok(None) => signal.wait(Duration::from_millis(200)),
+                        Err(e) => {
+                            log::warn!("tasks: cannot claim: {e}");
+                            signal.wait(Duration::from_secs(1));
+                        }
+                    }
+                }
+            });
+    }
+}
+
+/// Publish the outbox to NATS, oldest first.
+pub fn spawn_publisher(
+    tm: &Arc<Tm>,
+    signal: &Arc<Signal>,
+    urls: Vec<String>,
+    username: String,
+    password: String,
+) {
+    let (tm, signal) = (Arc::clone(tm), Arc::clone(signal));
+    let _ = std::thread::Builder::new()
+        .name("outbox".into())
+        .spawn(move || {
+            let mut client: Option<NatsClient> = None;
+            let mut backoff = Duration::from_millis(200);
+            while !signal.stopped() {
+                let batch = match tm.db.pending_events(100) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        log::warn!("outbox: {e}");
+                        signal.wait(Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                if batch.is_empty() {
+                    signal.wait(Duration::from_millis(250));
+                    continue;
+                }
+                if client.is_none() {
+                    match NatsClient::connect(&urls, &username, &password, Duration::from_secs(5)) {
+                        Ok(c) => client = Some(c),
+                        Err(e) => {
+                            log::warn!("outbox: {e}; {} events wait", batch.len());
+                            signal.wait(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                            continue;
+                        }
+                    }
+                }
+                let Some(c) = &client else { continue };
+                let mut sent = Vec::new();
+                let mut failed = false;
+                for e in &batch {
+                    match c.publish(&e.subject, e.payload.clone()) {
+                        Ok(()) => sent.push(e.id),
+                        Err(err) => {
+                            log::warn!("outbox: publish `{}` failed: {err}", e.subject);
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = tm.db.mark_published(&sent, now_ms()) {
+                    // Published but not marked: they go again (at least once).
+                    log::warn!("outbox: cannot mark {} events: {e}", sent.len());
+                }
+                if failed {
+                    client = None;
+                    signal.wait(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                } else {
+                    backoff = Duration::from_millis(200);
+                }
+            }
+        });
+}
