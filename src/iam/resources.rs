@@ -124,11 +124,16 @@ impl Iam {
         self.authorize(caller, "iam:resource:create", &rk)?;
         let pools = ids(&b.pool_ids, "poolIDs", "pool", &tenant)?;
         let now = now_ms();
-        let policy = match self.templates.get(&b.resource_type) {
+        let owner = caller.principal.as_ref().map(|p| p.as_str().to_string());
+        let statements = self
+            .templates
+            .get(&b.resource_type)
+            .map(|t| instantiate_template(t, &tenant, rk.as_str(), owner.as_deref()))
+            // A template whose statements all name the owner makes nothing without one.
+            .filter(|s| s.as_array().is_none_or(|a| !a.is_empty()));
+        let policy = match statements {
             None => None,
-            Some(t) => {
-                let owner = caller.principal.as_ref().map(|p| p.as_str().to_string());
-                let statements = instantiate_template(t, &tenant, rk.as_str(), owner.as_deref());
+            Some(statements) => {
                 let doc = self.resource_document(
                     &rk,
                     Some("made from the resource-policy template"),

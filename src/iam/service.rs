@@ -84,7 +84,12 @@ pub fn parse_iam_config(section: &Value) -> Result<IamSettings, String> {
         Some(Value::Object(map)) => {
             for (rtype, t) in map {
                 let statements = t.get("statements").cloned().unwrap_or(Value::Null);
-                let sample = instantiate_template(&statements, "t", "krn:svc:t::x/y", None);
+                let sample = instantiate_template(
+                    &statements,
+                    "t",
+                    "krn:svc:t::x/y",
+                    Some("krn:iam:t::user/owner"),
+                );
                 let doc = json!({"name": "template", "type": "resource", "statements": sample});
                 PolicyDocument::from_json(&doc)
                     .map_err(|e| format!("config: `iam.resource-policy-templates.{rtype}`: {e}"))?;
@@ -109,33 +114,38 @@ pub fn instantiate_template(
     resource: &str,
     owner: Option<&str>,
 ) -> Value {
-    fn walk(v: &Value, tenant: &str, resource: &str, owner: Option<&str>) -> Option<Value> {
+    fn walk(v: &Value, tenant: &str, resource: &str, owner: &str) -> Value {
         match v {
-            Value::String(s) => {
-                if s.contains("${owner}") && owner.is_none() {
-                    return None;
-                }
-                Some(Value::String(
-                    s.replace("${tenant}", tenant)
-                        .replace("${resource}", resource)
-                        .replace("${owner}", owner.unwrap_or("")),
-                ))
-            }
-            Value::Array(items) => Some(Value::Array(
+            Value::String(s) => Value::String(
+                s.replace("${tenant}", tenant)
+                    .replace("${resource}", resource)
+                    .replace("${owner}", owner),
+            ),
+            Value::Array(items) => Value::Array(
                 items
                     .iter()
-                    .filter_map(|i| walk(i, tenant, resource, owner))
+                    .map(|i| walk(i, tenant, resource, owner))
                     .collect(),
-            )),
-            Value::Object(m) => Some(Value::Object(
+            ),
+            Value::Object(m) => Value::Object(
                 m.iter()
-                    .filter_map(|(k, v)| walk(v, tenant, resource, owner).map(|v| (k.clone(), v)))
+                    .map(|(k, v)| (k.clone(), walk(v, tenant, resource, owner)))
                     .collect(),
-            )),
-            other => Some(other.clone()),
+            ),
+            other => other.clone(),
         }
     }
-    walk(statements, tenant, resource, owner).unwrap_or(Value::Null)
+    // Without an owner, a statement that names `${owner}` anywhere is left out whole: keeping
+    // it without the owner could grant or deny others what was meant for the owner alone.
+    let kept: Vec<Value> = match statements {
+        Value::Array(items) => items
+            .iter()
+            .filter(|st| owner.is_some() || !st.to_string().contains("${owner}"))
+            .map(|st| walk(st, tenant, resource, owner.unwrap_or("")))
+            .collect(),
+        other => return walk(other, tenant, resource, owner.unwrap_or("")),
+    };
+    Value::Array(kept)
 }
 
 /// A token of a KRN (name, username, path segment): `a-z A-Z 0-9 - _ @ . +`, 1..=128 chars.

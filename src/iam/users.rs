@@ -60,8 +60,8 @@ impl Iam {
             (Some(p), _) if p.chars().count() < 8 => {
                 errors.push("`password` must have at least 8 characters".into())
             }
-            (Some(p), _) if p.len() > 256 => {
-                errors.push("`password` must have at most 256 bytes".into())
+            (Some(p), _) if p.chars().count() > 256 => {
+                errors.push("`password` must have at most 256 characters".into())
             }
             (Some(p), Some(c)) if p != c => {
                 errors.push("`confirmPassword` does not match `password`".into())
