@@ -1,0 +1,699 @@
+//! The Tenant Manager over HTTP, as the `tenant-manager` binary on the embedded default and on
+//! PostgreSQL: tenants through their states, the catalogue, Keycloak servers, the v1 list and
+//! error shapes, tasks that survive a crash, the outbox through a NATS outage, and two processes
+//! that never run the same task.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use kaa::clients::nats::NatsClient;
+use kaa::clients::tle::LifecycleEvent;
+use kaa::storage::{Database, NewTask, TaskStore, TenantRecord, TenantStore};
+use serde_json::{Value, json};
+use support::proc::{self, Resp, request};
+
+const TM: &str = env!("CARGO_BIN_EXE_tenant-manager");
+
+fn call(a: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    request(
+        a,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        text.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+fn expect(r: &Resp, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    }
+}
+
+fn wait_status(a: SocketAddr, id: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = call(a, "GET", &format!("/api/v1/tenants/{id}"), None);
+        if r.status == 200 && r.json()["status"] == status {
+            return r.json();
+        }
+        if status == "GONE" && r.status == 404 {
+            return Value::Null;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tenant `{id}` never {status}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn story(a: SocketAddr) {
+    // The system tenant is there from the start and cannot be deleted.
+    let kaa = expect(&call(a, "GET", "/api/v1/tenants/kaa", None), 200);
+    assert_eq!(kaa["status"], "AVAILABLE");
+    let r = call(a, "DELETE", "/api/v1/tenants/kaa", None);
+    expect(&r, 409);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("system tenant")
+    );
+
+    // Create: 202 CREATING, then AVAILABLE.
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/tenants",
+        Some(json!({"id": "acme", "display_name": "Acme"})),
+    );
+    let t = expect(&r, 202);
+    assert_eq!(t["status"], "CREATING");
+    assert_eq!(t["realm_name"], "acme");
+    assert_eq!(t["realm_template_version"], 1);
+    assert_eq!(t["client_backend_secret"].as_str().unwrap().len(), 48);
+    assert_ne!(t["client_frontend_id"], t["client_backend_id"]);
+    assert_eq!(r.header("location"), Some("/api/v1/tenants/acme"));
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert!(t["failure_reason"].is_null());
+    let r = call(a, "POST", "/api/v1/tenants", Some(json!({"id": "acme"})));
+    expect(&r, 409);
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/tenants",
+        Some(json!({"id": "other", "realm_name": "acme"})),
+    );
+    expect(&r, 409);
+    let generated = expect(&call(a, "POST", "/api/v1/tenants", Some(json!({}))), 202);
+    assert_eq!(
+        generated["id"].as_str().unwrap().len(),
+        36,
+        "a UUID when no id is given"
+    );
+    wait_status(a, generated["id"].as_str().unwrap(), "AVAILABLE");
+
+    // Bad input: 400 with {"error", "details"} and nothing created.
+    for (body, field) in [
+        (json!({"id": "Bad!"}), "id"),
+        (json!({"id": "-x"}), "id"),
+        (json!({"id": "ok", "realm_name": "a b"}), "realm_name"),
+        (json!({"id": "ok", "roles_version": 9}), "roles_version"),
+        (json!({"id": "ok", "roles_version": "1"}), "roles_version"),
+        (
+            json!({"id": "ok", "opendistro_enabled": "yes"}),
+            "opendistro_enabled",
+        ),
+        (
+            json!({"id": "ok", "keycloak_server_id": 77}),
+            "keycloak_server_id",
+        ),
+        (json!({"id": "ok", "surprise": 1}), "surprise"),
+    ] {
+        let r = call(a, "POST", "/api/v1/tenants", Some(body.clone()));
+        let e = expect(&r, 400);
+        assert_eq!(e["details"]["field"], field, "{body}: {e}");
+        assert!(e["error"].is_string());
+    }
+    let r = request(
+        a,
+        "POST",
+        "/api/v1/tenants",
+        &[("Content-Type", "application/json")],
+        b"{nope",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(
+        expect(&r, 400)["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
+    expect(&call(a, "GET", "/api/v1/tenants/ok", None), 404);
+    let r = call(a, "GET", "/api/v1/nothing-here", None);
+    assert!(expect(&r, 404)["error"].is_string());
+
+    // Lists: {count, results}, offset/limit (default 50, 0 = all), filters.
+    for i in 0..4 {
+        expect(
+            &call(
+                a,
+                "POST",
+                "/api/v1/tenants",
+                Some(json!({"id": format!("t{i}"), "opendistro_enabled": i % 2 == 0})),
+            ),
+            202,
+        );
+    }
+    for i in 0..4 {
+        wait_status(a, &format!("t{i}"), "AVAILABLE");
+    }
+    let all = expect(&call(a, "GET", "/api/v1/tenants?limit=0", None), 200);
+    assert_eq!(all["count"], 7);
+    assert_eq!(all["results"].as_array().unwrap().len(), 7);
+    let page = expect(
+        &call(a, "GET", "/api/v1/tenants?offset=2&limit=2", None),
+        200,
+    );
+    assert_eq!(page["count"], 7);
+    assert_eq!(page["results"].as_array().unwrap().len(), 2);
+    let od = expect(
+        &call(
+            a,
+            "GET",
+            "/api/v1/tenants?opendistro_enabled=true&limit=0",
+            None,
+        ),
+        200,
+    );
+    assert_eq!(od["count"], 2);
+    let by_realm = expect(
+        &call(a, "GET", "/api/v1/tenants?realm_name=acme", None),
+        200,
+    );
+    assert_eq!(by_realm["results"][0]["id"], "acme");
+    expect(&call(a, "GET", "/api/v1/tenants?limit=-1", None), 400);
+    expect(
+        &call(a, "GET", "/api/v1/tenants?status=CREATING", None),
+        200,
+    );
+
+    // Update: flags at once; a new version goes through UPDATING.
+    let r = call(
+        a,
+        "PUT",
+        "/api/v1/tenants/acme",
+        Some(json!({"opendistro_enabled": true, "subscription_type": "TRIAL"})),
+    );
+    let v = expect(&r, 200);
+    assert_eq!(v["opendistro_enabled"], true);
+    assert_eq!(v["subscription_type"], "TRIAL");
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/realm-templates",
+            Some(json!({"version": 2, "template": {"displayName": "v2"}})),
+        ),
+        201,
+    );
+    let r = call(
+        a,
+        "PUT",
+        "/api/v1/tenants/acme",
+        Some(json!({"realm_template_version": 2})),
+    );
+    assert_eq!(expect(&r, 202)["status"], "UPDATING");
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert_eq!(t["realm_template_version"], 2);
+    // A version in use cannot be deleted; an unused one can.
+    let r = call(a, "DELETE", "/api/v1/realm-templates/2", None);
+    assert!(expect(&r, 409)["error"].as_str().unwrap().contains("acme"));
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/realm-templates",
+            Some(json!({"version": 3, "template": {}})),
+        ),
+        201,
+    );
+    expect(&call(a, "DELETE", "/api/v1/realm-templates/3", None), 204);
+
+    // Security context (secrets) and public config (none).
+    let sc = expect(
+        &call(a, "GET", "/api/v1/tenants/acme/security-context", None),
+        200,
+    );
+    assert_eq!(sc["client_id"], t["client_backend_id"]);
+    assert_eq!(sc["client_secret"], t["client_backend_secret"]);
+    let pc = expect(
+        &call(a, "GET", "/api/v1/tenants/acme/public-config", None),
+        200,
+    );
+    assert_eq!(pc["client_id"], t["client_frontend_id"]);
+    assert!(
+        !pc.to_string()
+            .contains(t["client_backend_secret"].as_str().unwrap())
+    );
+
+    // Catalogue: bootstrap content, references, conflicts.
+    let roles = expect(&call(a, "GET", "/api/v1/roles?limit=0", None), 200);
+    assert!(
+        roles["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "tenant-admin")
+    );
+    let scopes = expect(&call(a, "GET", "/api/v1/scopes?limit=0", None), 200);
+    assert!(scopes["count"].as_u64().unwrap() >= 30);
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/role-scope-mappings",
+        Some(json!({"role_id": "nobody", "scope_id": "endpoint:read"})),
+    );
+    assert_eq!(expect(&r, 400)["details"]["field"], "role_id");
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/roles",
+            Some(json!({"name": "auditor", "description": "reads"})),
+        ),
+        201,
+    );
+    expect(
+        &call(a, "POST", "/api/v1/roles", Some(json!({"name": "auditor"}))),
+        409,
+    );
+    let m = expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/role-scope-mappings",
+            Some(json!({"role_id": "auditor", "scope_id": "endpoint:read"})),
+        ),
+        201,
+    );
+    assert_eq!(m["id"], "auditor:endpoint:read");
+    expect(&call(a, "DELETE", "/api/v1/roles/auditor", None), 409);
+    expect(
+        &call(
+            a,
+            "DELETE",
+            "/api/v1/role-scope-mappings/auditor:endpoint:read",
+            None,
+        ),
+        204,
+    );
+    expect(&call(a, "DELETE", "/api/v1/roles/auditor", None), 204);
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/package-types",
+            Some(json!({"name": "small", "limits": {"max_endpoints": 100}})),
+        ),
+        201,
+    );
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/tenant-subscriptions",
+            Some(json!({"tenant_id": "acme", "package_type_id": "small"})),
+        ),
+        201,
+    );
+    let limits = expect(&call(a, "GET", "/api/v1/tenants/acme/limits", None), 200);
+    assert_eq!(limits["limits"]["max_endpoints"], 100);
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(
+                json!({"tenant_id": "acme", "alias": "corp", "provider_id": "oidc", "config": {"issuer": "https://sso"}}),
+            ),
+        ),
+        201,
+    );
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(json!({"tenant_id": "ghost", "alias": "corp", "provider_id": "oidc"})),
+        ),
+        404,
+    );
+
+    // Keycloak servers.
+    let s = expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(
+                json!({"id": 5, "url": "https://kc5.example/auth/", "username": "admin", "password": "pw"}),
+            ),
+        ),
+        201,
+    );
+    assert_eq!(s["url"], "https://kc5.example/auth");
+    assert!(
+        s.get("password").is_none(),
+        "admin credentials are never shown"
+    );
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(json!({"id": 5, "url": "https://x"})),
+        ),
+        409,
+    );
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(json!({"id": 6, "url": "ftp://x"})),
+        ),
+        400,
+    );
+    expect(&call(a, "DELETE", "/api/v1/keycloak-servers/5", None), 204);
+
+    // Delete: DELETING, then gone with its catalogue rows.
+    let r = call(a, "DELETE", "/api/v1/tenants/acme", None);
+    assert_eq!(expect(&r, 202)["status"], "DELETING");
+    wait_status(a, "acme", "GONE");
+    let idps = expect(&call(a, "GET", "/api/v1/idps?limit=0", None), 200);
+    assert_eq!(idps["count"], 0);
+    expect(&call(a, "POST", "/api/v1/tenants/acme/retry", None), 404);
+}
+
+#[test]
+fn tenant_manager_story_on_sqlite() {
+    let dir = support::TempDir::new();
+    let svc = proc::start(TM, &dir.0, &[("SERVER_PORT", "0")]).unwrap();
+    story(svc.addr);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}
+
+fn pg_env(pg: &support::PgTestDb) -> Vec<(&'static str, String)> {
+    vec![
+        ("SERVER_PORT", "0".to_string()),
+        ("KAA_POSTGRESQL_HOST", pg.settings.host.clone()),
+        ("KAA_POSTGRESQL_PORT", pg.settings.port.to_string()),
+        ("KAA_POSTGRESQL_USERNAME", pg.settings.username.clone()),
+        (
+            "KAA_POSTGRESQL_PASSWORD",
+            pg.settings.password.expose().to_string(),
+        ),
+        ("KAA_POSTGRESQL_DATABASE", pg.name.clone()),
+    ]
+}
+
+fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
+}
+
+#[test]
+fn tenant_manager_story_on_postgres() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("tenant_manager_story_on_postgres");
+    };
+    let dir = support::TempDir::new();
+    let env = pg_env(&pg);
+    let svc = proc::start(TM, &dir.0, &refs(&env)).unwrap();
+    story(svc.addr);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_task_left_by_a_crashed_worker_resumes_on_the_next_start() {
+    let dir = support::TempDir::new();
+    let db_path = dir.0.join("data/tenant-manager.db");
+    std::fs::create_dir_all(db_path.parent().unwrap()).unwrap();
+    let settings =
+        kaa::config::StorageSettings::Sqlite(kaa::config::SqliteSettings { path: db_path });
+    {
+        // A process accepted the tenant, took its task and died before finishing it.
+        let db = Database::open(&settings).unwrap();
+        let now = kaa::clock::now_ms();
+        let t = TenantRecord {
+            id: "phoenix".into(),
+            realm_name: "phoenix".into(),
+            client_frontend_id: "f".into(),
+            client_backend_id: "b".into(),
+            client_backend_secret: "s".into(),
+            realm_template_version: 1,
+            realm_scopes_version: 1,
+            client_backend_version: 1,
+            client_frontend_version: 1,
+            roles_version: 1,
+            resources_version: 1,
+            keycloak_server_id: None,
+            opendistro_enabled: false,
+            subscription_type: "PERMANENT".into(),
+            status: "CREATING".into(),
+            failure_reason: None,
+            display_name: None,
+            version: 1,
+            created_ms: now,
+            updated_ms: now,
+        };
+        db.insert_tenant(
+            &t,
+            Some(&NewTask {
+                kind: "create_realm".into(),
+                max_attempts: 5,
+            }),
+            None,
+        )
+        .unwrap();
+        let claimed = db
+            .claim_task("dead-worker", kaa::clock::now_ms(), 1500)
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.tenant_id, "phoenix");
+        assert!(
+            db.claim_task("other", kaa::clock::now_ms(), 1500)
+                .unwrap()
+                .is_none(),
+            "leased"
+        );
+    }
+    let svc = proc::start(TM, &dir.0, &[("SERVER_PORT", "0")]).unwrap();
+    assert_eq!(
+        call(svc.addr, "GET", "/api/v1/tenants/phoenix", None).json()["status"],
+        "CREATING"
+    );
+    let t = wait_status(svc.addr, "phoenix", "AVAILABLE");
+    assert_eq!(t["id"], "phoenix");
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn two_processes_never_run_the_same_task() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("two_processes_never_run_the_same_task");
+    };
+    let a = Database::open(&pg.storage()).unwrap();
+    let b = Database::open(&pg.storage()).unwrap();
+    let now = kaa::clock::now_ms();
+    for i in 0..40 {
+        let t = TenantRecord {
+            id: format!("x{i}"),
+            realm_name: format!("x{i}"),
+            client_frontend_id: "f".into(),
+            client_backend_id: "b".into(),
+            client_backend_secret: "s".into(),
+            realm_template_version: 1,
+            realm_scopes_version: 1,
+            client_backend_version: 1,
+            client_frontend_version: 1,
+            roles_version: 1,
+            resources_version: 1,
+            keycloak_server_id: None,
+            opendistro_enabled: false,
+            subscription_type: "PERMANENT".into(),
+            status: "CREATING".into(),
+            failure_reason: None,
+            display_name: None,
+            version: 1,
+            created_ms: now,
+            updated_ms: now,
+        };
+        a.insert_tenant(
+            &t,
+            Some(&NewTask {
+                kind: "create_realm".into(),
+                max_attempts: 5,
+            }),
+            None,
+        )
+        .unwrap();
+    }
+    let claim_all = |db: Database, who: &'static str| {
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(t) = db.claim_task(who, kaa::clock::now_ms(), 60_000).unwrap() {
+                got.push(t.id);
+            }
+            got
+        })
+    };
+    let (ha, hb) = (claim_all(a, "a"), claim_all(b, "b"));
+    let (mut ga, gb) = (ha.join().unwrap(), hb.join().unwrap());
+    assert_eq!(
+        ga.len() + gb.len(),
+        40,
+        "every task claimed once: {} + {}",
+        ga.len(),
+        gb.len()
+    );
+    ga.extend(gb);
+    ga.sort_unstable();
+    ga.dedup();
+    assert_eq!(ga.len(), 40, "no task claimed twice");
+}
+
+#[test]
+fn lifecycle_events_reach_nats_and_survive_an_outage() {
+    let Ok(url) = std::env::var("IAM_TEST_NATS_URL") else {
+        return support::skip_because(
+            "lifecycle_events_reach_nats_and_survive_an_outage",
+            "set IAM_TEST_NATS_URL to run it",
+        );
+    };
+    let upstream = url
+        .trim_start_matches("nats://")
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = support::proxy::Proxy::start(upstream);
+    let dir = support::TempDir::new();
+    let instance = support::unique("tm").replace('_', "-");
+    let via_proxy = format!("nats://{}", proxy.addr);
+    let svc = proc::start(
+        TM,
+        &dir.0,
+        &[
+            ("SERVER_PORT", "0"),
+            ("KAA_NATS_URLS", &via_proxy),
+            ("SERVICE_INSTANCE_NAME", &instance),
+        ],
+    )
+    .unwrap();
+    let listener = NatsClient::connect(&[url], "", "", Duration::from_secs(3)).unwrap();
+    let mut sub = listener
+        .subscribe(&format!("kaa.v1.events.{instance}.tenant.lifecycle.>"))
+        .unwrap();
+
+    let updated_schema =
+        apache_avro::Schema::parse_str(include_str!("../src/clients/tle/tenant-updated.avsc"))
+            .unwrap();
+    let unregistered_schema =
+        apache_avro::Schema::parse_str(include_str!("../src/clients/tle/tenant-unregistered.avsc"))
+            .unwrap();
+    let decode = |schema: &apache_avro::Schema, bytes: &[u8]| -> Value {
+        let v = apache_avro::from_avro_datum(schema, &mut &bytes[..], None).unwrap();
+        let apache_avro::types::Value::Record(fields) = v else {
+            panic!("not a record")
+        };
+        let mut m = serde_json::Map::new();
+        for (k, v) in fields {
+            let j = match v {
+                apache_avro::types::Value::String(s) => Value::from(s),
+                apache_avro::types::Value::Long(n) => Value::from(n),
+                other => panic!("unexpected {other:?}"),
+            };
+            m.insert(k, j);
+        }
+        Value::Object(m)
+    };
+
+    expect(
+        &call(
+            svc.addr,
+            "POST",
+            "/api/v1/tenants",
+            Some(json!({"id": "evt-a"})),
+        ),
+        202,
+    );
+    let m = sub
+        .next_timeout(Duration::from_secs(10))
+        .expect("updated event");
+    assert_eq!(
+        m.subject,
+        format!("kaa.v1.events.{instance}.tenant.lifecycle.updated")
+    );
+    let v = decode(&updated_schema, &m.payload);
+    assert_eq!(v["tenantId"], "evt-a");
+    assert_eq!(v["timeout"], 0);
+    assert!(v["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    assert_eq!(
+        LifecycleEvent::decode(&m.payload).unwrap().tenant_id,
+        "evt-a"
+    );
+
+    // NATS unreachable: changes are acknowledged, events wait in the outbox, none is lost.
+    proxy.set_down();
+    expect(
+        &call(
+            svc.addr,
+            "PUT",
+            "/api/v1/tenants/evt-a",
+            Some(json!({"opendistro_enabled": true})),
+        ),
+        200,
+    );
+    for id in ["evt-b", "evt-c"] {
+        expect(
+            &call(svc.addr, "POST", "/api/v1/tenants", Some(json!({"id": id}))),
+            202,
+        );
+        wait_status(svc.addr, id, "AVAILABLE");
+    }
+    expect(
+        &call(svc.addr, "DELETE", "/api/v1/tenants/evt-b", None),
+        202,
+    );
+    wait_status(svc.addr, "evt-b", "GONE");
+    assert!(
+        sub.next_timeout(Duration::from_millis(300)).is_none(),
+        "nothing gets through while down"
+    );
+    proxy.set_up();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let m = sub
+            .next_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("only {got:?} arrived"));
+        let kind = m.subject.rsplit('.').next().unwrap().to_string();
+        let schema = if kind == "unregistered" {
+            &unregistered_schema
+        } else {
+            &updated_schema
+        };
+        got.push((
+            kind,
+            decode(schema, &m.payload)["tenantId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    let want = [
+        ("updated", "evt-a"),
+        ("updated", "evt-b"),
+        ("updated", "evt-c"),
+        ("unregistered", "evt-b"),
+    ];
+    for (k, t) in want {
+        assert!(
+            got.iter().any(|(gk, gt)| gk == k && gt == t),
+            "{k} {t} missing from {got:?}"
+        );
+    }
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}
