@@ -2,4 +2,5 @@
 
 pub mod nats;
 pub mod oidc;
+pub mod tenant_manager;
 pub mod tle;

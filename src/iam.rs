@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::app::{App, HasOps, Ops};
 use crate::clients::oidc::Jwks;
+use crate::clients::tenant_manager::TenantManagerClient;
 use crate::config::Config;
 use crate::http::auth::{Authenticator, Issuer};
 use crate::http::server::Handler;
@@ -47,12 +48,15 @@ pub fn validate_config(config: &Config) -> Result<(), String> {
 /// Wire the IAM service over opened storage: sync base policies, load the decision index, keep
 /// it in step with the database, and serve the API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
-    let auth = authenticator(config)?;
+    let (auth, tenants) = authenticator(config)?;
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,
         config.server.max_page_size,
     )?);
+    if let Some(t) = tenants {
+        let _ = iam.tenant_contexts.set(t);
+    }
     iam.sync_base_policies()
         .map_err(|e| format!("base policies: {e}"))?;
     let started = std::time::Instant::now();
@@ -88,18 +92,12 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
 
 /// The token checks of a secured deployment. Without multitenancy every token comes from the
 /// system tenant's issuer (`security.issuer.public-url`; keys fetched through the private URL).
-fn authenticator(config: &Config) -> Result<Option<Authenticator>, String> {
+type Auth = (Option<Authenticator>, Option<Arc<TenantManagerClient>>);
+
+fn authenticator(config: &Config) -> Result<Auth, String> {
     let s = &config.security;
     if !s.enabled {
-        return Ok(None);
-    }
-    if s.multitenancy_enabled {
-        // Refuse rather than accept tokens of tenants whose issuers cannot be checked.
-        return Err(
-            "config: `security.multitenancy.enabled` needs the Tenant Manager client, which this \
-             build does not have yet; run with multitenancy off (system tenant only)"
-                .into(),
-        );
+        return Ok((None, None));
     }
     let keys_from = if s.issuer_private_url.is_empty() {
         &s.issuer_public_url
@@ -115,7 +113,7 @@ fn authenticator(config: &Config) -> Result<Option<Authenticator>, String> {
     if audiences.is_empty() && !s.client_id.is_empty() {
         audiences.insert(s.client_id.clone());
     }
-    Ok(Some(Authenticator::new(
+    let auth = Authenticator::new(
         vec![Issuer {
             issuer: s.issuer_public_url.clone(),
             tenant: caller::SYSTEM_TENANT.to_string(),
@@ -123,7 +121,26 @@ fn authenticator(config: &Config) -> Result<Option<Authenticator>, String> {
         }],
         audiences,
         s.leeway,
-    )))
+    );
+    if !s.multitenancy_enabled {
+        return Ok((Some(auth), None));
+    }
+    if s.tenant_manager_url.is_empty() {
+        return Err(
+            "config: `security.multitenancy.tenant-manager-url` must be set when \
+                    multitenancy is enabled"
+                .into(),
+        );
+    }
+    let tm = Arc::new(TenantManagerClient::new(
+        &s.tenant_manager_url,
+        keys_from,
+        &s.client_id,
+        s.client_secret.expose(),
+        Duration::from_secs(300),
+        s.jwks_refresh_interval,
+    ));
+    Ok((Some(auth.with_tenants(Arc::clone(&tm))), Some(tm)))
 }
 
 /// Poll the per-tenant revisions so writes of other replicas show up within a second.

@@ -169,8 +169,14 @@ fn story(addr: SocketAddr) {
         400,
     );
     let base = expect(&call(a, "GET", "/api/v1/policies?type=base", None), 200);
-    assert_eq!(base["data"][0]["name"], "tenant-admin");
-    assert_eq!(base["data"][0]["origin"], "config");
+    let names: Vec<&str> = base["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["platform-admin", "tenant-admin"]);
+    assert_eq!(base["data"][1]["origin"], "config");
     let base_id = id("krn:iam:kaa::policy/tenant-admin");
     expect(
         &call(a, "DELETE", &format!("/api/v1/policies/{base_id}"), None),

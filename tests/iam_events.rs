@@ -115,7 +115,7 @@ fn unregistered_tenants_are_removed() {
     assert_eq!(ask(&keep), 200);
     assert_eq!(
         get(a, "/api/v1/policies?type=base")["count"],
-        1,
+        2,
         "the system tenant stays"
     );
     // Redelivery is harmless.

@@ -14,7 +14,10 @@ use thiserror::Error;
 
 use super::error::ApiError;
 use super::message::{Request, Response};
+use std::sync::Arc;
+
 use crate::clients::oidc::{Jwks, KeyLookup};
+use crate::clients::tenant_manager::TenantManagerClient;
 use crate::iam::caller::Identity;
 
 /// Algorithms a token may be signed with (each only with a key of that algorithm).
@@ -86,6 +89,8 @@ pub struct Issuer {
 
 pub struct Authenticator {
     issuers: Vec<Issuer>,
+    /// Tenants' issuers, resolved through the Tenant Manager (multitenancy on).
+    tenants: Option<Arc<TenantManagerClient>>,
     /// Accepted `aud` (or `azp`) values; empty accepts any audience.
     audiences: HashSet<String>,
     leeway: Duration,
@@ -107,9 +112,16 @@ impl Authenticator {
     ) -> Authenticator {
         Authenticator {
             issuers,
+            tenants: None,
             audiences,
             leeway,
         }
+    }
+
+    /// Also accept tokens of every tenant the Tenant Manager knows.
+    pub fn with_tenants(mut self, tm: Arc<TenantManagerClient>) -> Authenticator {
+        self.tenants = Some(tm);
+        self
     }
 
     /// The bearer token of a request.
@@ -148,12 +160,37 @@ impl Authenticator {
             .key_id()
             .ok_or_else(|| invalid("the token names no key (kid)"))?;
         let iss = unverified_issuer(token).ok_or_else(|| invalid("the token names no issuer"))?;
-        let issuer = self
-            .issuers
-            .iter()
-            .find(|i| i.issuer == iss)
-            .ok_or_else(|| invalid("the token's issuer is not accepted here"))?;
-        let key = match issuer.jwks.key(kid) {
+        let tenant_issuer;
+        let (issuer_url, tenant, jwks, own_client) =
+            match self.issuers.iter().find(|i| i.issuer == iss) {
+                Some(i) => (i.issuer.as_str(), i.tenant.as_str(), &i.jwks, None),
+                None => {
+                    let tm = self
+                        .tenants
+                        .as_ref()
+                        .ok_or_else(|| invalid("the token's issuer is not accepted here"))?;
+                    let realm = iss
+                        .rsplit_once("/realms/")
+                        .map(|(_, r)| r.trim_end_matches('/'))
+                        .filter(|r| !r.is_empty() && !r.contains('/'))
+                        .ok_or_else(|| invalid("the token's issuer is not accepted here"))?;
+                    tenant_issuer = match tm.issuer_for_realm(realm) {
+                        Ok(Some(t)) if t.context.issuer.as_deref() == Some(iss.as_str()) => t,
+                        Ok(_) => return Err(invalid("the token's issuer is not accepted here")),
+                        Err(e) => {
+                            log::warn!("auth: {e}");
+                            return Err(AuthError::Unavailable);
+                        }
+                    };
+                    (
+                        iss.as_str(),
+                        tenant_issuer.context.tenant_id.as_str(),
+                        &tenant_issuer.jwks,
+                        Some(tenant_issuer.context.client_id.as_str()),
+                    )
+                }
+            };
+        let key = match jwks.key(kid) {
             Ok(KeyLookup::Found(k)) => k,
             Ok(KeyLookup::Unknown) => {
                 return Err(invalid("the token is signed with an unknown key"));
@@ -167,7 +204,7 @@ impl Authenticator {
             return Err(invalid("the token's algorithm does not match its key"));
         }
         let options = VerificationOptions {
-            allowed_issuers: Some(HashSet::from([issuer.issuer.clone()])),
+            allowed_issuers: Some(HashSet::from([issuer_url.to_string()])),
             time_tolerance: Some(jwt_simple::prelude::Duration::from_secs(
                 self.leeway.as_secs(),
             )),
@@ -186,22 +223,24 @@ impl Authenticator {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid("the token has no subject (sub)"))?;
         let custom = claims.custom;
-        if !self.audiences.is_empty() {
+        let mut audiences = self.audiences.clone();
+        if let Some(c) = own_client {
+            // A tenant's tokens may also be meant for its own backend client.
+            audiences.insert(c.to_string());
+        }
+        if !audiences.is_empty() {
             let aud_ok = claims
                 .audiences
                 .as_ref()
-                .is_some_and(|a| a.contains(&self.audiences));
-            let azp_ok = custom
-                .azp
-                .as_ref()
-                .is_some_and(|a| self.audiences.contains(a));
+                .is_some_and(|a| a.contains(&audiences));
+            let azp_ok = custom.azp.as_ref().is_some_and(|a| audiences.contains(a));
             if !aud_ok && !azp_ok {
                 return Err(invalid("the token's audience is not accepted here"));
             }
         }
         Ok(Identity {
-            tenant: issuer.tenant.clone(),
-            issuer: issuer.issuer.clone(),
+            tenant: tenant.to_string(),
+            issuer: issuer_url.to_string(),
             subject,
             username: custom.preferred_username,
             client: custom.azp,

@@ -33,7 +33,13 @@ impl Iam {
                 self.state.drop_tenant(&e.tenant_id);
                 Ok("tenant data removed")
             }
-            LifecycleKind::Updated => Ok("nothing cached for the tenant"),
+            LifecycleKind::Updated => match self.tenant_contexts.get() {
+                Some(tm) => {
+                    tm.forget_tenant(&e.tenant_id);
+                    Ok("cached security context dropped")
+                }
+                None => Ok("nothing cached for the tenant"),
+            },
         }
     }
 }

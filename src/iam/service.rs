@@ -30,9 +30,13 @@ pub struct Iam {
     pub(crate) templates: HashMap<String, Value>,
     /// Base policies as configured: name and statements (with `${tenant}`).
     base_raw: Vec<(String, Value)>,
+    /// Tenants' security contexts (multitenancy on), dropped on a tenant's `updated` event.
+    pub tenant_contexts:
+        std::sync::OnceLock<Arc<crate::clients::tenant_manager::TenantManagerClient>>,
 }
 
-/// The built-in base policy: a realm's `tenant-admin` role may do anything in IAM in its tenant.
+/// The built-in base policies: a realm's `tenant-admin` role may do anything in IAM in its
+/// tenant; the system realm's `platform-admin` role may do so in every tenant.
 pub fn default_base_policies() -> Value {
     json!([{
         "name": "tenant-admin",
@@ -42,6 +46,15 @@ pub fn default_base_policies() -> Value {
             "actions": ["iam:*"],
             "resources": ["krn:iam:${tenant}:*"],
             "principals": ["krn:iam:${tenant}::role/tenant-admin"]
+        }]
+    }, {
+        "name": "platform-admin",
+        "description": "Platform administrators of the system tenant manage IAM in every tenant",
+        "statements": [{
+            "effect": "allow",
+            "actions": ["iam:*"],
+            "resources": ["krn:iam:*"],
+            "principals": ["krn:iam:kaa::role/platform-admin"]
         }]
     }])
 }
@@ -375,6 +388,7 @@ impl Iam {
             max_page_size,
             templates,
             base_raw,
+            tenant_contexts: std::sync::OnceLock::new(),
         })
     }
 
