@@ -78,8 +78,12 @@ pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
             .set_gauge("db_pool_connections", i64::from(open));
         ops.metrics
             .set_gauge("db_pool_idle_connections", i64::from(idle));
+        let lic = ops.license_state();
         ops.metrics
-            .set_gauge("license_valid", i64::from(ops.license_state().is_valid()));
+            .set_gauge("license_valid", i64::from(lic.is_valid()));
+        if let Some(days) = lic.days_to_expiry {
+            ops.metrics.set_gauge("license_days_to_expiry", days);
+        }
         if let Some(s) = ops.server.get() {
             let g = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
             ops.metrics
@@ -289,7 +293,7 @@ fn run(kind: ServiceKind, config: Arc<Config>) -> Result<(), Failure> {
         if config.license.required {
             return Err(Failure::Runtime(format!("license: {problem}")));
         }
-        log::info!(
+        log::warn!(
             "license: {} ({problem}); not required by this configuration",
             lic.status
         );
@@ -379,9 +383,10 @@ fn spawn_license_recheck(config: &Arc<Config>, ops: &Arc<Ops>) {
             loop {
                 std::thread::sleep(Duration::from_secs(24 * 3600));
                 let Some(ops) = ops.upgrade() else { return };
-                let state = license::check(
+                let state = license::check_with_issuer(
                     &config.license.cert_path,
                     config.license.cert_password.expose(),
+                    config.license.trusted_issuer.as_deref(),
                 );
                 if !state.is_valid() {
                     log::warn!(

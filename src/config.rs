@@ -193,6 +193,8 @@ pub struct LicenseSettings {
     pub cert_password: Secret,
     /// When true, a missing or invalid license stops the start.
     pub required: bool,
+    /// PEM certificate of the issuer a license must be signed by (any issuer when unset).
+    pub trusted_issuer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -399,6 +401,7 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
         cert_path: PathBuf::from(t.string("license.cert-path", "/run/license/license.p12")?),
         cert_password: t.secret("license.cert-password", "")?,
         required: t.bool("license.required", false)?,
+        trusted_issuer: t.opt_string("license.trusted-issuer")?.map(PathBuf::from),
     };
 
     let nats_urls = t.string_list("nats.urls")?;

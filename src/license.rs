@@ -19,6 +19,9 @@ pub struct LicenseState {
     pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// Whole days until the certificate expires (negative once expired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_to_expiry: Option<i64>,
     /// Why the license is not valid (never contains the password).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -34,6 +37,7 @@ impl LicenseState {
             status,
             subject: None,
             not_after: None,
+            days_to_expiry: None,
             problem: Some(problem),
         }
     }
@@ -53,6 +57,16 @@ fn load_legacy_provider() {
 
 /// Open and check the license file.
 pub fn check(path: &Path, password: &str) -> LicenseState {
+    check_with_issuer(path, password, None)
+}
+
+/// Open and check the license file; with `trusted_issuer` (a PEM certificate) the license
+/// certificate must be signed by that issuer's key.
+pub fn check_with_issuer(
+    path: &Path,
+    password: &str,
+    trusted_issuer: Option<&Path>,
+) -> LicenseState {
     let der = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -95,11 +109,39 @@ pub fn check(path: &Path, password: &str) -> LicenseState {
         .filter_map(|e| e.data().to_string().ok())
         .collect::<Vec<_>>()
         .join(", ");
+    if let Some(issuer_path) = trusted_issuer {
+        let trusted = std::fs::read(issuer_path)
+            .map_err(|e| format!("cannot read trusted issuer {}: {e}", issuer_path.display()))
+            .and_then(|pem| {
+                openssl::x509::X509::from_pem(&pem).map_err(|e| {
+                    format!(
+                        "trusted issuer {} is not a PEM certificate: {e}",
+                        issuer_path.display()
+                    )
+                })
+            });
+        let signed = trusted.and_then(|ca| {
+            let key = ca.public_key().map_err(|e| e.to_string())?;
+            Ok(cert.verify(&key).unwrap_or(false)
+                && cert.issuer_name().to_der().ok() == ca.subject_name().to_der().ok())
+        });
+        match signed {
+            Ok(true) => {}
+            Ok(false) => {
+                return LicenseState::bad(
+                    "invalid",
+                    "the license certificate is not signed by the trusted issuer".into(),
+                );
+            }
+            Err(e) => return LicenseState::bad("invalid", e),
+        }
+    }
     let not_after = cert.not_after().to_string();
     let now = match Asn1Time::days_from_now(0) {
         Ok(t) => t,
         Err(e) => return LicenseState::bad("invalid", format!("clock: {e}")),
     };
+    let days_to_expiry = now.diff(cert.not_after()).ok().map(|d| i64::from(d.days));
     let status = if cert.not_before() > now {
         "notYetValid"
     } else if cert.not_after() < now {
@@ -111,6 +153,7 @@ pub fn check(path: &Path, password: &str) -> LicenseState {
         status,
         subject: Some(subject),
         not_after: Some(not_after.clone()),
+        days_to_expiry,
         problem: match status {
             "expired" => Some(format!("the license expired on {not_after}")),
             "notYetValid" => Some(format!("the license is valid from {}", cert.not_before())),
@@ -174,6 +217,41 @@ mod tests {
         assert_eq!(check(&p, "pw").status, "notYetValid");
         std::fs::write(&p, b"not a p12").unwrap();
         assert_eq!(check(&p, "pw").status, "invalid");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_trusted_issuer_must_have_signed_the_license() {
+        let dir = std::env::temp_dir().join(format!("kaa-license-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("license.p12");
+        let der = make_p12("pw", -1, 400);
+        std::fs::write(&p, &der).unwrap();
+        let s = check(&p, "pw");
+        assert!((398..=400).contains(&s.days_to_expiry.unwrap()), "{s:?}");
+        // The license is self-signed: its own certificate is the issuer that signed it.
+        let own = Pkcs12::from_der(&der)
+            .unwrap()
+            .parse2("pw")
+            .unwrap()
+            .cert
+            .unwrap();
+        let own_pem = dir.join("own.pem");
+        std::fs::write(&own_pem, own.to_pem().unwrap()).unwrap();
+        assert!(check_with_issuer(&p, "pw", Some(&own_pem)).is_valid());
+        let other = Pkcs12::from_der(&make_p12("pw", -1, 400))
+            .unwrap()
+            .parse2("pw")
+            .unwrap()
+            .cert
+            .unwrap();
+        let other_pem = dir.join("other.pem");
+        std::fs::write(&other_pem, other.to_pem().unwrap()).unwrap();
+        let s = check_with_issuer(&p, "pw", Some(&other_pem));
+        assert_eq!(s.status, "invalid");
+        assert!(s.problem.unwrap().contains("trusted issuer"));
+        let s = check_with_issuer(&p, "pw", Some(&dir.join("missing.pem")));
+        assert_eq!(s.status, "invalid");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

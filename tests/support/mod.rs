@@ -2,6 +2,7 @@
 //! created fresh and dropped afterwards so runs never see each other's data.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod certs;
 pub mod keycloak;
 pub mod proc;
 pub mod proxy;
