@@ -671,6 +671,28 @@ fn bad_input(addr: SocketAddr) {
     )
     .unwrap();
     assert_eq!(r.status, 400);
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/groups",
+        &[],
+        br#"["arraygroup", null, null, "t1"]"#,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "an array is not a body");
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/groups",
+        &[],
+        br#"{"name": "a", "name": "b"}"#,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "duplicate keys");
+    let r = call(addr, "GET", "/api/v1/resources/evaluate", None);
+    assert_eq!(r.status, 405, "a literal path with another method");
     let big = vec![b'x'; 10 * 1024 * 1024];
     let r = request(
         addr,

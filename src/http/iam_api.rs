@@ -65,6 +65,7 @@ fn flag(req: &Request, name: &str) -> Result<bool, ApiError> {
 fn if_match(req: &Request) -> Result<Option<i64>, ApiError> {
     match req.header("if-match") {
         None => Ok(None),
+        Some(v) if v.trim() == "*" => Ok(None),
         Some(v) => {
             let t = v.trim().trim_start_matches("W/").trim_matches('"');
             t.parse::<i64>().map(Some).map_err(|_| {
@@ -214,20 +215,11 @@ fn bulk_delete_users(c: &IamCtx, req: &Request, _: &Params) -> R {
 
 fn user_groups_add(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
-    let user = path_id(id(p), "user", &who)?;
     let b: Ids = body(req)?;
     let groups = b
         .group_ids
         .ok_or_else(|| ApiError::bad_request("`groupIDs` is required"))?;
-    if groups.is_empty() {
-        return Err(ApiError::bad_request(
-            "`groupIDs` must name at least one group",
-        ));
-    }
-    let user_id = vec![user.to_id()];
-    for g in &groups {
-        c.iam.set_members(&who, g, &user_id, true)?;
-    }
+    c.iam.join_groups(&who, id(p), &groups)?;
     Ok(no_content())
 }
 
@@ -336,8 +328,8 @@ fn update_resource(c: &IamCtx, req: &Request, p: &Params) -> R {
 
 fn delete_resource(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
-    let krns = c.iam.resource_ids(&who, &[id(p).to_string()])?;
-    c.iam.delete_resources(&who, &krns)?;
+    let k = crate::iam::resources::resource_id(id(p), &who)?;
+    c.iam.delete_resources(&who, &[k])?;
     Ok(no_content())
 }
 

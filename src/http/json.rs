@@ -26,6 +26,17 @@ pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             "request body is empty: a JSON object is required",
         ));
     }
+    // Serde would map an array onto a struct's fields by position: only objects are bodies.
+    // (Parsed straight into `T`, so duplicate keys stay errors.)
+    let first = req.body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(&req.body) {
+                Err(e) => ApiError::bad_request(format!("malformed JSON: {e}")),
+                Ok(_) => ApiError::bad_request("invalid request body: a JSON object is required"),
+            },
+        );
+    }
     serde_json::from_slice(&req.body).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Data => "invalid request body",
@@ -61,6 +72,8 @@ mod tests {
             "{}",
             e.message
         );
+        let e = body::<B>(&req("[1]")).unwrap_err();
+        assert!(e.message.contains("object"), "{}", e.message);
         let e = body::<B>(&req("  ")).unwrap_err();
         assert!(e.message.contains("empty"));
         let e =

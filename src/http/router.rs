@@ -117,28 +117,37 @@ impl<C> Router<C> {
     pub fn find(&self, method: &str, path: &str) -> Match<'_, C> {
         let parts: Vec<&str> = split(path).collect();
         let method = if method == "HEAD" { "GET" } else { method };
-        let mut allow = Vec::new();
-        // The most specific route wins: more literal segments beat parameters (`/users/me`
-        // over `/users/{id}`), whatever the registration order.
-        let mut best: Option<(usize, &Route<C>, Params)> = None;
+        // The most specific matching path wins (more literal segments beat parameters:
+        // `/users/me` over `/users/{id}`), whatever the registration order; a method that path
+        // lacks is 405 even if a less specific pattern has it.
+        let mut best: Option<usize> = None;
         for r in &self.routes {
-            if let Some(params) = Router::match_path(r, &parts) {
-                if r.method == method {
-                    let lits = r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
-                    if best.as_ref().is_none_or(|(b, _, _)| lits > *b) {
-                        best = Some((lits, r, params));
-                    }
-                } else if !allow.contains(&r.method) {
-                    allow.push(r.method);
+            if Router::match_path(r, &parts).is_some() {
+                let lits = r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
+                if best.is_none_or(|b| lits > b) {
+                    best = Some(lits);
                 }
             }
         }
-        if let Some((_, r, params)) = best {
-            return Match::Found {
-                pattern: r.pattern,
-                handler: &r.handler,
-                params,
-            };
+        let mut allow = Vec::new();
+        if let Some(lits) = best {
+            for r in &self.routes {
+                if r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count() != lits {
+                    continue;
+                }
+                if let Some(params) = Router::match_path(r, &parts) {
+                    if r.method == method {
+                        return Match::Found {
+                            pattern: r.pattern,
+                            handler: &r.handler,
+                            params,
+                        };
+                    }
+                    if !allow.contains(&r.method) {
+                        allow.push(r.method);
+                    }
+                }
+            }
         }
         if allow.is_empty() {
             Match::NotFound
@@ -225,6 +234,10 @@ mod tests {
         assert_eq!(resp.header("allow"), Some("GET, DELETE, HEAD"));
         let (resp, _) = r.dispatch(&(), &Request::new("HEAD", "/api/v1/users/x"));
         assert_eq!(resp.status, 200);
+        // A literal path with another method is 405, not a parameter route's 404.
+        let (resp, _) = r.dispatch(&(), &Request::new("DELETE", "/api/v1/users/me"));
+        assert_eq!(resp.status, 405);
+        assert_eq!(resp.header("allow"), Some("GET, HEAD"));
     }
 
     #[test]

@@ -359,7 +359,14 @@ impl Iam {
         let parent = match q(m, "parentID") {
             None => None,
             Some("") | Some("none") => Some(None),
-            Some(pid) => Some(Some(path_id(pid, "group", caller)?.as_str().to_string())),
+            Some(pid) => Some(Some(
+                path_id(pid, "group", caller)
+                    .map_err(|_| {
+                        IamError::invalid(format!("`parentID` `{pid}` is not a group id"))
+                    })?
+                    .as_str()
+                    .to_string(),
+            )),
         };
         let filter = GroupFilter {
             tenant,
@@ -467,6 +474,34 @@ impl Iam {
             other => IamError::Storage(other),
         })?;
         self.committed(g.tenant());
+        Ok(())
+    }
+
+    /// `POST /users/{id}/groups/add`: the user joins every named group, or none.
+    pub fn join_groups(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        group_ids: &[String],
+    ) -> Result<(), IamError> {
+        let u = path_id(user_id, "user", caller)?;
+        let groups = ids(group_ids, "groupIDs", "group", u.tenant())?;
+        if groups.is_empty() {
+            return Err(IamError::invalid("`groupIDs` must name at least one group"));
+        }
+        for g in &groups {
+            let gk = Krn::parse(g).map_err(|e| IamError::invalid(e.to_string()))?;
+            self.authorize(caller, "iam:group:user:add", &gk)?;
+        }
+        self.db
+            .join_groups(u.tenant(), u.as_str(), &groups)
+            .map_err(|e| match e {
+                crate::storage::StorageError::NotFound => {
+                    IamError::NotFound("the user or a group in `groupIDs` does not exist".into())
+                }
+                other => IamError::Storage(other),
+            })?;
+        self.committed(u.tenant());
         Ok(())
     }
 

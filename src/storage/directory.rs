@@ -199,6 +199,8 @@ pub trait GroupStore {
         group: &str,
         users: &[String],
     ) -> Result<(), StorageError>;
+    /// Add one user to several groups, all or none.
+    fn join_groups(&self, tenant: &str, user: &str, groups: &[String]) -> Result<(), StorageError>;
     fn list_members(
         &self,
         tenant: &str,
@@ -857,6 +859,18 @@ impl GroupStore for Database {
                     "DELETE FROM group_members WHERE tenant = $1 AND group_krn = $2 AND user_krn = $3",
                     &[Val::from(tenant), Val::from(group), Val::from(u)],
                 )?;
+            }
+            bump_revision(tx, tenant)?;
+            Ok(())
+        })
+    }
+
+    fn join_groups(&self, tenant: &str, user: &str, groups: &[String]) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            require(tx, "users", tenant, user)?;
+            for g in groups {
+                require(tx, "user_groups", tenant, g)?;
+                add_members_tx(tx, tenant, g, &[user.to_string()])?;
             }
             bump_revision(tx, tenant)?;
             Ok(())
