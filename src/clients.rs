@@ -4,3 +4,4 @@ pub mod nats;
 pub mod oidc;
 pub mod tenant_manager;
 pub mod tle;
+pub mod uma;

@@ -19,6 +19,27 @@ use crate::tenants::service::paging;
 
 type R = Result<Response, ApiError>;
 
+/// The caller must hold `scope` on `kaa-system` (security on); every endpoint but the public
+/// config and the operational routes calls this first.
+fn guard(c: &TenantCtx, req: &Request, scope: &str) -> Result<(), ApiError> {
+    let Some(auth) = &c.auth else { return Ok(()) };
+    let token = crate::http::auth::Authenticator::bearer(req)?;
+    auth.tokens.verify(token)?;
+    match auth.scopes.allowed(token, scope) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::forbidden(format!(
+            "scope `{scope}` on `kaa-system` is required"
+        ))),
+        Err(e) => {
+            log::warn!("auth: {e}");
+            Err(ApiError::new(
+                503,
+                "cannot decide scopes right now: Keycloak is unavailable",
+            ))
+        }
+    }
+}
+
 impl From<TmError> for ApiError {
     fn from(e: TmError) -> ApiError {
         match e {
@@ -110,6 +131,7 @@ fn page_of(items: Vec<Value>, q: &HashMap<String, String>) -> Result<Response, A
 // ---------------------------------------------------------------- tenants
 
 fn list_tenants(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    guard(c, req, "kaa:tenant:read")?;
     let (items, count) = c.tm.list_tenants(&query(req))?;
     let results: Vec<Value> = items.iter().map(tenant_view).collect();
     Ok(Response::json(
@@ -119,13 +141,15 @@ fn list_tenants(c: &TenantCtx, req: &Request, _: &Params) -> R {
 }
 
 fn create_tenant(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    guard(c, req, "kaa:tenant:create")?;
     let t = c.tm.create_tenant(&json_body(req)?)?;
     c.signal.notify();
     Ok(Response::json(202, &tenant_view(&t))
         .with_header("Location", &format!("/api/v1/tenants/{}", t.id)))
 }
 
-fn get_tenant(c: &TenantCtx, _: &Request, p: &Params) -> R {
+fn get_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:read")?;
     Ok(Response::json(
         200,
         &tenant_view(&c.tm.get_tenant(p.req("id"))?),
@@ -133,6 +157,7 @@ fn get_tenant(c: &TenantCtx, _: &Request, p: &Params) -> R {
 }
 
 fn update_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:update")?;
     let t = c.tm.update_tenant(p.req("id"), &json_body(req)?)?;
     c.signal.notify();
     let status = if t.status == crate::tenants::service::UPDATING {
@@ -143,19 +168,22 @@ fn update_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
     Ok(Response::json(status, &tenant_view(&t)))
 }
 
-fn delete_tenant(c: &TenantCtx, _: &Request, p: &Params) -> R {
+fn delete_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:delete")?;
     let t = c.tm.delete_tenant(p.req("id"))?;
     c.signal.notify();
     Ok(Response::json(202, &tenant_view(&t)))
 }
 
-fn retry_tenant(c: &TenantCtx, _: &Request, p: &Params) -> R {
+fn retry_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:update")?;
     let t = c.tm.retry_tenant(p.req("id"))?;
     c.signal.notify();
     Ok(Response::json(202, &tenant_view(&t)))
 }
 
-fn security_context(c: &TenantCtx, _: &Request, p: &Params) -> R {
+fn security_context(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:read")?;
     Ok(Response::json(200, &c.tm.security_context(p.req("id"))?))
 }
 
@@ -163,7 +191,8 @@ fn public_config(c: &TenantCtx, _: &Request, p: &Params) -> R {
     Ok(Response::json(200, &c.tm.public_config(p.req("id"))?))
 }
 
-fn limits(c: &TenantCtx, _: &Request, p: &Params) -> R {
+fn limits(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:read")?;
     let id = p.req("id");
     let t = c.tm.get_tenant(id)?;
     let kind = crate::tenants::catalog::kind_by_path("tenant-subscriptions");
@@ -258,11 +287,13 @@ fn server_id(p: &Params) -> Result<i64, ApiError> {
 }
 
 fn list_servers(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    guard(c, req, "kaa:tenant:keycloak-server:read")?;
     let items = c.tm.db.list_servers().map_err(TmError::from)?;
     page_of(items.iter().map(server_view).collect(), &query(req))
 }
 
 fn create_server(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    guard(c, req, "kaa:tenant:keycloak-server:create")?;
     let s = server_body(req, None)?;
     let id = s.id.to_string();
     let out =
@@ -272,7 +303,8 @@ fn create_server(c: &TenantCtx, req: &Request, _: &Params) -> R {
     Ok(Response::json(201, &server_view(&out)))
 }
 
-fn get_server(c: &TenantCtx, _: &Request, p: &Params) -> R {
+fn get_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:keycloak-server:read")?;
     let id = server_id(p)?;
     let s =
         c.tm.db
@@ -282,6 +314,7 @@ fn get_server(c: &TenantCtx, _: &Request, p: &Params) -> R {
 }
 
 fn update_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:keycloak-server:update")?;
     let id = server_id(p)?;
     let s = server_body(req, Some(id))?;
     let out =
@@ -291,7 +324,8 @@ fn update_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
     Ok(Response::json(200, &server_view(&out)))
 }
 
-fn delete_server(c: &TenantCtx, _: &Request, p: &Params) -> R {
+fn delete_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:keycloak-server:delete")?;
     let id = server_id(p)?;
     c.tm.db.delete_server(id).map_err(|e| match e {
         StorageError::Conflict(_) => {
@@ -309,7 +343,16 @@ fn catalog_routes(r: &mut Router<TenantCtx>) {
         let k: &'static Kind = kind;
         let collection: &'static str = Box::leak(format!("/api/v1/{}", k.path).into_boxed_str());
         let item: &'static str = Box::leak(format!("/api/v1/{}/{{id}}", k.path).into_boxed_str());
+        let scope = |op: &str| format!("kaa:tenant:{}:{op}", k.kind);
+        let (read, create, update, delete) = (
+            scope("read"),
+            scope("create"),
+            scope("update"),
+            scope("delete"),
+        );
+        let read_all = read.clone();
         r.route("GET", collection, move |c: &TenantCtx, req, _| {
+            guard(c, req, &read_all)?;
             let q = query(req);
             page_of(
                 c.tm.catalog_list(k, q.get("tenant_id").map(String::as_str))?,
@@ -317,21 +360,26 @@ fn catalog_routes(r: &mut Router<TenantCtx>) {
             )
         });
         r.route("POST", collection, move |c: &TenantCtx, req, _| {
+            guard(c, req, &create)?;
             Ok(Response::json(
                 201,
                 &c.tm.catalog_create(k, &json_body(req)?)?,
             ))
         });
-        r.route("GET", item, move |c: &TenantCtx, _, p| {
+        let read_one = read.clone();
+        r.route("GET", item, move |c: &TenantCtx, req, p| {
+            guard(c, req, &read_one)?;
             Ok(Response::json(200, &c.tm.catalog_get(k, p.req("id"))?))
         });
         r.route("PUT", item, move |c: &TenantCtx, req, p| {
+            guard(c, req, &update)?;
             Ok(Response::json(
                 200,
                 &c.tm.catalog_update(k, p.req("id"), &json_body(req)?)?,
             ))
         });
-        r.route("DELETE", item, move |c: &TenantCtx, _, p| {
+        r.route("DELETE", item, move |c: &TenantCtx, req, p| {
+            guard(c, req, &delete)?;
             c.tm.catalog_delete(k, p.req("id"))?;
             Ok(Response::new(204))
         });
