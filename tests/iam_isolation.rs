@@ -198,3 +198,43 @@ fn cross_tenant_statements_are_refused_for_tenant_callers() {
         Err(kaa::iam::IamError::Forbidden(_))
     ));
 }
+
+#[test]
+fn policy_writes_update_the_index_incrementally() {
+    let dir = support::TempDir::new();
+    let db = Arc::new(Database::open(&support::sqlite_settings(&dir)).unwrap());
+    let iam = Iam::new(db, &serde_json::Value::Null, 100).unwrap();
+    let admin = admin_of("inc");
+    let body = |i: usize| -> PolicyCreate {
+        serde_json::from_value(json!({"name": format!("p{i}"), "statements": [
+            {"effect": "allow", "actions": ["iam:user:read"], "resources": [format!("krn:iam:inc::user/u{i}")],
+             "principals": ["krn:iam:inc::user/reader"]}]}))
+        .unwrap()
+    };
+    iam.create_policy(&admin, body(0)).unwrap();
+    let (reloads, deltas) = iam.state.update_counts();
+    for i in 1..50 {
+        iam.create_policy(&admin, body(i)).unwrap();
+    }
+    let (reloads2, deltas2) = iam.state.update_counts();
+    assert_eq!(
+        reloads2, reloads,
+        "no whole-tenant reload for single policy writes"
+    );
+    assert_eq!(deltas2 - deltas, 49);
+    let ask = |i: usize| {
+        let b: EvaluateBody =
+            serde_json::from_value(json!({"principal": "krn:iam:inc::user/reader",
+            "action": "iam:user:read", "resources": [format!("krn:iam:inc::user/u{i}")]}))
+            .unwrap();
+        iam.evaluate(&Caller::system_admin(), &b, false)
+            .unwrap()
+            .decisions[0][0]
+            .is_allowed()
+    };
+    assert!((0..50).all(ask));
+    let id = Krn::parse("krn:iam:inc::policy/p7").unwrap().to_id();
+    iam.delete_policy(&admin, &id).unwrap();
+    assert!(!ask(7));
+    assert!(ask(8));
+}

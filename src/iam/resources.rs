@@ -10,6 +10,7 @@ use super::caller::Caller;
 use super::err::{IamError, storage};
 use super::model::*;
 use super::service::*;
+use super::state::Delta;
 use crate::clock::now_ms;
 use crate::policy::{Krn, PolicyDocument};
 use crate::storage::{
@@ -360,7 +361,7 @@ impl Iam {
                 .map_err(|e| storage(e, "policy", pk.as_str()))?,
             Err(e) => return Err(IamError::Storage(e)),
         };
-        self.committed(k.tenant());
+        self.committed_with(k.tenant(), &Delta::policies(vec![out.krn.clone()]));
         Ok(out)
     }
 
@@ -524,7 +525,13 @@ impl Iam {
             }
             other => IamError::Storage(other),
         })?;
-        self.committed(k.tenant());
+        self.committed_with(
+            k.tenant(),
+            &Delta {
+                resources: members.clone(),
+                ..Delta::default()
+            },
+        );
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::caller::{Caller, SYSTEM_TENANT};
 use super::err::{IamError, storage};
 use super::model::*;
-use super::state::DecisionState;
+use super::state::{DecisionState, Delta};
 use crate::clock::now_ms;
 use crate::policy::{Action, BasePolicy, Krn, PolicyDocument};
 use crate::storage::{
@@ -398,9 +398,14 @@ impl Iam {
 
     /// After a committed write: bring the tenant's decision state to the new revision.
     pub(crate) fn committed(&self, tenant: &str) {
-        if let Err(e) = self.state.reload_tenant(&self.db, tenant) {
+        self.committed_with(tenant, &Delta::reload());
+    }
+
+    /// After a committed write: update the index by `delta` (or reload the tenant).
+    pub(crate) fn committed_with(&self, tenant: &str, delta: &Delta) {
+        if let Err(e) = self.state.committed(&self.db, tenant, delta) {
             log::warn!(
-                "index: reload of tenant `{tenant}` after a write failed: {e}; the refresher retries"
+                "index: update of tenant `{tenant}` after a write failed: {e}; the refresher retries"
             );
         }
     }
@@ -581,7 +586,7 @@ impl Iam {
                 resource_krn: None,
             })
             .map_err(|e| storage(e, "policy", &doc.name))?;
-        self.committed(&tenant);
+        self.committed_with(&tenant, &Delta::policies(vec![rec.krn.clone()]));
         Ok(rec)
     }
 
@@ -671,7 +676,7 @@ impl Iam {
                 now_ms(),
             )
             .map_err(|e| storage(e, "policy", &current.name))?;
-        self.committed(k.tenant());
+        self.committed_with(k.tenant(), &Delta::policies(vec![k.as_str().to_string()]));
         Ok(rec)
     }
 
@@ -697,7 +702,7 @@ impl Iam {
         self.db
             .delete_policy(k.tenant(), k.as_str())
             .map_err(|e| storage(e, "policy", k.as_str()))?;
-        self.committed(k.tenant());
+        self.committed_with(k.tenant(), &Delta::policies(vec![k.as_str().to_string()]));
         Ok(())
     }
 
@@ -739,7 +744,7 @@ impl Iam {
             self.db.detach(&tenant, target.as_str(), &policies)
         };
         r.map_err(|e| storage(e, "policy", "in policyIDs"))?;
-        self.committed(&tenant);
+        self.committed_with(&tenant, &Delta::policies(policies.clone()));
         Ok(())
     }
 

@@ -27,6 +27,41 @@ struct Inner {
 
 pub struct DecisionState {
     inner: RwLock<Inner>,
+    /// Serializes "catch up with the database" per process: a delta is applied only when it
+    /// moves the tenant exactly one revision on; anything else reloads the tenant.
+    catch_up: std::sync::Mutex<()>,
+    /// Whole-tenant reloads and incremental updates so far (metrics, tests).
+    reloads: std::sync::atomic::AtomicU64,
+    deltas: std::sync::atomic::AtomicU64,
+}
+
+/// What one committed write changed, for an incremental update of the index.
+#[derive(Debug, Default, Clone)]
+pub struct Delta {
+    /// Policies to read again (absent ones are removed).
+    pub policies: Vec<String>,
+    /// Users whose group memberships to read again.
+    pub users: Vec<String>,
+    /// Resources whose pool memberships to read again.
+    pub resources: Vec<String>,
+    /// The change is wider than these: reload the tenant.
+    pub reload: bool,
+}
+
+impl Delta {
+    pub fn reload() -> Delta {
+        Delta {
+            reload: true,
+            ..Delta::default()
+        }
+    }
+
+    pub fn policies(krns: Vec<String>) -> Delta {
+        Delta {
+            policies: krns,
+            ..Delta::default()
+        }
+    }
 }
 
 /// The statements document of a stored record as the engine's policy document.
@@ -74,7 +109,138 @@ impl DecisionState {
                 engine: Engine::new(base),
                 tenants: HashMap::new(),
             }),
+            catch_up: std::sync::Mutex::new(()),
+            reloads: std::sync::atomic::AtomicU64::new(0),
+            deltas: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// (whole-tenant reloads, incremental updates) since start.
+    pub fn update_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.reloads.load(Relaxed), self.deltas.load(Relaxed))
+    }
+
+    /// Bring a tenant up to the database after this process committed a write described by
+    /// `delta`: incrementally when nothing else was written meanwhile, else by a reload.
+    pub fn committed(
+        &self,
+        db: &Database,
+        tenant: &str,
+        delta: &Delta,
+    ) -> Result<(), StorageError> {
+        let _one = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+        let before = self.read().tenants.get(tenant).map(|d| d.revision);
+        let now = db.revision(tenant)?;
+        match before {
+            Some(b) if !delta.reload && now == b + 1 => self.apply(db, tenant, delta, now),
+            Some(b) if now == b => Ok(()),
+            _ => self.reload_unlocked(db, tenant),
+        }
+    }
+
+    fn apply(
+        &self,
+        db: &Database,
+        tenant: &str,
+        delta: &Delta,
+        revision: i64,
+    ) -> Result<(), StorageError> {
+        self.deltas
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        use crate::storage::{AttachmentStore, GroupStore, Page, PolicyStore, PoolStore};
+        const ALL: Page = Page {
+            page: 1,
+            size: 100_000,
+        };
+        // Read everything first, then swap under the write lock.
+        let mut policies = Vec::new();
+        for krn in &delta.policies {
+            match db.get_policy(tenant, krn) {
+                Ok(rec) if rec.kind == PolicyKind::Base.as_str() => {}
+                Ok(rec) => {
+                    let targets: Vec<Krn> = db
+                        .targets_of(tenant, krn)?
+                        .iter()
+                        .filter_map(|t| Krn::parse(t).ok())
+                        .collect();
+                    match document_of(&rec) {
+                        Ok(document) => {
+                            let (attached_pools, attached_principals) =
+                                targets.into_iter().partition(is_pool);
+                            policies.push((
+                                krn.clone(),
+                                Some(StoredPolicy {
+                                    id: rec.krn.clone(),
+                                    document,
+                                    attached_principals,
+                                    attached_pools,
+                                    resource: rec
+                                        .resource_krn
+                                        .as_deref()
+                                        .and_then(|r| Krn::parse(r).ok()),
+                                }),
+                            ));
+                        }
+                        Err(e) => {
+                            log::error!("index: {e}; removed (decisions fail toward deny)");
+                            policies.push((krn.clone(), None));
+                        }
+                    }
+                }
+                Err(StorageError::NotFound) => policies.push((krn.clone(), None)),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut users = Vec::new();
+        for u in &delta.users {
+            let groups = match db.groups_of_user(tenant, u, ALL) {
+                Ok((gs, _)) => gs.iter().filter_map(|g| Krn::parse(&g.krn).ok()).collect(),
+                Err(StorageError::NotFound) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            users.push((u.clone(), groups));
+        }
+        let mut resources = Vec::new();
+        for r in &delta.resources {
+            let (pools, _) = db.list_pools(tenant, None, Some(r), ALL)?;
+            let pools: Vec<Krn> = pools
+                .iter()
+                .filter_map(|p| Krn::parse(&p.krn).ok())
+                .collect();
+            resources.push((r.clone(), pools));
+        }
+        let mut inner = self.write();
+        for (krn, p) in policies {
+            match p {
+                Some(p) => {
+                    if let Err(e) = inner.engine.upsert(tenant, p) {
+                        log::error!("index: policy `{krn}` not indexed: {e}");
+                        inner.engine.remove(tenant, &krn);
+                    }
+                }
+                None => {
+                    inner.engine.remove(tenant, &krn);
+                }
+            }
+        }
+        let dir = inner.tenants.entry(tenant.to_string()).or_default();
+        for (u, groups) in users {
+            if groups.is_empty() {
+                dir.groups_of_user.remove(&u);
+            } else {
+                dir.groups_of_user.insert(u, groups);
+            }
+        }
+        for (r, pools) in resources {
+            if pools.is_empty() {
+                dir.pools_of_resource.remove(&r);
+            } else {
+                dir.pools_of_resource.insert(r, pools);
+            }
+        }
+        dir.revision = revision;
+        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -96,6 +262,13 @@ impl DecisionState {
 
     /// Rebuild one tenant from the database.
     pub fn reload_tenant(&self, db: &Database, tenant: &str) -> Result<(), StorageError> {
+        let _one = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_unlocked(db, tenant)
+    }
+
+    fn reload_unlocked(&self, db: &Database, tenant: &str) -> Result<(), StorageError> {
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snap = db.tenant_snapshot(tenant)?;
         let mut attached: HashMap<&str, Vec<Krn>> = HashMap::new();
         for (policy, target) in &snap.attachments {

@@ -8,6 +8,7 @@ use super::caller::Caller;
 use super::err::{IamError, storage};
 use super::model::*;
 use super::service::*;
+use super::state::Delta;
 use crate::clock::now_ms;
 use crate::policy::Krn;
 use crate::storage::{
@@ -473,7 +474,13 @@ impl Iam {
             }
             other => IamError::Storage(other),
         })?;
-        self.committed(g.tenant());
+        self.committed_with(
+            g.tenant(),
+            &Delta {
+                users: users.clone(),
+                ..Delta::default()
+            },
+        );
         Ok(())
     }
 
@@ -501,7 +508,13 @@ impl Iam {
                 }
                 other => IamError::Storage(other),
             })?;
-        self.committed(u.tenant());
+        self.committed_with(
+            u.tenant(),
+            &Delta {
+                users: vec![u.as_str().to_string()],
+                ..Delta::default()
+            },
+        );
         Ok(())
     }
 
