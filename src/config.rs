@@ -88,6 +88,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("KAA_LICENSE_CERT_PASSWORD", "license.cert-password"),
     ("KAA_LICENSE_REQUIRED", "license.required"),
     ("KAA_NATS_URLS", "nats.urls"),
+    ("KAA_KEYCLOAK_URL", "tenant-manager.keycloak.url"),
+    ("KAA_KEYCLOAK_PUBLIC_URL", "tenant-manager.keycloak.public-url"),
+    ("KAA_KEYCLOAK_ADMIN_REALM", "tenant-manager.keycloak.admin-realm"),
+    ("KAA_KEYCLOAK_ADMIN_USERNAME", "tenant-manager.keycloak.username"),
+    ("KAA_KEYCLOAK_ADMIN_PASSWORD", "tenant-manager.keycloak.password"),
     ("NATS_USERNAME", "nats.username"),
     ("NATS_PASSWORD", "nats.password"),
 ];
@@ -98,6 +103,7 @@ const SECRET_ENVS: &[&str] = &[
     "KAA_SECURITY_CLIENT_SECRET",
     "KAA_LICENSE_CERT_PASSWORD",
     "NATS_PASSWORD",
+    "KAA_KEYCLOAK_ADMIN_PASSWORD",
 ];
 
 /// Variables read outside the table (not reported as unknown).

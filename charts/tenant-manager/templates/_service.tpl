@@ -1,0 +1,46 @@
+{{/*
+What is particular to the Tenant Manager (the iam chart has its own _service.tpl).
+*/}}
+
+{{/* The REST port of the binary (SERVER_PORT), named "http". */}}
+{{- define "tenant-manager.containerPort" -}}8091{{- end -}}
+
+{{/* Where the ConfigMap's service-config.yml is mounted (APP_CONFIG_PATH). */}}
+{{- define "tenant-manager.configPath" -}}/srv/tenant-manager/service-config.yml{{- end -}}
+
+{{/* The container command: the image's ENTRYPOINT is the iam binary. */}}
+{{- define "tenant-manager.command" -}}/usr/local/bin/tenant-manager{{- end -}}
+
+{{/* Prefix of the PrometheusRule's alert names. */}}
+{{- define "tenant-manager.alertPrefix" -}}KaaTenantManager{{- end -}}
+
+{{- define "tenant-manager.keycloakAdminSecret" -}}
+{{- include "tenant-manager.releaseName" (dict "value" .Values.global.keycloak.admin.existingSecret "root" .) -}}
+{{- end -}}
+
+{{/*
+Service-specific environment, as a JSON object of name -> env body: the default Keycloak server
+the Tenant Manager creates realms on (tenant-manager.keycloak.* in the configuration file) and
+its admin credentials (secret keys username and password).
+  not applicable: KAA_SECURITY_MULTITENANCY_ENABLED, KAA_SECURITY_MULTITENANCY_TENANT_MANAGER_URL
+  (the Tenant Manager is the service that multitenancy is resolved against).
+*/}}
+{{- define "tenant-manager.serviceEnv" -}}
+{{- $env := dict -}}
+{{- $private := include "tenant-manager.keycloakUrl" (dict "value" .Values.global.keycloak.privateUrl "root" .) -}}
+{{- $public := include "tenant-manager.keycloakUrl" (dict "value" .Values.global.keycloak.publicUrl "root" .) -}}
+{{- if $private -}}
+{{- $_ := set $env "KAA_KEYCLOAK_URL" (dict "value" $private) -}}
+{{- end -}}
+{{- if $public -}}
+{{- $_ := set $env "KAA_KEYCLOAK_PUBLIC_URL" (dict "value" $public) -}}
+{{- end -}}
+{{- with .Values.global.keycloak.admin.realm -}}
+{{- $_ := set $env "KAA_KEYCLOAK_ADMIN_REALM" (dict "value" (toString .)) -}}
+{{- end -}}
+{{- with include "tenant-manager.keycloakAdminSecret" . -}}
+{{- $_ := set $env "KAA_KEYCLOAK_ADMIN_USERNAME" (dict "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "username"))) -}}
+{{- $_ := set $env "KAA_KEYCLOAK_ADMIN_PASSWORD" (dict "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "password"))) -}}
+{{- end -}}
+{{- $env | toJson -}}
+{{- end -}}
