@@ -89,10 +89,22 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("KAA_LICENSE_REQUIRED", "license.required"),
     ("KAA_NATS_URLS", "nats.urls"),
     ("KAA_KEYCLOAK_URL", "tenant-manager.keycloak.url"),
-    ("KAA_KEYCLOAK_PUBLIC_URL", "tenant-manager.keycloak.public-url"),
-    ("KAA_KEYCLOAK_ADMIN_REALM", "tenant-manager.keycloak.admin-realm"),
-    ("KAA_KEYCLOAK_ADMIN_USERNAME", "tenant-manager.keycloak.username"),
-    ("KAA_KEYCLOAK_ADMIN_PASSWORD", "tenant-manager.keycloak.password"),
+    (
+        "KAA_KEYCLOAK_PUBLIC_URL",
+        "tenant-manager.keycloak.public-url",
+    ),
+    (
+        "KAA_KEYCLOAK_ADMIN_REALM",
+        "tenant-manager.keycloak.admin-realm",
+    ),
+    (
+        "KAA_KEYCLOAK_ADMIN_USERNAME",
+        "tenant-manager.keycloak.username",
+    ),
+    (
+        "KAA_KEYCLOAK_ADMIN_PASSWORD",
+        "tenant-manager.keycloak.password",
+    ),
     ("NATS_USERNAME", "nats.username"),
     ("NATS_PASSWORD", "nats.password"),
 ];
