@@ -4,12 +4,13 @@
 pub mod bootstrap;
 pub mod catalog;
 pub mod err;
+pub mod keycloak;
 pub mod provision;
 pub mod service;
 pub mod worker;
 
-use std::sync::Arc;
-
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::app::{App, ErrorStyle, HasOps, Ops};
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::http::auth::{Authenticator, Issuer};
 use crate::http::server::Handler;
 use crate::storage::KeycloakServerRecord;
+use keycloak::KeycloakProvisioner;
 use provision::{LocalProvisioner, ProvisionError, Provisioner, Provisioners};
 use service::{Tm, TmSettings};
 use worker::Signal;
@@ -45,10 +47,12 @@ impl HasOps for TenantCtx {
     }
 }
 
-/// Tenants without a Keycloak server are provisioned locally; a server needs the Keycloak
-/// admin client.
+/// Tenants without a Keycloak server are provisioned locally; a tenant on a Keycloak server by
+/// that server's admin client, one per server (made again when the server's record changes).
 struct DefaultProvisioners {
     local: Arc<LocalProvisioner>,
+    timeout: Duration,
+    servers: Mutex<HashMap<i64, (KeycloakServerRecord, Arc<KeycloakProvisioner>)>>,
 }
 
 impl Provisioners for DefaultProvisioners {
@@ -56,13 +60,40 @@ impl Provisioners for DefaultProvisioners {
         &self,
         server: Option<&KeycloakServerRecord>,
     ) -> Result<Arc<dyn Provisioner>, ProvisionError> {
-        match server {
-            None => Ok(Arc::clone(&self.local) as Arc<dyn Provisioner>),
-            Some(s) => Err(ProvisionError::Fatal(format!(
-                "Keycloak server {} ({}): this build has no Keycloak admin client",
-                s.id, s.url
-            ))),
+        let Some(s) = server else {
+            return Ok(Arc::clone(&self.local) as Arc<dyn Provisioner>);
+        };
+        let mut cache = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((record, p)) = cache.get(&s.id)
+            && record == s
+        {
+            return Ok(Arc::clone(p) as Arc<dyn Provisioner>);
         }
+        let p = Arc::new(KeycloakProvisioner::new(s, self.timeout)?);
+        cache.insert(s.id, (s.clone(), Arc::clone(&p)));
+        Ok(p as Arc<dyn Provisioner>)
+    }
+}
+
+/// Timeout of one Keycloak admin call: `tenant-manager.keycloak.timeout-ms` (default 10 s).
+fn keycloak_timeout(config: &Config) -> Result<Duration, String> {
+    let v = config
+        .tenant_manager
+        .get("keycloak")
+        .and_then(|k| k.get("timeout-ms"));
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(Duration::from_secs(10)),
+        Some(x) => x
+            .as_u64()
+            .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|n| (1..=600_000).contains(n))
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                format!(
+                    "config: `tenant-manager.keycloak.timeout-ms`: must be a whole number from 1 \
+                     to 600000, got `{x}`"
+                )
+            }),
     }
 }
 
@@ -116,12 +147,22 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
 
 /// Wire the Tenant Manager: bootstrap, workers, outbox publisher, API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
+    build_with_signal(config, ops).map(|(handler, _)| handler)
+}
+
+/// [`build`], and the signal that stops its workers and publisher (tests, embedding).
+pub fn build_with_signal(
+    config: &Arc<Config>,
+    ops: &Arc<Ops>,
+) -> Result<(Arc<dyn Handler>, Arc<Signal>), String> {
     let auth = tm_auth(config)?;
     let settings = TmSettings::from_config(config)?;
     let provisioners = Arc::new(DefaultProvisioners {
         local: Arc::new(LocalProvisioner {
             db: Arc::clone(&ops.db),
         }),
+        timeout: keycloak_timeout(config)?,
+        servers: Mutex::new(HashMap::new()),
     });
     let tm = Arc::new(Tm {
         db: Arc::clone(&ops.db),
@@ -144,11 +185,12 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         ops: Arc::clone(ops),
         config: Arc::clone(config),
         tm,
-        signal,
+        signal: Arc::clone(&signal),
         auth,
     };
-    Ok(Arc::new(
+    let handler: Arc<dyn Handler> = Arc::new(
         App::new(crate::http::tm_api::router(), ctx, Arc::clone(&ops.metrics))
             .with_error_style(ErrorStyle::ErrorDetails),
-    ))
+    );
+    Ok((handler, signal))
 }

@@ -76,3 +76,76 @@ pub fn start_iam(storage: &StorageSettings, iam_yaml: &str) -> Running {
         thread: Some(thread),
     }
 }
+
+/// A Tenant Manager in this process (its workers stop when it drops).
+pub struct RunningTm {
+    pub addr: SocketAddr,
+    pub ops: Arc<Ops>,
+    signal: Arc<kaa::tenants::worker::Signal>,
+    server: Running,
+}
+
+impl Drop for RunningTm {
+    fn drop(&mut self) {
+        self.signal.stop();
+        self.server.shutdown.shutdown();
+        if let Some(t) = self.server.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start the Tenant Manager over `storage` with the config `yaml` (may be empty): bootstrap,
+/// task workers, API, as `kaa::tenants::build` wires them.
+pub fn start_tm(storage: &StorageSettings, yaml: &str) -> RunningTm {
+    let env = std::collections::BTreeMap::new();
+    let dir = std::env::temp_dir().join(super::unique("kaa-tm-cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let mut cfg = config::load(ServiceKind::TenantManager, &env, file.to_str())
+        .unwrap()
+        .config;
+    std::fs::remove_dir_all(&dir).ok();
+    cfg.storage = storage.clone();
+    let cfg = Arc::new(cfg);
+    let db = Database::open(&cfg.storage).unwrap();
+    let ops = Arc::new(Ops {
+        kind: ServiceKind::TenantManager,
+        db: Arc::new(db),
+        metrics: Arc::new(Metrics::new("tenant-manager").unwrap()),
+        license: RwLock::new(kaa::license::check(
+            std::path::Path::new("/nonexistent"),
+            "",
+        )),
+        started: Instant::now(),
+        not_ready_reason: RwLock::new(None),
+        server: OnceLock::new(),
+    });
+    let (handler, signal) = kaa::tenants::build_with_signal(&cfg, &ops).unwrap();
+    let server = Server::bind(
+        ServerConfig {
+            workers: 4,
+            max_body_bytes: 1 << 20,
+            ..ServerConfig::default()
+        },
+        handler,
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let shutdown = server.shutdown_handle();
+    let thread = std::thread::spawn(move || {
+        server.run(Duration::from_secs(2));
+    });
+    RunningTm {
+        addr,
+        ops: Arc::clone(&ops),
+        signal,
+        server: Running {
+            addr,
+            ops,
+            shutdown,
+            thread: Some(thread),
+        },
+    }
+}

@@ -1,0 +1,403 @@
+//! The Keycloak provisioner: a tenant's realm made, brought up to date and removed through the
+//! admin API of its Keycloak server, in the order of `spec/tenant-manager.md` §5: realm → realm
+//! roles → backend client → authorization scopes → default resources → role policies and scope
+//! permissions → frontend client → identity providers.
+//!
+//! Every step is idempotent, so a task retried after any failure finishes the realm without
+//! duplicates: a create answered 409 means the object is there (made by an earlier attempt) and
+//! the run carries on, looking the object's id up where a later step needs it; a delete answered
+//! 404 is done. No answer, 5xx, 408 and 429 are transient (the task is retried with backoff); any
+//! other 4xx is fatal and carries Keycloak's message to the tenant's failure reason.
+//!
+//! Authorization model: one role policy `<role>-policy` per realm role, and one scope permission
+//! `<scope>-permission` per scope that some role grants, naming the policies of all those roles
+//! with decision strategy `AFFIRMATIVE` (any of the roles grants the scope). One permission per
+//! scope keeps the answer right under the resource server's default `UNANIMOUS` strategy, which
+//! would deny a scope that one per-role permission grants and another does not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::provision::{Plan, ProvisionError, Provisioner};
+use crate::clients::keycloak::{KeycloakAdmin, KeycloakError, object_id};
+use crate::storage::{KeycloakServerRecord, TenantRecord};
+
+/// Name of the role policy of a realm role.
+pub fn policy_name(role: &str) -> String {
+    format!("{role}-policy")
+}
+
+/// Name of the scope permission of an authorization scope.
+pub fn permission_name(scope: &str) -> String {
+    format!("{scope}-permission")
+}
+
+/// The Keycloak representation of a catalogue IDP (`alias`, `provider_id`, `enabled`, `config`).
+pub fn idp_representation(idp: &Value) -> Value {
+    json!({
+        "alias": idp.get("alias").cloned().unwrap_or(Value::Null),
+        "providerId": idp.get("provider_id").cloned().unwrap_or(Value::Null),
+        "enabled": idp.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+        "config": idp.get("config").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// Scope → the roles that grant it, in plan order of scopes (only scopes some role grants).
+fn grants(plan: &Plan) -> BTreeMap<usize, (String, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for (i, s) in plan.scopes.iter().enumerate() {
+        let roles: Vec<String> = plan
+            .roles
+            .iter()
+            .filter(|r| r.scopes.contains(s))
+            .map(|r| r.name.clone())
+            .collect();
+        if !roles.is_empty() {
+            out.insert(i, (s.clone(), roles));
+        }
+    }
+    out
+}
+
+/// Creates and updates realms on one Keycloak server.
+pub struct KeycloakProvisioner {
+    pub server_id: i64,
+    kc: Arc<KeycloakAdmin>,
+}
+
+/// Whether an existing object is brought to the plan (update) or left as it is (create).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Create,
+    Update,
+}
+
+impl KeycloakProvisioner {
+    pub fn new(server: &KeycloakServerRecord, timeout: Duration) -> Result<Self, ProvisionError> {
+        let kc = KeycloakAdmin::for_server(server, timeout)
+            .map_err(|e| ProvisionError::Fatal(format!("keycloak: {e}")))?;
+        Ok(KeycloakProvisioner {
+            server_id: server.id,
+            kc: Arc::new(kc),
+        })
+    }
+
+    pub fn with_client(server_id: i64, kc: Arc<KeycloakAdmin>) -> KeycloakProvisioner {
+        KeycloakProvisioner { server_id, kc }
+    }
+
+    pub fn client(&self) -> &KeycloakAdmin {
+        &self.kc
+    }
+
+    /// The provisioning error of a failed step.
+    fn fail(&self, step: &str, e: KeycloakError) -> ProvisionError {
+        let m = format!(
+            "keycloak server {} (`{}`): {step}: {e}",
+            self.server_id,
+            self.kc.base_url()
+        );
+        match e {
+            // Expected answers that did not fit this moment (a realm deleted under us, an object
+            // whose id lookup raced a delete): the next attempt starts from the realm again.
+            KeycloakError::NotFound(_) | KeycloakError::Conflict(_) => ProvisionError::Transient(m),
+            e if e.is_transient() => ProvisionError::Transient(m),
+            _ => ProvisionError::Fatal(m),
+        }
+    }
+
+    /// Create, treating 409 as "there already"; returns whether it was created now.
+    fn created<T>(
+        &self,
+        step: impl FnOnce() -> String,
+        r: Result<T, KeycloakError>,
+    ) -> Result<Option<T>, ProvisionError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(KeycloakError::Conflict(_)) => Ok(None),
+            Err(e) => Err(self.fail(&step(), e)),
+        }
+    }
+
+    /// A client by `clientId`: created, or found (and in update mode brought to `rep`).
+    fn ensure_client(
+        &self,
+        realm: &str,
+        rep: &Value,
+        mode: Mode,
+    ) -> Result<String, ProvisionError> {
+        let client_id = rep.get("clientId").and_then(Value::as_str).unwrap_or("");
+        let step = || format!("create client `{client_id}` in realm `{realm}`");
+        if let Some(uuid) = self.created(step, self.kc.create_client(realm, rep))? {
+            return Ok(uuid);
+        }
+        let uuid = self
+            .kc
+            .client_uuid(realm, client_id)
+            .map_err(|e| self.fail(&format!("find client `{client_id}` in `{realm}`"), e))?;
+        if mode == Mode::Update {
+            self.kc
+                .update_client(realm, &uuid, rep)
+                .map_err(|e| self.fail(&format!("update client `{client_id}` in `{realm}`"), e))?;
+        }
+        Ok(uuid)
+    }
+
+    /// An authorization object (resource, policy, permission) by name: created, or in update
+    /// mode found and replaced.
+    fn ensure_authz(
+        &self,
+        what: &str,
+        name: &str,
+        mode: Mode,
+        create: impl FnOnce() -> Result<Value, KeycloakError>,
+        find: impl FnOnce() -> Result<Option<Value>, KeycloakError>,
+        update: impl FnOnce(&str) -> Result<(), KeycloakError>,
+    ) -> Result<(), ProvisionError> {
+        let step = || format!("create {what} `{name}`");
+        if self.created(step, create())?.is_some() || mode == Mode::Create {
+            return Ok(());
+        }
+        let found = find().map_err(|e| self.fail(&format!("find {what} `{name}`"), e))?;
+        let Some(id) = found.as_ref().and_then(object_id) else {
+            return Err(ProvisionError::Transient(format!(
+                "keycloak server {}: {what} `{name}` exists but cannot be found by name",
+                self.server_id
+            )));
+        };
+        update(&id).map_err(|e| self.fail(&format!("update {what} `{name}`"), e))
+    }
+
+    fn apply(&self, t: &TenantRecord, plan: &Plan, mode: Mode) -> Result<(), ProvisionError> {
+        let kc = &*self.kc;
+        let realm = t.realm_name.as_str();
+
+        // 1. The realm.
+        match mode {
+            Mode::Create => {
+                self.created(
+                    || format!("create realm `{realm}`"),
+                    kc.create_realm(&plan.realm),
+                )?;
+            }
+            Mode::Update => match kc.update_realm(realm, &plan.realm) {
+                Ok(()) => {}
+                // Gone meanwhile (or never made): make it whole.
+                Err(KeycloakError::NotFound(_)) => return self.apply(t, plan, Mode::Create),
+                Err(e) => return Err(self.fail(&format!("update realm `{realm}`"), e)),
+            },
+        }
+
+        // 2. Realm roles, then their ids (role policies name roles by id).
+        for r in &plan.roles {
+            let mut rep = json!({"name": r.name});
+            if let Some(d) = &r.description {
+                rep["description"] = Value::from(d.clone());
+            }
+            let made = self.created(
+                || format!("create role `{}` in `{realm}`", r.name),
+                kc.create_role(realm, &rep),
+            )?;
+            if made.is_none() && mode == Mode::Update {
+                kc.update_role(realm, &r.name, &rep)
+                    .map_err(|e| self.fail(&format!("update role `{}` in `{realm}`", r.name), e))?;
+            }
+        }
+        let role_ids: HashMap<String, String> = if plan.roles.is_empty() {
+            HashMap::new()
+        } else {
+            kc.list_roles(realm)
+                .map_err(|e| self.fail(&format!("list roles of `{realm}`"), e))?
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.get("name")?.as_str()?.to_string(),
+                        r.get("id")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        };
+
+        // 3. The backend client (confidential, the UMA resource server).
+        let backend = self.ensure_client(realm, &plan.backend_client, mode)?;
+
+        // 4. Authorization scopes.
+        for s in &plan.scopes {
+            self.created(
+                || format!("create authorization scope `{s}` in `{realm}`"),
+                kc.create_authz_scope(realm, &backend, &json!({"name": s})),
+            )?;
+        }
+
+        // 5. Default resources.
+        for res in &plan.resources {
+            let mut rep = json!({
+                "name": res.name,
+                "ownerManagedAccess": false,
+                "scopes": res.scopes.iter().map(|s| json!({"name": s})).collect::<Vec<_>>(),
+            });
+            if !res.resource_type.is_empty() {
+                rep["type"] = Value::from(res.resource_type.clone());
+            }
+            self.ensure_authz(
+                "resource",
+                &res.name,
+                mode,
+                || kc.create_resource(realm, &backend, &rep),
+                || kc.find_resource(realm, &backend, &res.name),
+                |id| {
+                    let mut r = rep.clone();
+                    r["_id"] = Value::from(id);
+                    kc.update_resource(realm, &backend, id, &r)
+                },
+            )?;
+        }
+
+        // 6. Role policies, then one scope permission per granted scope.
+        for r in &plan.roles {
+            let Some(role_id) = role_ids.get(&r.name) else {
+                return Err(ProvisionError::Transient(format!(
+                    "keycloak server {}: role `{}` of realm `{realm}` is not listed",
+                    self.server_id, r.name
+                )));
+            };
+            let name = policy_name(&r.name);
+            let rep = json!({
+                "name": name,
+                "description": format!("holders of the realm role `{}`", r.name),
+                "type": "role",
+                "logic": "POSITIVE",
+                "decisionStrategy": "UNANIMOUS",
+                "roles": [{"id": role_id, "required": false}],
+            });
+            self.ensure_authz(
+                "role policy",
+                &name,
+                mode,
+                || kc.create_role_policy(realm, &backend, &rep),
+                || kc.find_policy(realm, &backend, &name),
+                |id| {
+                    let mut p = rep.clone();
+                    p["id"] = Value::from(id);
+                    kc.update_role_policy(realm, &backend, id, &p)
+                },
+            )?;
+        }
+        for (scope, roles) in grants(plan).values() {
+            let name = permission_name(scope);
+            let rep = json!({
+                "name": name,
+                "type": "scope",
+                "logic": "POSITIVE",
+                "decisionStrategy": "AFFIRMATIVE",
+                "scopes": [scope],
+                "policies": roles.iter().map(|r| policy_name(r)).collect::<Vec<_>>(),
+            });
+            self.ensure_authz(
+                "scope permission",
+                &name,
+                mode,
+                || kc.create_scope_permission(realm, &backend, &rep),
+                || kc.find_policy(realm, &backend, &name),
+                |id| {
+                    let mut p = rep.clone();
+                    p["id"] = Value::from(id);
+                    kc.update_scope_permission(realm, &backend, id, &p)
+                },
+            )?;
+        }
+
+        // 7. The frontend client (public, the web UI).
+        self.ensure_client(realm, &plan.frontend_client, mode)?;
+
+        // 8. Identity providers.
+        for idp in &plan.idps {
+            let rep = idp_representation(idp);
+            let alias = rep["alias"].as_str().unwrap_or("").to_string();
+            let made = self.created(
+                || format!("create identity provider `{alias}` in `{realm}`"),
+                kc.create_idp(realm, &rep),
+            )?;
+            if made.is_none() && mode == Mode::Update {
+                kc.update_idp(realm, &alias, &rep).map_err(|e| {
+                    self.fail(
+                        &format!("update identity provider `{alias}` in `{realm}`"),
+                        e,
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Provisioner for KeycloakProvisioner {
+    fn create(&self, t: &TenantRecord, plan: &Plan) -> Result<(), ProvisionError> {
+        self.apply(t, plan, Mode::Create)
+    }
+
+    fn update(&self, t: &TenantRecord, plan: &Plan) -> Result<(), ProvisionError> {
+        self.apply(t, plan, Mode::Update)
+    }
+
+    fn delete(&self, t: &TenantRecord) -> Result<(), ProvisionError> {
+        match self.kc.delete_realm(&t.realm_name) {
+            Ok(()) | Err(KeycloakError::NotFound(_)) => Ok(()),
+            Err(e) => Err(self.fail(&format!("delete realm `{}`", t.realm_name), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::provision::PlannedRole;
+
+    #[test]
+    fn every_granted_scope_gets_one_permission_naming_all_its_roles() {
+        let role = |n: &str, s: &[&str]| PlannedRole {
+            name: n.into(),
+            description: None,
+            scopes: s.iter().map(|x| x.to_string()).collect(),
+        };
+        let plan = Plan {
+            realm: json!({}),
+            backend_client: json!({}),
+            frontend_client: json!({}),
+            scopes: vec!["a:read".into(), "b:read".into(), "c:read".into()],
+            roles: vec![
+                role("admin", &["a:read", "b:read"]),
+                role("reader", &["b:read"]),
+            ],
+            resources: vec![],
+            idps: vec![],
+        };
+        let g: Vec<_> = grants(&plan).into_values().collect();
+        assert_eq!(
+            g,
+            vec![
+                ("a:read".to_string(), vec!["admin".to_string()]),
+                (
+                    "b:read".to_string(),
+                    vec!["admin".to_string(), "reader".to_string()]
+                ),
+            ]
+        );
+        assert_eq!(permission_name("a:read"), "a:read-permission");
+        assert_eq!(policy_name("admin"), "admin-policy");
+    }
+
+    #[test]
+    fn idps_take_keycloak_field_names() {
+        let rep = idp_representation(&json!({"tenant_id": "acme", "alias": "google",
+            "provider_id": "oidc", "config": {"clientId": "x"}}));
+        assert_eq!(
+            rep,
+            json!({"alias": "google", "providerId": "oidc", "enabled": true,
+                   "config": {"clientId": "x"}})
+        );
+    }
+}

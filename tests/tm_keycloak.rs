@@ -1,0 +1,969 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The Tenant Manager against a Keycloak: the tenant-manager in this process, its default
+//! Keycloak server the admin-API stand-in of `support::keycloak`, everything over HTTP. A tenant
+//! becomes a realm with the roles, clients, scopes, resources, policies and permissions of its
+//! plan; provisioning survives 5xx answers (before and after Keycloak did the work), an outage,
+//! a slow server and timeouts without duplicates; a template Keycloak rejects fails the tenant
+//! with Keycloak's message until it is fixed and retried; delete removes the realm. Also the
+//! admin client on its own: token caching and renewal, error kinds, users and role mappings.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kaa::clients::keycloak::{AdminCredentials, KeycloakAdmin, KeycloakError, NewUser};
+use kaa::clients::oidc::{Jwks, KeyLookup};
+use kaa::tenants::bootstrap::{ROLES, SCOPES};
+use kaa::tenants::keycloak::{permission_name, policy_name};
+use serde_json::{Value, json};
+use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
+use support::proc::{Resp, request};
+use support::service::{RunningTm, start_tm};
+
+fn call(a: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    request(
+        a,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        text.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+fn expect(r: &Resp, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    }
+}
+
+fn get_tenant(a: SocketAddr, id: &str) -> Resp {
+    call(a, "GET", &format!("/api/v1/tenants/{id}"), None)
+}
+
+/// Poll until the tenant has `status` (`GONE`: 404), at most 10 s.
+fn wait_status(a: SocketAddr, id: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = get_tenant(a, id);
+        if r.status == 200 && r.json()["status"] == status {
+            return r.json();
+        }
+        if status == "GONE" && r.status == 404 {
+            return Value::Null;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tenant `{id}` never {status}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Poll until `cond` holds, at most 10 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn tm_yaml(kc: &Keycloak, extra_keycloak: &str) -> String {
+    format!(
+        "tenant-manager:\n  keycloak:\n    url: {}\n    username: {ADMIN_USER}\n    password: {ADMIN_PASSWORD}\n{extra_keycloak}  tasks:\n    workers: 2\n    backoff-ms: 20\n    max-backoff-ms: 100\n    max-attempts: 200\n",
+        kc.url()
+    )
+}
+
+fn start(kc: &Keycloak, dir: &support::TempDir) -> RunningTm {
+    start_tm(&support::sqlite_settings(dir), &tm_yaml(kc, ""))
+}
+
+fn create(a: SocketAddr, body: Value) -> Value {
+    let t = expect(&call(a, "POST", "/api/v1/tenants", Some(body)), 202);
+    assert_eq!(t["status"], "CREATING");
+    t
+}
+
+/// The scopes each role of the default plan grants.
+fn role_scopes(role: &str) -> Vec<&'static str> {
+    let (_, _, prefixes) = ROLES.iter().find(|(r, _, _)| *r == role).unwrap();
+    SCOPES
+        .iter()
+        .copied()
+        .filter(|s| prefixes.iter().any(|p| s.starts_with(p)))
+        .collect()
+}
+
+/// The realm holds exactly the default plan (plus Keycloak's own defaults), once each.
+fn assert_realm_is_the_plan(kc: &Keycloak, t: &Value) {
+    let realm = t["realm_name"].as_str().unwrap();
+    let snap = kc
+        .realm_snapshot(realm)
+        .unwrap_or_else(|| panic!("no realm `{realm}` in Keycloak"));
+    assert_eq!(snap.duplicates(), Vec::<String>::new(), "{snap:#?}");
+    assert_eq!(snap.representation["enabled"], true);
+    assert_eq!(snap.representation["sslRequired"], "external");
+
+    // Roles: the plan's and Keycloak's three defaults.
+    let roles: BTreeSet<&str> = snap.roles.iter().map(String::as_str).collect();
+    for (r, _, _) in ROLES {
+        assert!(roles.contains(r), "role {r}: {roles:?}");
+    }
+    assert_eq!(snap.roles.len(), ROLES.len() + 3, "{:?}", snap.roles);
+
+    // The backend client: confidential, the tenant's secret, the resource server.
+    let backend = snap
+        .client(t["client_backend_id"].as_str().unwrap())
+        .expect("backend client");
+    assert!(!backend.public_client);
+    assert_eq!(
+        backend.secret.as_deref(),
+        t["client_backend_secret"].as_str()
+    );
+    assert!(backend.authorization && backend.service_accounts);
+    assert_eq!(backend.representation["standardFlowEnabled"], false);
+    // The frontend client: public, no secret, the template's redirect URIs.
+    let frontend = snap
+        .client(t["client_frontend_id"].as_str().unwrap())
+        .expect("frontend client");
+    assert!(frontend.public_client);
+    assert_eq!(frontend.secret, None);
+    assert!(!frontend.authorization);
+    assert_eq!(frontend.representation["redirectUris"], json!(["*"]));
+
+    // Authorization scopes: every scope of the plan, once.
+    let scopes: BTreeSet<&str> = snap.scopes.iter().map(String::as_str).collect();
+    assert_eq!(scopes, SCOPES.iter().copied().collect::<BTreeSet<_>>());
+    assert_eq!(snap.scopes.len(), SCOPES.len());
+
+    // Resources: `tenant-system` (type `tenant`, its tenant scopes) and Keycloak's default.
+    let ts = snap.resource("tenant-system").expect("tenant-system");
+    assert_eq!(ts.resource_type.as_deref(), Some("tenant"));
+    let want: BTreeSet<&str> = SCOPES
+        .iter()
+        .copied()
+        .filter(|s| s.starts_with("tenant:"))
+        .collect();
+    assert_eq!(
+        ts.scopes
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        want
+    );
+    assert_eq!(snap.resources.len(), 2, "{:?}", snap.resources);
+
+    // A role policy per role; a scope permission per scope naming every role that grants it.
+    for (r, _, _) in ROLES {
+        let p = snap
+            .policy(&policy_name(r))
+            .unwrap_or_else(|| panic!("policy of {r}"));
+        assert_eq!(p.kind, "role");
+        assert_eq!(p.roles, vec![r.to_string()]);
+        assert_eq!(p.logic, "POSITIVE");
+    }
+    assert_eq!(snap.policies.len(), ROLES.len() + 1, "plus Default Policy");
+    for s in SCOPES {
+        let p = snap
+            .permission(&permission_name(s))
+            .unwrap_or_else(|| panic!("permission of {s}"));
+        assert_eq!(p.kind, "scope");
+        assert_eq!(p.scopes, vec![s.to_string()]);
+        assert_eq!(p.decision_strategy, "AFFIRMATIVE");
+        let granting: BTreeSet<String> = ROLES
+            .iter()
+            .filter(|(r, _, _)| role_scopes(r).contains(s))
+            .map(|(r, _, _)| policy_name(r))
+            .collect();
+        assert_eq!(
+            p.policies.iter().cloned().collect::<BTreeSet<_>>(),
+            granting,
+            "{s}"
+        );
+    }
+    assert_eq!(
+        snap.permissions.len(),
+        SCOPES.len() + 1,
+        "plus Default Permission"
+    );
+}
+
+/// Create `acme`, check the realm, the security context and that the realm issues tokens.
+fn happy_path(storage: &kaa::config::StorageSettings) {
+    let kc = Keycloak::start();
+    let tm = start_tm(storage, &tm_yaml(&kc, ""));
+    let a = tm.addr;
+
+    let t = create(a, json!({"id": "acme", "display_name": "Acme"}));
+    assert_eq!(t["keycloak_server_id"], 1);
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert!(t["failure_reason"].is_null());
+    assert_realm_is_the_plan(&kc, &t);
+    // One create call per object, each answered 201: the realm, its roles, two clients, the
+    // scopes, one resource, the role policies and the scope permissions.
+    let realm_creates = kc
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == "/admin/realms" && c.status == 201)
+        .count();
+    assert_eq!(realm_creates, 1);
+    assert_eq!(
+        kc.count_calls("POST", "/admin/realms/acme/roles", 201),
+        ROLES.len()
+    );
+    assert_eq!(
+        kc.count_calls("POST", "/admin/realms/acme/clients", 201),
+        2 + SCOPES.len() + 1 + ROLES.len() + SCOPES.len()
+    );
+    assert!(
+        kc.calls().iter().all(|c| c.status < 300),
+        "no call failed: {:?}",
+        kc.calls()
+            .iter()
+            .filter(|c| c.status >= 300)
+            .collect::<Vec<_>>()
+    );
+
+    // The security context names the stand-in's issuer and the backend client.
+    let ctx = expect(
+        &call(a, "GET", "/api/v1/tenants/acme/security-context", None),
+        200,
+    );
+    assert_eq!(ctx["issuer"], kc.issuer("acme"));
+    assert_eq!(ctx["keycloak_url"], kc.url());
+    assert_eq!(ctx["client_id"], t["client_backend_id"]);
+    assert_eq!(ctx["client_secret"], t["client_backend_secret"]);
+    let public = expect(
+        &call(a, "GET", "/api/v1/tenants/acme/public-config", None),
+        200,
+    );
+    assert_eq!(public["client_id"], t["client_frontend_id"]);
+
+    // The new realm issues tokens to its backend client, signed with a key its JWKS publishes.
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        t["client_backend_id"].as_str().unwrap(),
+        t["client_backend_secret"].as_str().unwrap()
+    );
+    let r = request(
+        kc.addr,
+        "POST",
+        "/realms/acme/protocol/openid-connect/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let token = expect(&r, 200)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jwks = Jwks::new(
+        ctx["jwks_uri"].as_str().unwrap(),
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    );
+    let KeyLookup::Found(key) = jwks.key(&kc.current_kid("acme")).unwrap() else {
+        panic!("the realm's key is not published");
+    };
+    let claims = key
+        .verify::<jwt_simple::prelude::NoCustomClaims>(
+            &token,
+            jwt_simple::prelude::VerificationOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(claims.issuer.as_deref(), Some(kc.issuer("acme").as_str()));
+}
+
+#[test]
+fn a_tenant_becomes_a_realm_with_its_plan_on_sqlite() {
+    let dir = support::TempDir::new();
+    happy_path(&support::sqlite_settings(&dir));
+}
+
+#[test]
+fn a_tenant_becomes_a_realm_with_its_plan_on_postgres() {
+    let Some(db) = support::PgTestDb::create() else {
+        support::skip("tm_keycloak happy path on PostgreSQL");
+        return;
+    };
+    happy_path(&db.storage());
+}
+
+#[test]
+fn five_hundreds_before_and_after_the_work_leave_no_duplicates() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&kc, &dir);
+    let a = tm.addr;
+
+    // Keycloak answers 500 to everything: the tenant waits in CREATING.
+    kc.fail_all(Some(500));
+    create(a, json!({"id": "acme"}));
+    wait_for("three failed attempts", || {
+        kc.count_calls("POST", "/realms/master/protocol/openid-connect/token", 500) >= 3
+    });
+    assert_eq!(get_tenant(a, "acme").json()["status"], "CREATING");
+
+    // Then it works but loses some answers after doing the work, at every stage of the run:
+    // the token, a role, an authorization scope, a permission, the frontend client.
+    kc.fail_next(2, 503);
+    kc.lose_after(1, 500);
+    kc.lose_after(4, 500);
+    kc.lose_after(30, 502);
+    kc.lose_after(70, 500);
+    kc.lose_after(91, 500);
+    kc.fail_all(None);
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert_eq!(kc.pending_faults(), 0, "every fault was met");
+    assert_realm_is_the_plan(&kc, &t);
+    // The lost answers fell on each stage: realm, role, scope, permission, frontend client.
+    let lost: Vec<String> = kc
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.status >= 500 && c.path.starts_with("/admin"))
+        .map(|c| c.path.rsplit("acme/").next().unwrap_or(&c.path).to_string())
+        .collect();
+    let stages: Vec<&str> = lost
+        .iter()
+        .map(|p| match p.as_str() {
+            "/admin/realms" => "realm",
+            "roles" => "role",
+            "clients" => "client",
+            p if p.ends_with("/permission/scope") => "permission",
+            p if p.ends_with("/scope") => "scope",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        ["realm", "role", "scope", "permission", "client"],
+        "{lost:?}"
+    );
+    assert_eq!(kc.realm_names(), ["acme", "kaa", "master"]);
+}
+
+#[test]
+fn keycloak_down_at_creation_then_up() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&kc, &dir);
+    let a = tm.addr;
+
+    kc.set_down(true);
+    create(a, json!({"id": "acme"}));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(get_tenant(a, "acme").json()["status"], "CREATING");
+    assert!(
+        kc.calls().is_empty(),
+        "nothing reached a Keycloak that is down"
+    );
+
+    kc.set_down(false);
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+
+    // Down in the middle of a later run (a slowed one), up again: the tenant converges.
+    kc.delay(Duration::from_millis(5));
+    create(a, json!({"id": "beta"}));
+    wait_for("beta's run started", || {
+        kc.count_calls("POST", "/admin/realms/beta/roles", 201) >= 1
+    });
+    kc.set_down(true);
+    assert_eq!(get_tenant(a, "beta").json()["status"], "CREATING");
+    std::thread::sleep(Duration::from_millis(200));
+    kc.delay(Duration::ZERO);
+    kc.set_down(false);
+    let t = wait_status(a, "beta", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+}
+
+#[test]
+fn a_template_keycloak_rejects_fails_the_tenant_until_fixed_and_retried() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&kc, &dir);
+    let a = tm.addr;
+
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/realm-templates",
+            Some(json!({"version": 2, "template": {"sslRequired": "sometimes"}})),
+        ),
+        201,
+    );
+    create(a, json!({"id": "beta", "realm_template_version": 2}));
+    let t = wait_status(a, "beta", "FAILED");
+    let reason = t["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("400"), "{reason}");
+    assert!(
+        reason.contains("Invalid value `sometimes` for field `sslRequired`"),
+        "Keycloak's message: {reason}"
+    );
+    assert!(reason.contains("create realm `beta`"), "{reason}");
+    assert_eq!(
+        kc.count_calls("POST", "/admin/realms", 400),
+        1,
+        "a 400 is not retried"
+    );
+    assert!(!kc.has_realm("beta"));
+
+    // Retrying before the fix fails the same way.
+    expect(&call(a, "POST", "/api/v1/tenants/beta/retry", None), 202);
+    wait_status(a, "beta", "FAILED");
+
+    // Fixed template, retry: AVAILABLE.
+    expect(
+        &call(
+            a,
+            "PUT",
+            "/api/v1/realm-templates/2",
+            Some(
+                json!({"version": 2, "template": {"sslRequired": "external", "displayName": "Beta"}}),
+            ),
+        ),
+        200,
+    );
+    let r = expect(&call(a, "POST", "/api/v1/tenants/beta/retry", None), 202);
+    assert_eq!(r["status"], "CREATING");
+    let t = wait_status(a, "beta", "AVAILABLE");
+    assert!(t["failure_reason"].is_null());
+    assert_realm_is_the_plan(&kc, &t);
+    assert_eq!(
+        kc.realm_snapshot("beta").unwrap().representation["displayName"],
+        "Beta"
+    );
+
+    // An injected 400 in the middle of a run (a role Keycloak refuses) fails another tenant with
+    // Keycloak's message; clearing it and retrying finishes the realm without duplicates.
+    kc.fail_after(6, 400);
+    create(a, json!({"id": "gamma"}));
+    let t = wait_status(a, "gamma", "FAILED");
+    assert!(
+        t["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure 400"),
+        "{t}"
+    );
+    expect(&call(a, "POST", "/api/v1/tenants/gamma/retry", None), 202);
+    let t = wait_status(a, "gamma", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+}
+
+#[test]
+fn delete_removes_the_realm_and_the_tenant() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&kc, &dir);
+    let a = tm.addr;
+
+    create(a, json!({"id": "acme"}));
+    create(a, json!({"id": "beta"}));
+    wait_status(a, "acme", "AVAILABLE");
+    wait_status(a, "beta", "AVAILABLE");
+    assert!(kc.has_realm("acme") && kc.has_realm("beta"));
+
+    let r = expect(&call(a, "DELETE", "/api/v1/tenants/acme", None), 202);
+    assert_eq!(r["status"], "DELETING");
+    wait_status(a, "acme", "GONE");
+    assert!(!kc.has_realm("acme"));
+    assert!(kc.has_realm("beta"), "only the tenant's realm goes");
+
+    // A realm someone removed from Keycloak already: the delete still completes (404 is done).
+    let admin = admin_client(&kc);
+    admin.delete_realm("beta").unwrap();
+    // A delete through an outage finishes once Keycloak is back.
+    kc.fail_next(3, 503);
+    expect(&call(a, "DELETE", "/api/v1/tenants/beta", None), 202);
+    wait_status(a, "beta", "GONE");
+    assert_eq!(kc.realm_names(), ["kaa", "master"]);
+    assert_eq!(
+        kc.count_calls("DELETE", "/admin/realms/beta", 404),
+        1,
+        "the stand-in said the realm was gone"
+    );
+}
+
+#[test]
+fn a_slow_keycloak_and_timeouts_still_converge() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start_tm(
+        &support::sqlite_settings(&dir),
+        &tm_yaml(&kc, "    timeout-ms: 400\n"),
+    );
+    let a = tm.addr;
+
+    // Slow but within the timeout.
+    kc.delay(Duration::from_millis(8));
+    create(a, json!({"id": "acme"}));
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+
+    // Slower than the timeout: every call times out (Keycloak still does the work later).
+    kc.delay(Duration::from_millis(600));
+    create(a, json!({"id": "beta"}));
+    // A later attempt finds the realm the timed-out one made.
+    wait_for("a retry after a timeout", || {
+        kc.count_calls("POST", "/admin/realms", 409) >= 1
+    });
+    assert_eq!(get_tenant(a, "beta").json()["status"], "CREATING");
+    kc.delay(Duration::from_millis(2));
+    let t = wait_status(a, "beta", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+}
+
+#[test]
+fn a_version_change_updates_the_realm() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&kc, &dir);
+    let a = tm.addr;
+    create(a, json!({"id": "acme"}));
+    wait_status(a, "acme", "AVAILABLE");
+
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/realm-templates",
+            Some(
+                json!({"version": 3, "template": {"sslRequired": "external", "displayName": "Acme Inc"}}),
+            ),
+        ),
+        201,
+    );
+    // An identity provider of the tenant goes into the realm with the next update.
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(
+                json!({"tenant_id": "acme", "alias": "corp", "provider_id": "oidc",
+                        "enabled": true, "config": {"clientId": "kaa", "issuer": "https://idp.example.com"}}),
+            ),
+        ),
+        201,
+    );
+    // Someone removed a role by hand (Keycloak drops its role policy): the update puts both back.
+    let admin = admin_client(&kc);
+    admin.delete_role("acme", "dashboard-admin").unwrap();
+    let t = expect(
+        &call(
+            a,
+            "PATCH",
+            "/api/v1/tenants/acme",
+            Some(json!({"realm_template_version": 3})),
+        ),
+        202,
+    );
+    assert_eq!(t["status"], "UPDATING");
+    let t = wait_status(a, "acme", "AVAILABLE");
+    let snap = kc.realm_snapshot("acme").unwrap();
+    assert_eq!(snap.representation["displayName"], "Acme Inc");
+    assert_eq!(snap.idps.len(), 1);
+    assert_eq!(snap.idps[0]["alias"], "corp");
+    assert_eq!(snap.idps[0]["providerId"], "oidc");
+    assert_eq!(snap.idps[0]["config"]["issuer"], "https://idp.example.com");
+    assert_realm_is_the_plan(&kc, &t);
+
+    // A realm that vanished is made again by an update.
+    admin.delete_realm("acme").unwrap();
+    expect(
+        &call(
+            a,
+            "PATCH",
+            "/api/v1/tenants/acme",
+            Some(json!({"realm_template_version": 1})),
+        ),
+        202,
+    );
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+}
+
+#[test]
+fn a_keycloak_under_the_auth_context_path_and_client_credentials() {
+    let kc = Keycloak::start_at("/auth");
+    kc.add_admin_client("tm-admin", "tm-secret");
+    assert!(kc.url().ends_with("/auth"));
+    let dir = support::TempDir::new();
+    let yaml = format!(
+        "tenant-manager:\n  keycloak:\n    url: {}\n    client-id: tm-admin\n    client-secret: tm-secret\n  tasks:\n    backoff-ms: 20\n    max-backoff-ms: 100\n",
+        kc.url()
+    );
+    let tm = start_tm(&support::sqlite_settings(&dir), &yaml);
+    create(tm.addr, json!({"id": "acme"}));
+    let t = wait_status(tm.addr, "acme", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+    let ctx = call(
+        tm.addr,
+        "GET",
+        "/api/v1/tenants/acme/security-context",
+        None,
+    )
+    .json();
+    assert_eq!(
+        ctx["issuer"],
+        format!("http://{}/auth/realms/acme", kc.addr)
+    );
+    // Without the prefix nothing answers.
+    let r = request(
+        kc.addr,
+        "GET",
+        "/realms/acme/protocol/openid-connect/certs",
+        &[],
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn bad_admin_credentials_fail_until_the_server_is_fixed_and_servers_are_apart() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let yaml = tm_yaml(&kc, "").replace(&format!("password: {ADMIN_PASSWORD}"), "password: wrong");
+    let tm = start_tm(&support::sqlite_settings(&dir), &yaml);
+    let a = tm.addr;
+    create(a, json!({"id": "acme"}));
+    let t = wait_status(a, "acme", "FAILED");
+    let reason = t["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("Invalid user credentials"), "{reason}");
+    assert!(
+        !reason.contains("wrong"),
+        "no password in reasons: {reason}"
+    );
+
+    // The operator fixes the server's credentials: the next run uses them.
+    expect(
+        &call(
+            a,
+            "PUT",
+            "/api/v1/keycloak-servers/1",
+            Some(
+                json!({"url": kc.url(), "username": ADMIN_USER, "password": ADMIN_PASSWORD,
+                        "is_default": true}),
+            ),
+        ),
+        200,
+    );
+    expect(&call(a, "POST", "/api/v1/tenants/acme/retry", None), 202);
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+
+    // A second server hosts the tenants that name it, and only those.
+    let other = Keycloak::start();
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(json!({"id": 2, "url": other.url(), "username": ADMIN_USER,
+                        "password": ADMIN_PASSWORD})),
+        ),
+        201,
+    );
+    create(a, json!({"id": "beta", "keycloak_server_id": 2}));
+    let t = wait_status(a, "beta", "AVAILABLE");
+    assert_realm_is_the_plan(&other, &t);
+    assert!(!kc.has_realm("beta"));
+    assert!(!other.has_realm("acme"));
+    let ctx = call(a, "GET", "/api/v1/tenants/beta/security-context", None).json();
+    assert_eq!(ctx["keycloak_private_url"], other.url());
+}
+
+// ------------------------------------------------------------------ the admin client alone
+
+fn admin_client(kc: &Keycloak) -> KeycloakAdmin {
+    KeycloakAdmin::new(
+        &kc.url(),
+        "master",
+        AdminCredentials::Password {
+            username: ADMIN_USER.into(),
+            password: ADMIN_PASSWORD.into(),
+        },
+        Duration::from_secs(5),
+    )
+}
+
+#[test]
+fn the_admin_token_is_cached_renewed_before_expiry_and_after_a_401() {
+    let kc = Keycloak::start();
+    let admin = admin_client(&kc);
+    for _ in 0..5 {
+        admin.get_realm("kaa").unwrap();
+    }
+    assert_eq!(admin.token_fetches(), 1);
+    assert_eq!(kc.token_requests("master"), 1);
+
+    // Revoked: the next call answers 401, the client fetches a token once and goes on.
+    kc.revoke_tokens("master");
+    admin.get_realm("kaa").unwrap();
+    assert_eq!(admin.token_fetches(), 2);
+    assert_eq!(kc.count_calls("GET", "/admin/realms/kaa", 401), 1);
+
+    // Short-lived tokens are renewed shortly before they expire, never used expired.
+    kc.set_token_lifespan("master", 2);
+    kc.revoke_tokens("master");
+    admin.get_realm("kaa").unwrap();
+    assert_eq!(admin.token_fetches(), 3);
+    admin.get_realm("kaa").unwrap();
+    assert_eq!(admin.token_fetches(), 3);
+    std::thread::sleep(Duration::from_millis(1600));
+    admin.get_realm("kaa").unwrap();
+    assert_eq!(admin.token_fetches(), 4);
+    assert_eq!(
+        kc.count_calls("GET", "/admin/realms/kaa", 401),
+        2,
+        "only the revocations"
+    );
+
+    // Wrong credentials and non-admins are Unauthorized, not retried forever.
+    let wrong = KeycloakAdmin::new(
+        &kc.url(),
+        "master",
+        AdminCredentials::Password {
+            username: ADMIN_USER.into(),
+            password: "nope".into(),
+        },
+        Duration::from_secs(5),
+    );
+    let e = wrong.get_realm("kaa").unwrap_err();
+    assert!(
+        matches!(&e, KeycloakError::Unauthorized(m) if m.contains("Invalid user credentials")),
+        "{e}"
+    );
+    kc.add_user("master", "viewer", "pw", &[]);
+    let viewer = KeycloakAdmin::new(
+        &kc.url(),
+        "master",
+        AdminCredentials::Password {
+            username: "viewer".into(),
+            password: "pw".into(),
+        },
+        Duration::from_secs(5),
+    );
+    assert!(matches!(
+        viewer.get_realm("kaa"),
+        Err(KeycloakError::Unauthorized(m)) if m.starts_with("403")
+    ));
+    // Client credentials of an admin client work as well.
+    kc.add_admin_client("tm", "s");
+    let client = KeycloakAdmin::new(
+        &kc.url(),
+        "master",
+        AdminCredentials::Client {
+            client_id: "tm".into(),
+            client_secret: "s".into(),
+        },
+        Duration::from_secs(5),
+    );
+    assert_eq!(client.get_realm("kaa").unwrap()["realm"], "kaa");
+}
+
+#[test]
+fn admin_errors_come_by_kind_with_keycloaks_message() {
+    let kc = Keycloak::start();
+    let admin = admin_client(&kc);
+    assert!(matches!(
+        admin.get_realm("nope"),
+        Err(KeycloakError::NotFound(m)) if m.contains("Realm not found.")
+    ));
+    admin
+        .create_realm(&json!({"realm": "acme", "enabled": true}))
+        .unwrap();
+    assert!(matches!(
+        admin.create_realm(&json!({"realm": "acme"})),
+        Err(KeycloakError::Conflict(m)) if m.contains("Conflict detected. See logs for details")
+    ));
+    let e = admin
+        .create_realm(&json!({"realm": "x", "enabled": "yes"}))
+        .unwrap_err();
+    assert!(
+        matches!(&e, KeycloakError::Server(400, m) if m.contains("enabled")),
+        "{e}"
+    );
+    assert!(!e.is_transient());
+    kc.fail_next(1, 503);
+    let e = admin.get_realm("acme").unwrap_err();
+    assert!(
+        matches!(&e, KeycloakError::Server(503, m) if m.contains("unknown_error")),
+        "{e}"
+    );
+    assert!(e.is_transient());
+    kc.set_down(true);
+    let e = admin.get_realm("acme").unwrap_err();
+    assert!(matches!(e, KeycloakError::Unreachable(_)), "{e}");
+    assert!(e.is_transient());
+    kc.set_down(false);
+    assert_eq!(admin.get_realm("acme").unwrap()["realm"], "acme");
+    admin.delete_realm("acme").unwrap();
+    assert!(matches!(
+        admin.delete_realm("acme"),
+        Err(KeycloakError::NotFound(_))
+    ));
+}
+
+#[test]
+fn users_credentials_mails_and_role_mappings() {
+    let kc = Keycloak::start();
+    let admin = admin_client(&kc);
+    admin
+        .create_realm(&json!({"realm": "acme", "enabled": true}))
+        .unwrap();
+    admin
+        .create_role("acme", &json!({"name": "tenant-admin"}))
+        .unwrap();
+    admin
+        .create_client(
+            "acme",
+            &json!({"clientId": "web", "publicClient": true, "directAccessGrantsEnabled": true,
+                    "redirectUris": ["https://env.example.com/*"]}),
+        )
+        .unwrap();
+    let uuid = admin.client_uuid("acme", "web").unwrap();
+    assert_eq!(admin.get_client("acme", &uuid).unwrap()["clientId"], "web");
+
+    let user = NewUser {
+        username: "Alice".into(),
+        email: Some("alice@example.com".into()),
+        first_name: Some("Alice".into()),
+        enabled: true,
+        ..NewUser::default()
+    }
+    .with_password("s3cret-pw", false);
+    let id = admin.create_user("acme", &user).unwrap();
+    assert!(matches!(
+        admin.create_user("acme", &user),
+        Err(KeycloakError::Conflict(m)) if m.contains("User exists with same username")
+    ));
+    let found = admin.find_user("acme", "alice").unwrap().unwrap();
+    assert_eq!(found["id"], id);
+    assert_eq!(found["email"], "alice@example.com");
+    admin.grant_realm_role("acme", &id, "tenant-admin").unwrap();
+    let roles = admin.realm_role_mappings("acme", &id).unwrap();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["name"], "tenant-admin");
+
+    // The user logs in with the password grant and carries the role.
+    let login = |pw: &str| {
+        request(
+            kc.addr,
+            "POST",
+            "/realms/acme/protocol/openid-connect/token",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("grant_type=password&client_id=web&username=alice&password={pw}").as_bytes(),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    let token = expect(&login("s3cret-pw"), 200)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], id);
+    assert_eq!(claims["realm_access"]["roles"], json!(["tenant-admin"]));
+
+    admin
+        .reset_password("acme", &id, "other-pw", false)
+        .unwrap();
+    assert_eq!(login("s3cret-pw").status, 401);
+    expect(&login("other-pw"), 200);
+
+    // The verify-email mail: its link must be one of the client's redirect URIs.
+    assert!(matches!(
+        admin.send_verify_email("acme", &id, "web", "https://evil.example.org/"),
+        Err(KeycloakError::Server(400, m)) if m.contains("Invalid redirect uri")
+    ));
+    admin
+        .send_verify_email("acme", &id, "web", "https://env.example.com/login")
+        .unwrap();
+    let snap = kc.realm_snapshot("acme").unwrap();
+    let alice = snap.user("alice").unwrap();
+    assert_eq!(alice.required_actions, ["VERIFY_EMAIL"]);
+    assert_eq!(alice.emails[0]["actions"], json!(["VERIFY_EMAIL"]));
+    assert_eq!(
+        alice.emails[0]["redirect_uri"],
+        "https://env.example.com/login"
+    );
+    assert_eq!(
+        login("other-pw").json()["error_description"],
+        "Account is not fully set up"
+    );
+
+    admin
+        .update_user(
+            "acme",
+            &id,
+            &json!({"lastName": "Liddell", "requiredActions": []}),
+        )
+        .unwrap();
+    assert_eq!(admin.get_user("acme", &id).unwrap()["lastName"], "Liddell");
+    admin
+        .revoke_realm_role("acme", &id, "tenant-admin")
+        .unwrap();
+    assert!(admin.realm_role_mappings("acme", &id).unwrap().is_empty());
+    assert_eq!(
+        admin
+            .list_users("acme", &kaa::clients::keycloak::UserQuery::default())
+            .unwrap()
+            .len(),
+        1
+    );
+    admin.delete_user("acme", &id).unwrap();
+    assert!(matches!(
+        admin.get_user("acme", &id),
+        Err(KeycloakError::NotFound(_))
+    ));
+
+    // Identity providers.
+    admin
+        .create_idp(
+            "acme",
+            &json!({"alias": "corp", "providerId": "oidc", "enabled": true,
+                    "config": {"clientId": "x"}}),
+        )
+        .unwrap();
+    assert!(matches!(
+        admin.create_idp("acme", &json!({"alias": "corp", "providerId": "oidc"})),
+        Err(KeycloakError::Conflict(_))
+    ));
+    admin
+        .update_idp(
+            "acme",
+            "corp",
+            &json!({"alias": "corp", "providerId": "oidc", "enabled": false}),
+        )
+        .unwrap();
+    assert_eq!(admin.get_idp("acme", "corp").unwrap()["enabled"], false);
+    assert_eq!(admin.list_idps("acme").unwrap().len(), 1);
+    admin.delete_idp("acme", "corp").unwrap();
+    assert!(matches!(
+        admin.get_idp("acme", "corp"),
+        Err(KeycloakError::NotFound(_))
+    ));
+}
