@@ -298,6 +298,8 @@ struct State {
     revoked: HashSet<String>,
     seq: u64,
     seed: u64,
+    /// UMA grants: (realm, role) -> scopes of `kaa-system` the role holds.
+    uma: HashMap<(String, String), Vec<String>>,
 }
 
 impl State {
@@ -739,7 +741,65 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 
 // ------------------------------------------------------------------ token endpoint
 
+/// A UMA decision (`grant_type=urn:ietf:params:oauth:grant-type:uma-ticket`,
+/// `response_mode=decision`): does the bearer hold `permission=<resource>#<scope>`?
+fn uma_decision(st: &State, realm: &str, req: &Request) -> Response {
+    let Some(r) = st.realms.get(realm) else {
+        return Response::json(404, &json!({"error": "Realm does not exist"}));
+    };
+    let f = form(&req.body);
+    let Some(audience) = f.get("audience") else {
+        return error_described(400, "invalid_request", "Missing audience");
+    };
+    if !r.clients.iter().any(|c| &c.client_id == audience) {
+        return error_described(400, "invalid_client", "Client not found");
+    }
+    let token = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let verified = Token::decode_metadata(token).ok().and_then(|m| {
+        let kid = m.key_id()?.to_string();
+        let (_, key) = r.keys.iter().find(|(k, _)| *k == kid)?;
+        key.public_key().verify_token::<KcClaims>(token, None).ok()
+    });
+    let Some(claims) = verified else {
+        return error_described(401, "invalid_grant", "Invalid bearer token");
+    };
+    let roles: Vec<String> = claims
+        .custom
+        .realm_access
+        .as_ref()
+        .and_then(|r| r.get("roles"))
+        .and_then(|r| r.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let permission = f.get("permission").cloned().unwrap_or_default();
+    let Some((_, scope)) = permission.split_once('#') else {
+        return error_described(400, "invalid_request", "Invalid permission");
+    };
+    let granted = roles.iter().any(|role| {
+        st.uma
+            .get(&(realm.to_string(), role.clone()))
+            .is_some_and(|scopes| scopes.iter().any(|s| s == scope))
+    });
+    if granted {
+        Response::json(200, &json!({ "result": true }))
+    } else {
+        error_described(403, "access_denied", "not_authorized")
+    }
+}
+
 fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
+    if form(&req.body).get("grant_type").map(String::as_str)
+        == Some("urn:ietf:params:oauth:grant-type:uma-ticket")
+    {
+        return uma_decision(st, realm, req);
+    }
     let Some(r) = st.realms.get_mut(realm) else {
         return Response::json(404, &json!({"error": "Realm does not exist"}));
     };
@@ -2795,6 +2855,7 @@ impl Keycloak {
             base: String::new(),
             realms: HashMap::new(),
             revoked: HashSet::new(),
+            uma: HashMap::new(),
             seq: 0,
             seed,
         };
@@ -2949,6 +3010,18 @@ impl Keycloak {
             service_account_client: Some(cid),
             created: now(),
         });
+    }
+
+    /// Let `role` of `realm` hold `scope` of `kaa-system` (UMA decisions).
+    pub fn grant_scope(&self, realm: &str, role: &str, scope: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .uma
+            .entry((realm.to_string(), role.to_string()))
+            .or_default()
+            .push(scope.to_string());
     }
 
     pub fn add_user(&self, realm: &str, username: &str, password: &str, roles: &[&str]) {

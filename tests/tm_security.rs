@@ -1,0 +1,149 @@
+//! The Tenant Manager with security on: tokens of the system realm only, and each endpoint's
+//! scope on `kaa-system` decided by Keycloak (UMA, `response_mode=decision`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::keycloak::{Keycloak, Mint};
+use support::proc::{Resp, request};
+
+fn call(a: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("Content-Type", "application/json")];
+    if let Some(b) = &bearer {
+        h.push(("Authorization", b.as_str()));
+    }
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    request(
+        a,
+        method,
+        path,
+        &h,
+        text.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+#[test]
+fn scopes_on_kaa_system_guard_every_endpoint() {
+    let kc = Keycloak::start();
+    kc.add_client("kaa", "kaa-tm", "tm-secret");
+    kc.add_realm("acme");
+    for scope in [
+        "kaa:tenant:read",
+        "kaa:tenant:create",
+        "kaa:tenant:role:read",
+    ] {
+        kc.grant_scope("kaa", "platform-admin", scope);
+    }
+    kc.grant_scope("kaa", "viewer", "kaa:tenant:read");
+    let dir = support::TempDir::new();
+    let yaml = format!(
+        "security:\n  enabled: true\n  client-id: kaa-tm\n  client-secret: tm-secret\n  issuer:\n    public-url: {}\n",
+        kc.issuer("kaa")
+    );
+    let tm = support::service::start_tm(&support::sqlite_settings(&dir), &yaml);
+    let a = tm.addr;
+    let admin = kc.mint(
+        "kaa",
+        &Mint {
+            aud: None,
+            ..Mint::user("root").roles(&["platform-admin"])
+        },
+    );
+    let viewer = kc.mint(
+        "kaa",
+        &Mint {
+            aud: None,
+            ..Mint::user("ann").roles(&["viewer"])
+        },
+    );
+    let outsider = kc.mint(
+        "acme",
+        &Mint {
+            aud: None,
+            ..Mint::user("eve").roles(&["platform-admin"])
+        },
+    );
+
+    // No token, a token of another realm: 401 in the v1 error shape.
+    let r = call(a, "GET", "/api/v1/tenants", None, None);
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"].is_string());
+    assert!(r.header("www-authenticate").is_some());
+    assert_eq!(
+        call(a, "GET", "/api/v1/tenants", Some(&outsider), None).status,
+        401
+    );
+
+    // Scopes decide.
+    assert_eq!(
+        call(a, "GET", "/api/v1/tenants", Some(&viewer), None).status,
+        200
+    );
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/tenants",
+        Some(&viewer),
+        Some(json!({"id": "nope"})),
+    );
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("kaa:tenant:create")
+    );
+    assert_eq!(
+        call(a, "GET", "/api/v1/tenants/nope", Some(&admin), None).status,
+        404,
+        "nothing was created"
+    );
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/tenants",
+        Some(&admin),
+        Some(json!({"id": "acme2"})),
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        call(a, "DELETE", "/api/v1/tenants/acme2", Some(&admin), None).status,
+        403
+    );
+    assert_eq!(
+        call(a, "GET", "/api/v1/roles", Some(&admin), None).status,
+        200
+    );
+    assert_eq!(
+        call(a, "GET", "/api/v1/roles", Some(&viewer), None).status,
+        403
+    );
+    assert_eq!(
+        call(a, "GET", "/api/v1/keycloak-servers", Some(&admin), None).status,
+        403
+    );
+    assert_eq!(
+        call(
+            a,
+            "GET",
+            "/api/v1/tenants/acme2/security-context",
+            Some(&viewer),
+            None
+        )
+        .status,
+        200
+    );
+
+    // The login page's config needs no token and holds no secret; operations are open.
+    let r = call(a, "GET", "/api/v1/tenants/acme2/public-config", None, None);
+    assert_eq!(r.status, 200);
+    assert!(r.json().get("client_secret").is_none());
+    assert_eq!(call(a, "GET", "/health", None, None).status, 200);
+}
