@@ -201,6 +201,7 @@ pub fn main_for(kind: ServiceKind) -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(kind),
         Some("check-config") => check_config(kind, args.get(1).map(String::as_str)),
+        Some("generate") if kind == ServiceKind::Iam => crate::iam::generate::main(&args[1..]),
         Some("--version" | "version") => {
             println!("{} {}", kind.name(), env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -209,8 +210,14 @@ pub fn main_for(kind: ServiceKind) -> ExitCode {
             println!(
                 "usage: {0} [serve]              run the service (config: APP_CONFIG_PATH, env vars)\n       \
                  {0} check-config [PATH]  validate a config file (and the environment) and exit\n       \
-                 {0} --version",
-                kind.name()
+                 {0} --version{1}",
+                kind.name(),
+                if kind == ServiceKind::Iam {
+                    "\n       iam generate [OPTIONS]  fill a tenant with generated data for load tests \
+                     (iam generate --help)"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }

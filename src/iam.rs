@@ -5,6 +5,7 @@ pub mod caller;
 pub mod err;
 pub mod evaluate;
 pub mod events;
+pub mod generate;
 pub mod model;
 pub mod resources;
 pub mod service;

@@ -5,6 +5,7 @@
 //! once against the [`Tx`] trait with `$N` placeholders. Callers branch on error kinds, never on
 //! the backend. The backend is chosen once, at the composition root, by [`Database::open`].
 
+mod bulk;
 mod directory;
 mod err;
 mod migrate;
@@ -16,6 +17,7 @@ mod value;
 
 use std::time::Duration;
 
+pub use bulk::{BulkCount, BulkStore, ROWS_PER_TX, TenantCounts};
 pub use directory::{
     AttachmentStore, GroupFilter, GroupRecord, GroupStore, PoolRecord, PoolStore, ResourceFilter,
     ResourcePatch, ResourceRecord, ResourceStore, SnapshotStore, TenantSnapshot, UserFilter,

@@ -1,0 +1,159 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `iam generate` output loads with the normal start: a small generated tenant, written into a
+//! fresh SQLite file and (when `IAM_TEST_POSTGRES_URL` is set) a fresh PostgreSQL database, is
+//! listed with the right counts over HTTP, and the service decides the generator's sample
+//! requests as the generator says it should. Timings stay out: the benchmark prints them.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kaa::config::StorageSettings;
+use kaa::iam::generate::{GENERATED_PASSWORD_HASH, Options, Sample, generate, outcome_mix};
+use kaa::policy::Outcome;
+use kaa::storage::{BulkStore, Database, UserStore};
+use serde_json::Value;
+use support::proc::{Resp, request};
+
+const TENANT: &str = "gen";
+
+fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Resp {
+    let text = body.map(Value::to_string).unwrap_or_default();
+    request(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        text.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+fn count(addr: SocketAddr, collection: &str) -> u64 {
+    let r = call(
+        addr,
+        "GET",
+        &format!("/api/v1/{collection}?tenantID={TENANT}&pageSize=1"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["count"].as_u64().unwrap()
+}
+
+fn outcome(v: &Value) -> Outcome {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// The service's decision for every resource of a sample, explained.
+fn decide(addr: SocketAddr, s: &Sample) -> Vec<Outcome> {
+    let r = call(
+        addr,
+        "POST",
+        "/api/v1/evaluate?explain=true",
+        Some(&s.body()),
+    );
+    assert!(
+        r.status == 200 || r.status == 403,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| outcome(&d["outcome"]))
+        .collect()
+}
+
+fn story(storage: &StorageSettings) {
+    let dir = support::TempDir::new();
+    let opts = Options {
+        tenant: TENANT.into(),
+        users: 200,
+        groups: 50,
+        policies: 300,
+        statements: 1500,
+        seed: 42,
+        per_tx: 64,
+        samples: 60,
+        batch: 25,
+        requests: Some(dir.0.join("req")),
+    };
+    let report = {
+        let db = Database::open(storage).unwrap();
+        let report = generate(&db, &opts).unwrap();
+        let counts = db.tenant_counts(TENANT).unwrap();
+        assert_eq!(
+            (
+                counts.users,
+                counts.groups,
+                counts.policies,
+                counts.attachments
+            ),
+            (200, 50, 300, 300)
+        );
+        assert_eq!(counts.memberships, report.table("memberships"));
+        let u = db
+            .get_user(TENANT, &report.single[0].principal)
+            .unwrap_or_else(|e| panic!("sample principal is a stored user: {e}"));
+        assert_eq!(u.password_hash.as_deref(), Some(GENERATED_PASSWORD_HASH));
+        // A second run into the same tenant refuses rather than mixing two data sets.
+        assert!(generate(&db, &opts).is_err());
+        report
+    };
+    assert_eq!(report.statements, 1500);
+    assert!(report.groups_per_level.iter().all(|&n| n > 0));
+    for (file, lines) in [("req.single.jsonl", 60), ("req.batch.jsonl", 6)] {
+        let text = std::fs::read_to_string(dir.0.join(file)).unwrap();
+        assert_eq!(text.lines().count(), lines, "{file}");
+    }
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("req.expected.json")).unwrap())
+            .unwrap();
+    assert_eq!(expected["single"].as_array().unwrap().len(), 60);
+
+    let svc = support::service::start_iam(storage, "");
+    assert_eq!(count(svc.addr, "users"), 200);
+    assert_eq!(count(svc.addr, "groups"), 50);
+    assert_eq!(count(svc.addr, "policies"), 300);
+
+    // The generator's expected outcomes, as the service decides them after a normal start.
+    let (allow, explicit, implicit) = outcome_mix(&report.single);
+    assert!(
+        allow > 0 && explicit > 0 && implicit > 0,
+        "sample mix {allow}/{explicit}/{implicit}"
+    );
+    for s in &report.single {
+        assert_eq!(decide(svc.addr, s), s.expected, "{}", s.body());
+    }
+    for s in &report.batch {
+        assert_eq!(decide(svc.addr, s), s.expected, "{}", s.body());
+        // The load generator's form: the allowed subset, always 200.
+        let r = call(
+            svc.addr,
+            "POST",
+            "/api/v1/evaluate?filterResources=true",
+            Some(&s.body()),
+        );
+        assert_eq!(r.status, 200);
+        let allowed = s.expected.iter().filter(|o| **o == Outcome::Allow).count();
+        assert_eq!(r.json().as_array().unwrap().len(), allowed);
+    }
+}
+
+#[test]
+fn a_generated_tenant_loads_and_decides_as_generated_on_sqlite() {
+    let dir = support::TempDir::new();
+    story(&support::sqlite_settings(&dir));
+}
+
+#[test]
+fn a_generated_tenant_loads_and_decides_as_generated_on_postgres() {
+    let Some(db) = support::PgTestDb::create() else {
+        support::skip("a_generated_tenant_loads_and_decides_as_generated_on_postgres");
+        return;
+    };
+    story(&db.storage());
+}
