@@ -44,11 +44,7 @@ fn caller(ctx: &IamCtx, req: &Request) -> Result<Caller, ApiError> {
 }
 
 fn query(req: &Request) -> HashMap<String, String> {
-    let mut m = HashMap::new();
-    for (k, v) in req.query_pairs() {
-        m.entry(k).or_insert(v);
-    }
-    m
+    req.query_map()
 }
 
 fn flag(req: &Request, name: &str) -> Result<bool, ApiError> {

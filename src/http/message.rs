@@ -68,6 +68,15 @@ impl Request {
             .collect()
     }
 
+    /// Query parameters by name, the first value of each.
+    pub fn query_map(&self) -> std::collections::HashMap<String, String> {
+        let mut m = std::collections::HashMap::new();
+        for (k, v) in self.query_pairs() {
+            m.entry(k).or_insert(v);
+        }
+        m
+    }
+
     /// The first value of a query parameter.
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query_pairs()

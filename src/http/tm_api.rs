@@ -59,11 +59,7 @@ impl From<TmError> for ApiError {
 }
 
 fn query(req: &Request) -> HashMap<String, String> {
-    let mut m = HashMap::new();
-    for (k, v) in req.query_pairs() {
-        m.entry(k).or_insert(v);
-    }
-    m
+    req.query_map()
 }
 
 fn json_body(req: &Request) -> Result<Value, ApiError> {

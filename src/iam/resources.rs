@@ -21,10 +21,6 @@ use crate::storage::{
 /// A pool and the KRNs of its member resources.
 pub type PoolWithMembers = (PoolRecord, Vec<String>);
 
-fn q<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
-    m.get(k).map(String::as_str)
-}
-
 /// The KRN of a resource's resource-based policy.
 fn resource_policy_krn(resource: &Krn) -> Result<Krn, IamError> {
     let mut s = format!(

@@ -352,6 +352,11 @@ pub fn path_id(id: &str, kind: &str, caller: &Caller) -> Result<Krn, IamError> {
     Ok(k)
 }
 
+/// A query parameter as `&str`.
+pub(crate) fn q<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    m.get(k).map(String::as_str)
+}
+
 /// A page request, clamped to the server's maximum page size.
 pub fn page(page: Option<&str>, size: Option<&str>, max: u32) -> Result<Page, IamError> {
     let num = |field: &str, v: Option<&str>, default: u32| -> Result<u32, IamError> {

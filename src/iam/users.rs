@@ -15,10 +15,6 @@ use crate::storage::{
     GroupFilter, GroupRecord, GroupStore, Page, UserFilter, UserPatch, UserRecord, UserStore,
 };
 
-fn q<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
-    m.get(k).map(String::as_str)
-}
-
 fn required_actions(v: Option<&Vec<String>>) -> Result<Option<String>, IamError> {
     match v {
         None => Ok(None),
