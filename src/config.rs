@@ -78,6 +78,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "KAA_SECURITY_ISSUER_PRIVATE_URL",
         "security.issuer.private-url",
     ),
+    ("KAA_SECURITY_KEYCLOAK_USERS", "security.keycloak-users"),
     ("KAA_SECURITY_CLIENT_ID", "security.client-id"),
     ("KAA_SECURITY_CLIENT_SECRET", "security.client-secret"),
     (
@@ -197,6 +198,9 @@ pub struct SecuritySettings {
     pub client_id: String,
     pub client_secret: Secret,
     pub tenant_manager_url: String,
+    /// With security on: IAM users are users of the tenant's Keycloak realm (created, updated
+    /// and deleted through its admin API); off: local users.
+    pub keycloak_users: bool,
     /// Accepted `aud`/`azp` values of access tokens; empty accepts any.
     pub audiences: Vec<String>,
     /// Clock leeway for `exp` and `nbf`.
@@ -388,6 +392,7 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
         multitenancy_enabled: t.bool("security.multitenancy.enabled", false)?,
         issuer_public_url: url_or_empty(t, "security.issuer.public-url")?,
         issuer_private_url: url_or_empty(t, "security.issuer.private-url")?,
+        keycloak_users: t.bool("security.keycloak-users", true)?,
         client_id: t.string("security.client-id", "")?,
         client_secret: t.secret("security.client-secret", "")?,
         tenant_manager_url: url_or_empty_default(

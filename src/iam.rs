@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod events;
 pub mod generate;
 pub mod model;
+pub mod realm_users;
 pub mod resources;
 pub mod service;
 pub mod state;
@@ -55,6 +56,33 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         &config.iam,
         config.server.max_page_size,
     )?);
+    let s = &config.security;
+    if s.enabled && s.keycloak_users {
+        let own = realm_users::RealmUsers::static_access(
+            if s.issuer_private_url.is_empty() {
+                &s.issuer_public_url
+            } else {
+                &s.issuer_private_url
+            },
+            &s.client_id,
+            &s.client_secret,
+        );
+        let source = match (&tenants, own) {
+            (Some(tm), own) => realm_users::RealmSource::TenantManager(Arc::clone(tm), own),
+            (None, Some(own)) => realm_users::RealmSource::Static(own),
+            (None, None) => {
+                log::warn!(
+                    "config: security.keycloak-users is on but the system tenant's realm cannot \
+                     be reached (it needs security.client-id, security.client-secret and an \
+                     issuer URL ending in /realms/<realm>): its users stay local"
+                );
+                realm_users::RealmSource::None
+            }
+        };
+        let _ = iam
+            .realm_users
+            .set(Arc::new(realm_users::RealmUsers::new(source)));
+    }
     if let Some(t) = tenants {
         let _ = iam.tenant_contexts.set(t);
     }

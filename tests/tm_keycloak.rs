@@ -132,6 +132,23 @@ fn assert_realm_is_the_plan(kc: &Keycloak, t: &Value) {
     );
     assert!(backend.authorization && backend.service_accounts);
     assert_eq!(backend.representation["standardFlowEnabled"], false);
+    // Its service account manages the realm's users (IAM creates users through it).
+    let sa = snap
+        .user(&format!(
+            "service-account-{}",
+            backend.client_id.to_lowercase()
+        ))
+        .expect("service-account user");
+    let mut held = sa.client_roles.clone();
+    held.sort();
+    assert_eq!(
+        held,
+        vec![
+            "realm-management/manage-users",
+            "realm-management/query-users",
+            "realm-management/view-users"
+        ]
+    );
     // The frontend client: public, no secret, the template's redirect URIs.
     let frontend = snap
         .client(t["client_frontend_id"].as_str().unwrap())
@@ -322,7 +339,7 @@ fn five_hundreds_before_and_after_the_work_leave_no_duplicates() {
     kc.lose_after(4, 500);
     kc.lose_after(30, 502);
     kc.lose_after(70, 500);
-    kc.lose_after(91, 500);
+    kc.lose_after(95, 500);
     kc.fail_all(None);
     let t = wait_status(a, "acme", "AVAILABLE");
     assert_eq!(kc.pending_faults(), 0, "every fault was met");

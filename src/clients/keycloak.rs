@@ -119,6 +119,9 @@ pub struct NewUser {
     pub credentials: Vec<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub required_actions: Vec<String>,
+    /// User attributes (`{name: [values]}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Value>,
 }
 
 impl NewUser {
@@ -1078,6 +1081,58 @@ impl KeycloakAdmin {
         let r = self.get_role(realm, role)?;
         let rep = json!({"id": object_id(&r).unwrap_or_default(), "name": role});
         self.remove_realm_role_mappings(realm, user, &[rep])
+    }
+
+    // ------------------------------------------------------------ client roles
+
+    /// `GET …/clients/{uuid}/service-account-user`.
+    pub fn service_account_user(&self, realm: &str, client_uuid: &str) -> Result<Value> {
+        self.get_json(
+            &format!(
+                "/{}/clients/{}/service-account-user",
+                encode(realm),
+                encode(client_uuid)
+            ),
+            &[],
+        )
+    }
+
+    /// `GET …/clients/{uuid}/roles`.
+    pub fn list_client_roles(&self, realm: &str, client_uuid: &str) -> Result<Vec<Value>> {
+        self.get_list(
+            &format!("/{}/clients/{}/roles", encode(realm), encode(client_uuid)),
+            &[],
+        )
+    }
+
+    /// `GET …/users/{id}/role-mappings/clients/{uuid}`.
+    pub fn client_role_mappings(
+        &self,
+        realm: &str,
+        user: &str,
+        client_uuid: &str,
+    ) -> Result<Vec<Value>> {
+        let rest = format!("/role-mappings/clients/{}", encode(client_uuid));
+        self.get_list(&Self::user_path(realm, user, &rest), &[])
+    }
+
+    /// `POST …/users/{id}/role-mappings/clients/{uuid}` with role representations (mapping a
+    /// role the user holds already is no error).
+    pub fn add_client_role_mappings(
+        &self,
+        realm: &str,
+        user: &str,
+        client_uuid: &str,
+        roles: &[Value],
+    ) -> Result<()> {
+        let rest = format!("/role-mappings/clients/{}", encode(client_uuid));
+        self.send(
+            Method::Post,
+            &Self::user_path(realm, user, &rest),
+            &[],
+            Some(&Value::Array(roles.to_vec())),
+        )
+        .map(|_| ())
     }
 }
 

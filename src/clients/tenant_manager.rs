@@ -35,6 +35,33 @@ pub struct SecurityContext {
     pub client_id: String,
 }
 
+/// How IAM reaches a tenant's realm to manage its users: the realm on the Keycloak server's
+/// private URL and the tenant's backend client (whose service account manages users).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealmAccess {
+    pub keycloak_url: String,
+    pub realm: String,
+    pub client_id: String,
+    pub client_secret: crate::config::Secret,
+    /// The client the links of e-mails (verify e-mail) belong to.
+    pub frontend_client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AccessRow {
+    realm_name: String,
+    status: String,
+    #[serde(default)]
+    keycloak_private_url: Option<String>,
+    #[serde(default)]
+    keycloak_url: Option<String>,
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    frontend_client_id: Option<String>,
+}
+
 /// A tenant's issuer as IAM checks its tokens.
 pub struct TenantIssuer {
     pub context: SecurityContext,
@@ -60,6 +87,8 @@ pub struct TenantManagerClient {
     client_secret: String,
     token: Mutex<Option<Token>>,
     cache: RwLock<HashMap<String, Cached>>,
+    /// Realm access by tenant id (None: the tenant has no Keycloak realm or is not available).
+    access: RwLock<HashMap<String, (Option<RealmAccess>, Instant)>>,
     ttl: Duration,
     jwks_refresh: Duration,
 }
@@ -106,6 +135,7 @@ impl TenantManagerClient {
             client_secret: client_secret.to_string(),
             token: Mutex::new(None),
             cache: RwLock::new(HashMap::new()),
+            access: RwLock::new(HashMap::new()),
             ttl,
             jwks_refresh,
         }
@@ -238,8 +268,65 @@ impl TenantManagerClient {
         Ok(issuer)
     }
 
+    /// How to reach the realm of tenant `tenant` (by id) to manage its users; None when the
+    /// tenant is unknown, has no Keycloak (the embedded provisioner) or is not available.
+    pub fn realm_access(&self, tenant: &str) -> Result<Option<RealmAccess>, TenantManagerError> {
+        if let Some((a, _)) = self.access.read().ok().and_then(|m| {
+            m.get(tenant)
+                .filter(|(a, at)| {
+                    at.elapsed()
+                        < if a.is_some() {
+                            self.ttl
+                        } else {
+                            Duration::from_secs(5)
+                        }
+                })
+                .cloned()
+        }) {
+            return Ok(a);
+        }
+        let enc: String = tenant
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let row: Option<AccessRow> =
+            self.get(&format!("/api/v1/tenants/{enc}/security-context"))?;
+        let access = row
+            .filter(|r| r.status == "AVAILABLE" || r.status == "UPDATING")
+            .and_then(|r| {
+                let url = r
+                    .keycloak_private_url
+                    .filter(|u| !u.is_empty())
+                    .or(r.keycloak_url.filter(|u| !u.is_empty()))?;
+                let secret = r.client_secret.filter(|s| !s.is_empty())?;
+                Some(RealmAccess {
+                    keycloak_url: url,
+                    realm: r.realm_name,
+                    client_id: r.client_id,
+                    client_secret: crate::config::Secret::new(&secret),
+                    frontend_client_id: r.frontend_client_id.filter(|c| !c.is_empty()),
+                })
+            });
+        if let Ok(mut m) = self.access.write() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(tenant.to_string(), (access.clone(), Instant::now()));
+        }
+        Ok(access)
+    }
+
     /// Forget what is cached about a tenant (its `updated` event arrived).
     pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut m) = self.access.write() {
+            m.remove(tenant);
+        }
         if let Ok(mut m) = self.cache.write() {
             m.retain(|realm, c| {
                 realm != tenant

@@ -26,6 +26,7 @@ impl From<IamError> for ApiError {
             IamError::Conflict(m) => ApiError::conflict(m),
             IamError::Forbidden(m) => ApiError::forbidden(m),
             IamError::Stale(m) => ApiError::new(412, m),
+            IamError::Unavailable(m) => ApiError::new(503, m),
             IamError::Storage(s) => ApiError::from(s),
         }
     }

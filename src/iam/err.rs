@@ -18,6 +18,9 @@ pub enum IamError {
     /// The entity changed since the version the caller sent.
     #[error("{0}")]
     Stale(String),
+    /// A service IAM depends on (Keycloak, the Tenant Manager) failed; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -33,13 +33,18 @@ impl Iam {
                 self.state.drop_tenant(&e.tenant_id);
                 Ok("tenant data removed")
             }
-            LifecycleKind::Updated => match self.tenant_contexts.get() {
-                Some(tm) => {
-                    tm.forget_tenant(&e.tenant_id);
-                    Ok("cached security context dropped")
+            LifecycleKind::Updated => {
+                if let Some(r) = self.realm_users.get() {
+                    r.forget(&e.tenant_id);
                 }
-                None => Ok("nothing cached for the tenant"),
-            },
+                match self.tenant_contexts.get() {
+                    Some(tm) => {
+                        tm.forget_tenant(&e.tenant_id);
+                        Ok("cached security context dropped")
+                    }
+                    None => Ok("nothing cached for the tenant"),
+                }
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Iam {
     /// Tenants' security contexts (multitenancy on), dropped on a tenant's `updated` event.
     pub tenant_contexts:
         std::sync::OnceLock<Arc<crate::clients::tenant_manager::TenantManagerClient>>,
+    /// Keycloak-backed users (security on); unset: users are local.
+    pub realm_users: std::sync::OnceLock<Arc<super::realm_users::RealmUsers>>,
 }
 
 /// The built-in base policies: a realm's `tenant-admin` role may do anything in IAM in its
@@ -394,6 +396,7 @@ impl Iam {
             templates,
             base_raw,
             tenant_contexts: std::sync::OnceLock::new(),
+            realm_users: std::sync::OnceLock::new(),
         })
     }
 

@@ -33,6 +33,36 @@ fn required_actions(v: Option<&Vec<String>>) -> Result<Option<String>, IamError>
     }
 }
 
+/// The Keycloak fields a patch changes, and the representation that puts them back.
+fn keycloak_change(p: &UserPatch, before: &UserRecord) -> (serde_json::Value, serde_json::Value) {
+    use serde_json::{Map, Value};
+    let (mut change, mut undo) = (Map::new(), Map::new());
+    let text = |v: &Option<String>| Value::from(v.clone().unwrap_or_default());
+    if let Some(e) = &p.email {
+        change.insert("email".into(), text(e));
+        undo.insert("email".into(), text(&before.email));
+    }
+    if let Some(f) = &p.first_name {
+        change.insert("firstName".into(), text(f));
+        undo.insert("firstName".into(), text(&before.first_name));
+    }
+    if let Some(l) = &p.last_name {
+        change.insert("lastName".into(), text(l));
+        undo.insert("lastName".into(), text(&before.last_name));
+    }
+    if let Some(e) = p.enabled {
+        change.insert("enabled".into(), Value::Bool(e));
+        undo.insert("enabled".into(), Value::Bool(before.enabled));
+    }
+    if let Some(r) = &p.required_actions {
+        let list =
+            |s: &str| serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::Array(vec![]));
+        change.insert("requiredActions".into(), list(r));
+        undo.insert("requiredActions".into(), list(&before.required_actions));
+    }
+    (Value::Object(change), Value::Object(undo))
+}
+
 impl Iam {
     // ------------------------------------------------------------ users
 
@@ -74,6 +104,13 @@ impl Iam {
         if b.send_verify_email && b.email.is_none() {
             errors.push("`sendVerifyEmail` needs an `email`".into());
         }
+        if let Some(u) = &b.redirect_uri
+            && (!(u.starts_with("http://") || u.starts_with("https://"))
+                || u.len() > 2048
+                || u.chars().any(char::is_whitespace))
+        {
+            errors.push(format!("`redirectUri` `{u}` must be an http(s) URL"));
+        }
         if !errors.is_empty() {
             return Err(IamError::Invalid("invalid user".into(), errors));
         }
@@ -101,6 +138,32 @@ impl Iam {
             actions.push("VERIFY_EMAIL".into());
         }
         let required = required_actions(Some(&actions))?.unwrap_or_else(|| "[]".into());
+        let password = b.password.as_deref().unwrap_or("");
+        // Keycloak first: its user exists before IAM's refers to it, and goes again if IAM's
+        // cannot be stored.
+        let realm = match self.realm_users.get() {
+            Some(r) => r.realm(&tenant)?,
+            None => None,
+        };
+        let auth_id = match &realm {
+            Some(r) => Some(r.create(&super::realm_users::NewRealmUser {
+                username: &username,
+                email: b.email.as_deref(),
+                first_name: b.first_name.as_deref(),
+                last_name: b.last_name.as_deref(),
+                enabled: b.enabled,
+                password,
+                required_actions: actions.clone(),
+                verify_email_redirect: b.redirect_uri.as_deref(),
+                send_verify_email: b.send_verify_email,
+            })?),
+            None => None,
+        };
+        let password_hash = match auth_id {
+            // Keycloak keeps the credential.
+            Some(_) => None,
+            None => Some(hash_password(password)?),
+        };
         let now = now_ms();
         let rec = UserRecord {
             tenant: tenant.clone(),
@@ -111,8 +174,8 @@ impl Iam {
             first_name: b.first_name.clone(),
             last_name: b.last_name.clone(),
             enabled: b.enabled,
-            auth_id: None,
-            password_hash: Some(hash_password(b.password.as_deref().unwrap_or(""))?),
+            auth_id: auth_id.clone(),
+            password_hash,
             metadata: metadata(b.metadata.as_ref())?,
             required_actions: required,
             version: 1,
@@ -122,6 +185,11 @@ impl Iam {
         let out = self
             .db
             .insert_user(&rec, &groups, &policies)
+            .inspect_err(|_| {
+                if let (Some(r), Some(id)) = (&realm, &auth_id) {
+                    r.remove_quietly(id);
+                }
+            })
             .map_err(|e| match e {
                 crate::storage::StorageError::NotFound => IamError::invalid(
                     "a group in `groups` or a policy in `policyIDs` does not exist",
@@ -137,6 +205,26 @@ impl Iam {
             })?;
         self.committed(&tenant);
         Ok(out)
+    }
+
+    /// The Keycloak realm and user id behind an IAM user, with its record (None: a local user,
+    /// or users are not Keycloak's).
+    fn realm_user_of(
+        &self,
+        tenant: &str,
+        krn: &str,
+    ) -> Result<Option<(super::realm_users::TenantRealm, String, UserRecord)>, IamError> {
+        let Some(users) = self.realm_users.get() else {
+            return Ok(None);
+        };
+        let rec = self
+            .db
+            .get_user(tenant, krn)
+            .map_err(|e| storage(e, "user", krn))?;
+        let Some(id) = rec.auth_id.clone() else {
+            return Ok(None);
+        };
+        Ok(users.realm(tenant)?.map(|r| (r, id, rec)))
     }
 
     /// The caller's own user record: every authenticated caller may read itself.
@@ -219,14 +307,45 @@ impl Iam {
             required_actions: required_actions(b.required_actions.as_ref())?,
         };
         let expected = version_of(b.version, if_match)?;
+        // A Keycloak user gets the change first; if IAM's record cannot take it, Keycloak's is
+        // put back as it was.
+        let kc = self.realm_user_of(k.tenant(), k.as_str())?;
+        let undo = match &kc {
+            Some((realm, id, before)) => {
+                if let Some(v) = expected
+                    && v != before.version
+                {
+                    return Err(storage(
+                        crate::storage::StorageError::Stale,
+                        "user",
+                        k.as_str(),
+                    ));
+                }
+                let (change, undo) = keycloak_change(&patch, before);
+                if change.as_object().is_some_and(|m| !m.is_empty()) {
+                    realm.update(id, &change)?;
+                    Some(undo)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
         let out = self
             .db
             .update_user(k.tenant(), k.as_str(), &patch, expected, now_ms())
-            .map_err(|e| match e {
-                crate::storage::StorageError::Conflict(_) => {
-                    IamError::Conflict("another user has this e-mail".into())
+            .map_err(|e| {
+                if let (Some((realm, id, _)), Some(undo)) = (&kc, &undo)
+                    && let Err(u) = realm.update(id, undo)
+                {
+                    log::warn!("keycloak: user `{id}` keeps a change IAM refused: {u}");
                 }
-                other => storage(other, "user", k.as_str()),
+                match e {
+                    crate::storage::StorageError::Conflict(_) => {
+                        IamError::Conflict("another user has this e-mail".into())
+                    }
+                    other => storage(other, "user", k.as_str()),
+                }
             })?;
         self.committed(k.tenant());
         Ok(out)
@@ -242,6 +361,24 @@ impl Iam {
             self.authorize(caller, "iam:user:delete", k)?;
         }
         let list: Vec<String> = krns.iter().map(|k| k.as_str().to_string()).collect();
+        // Keycloak's users go first (one gone already counts as deleted), so that no login is
+        // left whose IAM user is gone; a failure leaves every IAM user in place for a retry.
+        if self.realm_users.get().is_some() {
+            let mut found = Vec::new();
+            for k in &list {
+                match self.realm_user_of(&tenant, k) {
+                    Ok(Some(x)) => found.push(x),
+                    Ok(None) => {}
+                    Err(IamError::NotFound(_)) => {
+                        return Err(IamError::NotFound(format!("user `{k}` not found")));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            for (realm, id, _) in &found {
+                realm.delete(id)?;
+            }
+        }
         self.db
             .delete_users(&tenant, &list)
             .map_err(|e| storage(e, "user", "named"))?;

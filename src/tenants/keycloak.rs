@@ -1,6 +1,7 @@
 //! The Keycloak provisioner: a tenant's realm made, brought up to date and removed through the
 //! admin API of its Keycloak server, in the order of `spec/tenant-manager.md` §5: realm → realm
-//! roles → backend client → authorization scopes → default resources → role policies and scope
+//! roles → backend client (its service account gets the realm's user-management roles) →
+//! authorization scopes → default resources → role policies and scope
 //! permissions → frontend client → identity providers.
 //!
 //! Every step is idempotent, so a task retried after any failure finishes the realm without
@@ -61,6 +62,10 @@ fn grants(plan: &Plan) -> BTreeMap<usize, (String, Vec<String>)> {
     }
     out
 }
+
+/// The `realm-management` client roles the backend client's service account gets, so that the
+/// services holding its credentials (IAM) can create, read, update and delete the realm's users.
+pub const USER_MANAGEMENT_ROLES: &[&str] = &["manage-users", "view-users", "query-users"];
 
 /// Creates and updates realms on one Keycloak server.
 pub struct KeycloakProvisioner {
@@ -171,6 +176,53 @@ impl KeycloakProvisioner {
         update(&id).map_err(|e| self.fail(&format!("update {what} `{name}`"), e))
     }
 
+    /// Map the `realm-management` roles of [`USER_MANAGEMENT_ROLES`] to the service account of
+    /// the client `uuid` (when the client has one). Mapping a held role again is no error.
+    fn grant_user_management(
+        &self,
+        realm: &str,
+        uuid: &str,
+        rep: &Value,
+    ) -> Result<(), ProvisionError> {
+        if rep.get("serviceAccountsEnabled").and_then(Value::as_bool) != Some(true)
+            || rep.get("publicClient").and_then(Value::as_bool) == Some(true)
+        {
+            return Ok(());
+        }
+        let kc = &*self.kc;
+        let step =
+            |what: &str| format!("{what} (service account of the backend client of `{realm}`)");
+        let sa = kc
+            .service_account_user(realm, uuid)
+            .map_err(|e| self.fail(&step("read the service-account user"), e))?;
+        let Some(sa) = object_id(&sa) else {
+            return Err(ProvisionError::Transient(step(
+                "the service-account user has no id",
+            )));
+        };
+        let rm = kc
+            .client_uuid(realm, "realm-management")
+            .map_err(|e| self.fail(&step("find the client `realm-management`"), e))?;
+        let roles: Vec<Value> = kc
+            .list_client_roles(realm, &rm)
+            .map_err(|e| self.fail(&step("list the roles of `realm-management`"), e))?
+            .into_iter()
+            .filter(|r| {
+                r.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| USER_MANAGEMENT_ROLES.contains(&n))
+            })
+            .map(|r| json!({"id": r.get("id"), "name": r.get("name")}))
+            .collect();
+        if roles.len() != USER_MANAGEMENT_ROLES.len() {
+            return Err(ProvisionError::Fatal(step(&format!(
+                "the client `realm-management` lacks some of the roles {USER_MANAGEMENT_ROLES:?}"
+            ))));
+        }
+        kc.add_client_role_mappings(realm, &sa, &rm, &roles)
+            .map_err(|e| self.fail(&step("map the user-management roles"), e))
+    }
+
     fn apply(&self, t: &TenantRecord, plan: &Plan, mode: Mode) -> Result<(), ProvisionError> {
         let kc = &*self.kc;
         let realm = t.realm_name.as_str();
@@ -221,8 +273,10 @@ impl KeycloakProvisioner {
                 .collect()
         };
 
-        // 3. The backend client (confidential, the UMA resource server).
+        // 3. The backend client (confidential, the UMA resource server), whose service account
+        //    manages the realm's users for the services (IAM creates its users through it).
         let backend = self.ensure_client(realm, &plan.backend_client, mode)?;
+        self.grant_user_management(realm, &backend, &plan.backend_client)?;
 
         // 4. Authorization scopes.
         for s in &plan.scopes {

@@ -782,6 +782,7 @@ impl Tm {
             "jwks_uri": at(&private, "/protocol/openid-connect/certs"),
             "client_id": t.client_backend_id,
             "client_secret": t.client_backend_secret,
+            "frontend_client_id": t.client_frontend_id,
         }))
     }
 

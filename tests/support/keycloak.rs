@@ -53,6 +53,8 @@ pub struct KcClaims {
     pub azp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub realm_access: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_access: Option<serde_json::Value>,
 }
 
 /// What a minted token says.
@@ -72,6 +74,8 @@ pub struct Mint {
     /// Overrides the key id in the header.
     pub kid: Option<String>,
     pub no_exp: bool,
+    /// Client roles by client id (the `resource_access` claim).
+    pub client_roles: BTreeMap<String, Vec<String>>,
 }
 
 impl Mint {
@@ -87,6 +91,7 @@ impl Mint {
             iss: None,
             kid: None,
             no_exp: false,
+            client_roles: BTreeMap::new(),
         }
     }
 
@@ -242,6 +247,8 @@ struct User {
     /// `execute-actions-email` calls: `{actions, client_id, redirect_uri, lifespan}`.
     emails: Vec<Value>,
     service_account_client: Option<String>,
+    /// Ids of the client roles mapped to the user (`role-mappings/clients/{client}`).
+    client_roles: Vec<String>,
     created: u64,
 }
 
@@ -275,6 +282,8 @@ struct Realm {
     roles: Vec<Role>,
     idps: Vec<Value>,
     users: Vec<User>,
+    /// Client roles: (client uuid, role).
+    client_roles: Vec<(String, Role)>,
     /// Tokens issued by the token endpoint (for revocation).
     issued: Vec<String>,
     token_requests: usize,
@@ -288,6 +297,29 @@ const BUILTIN_CLIENTS: &[(&str, bool, bool)] = &[
     ("broker", false, false),
     ("realm-management", false, false),
     ("security-admin-console", true, false),
+];
+
+/// The client roles of a realm's `realm-management` client (what its admin API checks).
+const REALM_MANAGEMENT_ROLES: &[&str] = &[
+    "create-client",
+    "impersonation",
+    "manage-authorization",
+    "manage-clients",
+    "manage-events",
+    "manage-identity-providers",
+    "manage-realm",
+    "manage-users",
+    "query-clients",
+    "query-groups",
+    "query-realms",
+    "query-users",
+    "realm-admin",
+    "view-authorization",
+    "view-clients",
+    "view-events",
+    "view-identity-providers",
+    "view-realm",
+    "view-users",
 ];
 
 // ------------------------------------------------------------------ state
@@ -327,6 +359,7 @@ impl State {
             roles: Vec::new(),
             idps: Vec::new(),
             users: Vec::new(),
+            client_roles: Vec::new(),
             issued: Vec::new(),
             token_requests: 0,
         };
@@ -351,6 +384,20 @@ impl State {
             rep.insert("directAccessGrantsEnabled".into(), json!(direct));
             rep.insert("redirectUris".into(), json!([]));
             let secret = (!public).then(|| format!("secret-{id}"));
+            if *client_id == "realm-management" {
+                for name in REALM_MANAGEMENT_ROLES {
+                    let role_id = self.uuid();
+                    r.client_roles.push((
+                        id.clone(),
+                        Role {
+                            id: role_id,
+                            name: name.to_string(),
+                            description: None,
+                            attributes: json!({}),
+                        },
+                    ));
+                }
+            }
             r.clients.push(Client {
                 id,
                 client_id: client_id.to_string(),
@@ -436,6 +483,14 @@ fn sign(state: &mut State, realm: &str, m: &Mint) -> String {
         preferred_username: m.username.clone(),
         azp: m.azp.clone(),
         realm_access: Some(json!({ "roles": m.roles })),
+        resource_access: (!m.client_roles.is_empty()).then(|| {
+            Value::Object(
+                m.client_roles
+                    .iter()
+                    .map(|(c, roles)| (c.clone(), json!({ "roles": roles })))
+                    .collect(),
+            )
+        }),
     };
     let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(300))
         .with_issuer(
@@ -794,6 +849,21 @@ fn uma_decision(st: &State, realm: &str, req: &Request) -> Response {
     }
 }
 
+/// The `resource_access` of a user: client id -> names of its mapped client roles.
+fn client_role_claims(r: &Realm, ids: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (client, role) in &r.client_roles {
+        if ids.contains(&role.id)
+            && let Some(c) = r.clients.iter().find(|c| &c.id == client)
+        {
+            out.entry(c.client_id.clone())
+                .or_default()
+                .push(role.name.clone());
+        }
+    }
+    out
+}
+
 fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
     if form(&req.body).get("grant_type").map(String::as_str)
         == Some("urn:ietf:params:oauth:grant-type:uma-ticket")
@@ -861,6 +931,7 @@ fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
                     azp: Some(client_id.clone()),
                     aud: None,
                     roles: sa.roles.clone(),
+                    client_roles: client_role_claims(r, &sa.client_roles),
                     exp_in: lifespan,
                     ..Mint::user("x")
                 }
@@ -899,6 +970,7 @@ fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
                         sub: u.id.clone(),
                         azp: Some(client_id.clone()),
                         roles: u.roles.clone(),
+                        client_roles: client_role_claims(r, &u.client_roles),
                         exp_in: lifespan,
                         ..Mint::user(&u.username)
                     }
@@ -920,7 +992,68 @@ fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
 }
 
 /// The caller of an admin call: a valid token of the master realm with the `admin` role.
-fn admin_auth(st: &mut State, req: &Request) -> Result<(), Response> {
+/// The caller of an admin call on `parts` (after `/admin/realms`): a token of the master realm
+/// with the `admin` role may do anything; a token of the realm the path names may do what its
+/// `realm-management` client roles allow, as in Keycloak (users: `view-users` to read,
+/// `manage-users` to change; anything else: `view-realm` / `manage-realm`; `realm-admin` all).
+fn admin_auth(st: &mut State, req: &Request, parts: &[String]) -> Result<(), Response> {
+    let unauthorized = || error(401, "HTTP 401 Unauthorized");
+    let token = req
+        .header("authorization")
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(unauthorized)?;
+    let target = parts.first().map(String::as_str).unwrap_or("master");
+    if target == "master" || !st.realms.contains_key(target) || st.revoked.contains(token) {
+        return master_admin_auth(st, req);
+    }
+    // A token of the master realm is checked as before; one of the target realm by its roles.
+    st.ensure_key(target);
+    let issuer = format!("{}/realms/{target}", st.base);
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from([issuer])),
+        time_tolerance: Some(Duration::from_secs(0)),
+        ..VerificationOptions::default()
+    };
+    let Some(claims) = st.realms[target].keys.iter().find_map(|(_, k)| {
+        k.public_key()
+            .verify_token::<KcClaims>(token, Some(options.clone()))
+            .ok()
+    }) else {
+        return master_admin_auth(st, req);
+    };
+    let roles: Vec<String> = claims
+        .custom
+        .resource_access
+        .as_ref()
+        .and_then(|a| a.get("realm-management"))
+        .and_then(|c| c.get("roles"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let has = |r: &str| roles.iter().any(|x| x == r || x == "realm-admin");
+    let read = req.method == "GET";
+    let allowed = match parts.get(1).map(String::as_str) {
+        Some("users") if read => has("view-users") || has("manage-users"),
+        Some("users") => has("manage-users"),
+        _ if read => has("view-realm") || has("manage-realm"),
+        _ => has("manage-realm"),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(error(403, "HTTP 403 Forbidden"))
+    }
+}
+
+fn master_admin_auth(st: &mut State, req: &Request) -> Result<(), Response> {
     let unauthorized = || error(401, "HTTP 401 Unauthorized");
     let token = req
         .header("authorization")
@@ -1158,10 +1291,37 @@ fn clients(st: &mut State, req: &Request, realm: &str, rest: &[&str]) -> Respons
                     }
                 }
                 ["authz", "resource-server", rest @ ..] => authz(st, req, realm, ci, rest),
+                ["roles"] if m == "GET" => {
+                    let r = &st.realms[realm];
+                    let list: Vec<Value> = r
+                        .client_roles
+                        .iter()
+                        .filter(|(c, _)| c == id)
+                        .map(|(c, role)| client_role_rep(role, c))
+                        .collect();
+                    Response::json(200, &list)
+                }
+                ["roles", name] if m == "GET" => {
+                    let r = &st.realms[realm];
+                    match r
+                        .client_roles
+                        .iter()
+                        .find(|(c, x)| c == id && x.name == *name)
+                    {
+                        Some((c, role)) => Response::json(200, &client_role_rep(role, c)),
+                        None => error(404, "Could not find role"),
+                    }
+                }
                 _ => not_found(),
             }
         }
     }
+}
+
+fn client_role_rep(role: &Role, client: &str) -> Value {
+    let mut v = role.representation(client);
+    v["clientRole"] = json!(true);
+    v
 }
 
 fn create_client(st: &mut State, req: &Request, realm: &str) -> Response {
@@ -1241,6 +1401,7 @@ fn create_client(st: &mut State, req: &Request, realm: &str) -> Response {
             required_actions: Vec::new(),
             emails: Vec::new(),
             service_account_client: Some(id.clone()),
+            client_roles: Vec::new(),
             created: now(),
         };
         st.realms.get_mut(realm).unwrap().users.push(user);
@@ -2240,6 +2401,7 @@ fn create_user(st: &mut State, req: &Request, realm: &str) -> Response {
         required_actions: required,
         emails: Vec::new(),
         service_account_client: None,
+        client_roles: Vec::new(),
         created: now(),
     });
     created(&format!("{}/admin/realms/{realm}/users/{id}", st.base))
@@ -2400,6 +2562,57 @@ fn user_item(st: &mut State, req: &Request, realm: &str, ui: usize, rest: &[&str
                 .collect();
             Response::json(200, &json!({ "realmMappings": list }))
         }
+        ["role-mappings", "clients", client] => {
+            let client = client.to_string();
+            if !r.clients.iter().any(|c| c.id == client) {
+                return error(404, "Client not found");
+            }
+            match m {
+                "GET" => {
+                    let list: Vec<Value> = r
+                        .client_roles
+                        .iter()
+                        .filter(|(c, x)| *c == client && r.users[ui].client_roles.contains(&x.id))
+                        .map(|(c, x)| client_role_rep(x, c))
+                        .collect();
+                    Response::json(200, &list)
+                }
+                "POST" | "DELETE" => {
+                    let list = match body_json(req) {
+                        Ok(Value::Array(a)) => a,
+                        _ => return unknown_error(400),
+                    };
+                    let mut ids = Vec::new();
+                    for rep in &list {
+                        let name = rep.get("name").and_then(Value::as_str);
+                        let id = rep.get("id").and_then(Value::as_str);
+                        let found = r
+                            .client_roles
+                            .iter()
+                            .filter(|(c, _)| *c == client)
+                            .map(|(_, x)| x)
+                            .find(|x| Some(x.name.as_str()) == name || Some(x.id.as_str()) == id)
+                            .filter(|x| id.is_none_or(|i| x.id == i));
+                        match found {
+                            Some(x) => ids.push(x.id.clone()),
+                            None => return error(404, "Role not found"),
+                        }
+                    }
+                    let u = &mut r.users[ui];
+                    for id in ids {
+                        if m == "POST" {
+                            if !u.client_roles.contains(&id) {
+                                u.client_roles.push(id);
+                            }
+                        } else {
+                            u.client_roles.retain(|x| *x != id);
+                        }
+                    }
+                    no_content()
+                }
+                _ => not_allowed(),
+            }
+        }
         ["role-mappings", "realm"] => match m {
             "GET" => {
                 let list: Vec<Value> = r.users[ui]
@@ -2558,7 +2771,7 @@ fn route(st: &mut State, fetches: &AtomicUsize, req: &Request, parts: &[String])
             token_endpoint(st, realm, req)
         }
         (_, ["admin", "realms", ..]) => {
-            if let Err(resp) = admin_auth(st, req) {
+            if let Err(resp) = admin_auth(st, req, &parts[2..]) {
                 return resp;
             }
             admin(st, req, &parts[2..])
@@ -2615,6 +2828,10 @@ pub struct UserSnapshot {
     pub required_actions: Vec<String>,
     pub emails: Vec<Value>,
     pub service_account: bool,
+    /// Client roles as `clientId/role`.
+    pub client_roles: Vec<String>,
+    /// Other attributes of the stored representation (firstName, lastName, ...).
+    pub representation: Value,
 }
 
 /// Everything in one realm; the authorization lists cover every client's resource server.
@@ -2829,6 +3046,16 @@ fn snapshot(r: &Realm) -> RealmSnapshot {
                 required_actions: u.required_actions.clone(),
                 emails: u.emails.clone(),
                 service_account: u.service_account_client.is_some(),
+                client_roles: r
+                    .client_roles
+                    .iter()
+                    .filter(|(_, x)| u.client_roles.contains(&x.id))
+                    .filter_map(|(c, x)| {
+                        let c = r.clients.iter().find(|k| &k.id == c)?;
+                        Some(format!("{}/{}", c.client_id, x.name))
+                    })
+                    .collect(),
+                representation: u.representation(),
             })
             .collect(),
     }
@@ -2883,6 +3110,7 @@ impl Keycloak {
             required_actions: Vec::new(),
             emails: Vec::new(),
             service_account_client: None,
+            client_roles: Vec::new(),
             created: now(),
         });
         state.realms.insert("master".into(), master);
@@ -3008,6 +3236,7 @@ impl Keycloak {
             required_actions: Vec::new(),
             emails: Vec::new(),
             service_account_client: Some(cid),
+            client_roles: Vec::new(),
             created: now(),
         });
     }
@@ -3039,6 +3268,7 @@ impl Keycloak {
             required_actions: Vec::new(),
             emails: Vec::new(),
             service_account_client: None,
+            client_roles: Vec::new(),
             created: now(),
         });
     }
