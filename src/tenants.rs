@@ -7,6 +7,7 @@ pub mod err;
 pub mod keycloak;
 pub mod provision;
 pub mod service;
+pub mod users;
 pub mod worker;
 
 use std::collections::HashMap;

@@ -38,6 +38,7 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
         "kaa:tenant:read",
         "kaa:tenant:create",
         "kaa:tenant:role:read",
+        "kaa:tenant:tenant-user:read",
     ] {
         kc.grant_scope("kaa", "platform-admin", scope);
     }
@@ -140,6 +141,41 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
         .status,
         200
     );
+
+    // Tenant users: their own scopes.
+    let r = call(a, "GET", "/api/v1/tenants/acme2/users", Some(&viewer), None);
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("kaa:tenant:tenant-user:read")
+    );
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/tenants/acme2/users",
+        Some(&admin),
+        Some(json!({"username": "boss", "password": "long-enough"})),
+    );
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("kaa:tenant:tenant-user:create")
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let r = call(a, "GET", "/api/v1/tenants/acme2/users", Some(&admin), None);
+        if r.status == 200 {
+            assert_eq!(r.json()["count"], 0, "the refused create made nothing");
+            break;
+        }
+        assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // The login page's config needs no token and holds no secret; operations are open.
     let r = call(a, "GET", "/api/v1/tenants/acme2/public-config", None, None);

@@ -100,6 +100,28 @@ struct Reply {
     body: Vec<u8>,
 }
 
+/// The user attribute holding the id of the request that created a user ([`KeycloakAdmin::create_user_once`]).
+pub const REQUEST_ATTRIBUTE: &str = "kaa-request";
+
+/// A fresh random request id (hex of 16 random bytes).
+fn request_marker() -> String {
+    let mut b = [0u8; 16];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        // Unique enough for matching a lost answer: time and a process-wide counter.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        return format!("{:x}-{n:x}", crate::clock::now_ms());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn marker_of(user: &Value) -> Option<&str> {
+    user.get("attributes")?
+        .get(REQUEST_ATTRIBUTE)?
+        .get(0)?
+        .as_str()
+}
+
 /// A new user (`POST /users`); `None` fields are left out.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -923,6 +945,43 @@ impl KeycloakAdmin {
         let rep = serde_json::to_value(user)
             .map_err(|e| KeycloakError::Server(0, format!("user representation: {e}")))?;
         self.create_user_rep(realm, &rep)
+    }
+
+    /// Create a user so that a lost answer does no harm: the user carries a random request id in
+    /// the attribute [`REQUEST_ATTRIBUTE`]; when the create gets no answer or a 5xx, a user of
+    /// that name carrying this id is the one this call made, and its id is returned. Any other
+    /// user of that name is left alone (the error stands).
+    pub fn create_user_once(&self, realm: &str, user: &NewUser) -> Result<String> {
+        let marker = request_marker();
+        let mut user = user.clone();
+        let mut attrs = user
+            .attributes
+            .take()
+            .and_then(|a| a.as_object().cloned())
+            .unwrap_or_default();
+        attrs.insert(REQUEST_ATTRIBUTE.into(), json!([marker.as_str()]));
+        user.attributes = Some(Value::Object(attrs));
+        match self.create_user(realm, &user) {
+            Ok(id) => Ok(id),
+            Err(e) if e.is_transient() => match self.find_user(realm, &user.username) {
+                Ok(Some(found)) if marker_of(&found) == Some(marker.as_str()) => {
+                    object_id(&found).ok_or(e)
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET …/users/count` (users matching `username` as a substring, if given).
+    pub fn count_users(&self, realm: &str, username: Option<&str>) -> Result<u64> {
+        let mut q: Vec<(&str, &str)> = Vec::new();
+        if let Some(u) = username {
+            q.push(("username", u));
+        }
+        let v = self.get_json(&format!("/{}/users/count", encode(realm)), &q)?;
+        v.as_u64()
+            .ok_or_else(|| KeycloakError::Server(200, format!("users/count answered `{v}`")))
     }
 
     /// `POST …/users` with a free-form `UserRepresentation`.

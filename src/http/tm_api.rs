@@ -53,6 +53,7 @@ impl From<TmError> for ApiError {
             TmError::NotFound(m) => ApiError::not_found(m),
             TmError::Conflict(m) => ApiError::conflict(m),
             TmError::Forbidden(m) => ApiError::forbidden(m),
+            TmError::Unavailable(m) => ApiError::new(503, m),
             TmError::Storage(s) => ApiError::from(s),
         }
     }
@@ -181,6 +182,60 @@ fn retry_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
 fn security_context(c: &TenantCtx, req: &Request, p: &Params) -> R {
     guard(c, req, "kaa:tenant:read")?;
     Ok(Response::json(200, &c.tm.security_context(p.req("id"))?))
+}
+
+// ---------------------------------------------------------------- tenant users
+
+fn list_tenant_users(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:tenant-user:read")?;
+    let q = query(req);
+    let (offset, limit) = paging(&q)?;
+    let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
+    let username = q
+        .get("username")
+        .map(String::as_str)
+        .filter(|u| !u.is_empty());
+    let (count, list) = users.list(&t.realm_name, &roles, username, offset, limit)?;
+    let results: Vec<Value> = list.iter().map(|u| u.view(&t.id)).collect();
+    Ok(Response::json(
+        200,
+        &json!({"count": count, "results": results}),
+    ))
+}
+
+fn create_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:tenant-user:create")?;
+    let body = json_body(req)?;
+    let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
+    let input = crate::tenants::users::parse_input(&body, true, &roles)?;
+    let u = users.create(&t.realm_name, &roles, &input)?;
+    Ok(Response::json(201, &u.view(&t.id)).with_header(
+        "Location",
+        &format!("/api/v1/tenants/{}/users/{}", t.id, u.id),
+    ))
+}
+
+fn get_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:tenant-user:read")?;
+    let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
+    let u = users.get(&t.realm_name, &roles, p.req("user_id"))?;
+    Ok(Response::json(200, &u.view(&t.id)))
+}
+
+fn update_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:tenant-user:update")?;
+    let body = json_body(req)?;
+    let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
+    let input = crate::tenants::users::parse_input(&body, false, &roles)?;
+    let u = users.update(&t.realm_name, &roles, p.req("user_id"), &input)?;
+    Ok(Response::json(200, &u.view(&t.id)))
+}
+
+fn delete_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:tenant-user:delete")?;
+    let (t, users, _) = c.tm.tenant_users(p.req("id"))?;
+    users.delete(&t.realm_name, p.req("user_id"))?;
+    Ok(Response::new(204))
 }
 
 fn public_config(c: &TenantCtx, _: &Request, p: &Params) -> R {
@@ -400,6 +455,28 @@ pub fn router() -> Router<TenantCtx> {
     );
     r.route("GET", "/api/v1/tenants/{id}/public-config", public_config);
     r.route("GET", "/api/v1/tenants/{id}/limits", limits);
+    r.route("GET", "/api/v1/tenants/{id}/users", list_tenant_users);
+    r.route("POST", "/api/v1/tenants/{id}/users", create_tenant_user);
+    r.route(
+        "GET",
+        "/api/v1/tenants/{id}/users/{user_id}",
+        get_tenant_user,
+    );
+    r.route(
+        "PUT",
+        "/api/v1/tenants/{id}/users/{user_id}",
+        update_tenant_user,
+    );
+    r.route(
+        "PATCH",
+        "/api/v1/tenants/{id}/users/{user_id}",
+        update_tenant_user,
+    );
+    r.route(
+        "DELETE",
+        "/api/v1/tenants/{id}/users/{user_id}",
+        delete_tenant_user,
+    );
     r.route("GET", "/api/v1/keycloak-servers", list_servers);
     r.route("POST", "/api/v1/keycloak-servers", create_server);
     r.route("GET", "/api/v1/keycloak-servers/{id}", get_server);

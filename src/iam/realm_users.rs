@@ -46,28 +46,6 @@ pub struct TenantRealm {
     pub backend_client_id: String,
 }
 
-/// The user attribute holding the id of the IAM request that created a Keycloak user.
-pub const REQUEST_ATTRIBUTE: &str = "kaa-iam-request";
-
-/// A fresh random request id (hex of 16 random bytes).
-fn request_marker() -> String {
-    let mut b = [0u8; 16];
-    if openssl::rand::rand_bytes(&mut b).is_err() {
-        // Unique enough for matching a lost answer: time and a process-wide counter.
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return format!("{:x}-{n:x}", crate::clock::now_ms());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn marker_of(user: &Value) -> Option<&str> {
-    user.get("attributes")?
-        .get(REQUEST_ATTRIBUTE)?
-        .get(0)?
-        .as_str()
-}
-
 /// What a new Keycloak user gets.
 pub struct NewRealmUser<'a> {
     pub username: &'a str,
@@ -186,7 +164,6 @@ impl TenantRealm {
     /// Create the user (and send its verify-e-mail mail); returns its id. When the mail cannot be
     /// sent the user is removed again, so that a failed call leaves nothing behind.
     pub fn create(&self, u: &NewRealmUser<'_>) -> Result<String, IamError> {
-        let marker = request_marker();
         let rep = NewUser {
             username: u.username.to_string(),
             email: u.email.map(String::from),
@@ -196,24 +173,13 @@ impl TenantRealm {
             email_verified: Some(false),
             credentials: Vec::new(),
             required_actions: u.required_actions.clone(),
-            attributes: Some(serde_json::json!({ REQUEST_ATTRIBUTE: [marker.as_str()] })),
+            attributes: None,
         }
         .with_password(u.password, false);
-        let id = match self.admin.create_user(&self.realm, &rep) {
-            Ok(id) => id,
-            // The answer may have been lost after Keycloak made the user: a user of that name
-            // carrying this request's marker is this request's.
-            Err(e) if e.is_transient() => match self.admin.find_user(&self.realm, u.username) {
-                Ok(Some(found)) if marker_of(&found) == Some(marker.as_str()) => {
-                    match crate::clients::keycloak::object_id(&found) {
-                        Some(id) => id,
-                        None => return Err(keycloak_error("create the user", e)),
-                    }
-                }
-                _ => return Err(keycloak_error("create the user", e)),
-            },
-            Err(e) => return Err(keycloak_error("create the user", e)),
-        };
+        let id = self
+            .admin
+            .create_user_once(&self.realm, &rep)
+            .map_err(|e| keycloak_error("create the user", e))?;
         if u.send_verify_email {
             let client = self
                 .frontend_client_id

@@ -15,6 +15,9 @@ pub enum TmError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Keycloak failed or did not answer; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -403,6 +403,12 @@ impl Provisioner for KeycloakProvisioner {
             Err(e) => Err(self.fail(&format!("delete realm `{}`", t.realm_name), e)),
         }
     }
+
+    fn users(&self) -> Arc<dyn super::users::TenantUsers> {
+        Arc::new(super::users::KeycloakUsers {
+            kc: Arc::clone(&self.kc),
+        })
+    }
 }
 
 #[cfg(test)]

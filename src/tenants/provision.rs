@@ -64,6 +64,8 @@ pub trait Provisioner: Send + Sync {
     fn update(&self, t: &TenantRecord, plan: &Plan) -> Result<(), ProvisionError>;
     /// Remove the realm (absent already is success).
     fn delete(&self, t: &TenantRecord) -> Result<(), ProvisionError>;
+    /// The users of the realms this provisioner makes.
+    fn users(&self) -> Arc<dyn super::users::TenantUsers>;
 }
 
 /// Chooses the provisioner of a tenant's Keycloak server.
@@ -111,8 +113,27 @@ impl Provisioner for LocalProvisioner {
 
     fn delete(&self, t: &TenantRecord) -> Result<(), ProvisionError> {
         match self.db.delete_entry("realm", &t.realm_name) {
-            Ok(()) | Err(StorageError::NotFound) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
         }
+        // The realm's users go with it.
+        let prefix = format!("{}/", t.realm_name);
+        for kind in ["tenant-user", "tenant-username"] {
+            for e in self.db.list_entries(kind)? {
+                if e.id.starts_with(&prefix) {
+                    match self.db.delete_entry(kind, &e.id) {
+                        Ok(()) | Err(StorageError::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn users(&self) -> Arc<dyn super::users::TenantUsers> {
+        Arc::new(super::users::LocalUsers {
+            db: Arc::clone(&self.db),
+        })
     }
 }

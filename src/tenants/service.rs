@@ -206,6 +206,13 @@ fn set_version(t: &mut TenantRecord, field: &str, v: i64) {
     }
 }
 
+/// A tenant, the users of its realm, and the roles of its plan.
+pub type TenantUsersOf = (
+    TenantRecord,
+    Arc<dyn super::users::TenantUsers>,
+    Vec<String>,
+);
+
 impl Tm {
     fn body(&self, kind: &str, id: &str) -> Result<Value, TmError> {
         let e = self.db.get_entry(kind, id)?;
@@ -759,6 +766,29 @@ impl Tm {
             }
         }
         Ok(())
+    }
+
+    /// The users of a tenant's realm, and the roles of its plan (what users may be given).
+    /// The realm must be there: a tenant being created, deleted or failed answers 409.
+    pub fn tenant_users(&self, id: &str) -> Result<TenantUsersOf, TmError> {
+        let t = self.get_tenant(id)?;
+        if t.status != AVAILABLE && t.status != UPDATING {
+            return Err(TmError::Conflict(format!(
+                "tenant `{id}` is {}: its realm has no users until it is AVAILABLE",
+                t.status
+            )));
+        }
+        let server = match t.keycloak_server_id {
+            Some(sid) => Some(self.db.get_server(sid)?),
+            None => None,
+        };
+        let users = self
+            .provisioners
+            .for_server(server.as_ref())
+            .map_err(|e| TmError::Unavailable(e.to_string()))?
+            .users();
+        let roles = self.plan(&t)?.roles.into_iter().map(|r| r.name).collect();
+        Ok((t, users, roles))
     }
 
     /// What a service needs to check the tenant's tokens and act for it (secrets included).

@@ -2291,14 +2291,21 @@ fn users(st: &mut State, req: &Request, realm: &str, rest: &[&str]) -> Response 
             "POST" => create_user(st, req, realm),
             _ => not_allowed(),
         },
-        ["count"] if m == "GET" => Response::json(
-            200,
-            &st.realms[realm]
-                .users
-                .iter()
-                .filter(|u| u.service_account_client.is_none())
-                .count(),
-        ),
+        ["count"] if m == "GET" => {
+            let q = query(req);
+            Response::json(
+                200,
+                &st.realms[realm]
+                    .users
+                    .iter()
+                    .filter(|u| u.service_account_client.is_none())
+                    .filter(|u| {
+                        q.get("username")
+                            .is_none_or(|w| contains_ci(&u.username, w))
+                    })
+                    .count(),
+            )
+        }
         [id, rest @ ..] => {
             let Some(ui) = st.realms[realm].users.iter().position(|u| u.id == *id) else {
                 return error(404, "User not found");
