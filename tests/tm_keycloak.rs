@@ -563,7 +563,7 @@ fn a_version_change_updates_the_realm() {
         ),
         201,
     );
-    // An identity provider of the tenant goes into the realm with the next update.
+    // An identity provider of the tenant goes into the realm at once (through UPDATING).
     expect(
         &call(
             a,
@@ -576,6 +576,10 @@ fn a_version_change_updates_the_realm() {
         ),
         201,
     );
+    wait_status(a, "acme", "AVAILABLE");
+    let corp = kc.realm_snapshot("acme").unwrap().idps;
+    assert_eq!(corp.len(), 1);
+    assert_eq!(corp[0]["config"]["kaaManaged"], "true");
     // Someone removed a role by hand (Keycloak drops its role policy): the update puts both back.
     let admin = admin_client(&kc);
     admin.delete_role("acme", "dashboard-admin").unwrap();
@@ -611,6 +615,155 @@ fn a_version_change_updates_the_realm() {
     );
     let t = wait_status(a, "acme", "AVAILABLE");
     assert_realm_is_the_plan(&kc, &t);
+}
+
+#[test]
+fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_catalogue() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&kc, &dir);
+    let a = tm.addr;
+    create(a, json!({"id": "acme"}));
+    wait_status(a, "acme", "AVAILABLE");
+    let idp = |alias: &str, provider: &str, config: Value| {
+        json!({"tenant_id": "acme", "alias": alias, "provider_id": provider, "enabled": true,
+               "config": config})
+    };
+    let ldap_config = json!({"connectionUrl": "ldap://ldap.example.com:389",
+        "usersDn": "ou=people,dc=example,dc=com", "bindDn": "cn=admin,dc=example,dc=com",
+        "editMode": "READ_ONLY", "pagination": true, "batchSizeForSync": 1000});
+    // A lost answer on the component's create: the retry finds it, no second component.
+    kc.lose_on("POST", "/admin/realms/acme/components", 502);
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(idp("corp-ldap", "ldap", ldap_config)),
+        ),
+        201,
+    );
+    wait_status(a, "acme", "AVAILABLE");
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(idp(
+                "corp-ad",
+                "active-directory",
+                json!({"connectionUrl": "ldaps://ad.example.com", "usersDn": "cn=users,dc=corp"}),
+            )),
+        ),
+        201,
+    );
+    wait_status(a, "acme", "AVAILABLE");
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(idp(
+                "google",
+                "google",
+                json!({"clientId": "g", "clientSecret": "s"}),
+            )),
+        ),
+        201,
+    );
+    wait_status(a, "acme", "AVAILABLE");
+    assert_eq!(kc.pending_faults(), 0);
+    let lost: Vec<String> = kc
+        .calls()
+        .iter()
+        .filter(|c| c.status == 502)
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert_eq!(
+        lost,
+        ["POST /admin/realms/acme/components"],
+        "the lost answer"
+    );
+    let snap = kc.realm_snapshot("acme").unwrap();
+    assert!(snap.duplicates().is_empty(), "{:?}", snap.duplicates());
+    assert_eq!(snap.components.len(), 2, "{:?}", snap.components);
+    let ldap = snap.component("corp-ldap").unwrap();
+    assert_eq!(ldap["providerId"], "ldap");
+    assert_eq!(
+        ldap["providerType"],
+        "org.keycloak.storage.UserStorageProvider"
+    );
+    assert_eq!(
+        ldap["config"]["connectionUrl"],
+        json!(["ldap://ldap.example.com:389"])
+    );
+    assert_eq!(ldap["config"]["pagination"], json!(["true"]));
+    assert_eq!(ldap["config"]["batchSizeForSync"], json!(["1000"]));
+    assert_eq!(ldap["config"]["enabled"], json!(["true"]));
+    let ad = snap.component("corp-ad").unwrap();
+    assert_eq!(ad["providerId"], "ldap");
+    assert_eq!(ad["config"]["vendor"], json!(["ad"]));
+    assert_eq!(snap.idps.len(), 1);
+    assert_eq!(snap.idps[0]["alias"], "google");
+
+    // An identity provider made by hand in Keycloak stays; changes and removals in the
+    // catalogue reach the realm.
+    admin_client(&kc)
+        .create_idp(
+            "acme",
+            &json!({"alias": "manual", "providerId": "oidc", "config": {}}),
+        )
+        .unwrap();
+    expect(
+        &call(
+            a,
+            "PUT",
+            "/api/v1/idps/acme%2Fcorp-ldap",
+            Some(idp(
+                "corp-ldap",
+                "ldap",
+                json!({"connectionUrl": "ldaps://ldap2.example.com", "usersDn": "ou=people"}),
+            )),
+        ),
+        200,
+    );
+    wait_status(a, "acme", "AVAILABLE");
+    expect(&call(a, "DELETE", "/api/v1/idps/acme%2Fcorp-ad", None), 204);
+    wait_status(a, "acme", "AVAILABLE");
+    expect(&call(a, "DELETE", "/api/v1/idps/acme%2Fgoogle", None), 204);
+    let t = wait_status(a, "acme", "AVAILABLE");
+    let snap = kc.realm_snapshot("acme").unwrap();
+    assert_eq!(snap.components.len(), 1, "{:?}", snap.components);
+    assert_eq!(
+        snap.component("corp-ldap").unwrap()["config"]["connectionUrl"],
+        json!(["ldaps://ldap2.example.com"])
+    );
+    let aliases: Vec<&str> = snap
+        .idps
+        .iter()
+        .filter_map(|i| i["alias"].as_str())
+        .collect();
+    assert_eq!(aliases, ["manual"]);
+    assert_realm_is_the_plan(&kc, &t);
+
+    // An LDAP config Keycloak refuses fails the tenant's run with Keycloak's message.
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(idp("broken", "ldap", json!({"usersDn": "ou=x"}))),
+        ),
+        201,
+    );
+    let t = wait_status(a, "acme", "FAILED");
+    assert!(
+        t["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("ldapErrorMissingConnectionUrl"),
+        "{t}"
+    );
 }
 
 #[test]

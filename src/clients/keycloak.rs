@@ -1142,6 +1142,38 @@ impl KeycloakAdmin {
         self.remove_realm_role_mappings(realm, user, &[rep])
     }
 
+    // ------------------------------------------------------------ components
+
+    /// `GET …/components?type=&name=` (names are not unique in Keycloak).
+    pub fn list_components(
+        &self,
+        realm: &str,
+        provider_type: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let mut q = vec![("type", provider_type)];
+        if let Some(n) = name {
+            q.push(("name", n));
+        }
+        self.get_list(&format!("/{}/components", encode(realm)), &q)
+    }
+
+    /// `POST …/components`; returns the new component's id.
+    pub fn create_component(&self, realm: &str, rep: &Value) -> Result<String> {
+        self.create_located(&format!("/{}/components", encode(realm)), rep)
+    }
+
+    pub fn update_component(&self, realm: &str, id: &str, rep: &Value) -> Result<()> {
+        self.put(
+            &format!("/{}/components/{}", encode(realm), encode(id)),
+            rep,
+        )
+    }
+
+    pub fn delete_component(&self, realm: &str, id: &str) -> Result<()> {
+        self.delete(&format!("/{}/components/{}", encode(realm), encode(id)))
+    }
+
     // ------------------------------------------------------------ client roles
 
     /// `GET …/clients/{uuid}/service-account-user`.

@@ -412,10 +412,9 @@ fn catalog_routes(r: &mut Router<TenantCtx>) {
         });
         r.route("POST", collection, move |c: &TenantCtx, req, _| {
             guard(c, req, &create)?;
-            Ok(Response::json(
-                201,
-                &c.tm.catalog_create(k, &json_body(req)?)?,
-            ))
+            let v = c.tm.catalog_create(k, &json_body(req)?)?;
+            c.signal.notify();
+            Ok(Response::json(201, &v))
         });
         let read_one = read.clone();
         r.route("GET", item, move |c: &TenantCtx, req, p| {
@@ -424,14 +423,14 @@ fn catalog_routes(r: &mut Router<TenantCtx>) {
         });
         r.route("PUT", item, move |c: &TenantCtx, req, p| {
             guard(c, req, &update)?;
-            Ok(Response::json(
-                200,
-                &c.tm.catalog_update(k, p.req("id"), &json_body(req)?)?,
-            ))
+            let v = c.tm.catalog_update(k, p.req("id"), &json_body(req)?)?;
+            c.signal.notify();
+            Ok(Response::json(200, &v))
         });
         r.route("DELETE", item, move |c: &TenantCtx, req, p| {
             guard(c, req, &delete)?;
             c.tm.catalog_delete(k, p.req("id"))?;
+            c.signal.notify();
             Ok(Response::new(204))
         });
     }

@@ -345,7 +345,20 @@ impl Tm {
                 updated_ms: now,
             })
             .map_err(|e| storage(e, kind.kind, &id))?;
+        self.realm_changed(kind, &id)?;
         view(&e)
+    }
+
+    /// An IDP belongs to its tenant's realm: a change to one brings an `AVAILABLE` tenant
+    /// through `UPDATING` (a tenant in another state picks it up on its next run).
+    fn realm_changed(&self, kind: &Kind, id: &str) -> Result<(), TmError> {
+        if kind.kind != "idp" {
+            return Ok(());
+        }
+        match id.split_once('/') {
+            Some((tenant, _)) => self.resync_tenant(tenant),
+            None => Ok(()),
+        }
     }
 
     /// Replace an entry; the fields that form its id cannot change.
@@ -370,6 +383,7 @@ impl Tm {
                 ..cur
             })
             .map_err(|e| storage(e, kind.kind, id))?;
+        self.realm_changed(kind, id)?;
         view(&e)
     }
 
@@ -412,7 +426,8 @@ impl Tm {
         }
         self.db
             .delete_entry(kind.kind, id)
-            .map_err(|e| storage(e, kind.kind, id))
+            .map_err(|e| storage(e, kind.kind, id))?;
+        self.realm_changed(kind, id)
     }
 }
 

@@ -2,7 +2,8 @@
 //! admin API of its Keycloak server, in the order of `spec/tenant-manager.md` §5: realm → realm
 //! roles → backend client (its service account gets the realm's user-management roles) →
 //! authorization scopes → default resources → role policies and scope
-//! permissions → frontend client → identity providers.
+//! permissions → frontend client → identity providers (LDAP and Active Directory as
+//! user-federation components).
 //!
 //! Every step is idempotent, so a task retried after any failure finishes the realm without
 //! duplicates: a create answered 409 means the object is there (made by an earlier attempt) and
@@ -43,6 +44,55 @@ pub fn idp_representation(idp: &Value) -> Value {
         "providerId": idp.get("provider_id").cloned().unwrap_or(Value::Null),
         "enabled": idp.get("enabled").and_then(Value::as_bool).unwrap_or(true),
         "config": idp.get("config").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// Config key marking identity providers and components this service made (and may remove).
+pub const MANAGED: &str = "kaaManaged";
+/// Keycloak's component type of user-federation providers.
+pub const USER_STORAGE: &str = "org.keycloak.storage.UserStorageProvider";
+
+/// Whether a catalogue IDP is a user federation (LDAP, Active Directory) rather than an
+/// identity provider.
+pub fn is_federation(idp: &Value) -> bool {
+    matches!(
+        idp.get("provider_id").and_then(Value::as_str),
+        Some("ldap" | "active-directory" | "ad")
+    )
+}
+
+/// The Keycloak component of a federation IDP: `providerId` `ldap` (Active Directory is LDAP
+/// with `vendor` `ad`), its config as Keycloak's lists of strings, `enabled` in the config.
+pub fn federation_component(idp: &Value) -> Value {
+    let mut config = serde_json::Map::new();
+    if let Some(m) = idp.get("config").and_then(Value::as_object) {
+        for (k, v) in m {
+            let list: Vec<Value> = match v {
+                Value::Null => continue,
+                Value::String(s) => vec![Value::from(s.clone())],
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| match x {
+                        Value::String(s) => Value::from(s.clone()),
+                        other => Value::from(other.to_string()),
+                    })
+                    .collect(),
+                other => vec![Value::from(other.to_string())],
+            };
+            config.insert(k.clone(), Value::Array(list));
+        }
+    }
+    if idp.get("provider_id").and_then(Value::as_str) != Some("ldap") {
+        config.entry("vendor").or_insert_with(|| json!(["ad"]));
+    }
+    let enabled = idp.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+    config.insert("enabled".into(), json!([enabled.to_string()]));
+    config.insert(MANAGED.into(), json!(["true"]));
+    json!({
+        "name": idp.get("alias").cloned().unwrap_or(Value::Null),
+        "providerId": "ldap",
+        "providerType": USER_STORAGE,
+        "config": config,
     })
 }
 
@@ -223,6 +273,85 @@ impl KeycloakProvisioner {
             .map_err(|e| self.fail(&step("map the user-management roles"), e))
     }
 
+    /// A user-federation component by name and provider: created, or found (and in update
+    /// mode replaced). Keycloak does not keep component names unique, so the lookup comes
+    /// before the create and a retried create finds what a lost answer made.
+    fn ensure_component(&self, realm: &str, rep: &Value, mode: Mode) -> Result<(), ProvisionError> {
+        let name = rep["name"].as_str().unwrap_or("");
+        let provider = rep["providerId"].as_str().unwrap_or("");
+        let found = self
+            .kc
+            .list_components(realm, USER_STORAGE, Some(name))
+            .map_err(|e| self.fail(&format!("find component `{name}` in `{realm}`"), e))?
+            .into_iter()
+            .find(|c| c["providerId"] == provider);
+        match found.as_ref().and_then(object_id) {
+            None => self
+                .kc
+                .create_component(realm, rep)
+                .map(|_| ())
+                .map_err(|e| self.fail(&format!("create component `{name}` in `{realm}`"), e)),
+            Some(id) if mode == Mode::Update => {
+                let mut r = rep.clone();
+                r["id"] = Value::from(id.clone());
+                self.kc
+                    .update_component(realm, &id, &r)
+                    .map_err(|e| self.fail(&format!("update component `{name}` in `{realm}`"), e))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Remove the identity providers and federation components this service made that the
+    /// plan no longer names.
+    fn prune_idps(
+        &self,
+        realm: &str,
+        aliases: &[String],
+        federations: &[String],
+    ) -> Result<(), ProvisionError> {
+        let kc = &*self.kc;
+        let managed = |v: &Value| {
+            let m = &v["config"][MANAGED];
+            m == "true" || m.get(0).is_some_and(|x| x == "true")
+        };
+        for idp in kc
+            .list_idps(realm)
+            .map_err(|e| self.fail(&format!("list identity providers of `{realm}`"), e))?
+        {
+            let alias = idp["alias"].as_str().unwrap_or("");
+            if managed(&idp) && !aliases.iter().any(|a| a == alias) {
+                match kc.delete_idp(realm, alias) {
+                    Ok(()) | Err(KeycloakError::NotFound(_)) => {}
+                    Err(e) => {
+                        return Err(self.fail(
+                            &format!("remove identity provider `{alias}` from `{realm}`"),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+        for c in kc
+            .list_components(realm, USER_STORAGE, None)
+            .map_err(|e| self.fail(&format!("list components of `{realm}`"), e))?
+        {
+            let name = c["name"].as_str().unwrap_or("");
+            if managed(&c) && !federations.iter().any(|f| f == name) {
+                let id = object_id(&c).unwrap_or_default();
+                match kc.delete_component(realm, &id) {
+                    Ok(()) | Err(KeycloakError::NotFound(_)) => {}
+                    Err(e) => {
+                        return Err(
+                            self.fail(&format!("remove component `{name}` from `{realm}`"), e)
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&self, t: &TenantRecord, plan: &Plan, mode: Mode) -> Result<(), ProvisionError> {
         let kc = &*self.kc;
         let realm = t.realm_name.as_str();
@@ -367,9 +496,21 @@ impl KeycloakProvisioner {
         // 7. The frontend client (public, the web UI).
         self.ensure_client(realm, &plan.frontend_client, mode)?;
 
-        // 8. Identity providers.
+        // 8. Identity providers: LDAP and Active Directory as user-federation components, the
+        //    others as identity providers, each marked as this service's; an update removes the
+        //    marked ones the plan no longer names (others, made by hand, stay).
+        let (mut aliases, mut federations) = (Vec::new(), Vec::new());
         for idp in &plan.idps {
-            let rep = idp_representation(idp);
+            if is_federation(idp) {
+                let rep = federation_component(idp);
+                federations.push(rep["name"].as_str().unwrap_or("").to_string());
+                self.ensure_component(realm, &rep, mode)?;
+                continue;
+            }
+            let mut rep = idp_representation(idp);
+            if let Some(c) = rep.get_mut("config").and_then(Value::as_object_mut) {
+                c.insert(MANAGED.into(), Value::from("true"));
+            }
             let alias = rep["alias"].as_str().unwrap_or("").to_string();
             let made = self.created(
                 || format!("create identity provider `{alias}` in `{realm}`"),
@@ -383,6 +524,10 @@ impl KeycloakProvisioner {
                     )
                 })?;
             }
+            aliases.push(alias);
+        }
+        if mode == Mode::Update {
+            self.prune_idps(realm, &aliases, &federations)?;
         }
         Ok(())
     }

@@ -768,6 +768,30 @@ impl Tm {
         Ok(())
     }
 
+    /// Bring an `AVAILABLE` tenant's realm to its plan again (`UPDATING` and an update task);
+    /// a tenant in another state is left alone (its next run reads the plan anew).
+    pub fn resync_tenant(&self, id: &str) -> Result<(), TmError> {
+        let cur = match self.db.get_tenant(id) {
+            Ok(t) => t,
+            Err(StorageError::NotFound) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if cur.status != AVAILABLE {
+            return Ok(());
+        }
+        let mut t = cur.clone();
+        t.status = UPDATING.into();
+        t.updated_ms = now_ms();
+        match self
+            .db
+            .save_tenant(&t, Some(cur.version), Some(&self.task(TASK_UPDATE)), None)
+        {
+            // Changed meanwhile: whoever changed it queued its own run.
+            Ok(_) | Err(StorageError::Stale) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The users of a tenant's realm, and the roles of its plan (what users may be given).
     /// The realm must be there: a tenant being created, deleted or failed answers 409.
     pub fn tenant_users(&self, id: &str) -> Result<TenantUsersOf, TmError> {

@@ -284,6 +284,8 @@ struct Realm {
     users: Vec<User>,
     /// Client roles: (client uuid, role).
     client_roles: Vec<(String, Role)>,
+    /// Components (user storage providers such as LDAP), with their `id`.
+    components: Vec<Value>,
     /// Tokens issued by the token endpoint (for revocation).
     issued: Vec<String>,
     token_requests: usize,
@@ -360,6 +362,7 @@ impl State {
             idps: Vec::new(),
             users: Vec::new(),
             client_roles: Vec::new(),
+            components: Vec::new(),
             issued: Vec::new(),
             token_requests: 0,
         };
@@ -436,6 +439,8 @@ struct Faults {
     queue: std::collections::VecDeque<Scheduled>,
     fail_all: Option<u16>,
     delay: StdDuration,
+    /// The next call with this method whose path ends so does the work and answers `status`.
+    lose_on: Option<(String, String, u16)>,
 }
 
 /// One admin or token call as the stand-in saw it.
@@ -1132,6 +1137,7 @@ fn admin(st: &mut State, req: &Request, parts: &[String]) -> Response {
                     }
                 }
                 ["identity-provider", "instances", rest @ ..] => idps(st, req, &realm, rest),
+                ["components", rest @ ..] => components(st, req, &realm, rest),
                 ["users", rest @ ..] => users(st, req, &realm, rest),
                 _ => not_found(),
             }
@@ -2249,6 +2255,125 @@ fn idps(st: &mut State, req: &Request, realm: &str, rest: &[&str]) -> Response {
     }
 }
 
+/// Component types and the providers the stand-in knows of each.
+const COMPONENT_PROVIDERS: &[(&str, &[&str])] = &[(
+    "org.keycloak.storage.UserStorageProvider",
+    &["ldap", "kerberos"],
+)];
+
+/// Keycloak's component config: every value a list of strings.
+fn check_component(b: &Map<String, Value>) -> Result<(), Response> {
+    if str_field(b, "name").is_none_or(str::is_empty) {
+        return Err(error_message(400, "Component name is missing"));
+    }
+    let ty = str_field(b, "providerType").unwrap_or("");
+    let provider = str_field(b, "providerId").unwrap_or("");
+    let known = COMPONENT_PROVIDERS
+        .iter()
+        .any(|(t, ps)| *t == ty && ps.contains(&provider));
+    if !known {
+        return Err(error_message(
+            400,
+            &format!("Invalid provider [{provider}] of type [{ty}]"),
+        ));
+    }
+    if let Some(c) = b.get("config") {
+        let ok = c.as_object().is_some_and(|m| {
+            m.values()
+                .all(|v| v.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
+        });
+        if !ok {
+            return Err(unknown_error(400));
+        }
+    }
+    if provider == "ldap" {
+        let has = |k: &str| {
+            b.get("config")
+                .and_then(|c| c.get(k))
+                .and_then(|v| v.get(0))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        };
+        if !has("connectionUrl") {
+            return Err(error_message(400, "ldapErrorMissingConnectionUrl"));
+        }
+        if !has("usersDn") {
+            return Err(error_message(400, "ldapErrorMissingUsersDn"));
+        }
+    }
+    Ok(())
+}
+
+fn components(st: &mut State, req: &Request, realm: &str, rest: &[&str]) -> Response {
+    let m = req.method.as_str();
+    let uuid = st.uuid();
+    let base = st.base.clone();
+    let r = st.realms.get_mut(realm).unwrap();
+    let realm_id = r.id.clone();
+    match rest {
+        [] => match m {
+            "GET" => {
+                let q = query(req);
+                let list: Vec<Value> = r
+                    .components
+                    .iter()
+                    .filter(|c| {
+                        q.get("type")
+                            .is_none_or(|t| c["providerType"] == t.as_str())
+                    })
+                    .filter(|c| q.get("name").is_none_or(|n| c["name"] == n.as_str()))
+                    .filter(|c| q.get("parent").is_none_or(|p| c["parentId"] == p.as_str()))
+                    .cloned()
+                    .collect();
+                Response::json(200, &list)
+            }
+            // Names are not unique: a second POST makes a second component, as in Keycloak.
+            "POST" => {
+                let mut b = match body_object(req) {
+                    Ok(b) => b,
+                    Err(e) => return e,
+                };
+                if let Err(e) = check_component(&b) {
+                    return e;
+                }
+                b.insert("id".into(), json!(uuid));
+                b.entry("parentId").or_insert(json!(realm_id));
+                b.entry("config").or_insert(json!({}));
+                r.components.push(Value::Object(b));
+                created(&format!("{base}/admin/realms/{realm}/components/{uuid}"))
+            }
+            _ => not_allowed(),
+        },
+        [id] => {
+            let Some(i) = r.components.iter().position(|c| c["id"] == *id) else {
+                return error(404, "Could not find component");
+            };
+            match m {
+                "GET" => Response::json(200, &r.components[i]),
+                "PUT" => {
+                    let mut b = match body_object(req) {
+                        Ok(b) => b,
+                        Err(e) => return e,
+                    };
+                    if let Err(e) = check_component(&b) {
+                        return e;
+                    }
+                    b.insert("id".into(), json!(id));
+                    b.entry("parentId").or_insert(json!(realm_id));
+                    r.components[i] = Value::Object(b);
+                    no_content()
+                }
+                "DELETE" => {
+                    r.components.remove(i);
+                    no_content()
+                }
+                _ => not_allowed(),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
 // ------------------------------------------------------------------ users
 
 fn users(st: &mut State, req: &Request, realm: &str, rest: &[&str]) -> Response {
@@ -2696,6 +2821,13 @@ fn handle(shared: &Shared, req: Request) -> Response {
     if is_call {
         let (delay, fail) = {
             let mut f = shared.faults.lock().unwrap();
+            if let Some((m, suffix, status)) = f.lose_on.clone()
+                && m == req.method
+                && path.ends_with(suffix.as_str())
+            {
+                f.lose_on = None;
+                lose = Some(status);
+            }
             let mut fail = f.fail_all;
             if fail.is_none()
                 && let Some(head) = f.queue.front_mut()
@@ -2853,6 +2985,7 @@ pub struct RealmSnapshot {
     pub policies: Vec<PolicySnapshot>,
     pub permissions: Vec<PolicySnapshot>,
     pub idps: Vec<Value>,
+    pub components: Vec<Value>,
     pub users: Vec<UserSnapshot>,
 }
 
@@ -2922,7 +3055,17 @@ impl RealmSnapshot {
             self.users.iter().map(|u| u.username.as_str()),
             &mut out,
         );
+        dupes(
+            "component",
+            self.components.iter().filter_map(|c| c["name"].as_str()),
+            &mut out,
+        );
         out
+    }
+
+    /// The component of that name, if any.
+    pub fn component(&self, name: &str) -> Option<&Value> {
+        self.components.iter().find(|c| c["name"] == name)
     }
 
     /// Object counts by kind.
@@ -3040,6 +3183,7 @@ fn snapshot(r: &Realm) -> RealmSnapshot {
         policies,
         permissions,
         idps: r.idps.clone(),
+        components: r.components.clone(),
         users: r
             .users
             .iter()
@@ -3422,6 +3566,13 @@ impl Keycloak {
 
     /// After `skip` more calls (counted from the previous scheduled fault), one call does its
     /// work and answers `status`.
+    /// The next `method` call whose path ends with `suffix` does the work, then answers
+    /// `status` (the reply is lost).
+    pub fn lose_on(&self, method: &str, suffix: &str, status: u16) {
+        self.shared.faults.lock().unwrap().lose_on =
+            Some((method.to_string(), suffix.to_string(), status));
+    }
+
     pub fn lose_after(&self, skip: usize, status: u16) {
         self.schedule(skip, status, true);
     }
@@ -3433,7 +3584,8 @@ impl Keycloak {
 
     /// One-shot faults not yet due.
     pub fn pending_faults(&self) -> usize {
-        self.shared.faults.lock().unwrap().queue.len()
+        let f = self.shared.faults.lock().unwrap();
+        f.queue.len() + usize::from(f.lose_on.is_some())
     }
 
     /// Every call answers `status` until `None`.
