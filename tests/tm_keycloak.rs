@@ -662,7 +662,7 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
         &call(
             a,
             "POST",
-            "/api/v1/idps",
+            "/api/v1/tenants/acme/idps",
             Some(idp(
                 "google",
                 "google",
@@ -718,7 +718,7 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
         &call(
             a,
             "PUT",
-            "/api/v1/idps/acme%2Fcorp-ldap",
+            "/api/v1/tenants/acme/idps/corp-ldap",
             Some(idp(
                 "corp-ldap",
                 "ldap",
@@ -728,7 +728,22 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
         200,
     );
     wait_status(a, "acme", "AVAILABLE");
-    expect(&call(a, "DELETE", "/api/v1/idps/acme%2Fcorp-ad", None), 204);
+    expect(
+        &call(a, "DELETE", "/api/v1/tenants/acme/idps/corp-ad", None),
+        204,
+    );
+    let listed = expect(&call(a, "GET", "/api/v1/tenants/acme/idps", None), 200);
+    assert_eq!(listed["count"], 2, "{listed}");
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/tenants/acme/idps",
+            Some(json!({"tenant_id": "other", "alias": "x", "provider_id": "oidc"})),
+        ),
+        400,
+    );
+    expect(&call(a, "GET", "/api/v1/tenants/ghost/idps", None), 404);
     wait_status(a, "acme", "AVAILABLE");
     expect(&call(a, "DELETE", "/api/v1/idps/acme%2Fgoogle", None), 204);
     let t = wait_status(a, "acme", "AVAILABLE");

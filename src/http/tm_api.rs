@@ -238,6 +238,71 @@ fn delete_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
     Ok(Response::new(204))
 }
 
+// ---------------------------------------------------------------- a tenant's IDPs
+// `/tenants/{id}/idps[/{alias}]`: the IDPs of `/idps` (ids `<tenant>/<alias>`) under their tenant.
+
+fn idp_kind() -> Result<&'static Kind, ApiError> {
+    crate::tenants::catalog::kind_by_path("idps")
+        .ok_or_else(|| ApiError::new(500, "the IDP catalogue is missing"))
+}
+
+/// The body with the path's tenant (a different `tenant_id` in the body is refused).
+fn idp_body(req: &Request, tenant: &str, alias: Option<&str>) -> Result<Value, ApiError> {
+    let mut b = json_body(req)?;
+    for (field, want) in [("tenant_id", Some(tenant)), ("alias", alias)] {
+        let Some(want) = want else { continue };
+        match b.get(field) {
+            None | Some(Value::Null) => b[field] = Value::from(want),
+            Some(Value::String(s)) if s == want => {}
+            Some(_) => {
+                let mut e = ApiError::bad_request(format!("`{field}` must be `{want}` here"));
+                e.details = Some(Box::new(
+                    json!({"field": field, "message": format!("must be `{want}` here")}),
+                ));
+                return Err(e);
+            }
+        }
+    }
+    Ok(b)
+}
+
+fn list_tenant_idps(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:idp:read")?;
+    let t = c.tm.get_tenant(p.req("id"))?;
+    page_of(c.tm.catalog_list(idp_kind()?, Some(&t.id))?, &query(req))
+}
+
+fn create_tenant_idp(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:idp:create")?;
+    let body = idp_body(req, p.req("id"), None)?;
+    let v = c.tm.catalog_create(idp_kind()?, &body)?;
+    c.signal.notify();
+    Ok(Response::json(201, &v))
+}
+
+fn get_tenant_idp(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:idp:read")?;
+    let id = format!("{}/{}", p.req("id"), p.req("alias"));
+    Ok(Response::json(200, &c.tm.catalog_get(idp_kind()?, &id)?))
+}
+
+fn update_tenant_idp(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:idp:update")?;
+    let body = idp_body(req, p.req("id"), Some(p.req("alias")))?;
+    let id = format!("{}/{}", p.req("id"), p.req("alias"));
+    let v = c.tm.catalog_update(idp_kind()?, &id, &body)?;
+    c.signal.notify();
+    Ok(Response::json(200, &v))
+}
+
+fn delete_tenant_idp(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:idp:delete")?;
+    let id = format!("{}/{}", p.req("id"), p.req("alias"));
+    c.tm.catalog_delete(idp_kind()?, &id)?;
+    c.signal.notify();
+    Ok(Response::new(204))
+}
+
 fn public_config(c: &TenantCtx, _: &Request, p: &Params) -> R {
     Ok(Response::json(200, &c.tm.public_config(p.req("id"))?))
 }
@@ -454,6 +519,19 @@ pub fn router() -> Router<TenantCtx> {
     );
     r.route("GET", "/api/v1/tenants/{id}/public-config", public_config);
     r.route("GET", "/api/v1/tenants/{id}/limits", limits);
+    r.route("GET", "/api/v1/tenants/{id}/idps", list_tenant_idps);
+    r.route("POST", "/api/v1/tenants/{id}/idps", create_tenant_idp);
+    r.route("GET", "/api/v1/tenants/{id}/idps/{alias}", get_tenant_idp);
+    r.route(
+        "PUT",
+        "/api/v1/tenants/{id}/idps/{alias}",
+        update_tenant_idp,
+    );
+    r.route(
+        "DELETE",
+        "/api/v1/tenants/{id}/idps/{alias}",
+        delete_tenant_idp,
+    );
     r.route("GET", "/api/v1/tenants/{id}/users", list_tenant_users);
     r.route("POST", "/api/v1/tenants/{id}/users", create_tenant_user);
     r.route(
