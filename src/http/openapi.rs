@@ -2,3 +2,6 @@
 
 /// IAM's API (docs/openapi/iam.json).
 pub const IAM_OPENAPI: &str = include_str!("../../docs/openapi/iam.json");
+
+/// The Tenant Manager's API (docs/openapi/tenant-manager.json, written by scripts/tm-openapi.py).
+pub const TM_OPENAPI: &str = include_str!("../../docs/openapi/tenant-manager.json");

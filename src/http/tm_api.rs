@@ -505,6 +505,13 @@ fn catalog_routes(r: &mut Router<TenantCtx>) {
 pub fn router() -> Router<TenantCtx> {
     let mut r = Router::new();
     ops_routes(&mut r);
+    r.route("GET", "/api/v1/openapi.json", |_: &TenantCtx, _, _| {
+        Ok(Response::text(
+            200,
+            "application/json",
+            super::openapi::TM_OPENAPI.as_bytes().to_vec(),
+        ))
+    });
     r.route("GET", "/api/v1/tenants", list_tenants);
     r.route("POST", "/api/v1/tenants", create_tenant);
     r.route("GET", "/api/v1/tenants/{id}", get_tenant);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::service::Tm;
 use crate::clients::nats::NatsClient;
 use crate::clock::now_ms;
-use crate::storage::{OutboxStore, TaskStore};
+use crate::storage::{OutboxStore, TaskRecord, TaskStore};
 
 /// Stops the background threads and wakes them for new work.
 #[derive(Default)]
@@ -64,8 +64,8 @@ pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
                     match tm.db.claim_task(&name, now_ms(), tm.settings.lease_ms) {
                         Ok(Some(task)) => {
                             if let Err(e) = tm.run_task(&task) {
-                                // The lease runs out and the task is taken again.
                                 log::warn!("tasks: task {} of `{}`: {e}", task.id, task.tenant_id);
+                                hand_back(&tm, &signal, &task, &e.to_string());
                             }
                             signal.notify();
                         }
@@ -77,6 +77,27 @@ pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
                     }
                 }
             });
+    }
+}
+
+/// A task whose run failed on storage (the database went away mid-run) goes back to the queue
+/// for a retry after `backoff-ms`, instead of staying leased to this worker until the lease
+/// (`lease-seconds`, 300 by default) runs out: a short database outage must not hold tenants in
+/// CREATING for minutes. Tried while the lease lasts; after it another worker may hold the task.
+fn hand_back(tm: &Tm, signal: &Signal, task: &TaskRecord, error: &str) {
+    let started = now_ms();
+    while !signal.stopped() && now_ms() - started < tm.settings.lease_ms {
+        let now = now_ms();
+        match tm
+            .db
+            .fail_task(task, error, Some(now + tm.settings.backoff_ms), now)
+        {
+            Ok(()) => return,
+            Err(e) => {
+                log::warn!("tasks: cannot hand task {} back yet: {e}", task.id);
+                signal.wait(Duration::from_millis(500));
+            }
+        }
     }
 }
 

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi/tenant-manager.json: the Tenant Manager's API (src/http/tm_api.rs, the
+catalogue kinds of src/tenants/catalog.rs, the operational routes of src/app.rs).
+tests/tm_openapi.rs checks the document against the router; run this again after a route
+or a catalogue kind changes, then review the diff."""
+import json
+import os
+import re
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+# The catalogue kinds, read off src/tenants/catalog.rs (path, fields with type and required).
+src = open(os.path.join(ROOT, "src/tenants/catalog.rs")).read()
+KINDS = []
+for m in re.finditer(r'kind: "([a-z-]+)",\s*path: "([a-z-]+)",\s*id: ([^\n]+),\s*fields: &\[(.*?)\],\s*refs', src, re.S):
+    fields = re.findall(r'\("([a-z_]+)", (Str|Int|Bool|Object), (true|false)\)', m.group(4))
+    KINDS.append((m.group(1), m.group(2), fields))
+assert len(KINDS) >= 15, KINDS
+
+TYPES = {"Str": {"type": "string"}, "Int": {"type": "integer", "minimum": 1},
+         "Bool": {"type": "boolean"}, "Object": {"type": "object"}}
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+def json_content(schema):
+    return {"application/json": {"schema": schema}}
+
+def error(desc):
+    return {"description": desc, "content": json_content(ref("Error"))}
+
+ERRORS = {
+    "400": error("invalid request: bad JSON, a bad field or a bad query parameter"),
+    "401": error("authentication required (security on)"),
+    "403": error("the caller lacks the scope on `kaa-system` (security on)"),
+    "503": error("storage or Keycloak unavailable"),
+}
+
+def errs(*codes):
+    return {c: ERRORS[c] if c in ERRORS else error({"404": "not found", "409": "conflict",
+            "413": "body too large", "415": "unsupported media type"}[c]) for c in codes}
+
+PAGING = [
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0},
+     "description": "page size (default 50, 0 = all)"},
+]
+
+def id_param(schema=None):
+    return {"name": "id", "in": "path", "required": True, "schema": schema or {"type": "string"}}
+
+def op(op_id, summary, tag, responses, params=None, body=None):
+    o = {"operationId": op_id, "summary": summary, "tags": [tag], "responses": responses}
+    if params:
+        o["parameters"] = params
+    if body:
+        o["requestBody"] = {"required": True, "content": json_content(body)}
+    return o
+
+def page(item):
+    return {"type": "object", "required": ["count", "results"],
+            "properties": {"count": {"type": "integer", "minimum": 0},
+                           "results": {"type": "array", "items": item}}}
+
+nullable_str = {"type": "string", "nullable": True}
+schemas = {
+    "Error": {"type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string"}, "details": {"nullable": True}}},
+    "Tenant": {"type": "object", "required": ["id", "realm_name", "status", "version"],
+               "properties": {
+                   "id": {"type": "string"}, "realm_name": {"type": "string"},
+                   "display_name": nullable_str,
+                   "client_frontend_id": {"type": "string"}, "client_backend_id": {"type": "string"},
+                   "client_backend_secret": {"type": "string"},
+                   **{k: {"type": "integer"} for k in ["realm_template_version", "realm_scopes_version",
+                      "client_backend_version", "client_frontend_version", "roles_version",
+                      "resources_version", "version"]},
+                   "keycloak_server_id": {"type": "integer", "nullable": True},
+                   "opendistro_enabled": {"type": "boolean"},
+                   "subscription_type": {"type": "string"},
+                   "status": {"type": "string", "enum": ["CREATING", "AVAILABLE", "UPDATING", "DELETING", "FAILED", "GONE"]},
+                   "failure_reason": nullable_str,
+                   "created": {"type": "string"}, "updated": {"type": "string"}}},
+    "NewTenant": {"type": "object", "required": ["id"], "properties": {
+        "id": {"type": "string"}, "realm_name": {"type": "string"}, "display_name": nullable_str,
+        **{k: {"type": "integer", "minimum": 1} for k in ["realm_template_version", "client_backend_version",
+           "client_frontend_version", "realm_scopes_version", "roles_version", "resources_version"]},
+        "keycloak_server_id": {"type": "integer", "nullable": True},
+        "opendistro_enabled": {"type": "boolean"}, "subscription_type": {"type": "string"}}},
+    "TenantChange": {"type": "object", "properties": {
+        "display_name": nullable_str,
+        **{k: {"type": "integer", "minimum": 1} for k in ["realm_template_version", "client_backend_version",
+           "client_frontend_version", "realm_scopes_version", "roles_version", "resources_version", "version"]},
+        "opendistro_enabled": {"type": "boolean"}, "subscription_type": {"type": "string"}}},
+    "SecurityContext": {"type": "object", "required": ["tenant_id", "realm_name"], "properties": {
+        "tenant_id": {"type": "string"}, "realm_name": {"type": "string"}, "status": {"type": "string"}}},
+    "PublicConfig": {"type": "object", "required": ["tenant_id", "realm_name"], "properties": {
+        "tenant_id": {"type": "string"}, "realm_name": {"type": "string"}}},
+    "Limits": {"type": "object", "required": ["tenant_id", "subscription_type", "limits"], "properties": {
+        "tenant_id": {"type": "string"}, "subscription_type": {"type": "string"},
+        "package_type_id": {"nullable": True}, "limits": {"type": "object"}}},
+    "KeycloakServer": {"type": "object", "required": ["id", "url", "admin_realm", "is_default"], "properties": {
+        "id": {"type": "integer"}, "url": {"type": "string"}, "admin_realm": {"type": "string"},
+        "username": nullable_str, "client_id": nullable_str, "is_default": {"type": "boolean"},
+        "created": {"type": "string"}, "updated": {"type": "string"}}},
+    "NewKeycloakServer": {"type": "object", "required": ["id", "url"], "additionalProperties": False, "properties": {
+        "id": {"type": "integer", "minimum": 1}, "url": {"type": "string", "pattern": "^https?://"},
+        "admin_realm": {"type": "string"}, "username": {"type": "string"}, "password": {"type": "string"},
+        "client_id": {"type": "string"}, "client_secret": {"type": "string"}, "is_default": {"type": "boolean"}}},
+    "Health": {"type": "object", "required": ["status", "service"], "properties": {
+        "status": {"type": "string"}, "service": {"type": "string"}}},
+}
+
+paths = {
+    "/health": {"get": op("health", "liveness and license state", "operations",
+                          {"200": {"description": "up", "content": json_content(ref("Health"))}})},
+    "/health/ready": {"get": op("ready", "readiness (storage reachable)", "operations",
+                                {"200": {"description": "ready", "content": json_content({"type": "object"})},
+                                 "503": ERRORS["503"]})},
+    "/metrics": {"get": op("metrics", "Prometheus metrics", "operations",
+                           {"200": {"description": "text exposition format",
+                                    "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+    "/api/v1/openapi.json": {"get": op("openapi", "this document", "operations",
+                                       {"200": {"description": "OpenAPI 3", "content": json_content({"type": "object"})}})},
+    "/api/v1/tenants": {
+        "get": op("listTenants", "list tenants", "tenants",
+                  {"200": {"description": "a page", "content": json_content(page(ref("Tenant")))}, **errs("400", "401", "403", "503")},
+                  PAGING + [{"name": n, "in": "query", "schema": {"type": "string"}}
+                            for n in ["realm_name", "status", "opendistro_enabled", "subscription_type"]]),
+        "post": op("createTenant", "create a tenant (provisioned in the background)", "tenants",
+                   {"202": {"description": "accepted, CREATING", "content": json_content(ref("Tenant")),
+                            "headers": {"Location": {"schema": {"type": "string"}}}},
+                    **errs("400", "401", "403", "409", "413", "415", "503")}, body=ref("NewTenant")),
+    },
+    "/api/v1/tenants/{id}": {
+        "get": op("getTenant", "a tenant", "tenants",
+                  {"200": {"description": "the tenant", "content": json_content(ref("Tenant"))}, **errs("401", "403", "404", "503")},
+                  [id_param()]),
+        "put": op("updateTenant", "change a tenant", "tenants",
+                  {"200": {"description": "changed", "content": json_content(ref("Tenant"))},
+                   "202": {"description": "changed, realm update under way", "content": json_content(ref("Tenant"))},
+                   **errs("400", "401", "403", "404", "409", "413", "415", "503")}, [id_param()], ref("TenantChange")),
+        "patch": op("patchTenant", "change a tenant", "tenants",
+                    {"200": {"description": "changed", "content": json_content(ref("Tenant"))},
+                     "202": {"description": "changed, realm update under way", "content": json_content(ref("Tenant"))},
+                     **errs("400", "401", "403", "404", "409", "413", "415", "503")}, [id_param()], ref("TenantChange")),
+        "delete": op("deleteTenant", "delete a tenant and its realm", "tenants",
+                     {"202": {"description": "accepted, DELETING", "content": json_content(ref("Tenant"))},
+                      **errs("401", "403", "404", "409", "503")}, [id_param()]),
+    },
+    "/api/v1/tenants/{id}/retry": {"post": op("retryTenant", "retry a FAILED tenant", "tenants",
+        {"202": {"description": "retrying", "content": json_content(ref("Tenant"))}, **errs("401", "403", "404", "409", "503")},
+        [id_param()])},
+    "/api/v1/tenants/{id}/security-context": {"get": op("securityContext", "issuer and backend client of a tenant", "tenants",
+        {"200": {"description": "the context", "content": json_content(ref("SecurityContext"))}, **errs("401", "403", "404", "503")},
+        [id_param()])},
+    "/api/v1/tenants/{id}/public-config": {"get": op("publicConfig", "what a front end needs to log in (no authentication)", "tenants",
+        {"200": {"description": "the configuration", "content": json_content(ref("PublicConfig"))}, **errs("404", "503")},
+        [id_param()])},
+    "/api/v1/tenants/{id}/limits": {"get": op("tenantLimits", "the limits of a tenant's package", "tenants",
+        {"200": {"description": "the limits", "content": json_content(ref("Limits"))}, **errs("401", "403", "404", "503")},
+        [id_param()])},
+    "/api/v1/keycloak-servers": {
+        "get": op("listKeycloakServers", "list Keycloak servers", "keycloak-servers",
+                  {"200": {"description": "a page", "content": json_content(page(ref("KeycloakServer")))}, **errs("400", "401", "403", "503")},
+                  PAGING),
+        "post": op("createKeycloakServer", "add a Keycloak server", "keycloak-servers",
+                   {"201": {"description": "added", "content": json_content(ref("KeycloakServer"))},
+                    **errs("400", "401", "403", "409", "413", "415", "503")}, body=ref("NewKeycloakServer")),
+    },
+    "/api/v1/keycloak-servers/{id}": {
+        "get": op("getKeycloakServer", "a Keycloak server", "keycloak-servers",
+                  {"200": {"description": "the server", "content": json_content(ref("KeycloakServer"))}, **errs("401", "403", "404", "503")},
+                  [id_param()]),
+        "put": op("updateKeycloakServer", "change a Keycloak server", "keycloak-servers",
+                  {"200": {"description": "changed", "content": json_content(ref("KeycloakServer"))},
+                   **errs("400", "401", "403", "404", "409", "413", "415", "503")}, [id_param()], ref("NewKeycloakServer")),
+        "delete": op("deleteKeycloakServer", "remove a Keycloak server", "keycloak-servers",
+                     {"204": {"description": "removed"}, **errs("401", "403", "404", "409", "503")}, [id_param()]),
+    },
+}
+
+def camel(s):
+    parts = s.split("-")
+    return "".join(p[:1].upper() + p[1:] for p in parts)
+
+for kind, path, fields in KINDS:
+    name = camel(kind)
+    props = {f: dict(TYPES[t]) for f, t, _ in fields}
+    required = [f for f, _, r in fields if r == "true"]
+    schemas[f"New{name}"] = {"type": "object", "required": required, "properties": props}
+    schemas[name] = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, **props}}
+    list_params = list(PAGING)
+    if any(f == "tenant_id" for f, _, _ in fields):
+        list_params.append({"name": "tenant_id", "in": "query", "schema": {"type": "string"}})
+    paths[f"/api/v1/{path}"] = {
+        "get": op(f"list{name}s", f"list {kind} entries", "catalogue",
+                  {"200": {"description": "a page", "content": json_content(page(ref(name)))}, **errs("400", "401", "403", "503")},
+                  list_params),
+        "post": op(f"create{name}", f"add a {kind}", "catalogue",
+                   {"201": {"description": "added", "content": json_content(ref(name))},
+                    **errs("400", "401", "403", "404", "409", "413", "415", "503")}, body=ref(f"New{name}")),
+    }
+    paths[f"/api/v1/{path}/{{id}}"] = {
+        "get": op(f"get{name}", f"a {kind}", "catalogue",
+                  {"200": {"description": "the entry", "content": json_content(ref(name))}, **errs("401", "403", "404", "503")},
+                  [id_param()]),
+        "put": op(f"update{name}", f"change a {kind}", "catalogue",
+                  {"200": {"description": "changed", "content": json_content(ref(name))},
+                   **errs("400", "401", "403", "404", "409", "413", "415", "503")}, [id_param()], ref(f"New{name}")),
+        "delete": op(f"delete{name}", f"remove a {kind}", "catalogue",
+                     {"204": {"description": "removed"}, **errs("401", "403", "404", "409", "503")}, [id_param()]),
+    }
+
+doc = {
+    "openapi": "3.0.3",
+    "info": {"title": "Kaa Tenant Manager", "version": "1.0.0",
+             "description": "Tenants as Keycloak realms, the catalogue of templates, scopes, roles, "
+                            "resources, packages, subscriptions and IDPs, and Keycloak servers. "
+                            "Snake_case JSON; lists as {count, results}; errors as {error, details}."},
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}],
+    "tags": [{"name": t} for t in ["tenants", "catalogue", "keycloak-servers", "operations"]],
+    "paths": paths,
+    "components": {"schemas": schemas,
+                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+}
+for p in ["/health", "/health/ready", "/metrics", "/api/v1/openapi.json", "/api/v1/tenants/{id}/public-config"]:
+    for o in paths[p].values():
+        o["security"] = []
+out = os.path.join(ROOT, "docs/openapi/tenant-manager.json")
+with open(out, "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+print(f"wrote {out}: {len(paths)} paths, {sum(len(v) for v in paths.values())} operations")
