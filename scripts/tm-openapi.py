@@ -93,7 +93,10 @@ schemas = {
            "client_frontend_version", "realm_scopes_version", "roles_version", "resources_version", "version"]},
         "opendistro_enabled": {"type": "boolean"}, "subscription_type": {"type": "string"}}},
     "SecurityContext": {"type": "object", "required": ["tenant_id", "realm_name"], "properties": {
-        "tenant_id": {"type": "string"}, "realm_name": {"type": "string"}, "status": {"type": "string"}}},
+        "tenant_id": {"type": "string"}, "realm_name": {"type": "string"}, "status": {"type": "string"},
+        "keycloak_url": {"type": "string"}, "keycloak_private_url": {"type": "string"},
+        "issuer": nullable_str, "jwks_uri": nullable_str, "client_id": {"type": "string"},
+        "client_secret": {"type": "string"}, "frontend_client_id": {"type": "string"}}},
     "PublicConfig": {"type": "object", "required": ["tenant_id", "realm_name"], "properties": {
         "tenant_id": {"type": "string"}, "realm_name": {"type": "string"}}},
     "Limits": {"type": "object", "required": ["tenant_id", "subscription_type", "limits"], "properties": {
@@ -107,6 +110,29 @@ schemas = {
         "id": {"type": "integer", "minimum": 1}, "url": {"type": "string", "pattern": "^https?://"},
         "admin_realm": {"type": "string"}, "username": {"type": "string"}, "password": {"type": "string"},
         "client_id": {"type": "string"}, "client_secret": {"type": "string"}, "is_default": {"type": "boolean"}}},
+    "TenantUser": {"type": "object", "required": ["id", "tenant_id", "username", "enabled", "roles"],
+                   "properties": {
+                       "id": {"type": "string"}, "tenant_id": {"type": "string"},
+                       "username": {"type": "string"}, "email": nullable_str,
+                       "first_name": nullable_str, "last_name": nullable_str,
+                       "enabled": {"type": "boolean"},
+                       "roles": {"type": "array", "items": {"type": "string"}},
+                       "created": {"type": "string"}}},
+    "NewTenantUser": {"type": "object", "required": ["username", "password"], "additionalProperties": False,
+                      "properties": {
+                          "username": {"type": "string", "pattern": "^[a-zA-Z0-9_@.-]{1,255}$"},
+                          "email": nullable_str, "first_name": nullable_str, "last_name": nullable_str,
+                          "enabled": {"type": "boolean"},
+                          "password": {"type": "string", "minLength": 8, "maxLength": 256, "writeOnly": True},
+                          "temporary_password": {"type": "boolean"},
+                          "roles": {"type": "array", "items": {"type": "string"}}}},
+    "TenantUserChange": {"type": "object", "additionalProperties": False,
+                         "properties": {
+                             "email": nullable_str, "first_name": nullable_str, "last_name": nullable_str,
+                             "enabled": {"type": "boolean"},
+                             "password": {"type": "string", "minLength": 8, "maxLength": 256, "writeOnly": True},
+                             "temporary_password": {"type": "boolean"},
+                             "roles": {"type": "array", "items": {"type": "string"}}}},
     "Health": {"type": "object", "required": ["status", "service"], "properties": {
         "status": {"type": "string"}, "service": {"type": "string"}}},
 }
@@ -160,6 +186,26 @@ paths = {
     "/api/v1/tenants/{id}/limits": {"get": op("tenantLimits", "the limits of a tenant's package", "tenants",
         {"200": {"description": "the limits", "content": json_content(ref("Limits"))}, **errs("401", "403", "404", "503")},
         [id_param()])},
+    "/api/v1/tenants/{id}/users": {
+        "get": op("listTenantUsers", "the users of a tenant's realm", "tenant-users",
+                  {"200": {"description": "a page", "content": json_content(page(ref("TenantUser")))},
+                   **errs("400", "401", "403", "404", "409", "503")},
+                  [id_param()] + PAGING + [{"name": "username", "in": "query", "schema": {"type": "string"}}]),
+        "post": op("createTenantUser", "create a user in a tenant's realm", "tenant-users",
+                   {"201": {"description": "created", "content": json_content(ref("TenantUser")),
+                            "headers": {"Location": {"schema": {"type": "string"}}}},
+                    **errs("400", "401", "403", "404", "409", "413", "415", "503")}, [id_param()], ref("NewTenantUser")),
+    },
+    "/api/v1/tenants/{id}/users/{user_id}": {
+        m: op(f"{m}TenantUser" if m != "get" else "getTenantUser", f"{m} a tenant user", "tenant-users",
+              {"204": {"description": "deleted"}} if m == "delete" else
+              {"200": {"description": "the user", "content": json_content(ref("TenantUser"))}}
+              | errs(*(["401", "403", "404", "409", "503"] if m in ("get", "delete")
+                       else ["400", "401", "403", "404", "409", "413", "415", "503"])),
+              [id_param(), {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+              ref("TenantUserChange") if m in ("put", "patch") else None)
+        for m in ["get", "put", "patch", "delete"]
+    },
     "/api/v1/keycloak-servers": {
         "get": op("listKeycloakServers", "list Keycloak servers", "keycloak-servers",
                   {"200": {"description": "a page", "content": json_content(page(ref("KeycloakServer")))}, **errs("400", "401", "403", "503")},
@@ -212,6 +258,30 @@ for kind, path, fields in KINDS:
                      {"204": {"description": "removed"}, **errs("401", "403", "404", "409", "503")}, [id_param()]),
     }
 
+# A tenant's IDPs, also under the tenant (the alias in the path).
+alias_param = {"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}
+paths["/api/v1/tenants/{id}/idps"] = {
+    "get": op("listTenantIdps", "the IDPs of a tenant", "catalogue",
+              {"200": {"description": "a page", "content": json_content(page(ref("Idp")))},
+               **errs("400", "401", "403", "404", "503")}, [id_param()] + PAGING),
+    "post": op("createTenantIdp", "add an IDP to a tenant (tenant_id from the path)", "catalogue",
+               {"201": {"description": "added", "content": json_content(ref("Idp"))},
+                **errs("400", "401", "403", "404", "409", "413", "415", "503")}, [id_param()],
+               {"type": "object", "required": ["alias", "provider_id"], "properties": schemas["NewIdp"]["properties"]}),
+}
+paths["/api/v1/tenants/{id}/idps/{alias}"] = {
+    "get": op("getTenantIdp", "an IDP of a tenant", "catalogue",
+              {"200": {"description": "the IDP", "content": json_content(ref("Idp"))}, **errs("401", "403", "404", "503")},
+              [id_param(), alias_param]),
+    "put": op("updateTenantIdp", "change an IDP of a tenant", "catalogue",
+              {"200": {"description": "changed", "content": json_content(ref("Idp"))},
+               **errs("400", "401", "403", "404", "409", "413", "415", "503")}, [id_param(), alias_param],
+              {"type": "object", "required": ["provider_id"], "properties": schemas["NewIdp"]["properties"]}),
+    "delete": op("deleteTenantIdp", "remove an IDP of a tenant", "catalogue",
+                 {"204": {"description": "removed"}, **errs("401", "403", "404", "409", "503")},
+                 [id_param(), alias_param]),
+}
+
 doc = {
     "openapi": "3.0.3",
     "info": {"title": "Kaa Tenant Manager", "version": "1.0.0",
@@ -220,7 +290,7 @@ doc = {
                             "Snake_case JSON; lists as {count, results}; errors as {error, details}."},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "tags": [{"name": t} for t in ["tenants", "catalogue", "keycloak-servers", "operations"]],
+    "tags": [{"name": t} for t in ["tenants", "tenant-users", "catalogue", "keycloak-servers", "operations"]],
     "paths": paths,
     "components": {"schemas": schemas,
                    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
