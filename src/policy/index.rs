@@ -807,12 +807,20 @@ impl PolicyIndex {
     /// The ids of the MatchingKRNs of every principal, sorted.
     pub(crate) fn principal_set(&self, principals: &[Krn]) -> Keys {
         let mut out = Vec::with_capacity(principals.len() * 4);
-        for p in principals {
+        for (i, p) in principals.iter().enumerate() {
             let s = p.as_str();
             if !p.is_wildcard() {
                 out.extend(self.krns.exact(s));
             }
-            out.extend(krn::wildcard_prefixes(s).filter_map(|x| self.krns.prefix(x)));
+            let earlier = principals.get(..i).unwrap_or(&[]);
+            for x in krn::wildcard_prefixes(s) {
+                // A cut that an earlier principal's text starts with is one of its cuts too, and
+                // so are all the shorter ones: they were looked up already.
+                if earlier.iter().any(|e| e.as_str().starts_with(x)) {
+                    break;
+                }
+                out.extend(self.krns.prefix(x));
+            }
         }
         sorted(out)
     }
