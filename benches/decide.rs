@@ -6,7 +6,8 @@
 //! Workloads (criterion groups):
 //! * `decide_single`: one decision, `Engine::decide` vs Cedar;
 //! * `decide_batch100`: one principal set and action over 100 resources, through
-//!   `PolicyIndex::allowed_resources`, `PolicyIndex::decide_matrix`, 100 `Engine::decide` calls,
+//!   `PolicyIndex::allowed_resources`, `PolicyIndex::decide_matrix`,
+//!   `PolicyIndex::decide_matrix_outcomes` (no reasons), 100 `Engine::decide` calls,
 //!   and 100 Cedar calls (Cedar skipped at 100k: one decision takes tens of milliseconds);
 //! * `index_build`: upserting every policy into an empty `PolicyIndex` (throughput = statements/s).
 //!
@@ -868,9 +869,14 @@ fn build_fixture(statements: usize, with_cedar: bool) -> Fixture {
         black_box(engine.decide(TENANT, &q.query()));
     }
     let ours_allocs = region.change().allocations as f64 / queries.len() as f64;
+    let region = Region::new(GLOBAL);
+    for q in &queries {
+        black_box(engine.decide_outcome(TENANT, &q.query()));
+    }
+    let outcome_allocs = region.change().allocations as f64 / queries.len() as f64;
     println!(
         "[queries] {label}: {QUERIES} queries: {allow} allow, {explicit} explicitDeny, {implicit} implicitDeny; \
-         kaa allocations per decide: {ours_allocs:.1}"
+         kaa allocations per decide: {ours_allocs:.1}, per decide_outcome: {outcome_allocs:.1}"
     );
 
     let cedar = with_cedar.then(|| {
@@ -996,6 +1002,17 @@ fn bench_batch(c: &mut Criterion, f: &Fixture, quick: bool) {
             let bt = &f.batches[i % f.batches.len()];
             i = i.wrapping_add(1);
             black_box(index.decide_matrix(
+                &bt.principals,
+                std::slice::from_ref(&bt.action),
+                &bt.resources,
+            ))
+        });
+    });
+    g.bench_function(BenchmarkId::new("kaa_matrix_outcomes", &f.label), |b| {
+        b.iter(|| {
+            let bt = &f.batches[i % f.batches.len()];
+            i = i.wrapping_add(1);
+            black_box(index.decide_matrix_outcomes(
                 &bt.principals,
                 std::slice::from_ref(&bt.action),
                 &bt.resources,

@@ -20,5 +20,7 @@ pub use engine::Engine;
 pub use err::{
     ActionError, ActionFlaw, IdFlaw, IndexError, KrnError, KrnFlaw, PolicyError, StatementError,
 };
-pub use index::{Decision, MAX_POLICY_ID_LEN, Outcome, PolicyIndex, Query, Reason, StoredPolicy};
+pub use index::{
+    Decision, MAX_POLICY_ID_LEN, Outcome, PolicyIndex, Query, Reason, ResourceRef, StoredPolicy,
+};
 pub use krn::{KRN_MAX_LEN, Krn};

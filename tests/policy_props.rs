@@ -211,11 +211,20 @@ fn identity_statement() -> impl Strategy<Value = Statement> {
     })
 }
 
+/// Attached principals: mostly a few; sometimes many, so that statements get more principal
+/// keys than the index posts one by one (they are then reached through their policy).
+fn attachments() -> impl Strategy<Value = Vec<Krn>> {
+    prop_oneof![
+        5 => prop::collection::vec(principal_pattern(), 0..=2),
+        1 => prop::collection::vec(principal_pattern(), 8..=16),
+    ]
+}
+
 fn stored_policy() -> impl Strategy<Value = StoredPolicy> {
     let identity = (
         select(vec!["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"]),
         prop::collection::vec(identity_statement(), 0..=4),
-        prop::collection::vec(principal_pattern(), 0..=2),
+        attachments(),
         prop::collection::vec(pool(), 0..=2),
     )
         .prop_map(
@@ -325,7 +334,9 @@ proptest! {
         let statements: usize = model.values().map(|p| p.document.statements.len()).sum();
         prop_assert_eq!(ix.statement_count(), statements);
         for q in &qs {
-            prop_assert_eq!(ix.decide(&q.q()), model_decide(model.values(), q));
+            let want = model_decide(model.values(), q);
+            prop_assert_eq!(ix.decide_outcome(&q.q()), want.outcome);
+            prop_assert_eq!(ix.decide(&q.q()), want);
         }
     }
 
@@ -404,6 +415,8 @@ proptest! {
     ) {
         let ix = build(policies);
         let m = ix.decide_matrix(&principals, &actions, &resources);
+        let outcomes: Vec<Vec<Outcome>> = m.iter().map(|row| row.iter().map(|d| d.outcome).collect()).collect();
+        prop_assert_eq!(ix.decide_matrix_outcomes(&principals, &actions, &resources), outcomes);
         prop_assert_eq!(m.len(), actions.len());
         for (ai, action) in actions.iter().enumerate() {
             prop_assert_eq!(m[ai].len(), resources.len());
@@ -444,8 +457,90 @@ proptest! {
             resource: None,
         }));
         for q in &qs {
-            prop_assert_eq!(engine.decide(tenant, &q.q()), model_decide(&all, q));
+            let want = model_decide(&all, q);
+            prop_assert_eq!(engine.decide_outcome(tenant, &q.q()), want.outcome);
+            let one = [(&q.resource, q.pools.as_slice())];
+            let m = engine.decide_matrix_outcomes(tenant, &q.principals, std::slice::from_ref(&q.action), &one);
+            prop_assert_eq!(m, vec![vec![want.outcome]]);
+            prop_assert_eq!(engine.decide(tenant, &q.q()), want);
         }
+    }
+}
+
+/// A change of attachments, as IAM makes it: the whole policy upserted again.
+#[derive(Debug, Clone)]
+enum Change {
+    Upsert(StoredPolicy),
+    Remove(&'static str),
+    Attach(&'static str, Vec<Krn>),
+    Detach(&'static str, usize),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let id = || select(vec!["p0", "p1", "p2", "p3", "p4", "none"]);
+    prop_oneof![
+        3 => stored_policy().prop_map(Change::Upsert),
+        1 => id().prop_map(Change::Remove),
+        3 => (id(), prop::collection::vec(principal_pattern(), 1..=6)).prop_map(|(id, ks)| Change::Attach(id, ks)),
+        2 => (id(), 0usize..20).prop_map(|(id, n)| Change::Detach(id, n)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    /// Add / remove / attach / detach sequences: after every change the index (principal-first
+    /// postings, direct or through the policy) decides as the model, and emptying it frees
+    /// every posting and pattern.
+    #[test]
+    fn attach_detach_sequences_equal_model(changes in prop::collection::vec(change(), 1..24), qs in queries()) {
+        let mut ix = PolicyIndex::new();
+        let mut model: BTreeMap<String, StoredPolicy> = BTreeMap::new();
+        for (step, c) in changes.into_iter().enumerate() {
+            match c {
+                Change::Upsert(p) => {
+                    ix.upsert(p.clone()).unwrap();
+                    model.insert(p.id.clone(), p);
+                }
+                Change::Remove(id) => {
+                    prop_assert_eq!(ix.remove(id), model.remove(id).is_some());
+                }
+                Change::Attach(id, keys) => {
+                    if let Some(p) = model.get_mut(id) {
+                        if p.document.kind == PolicyKind::Identity {
+                            p.attached_principals.extend(keys);
+                            ix.upsert(p.clone()).unwrap();
+                        }
+                    }
+                }
+                Change::Detach(id, n) => {
+                    if let Some(p) = model.get_mut(id) {
+                        if !p.attached_principals.is_empty() {
+                            let i = n % p.attached_principals.len();
+                            p.attached_principals.remove(i);
+                            ix.upsert(p.clone()).unwrap();
+                        }
+                    }
+                }
+            }
+            // A few queries after every step, all of them at the end.
+            for q in qs.iter().skip(step % 6).step_by(6) {
+                prop_assert_eq!(ix.decide(&q.q()), model_decide(model.values(), q));
+            }
+        }
+        for q in &qs {
+            let want = model_decide(model.values(), q);
+            prop_assert_eq!(ix.decide_outcome(&q.q()), want.outcome);
+            prop_assert_eq!(ix.decide(&q.q()), want);
+        }
+        let fresh = build(model.values().cloned());
+        prop_assert_eq!(ix.pattern_count(), fresh.pattern_count());
+        let ids: Vec<String> = model.keys().cloned().collect();
+        for id in ids {
+            prop_assert!(ix.remove(&id));
+        }
+        prop_assert_eq!(ix.pattern_count(), 0);
+        prop_assert_eq!(ix.statement_count(), 0);
     }
 }
 
@@ -511,11 +606,16 @@ fn generators_reach_every_outcome() {
     let mut runner = TestRunner::deterministic();
     let (mut allow, mut explicit, mut implicit, mut via_pool) = (0, 0, 0, 0);
     let mut wide = 0;
+    let mut fanout = 0;
     for _ in 0..200 {
         let policies = prop::collection::vec(stored_policy(), 0..12)
             .new_tree(&mut runner)
             .unwrap()
             .current();
+        fanout += policies
+            .iter()
+            .filter(|p| p.attached_principals.len() >= 8 && !p.document.statements.is_empty())
+            .count();
         wide += policies
             .iter()
             .flat_map(|p| &p.document.statements)
@@ -536,7 +636,8 @@ fn generators_reach_every_outcome() {
         }
     }
     println!(
-        "allow {allow} explicit {explicit} implicit {implicit} via pool {via_pool} wide {wide}"
+        "allow {allow} explicit {explicit} implicit {implicit} via pool {via_pool} wide {wide} fanout {fanout}"
     );
+    assert!(fanout > 20);
     assert!(allow > 200 && explicit > 200 && implicit > 200 && via_pool > 20 && wide > 20);
 }

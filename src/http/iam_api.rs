@@ -433,7 +433,11 @@ fn evaluate(c: &IamCtx, req: &Request, _: &Params) -> R {
     let filter = flag(req, "filterResources")?;
     let explain = flag(req, "explain")?;
     let b: EvaluateBody = body(req)?;
-    let d = c.iam.evaluate(&who, &b, false)?;
+    let d = if explain {
+        c.iam.evaluate(&who, &b, false)?
+    } else {
+        c.iam.evaluate_outcomes(&who, &b, false)?
+    };
     count_outcomes(c, &d);
     let row = &d.decisions[0];
     let allowed: Vec<&str> = d
@@ -497,7 +501,11 @@ fn evaluate_actions(c: &IamCtx, req: &Request, _: &Params) -> R {
     let who = caller(c, req)?;
     let explain = flag(req, "explain")?;
     let b: EvaluateBody = body(req)?;
-    let d = c.iam.evaluate(&who, &b, true)?;
+    let d = if explain {
+        c.iam.evaluate(&who, &b, true)?
+    } else {
+        c.iam.evaluate_outcomes(&who, &b, true)?
+    };
     count_outcomes(c, &d);
     let mut out = serde_json::Map::new();
     for (ai, a) in d.eval.actions.iter().enumerate() {

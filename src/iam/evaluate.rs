@@ -10,7 +10,7 @@ use super::err::IamError;
 use super::model::EvaluateBody;
 use super::service::*;
 use super::state::is_pool;
-use crate::policy::{Action, Decision, Krn, PolicyDocument, StoredPolicy};
+use crate::policy::{Action, Decision, Krn, Outcome, PolicyDocument, StoredPolicy};
 use crate::storage::{Page, ResourceFilter, ResourceStore};
 
 /// A parsed evaluation request.
@@ -186,6 +186,36 @@ impl Iam {
         Ok(Decided { eval, decisions })
     }
 
+    /// [`Iam::evaluate`] for a caller that does not ask for an explanation: the decisions carry
+    /// their outcomes only (no reasons).
+    pub fn evaluate_outcomes(
+        &self,
+        caller: &Caller,
+        b: &EvaluateBody,
+        many_actions: bool,
+    ) -> Result<Decided, IamError> {
+        let eval = self.evaluation(caller, b, many_actions)?;
+        let decisions = self
+            .state
+            .decide_outcomes(
+                &eval.tenant,
+                &eval.principals,
+                &eval.actions,
+                &eval.resources,
+            )
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|outcome| Decision {
+                        outcome,
+                        reasons: Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Decided { eval, decisions })
+    }
+
     /// `/evaluate/resources`: registered resources of a type the principal may act on.
     pub fn allowed_registered(
         &self,
@@ -221,10 +251,10 @@ impl Iam {
                 .collect();
             let d = self
                 .state
-                .decide_matrix(&tenant, &principals, &actions, &krns);
+                .decide_outcomes(&tenant, &principals, &actions, &krns);
             if let Some(row) = d.first() {
-                for (k, dec) in krns.iter().zip(row) {
-                    if dec.is_allowed() {
+                for (k, outcome) in krns.iter().zip(row) {
+                    if *outcome == Outcome::Allow {
                         allowed.push(k.clone());
                     }
                 }

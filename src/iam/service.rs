@@ -474,8 +474,7 @@ impl Iam {
         let set = self
             .state
             .principal_set(&caller.tenant, principal, &caller.roles);
-        let d = self.state.decide(&caller.tenant, &set, &a, target);
-        if d.is_allowed() {
+        if self.state.allows(&caller.tenant, &set, &a, target) {
             Ok(())
         } else {
             Err(IamError::Forbidden(format!(

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::policy::{
-    Action, BasePolicy, Decision, Engine, Krn, PolicyDocument, PolicyKind, Query, StoredPolicy,
+    Action, BasePolicy, Decision, Engine, Krn, Outcome, PolicyDocument, PolicyKind, Query,
+    StoredPolicy,
 };
 use crate::storage::{Database, PolicyRecord, RevisionStore, SnapshotStore, StorageError};
 
@@ -411,6 +412,53 @@ impl DecisionState {
         inner
             .engine
             .decide_matrix(tenant, principals, actions, &with_pools)
+    }
+
+    /// The outcomes of [`DecisionState::decide_matrix`] without reasons: `[action][resource]`.
+    /// Nothing is cloned and no reason is built.
+    pub fn decide_outcomes(
+        &self,
+        tenant: &str,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[Krn],
+    ) -> Vec<Vec<Outcome>> {
+        let inner = self.read();
+        let dir = inner.tenants.get(tenant);
+        let with_pools: Vec<(&Krn, &[Krn])> = resources
+            .iter()
+            .map(|r| {
+                let pools = dir
+                    .and_then(|d| d.pools_of_resource.get(r.as_str()))
+                    .map_or(&[][..], Vec::as_slice);
+                (r, pools)
+            })
+            .collect();
+        inner
+            .engine
+            .decide_matrix_outcomes(tenant, principals, actions, &with_pools)
+    }
+
+    /// True when the one decision is `Allow` (no reasons built).
+    pub fn allows(
+        &self,
+        tenant: &str,
+        principals: &[Krn],
+        action: &Action,
+        resource: &Krn,
+    ) -> bool {
+        let inner = self.read();
+        let pools = inner
+            .tenants
+            .get(tenant)
+            .and_then(|d| d.pools_of_resource.get(resource.as_str()));
+        let q = Query {
+            principals,
+            action,
+            resource,
+            resource_pools: pools.map_or(&[], Vec::as_slice),
+        };
+        inner.engine.decide_outcome(tenant, &q) == Outcome::Allow
     }
 
     /// One decision.

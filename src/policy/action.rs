@@ -61,9 +61,10 @@ impl Action {
 /// The prefixes `X` of the patterns `X*` an action string matches, most specific first, ending
 /// with the empty prefix of `*`.
 pub(crate) fn wildcard_prefixes(s: &str) -> impl Iterator<Item = &str> {
-    s.char_indices()
+    s.bytes()
+        .enumerate()
         .rev()
-        .filter(|&(_, c)| c == ':')
+        .filter(|&(_, c)| c == b':')
         .map(move |(i, _)| &s[..=i])
         .chain(std::iter::once(""))
 }

@@ -11,7 +11,8 @@ use super::action::Action;
 use super::base::BasePolicy;
 use super::err::IndexError;
 use super::index::{
-    self, Decision, Hits, Layer, PolicyIndex, Query, StoredPolicy, decide_into, simulated,
+    self, Decision, Hits, Layer, Outcome, PolicyIndex, Query, ResourceRef, StoredPolicy, Verdict,
+    decide_into, simulated,
 };
 use super::krn::Krn;
 
@@ -139,6 +140,15 @@ impl Engine {
         hits.into_decision()
     }
 
+    /// The outcome of [`Engine::decide`] without its reasons.
+    pub fn decide_outcome(&self, tenant: &str, q: &Query) -> Outcome {
+        let base = self.base_of(tenant);
+        let layers = self.layers(tenant, &base, None);
+        let mut v = Verdict::default();
+        decide_into(&layers, &[], q, &mut v);
+        v.0
+    }
+
     /// [`PolicyIndex::decide_matrix`] over the tenant's and the base policies.
     pub fn decide_matrix(
         &self,
@@ -148,7 +158,25 @@ impl Engine {
         resources: &[(Krn, Vec<Krn>)],
     ) -> Vec<Vec<Decision>> {
         let base = self.base_of(tenant);
-        index::matrix(
+        index::decide_matrix(
+            &self.layers(tenant, &base, None),
+            principals,
+            actions,
+            resources,
+        )
+    }
+
+    /// [`PolicyIndex::decide_matrix_outcomes`] over the tenant's and the base policies: the
+    /// outcomes of [`Engine::decide_matrix`] without reasons.
+    pub fn decide_matrix_outcomes<R: ResourceRef>(
+        &self,
+        tenant: &str,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[R],
+    ) -> Vec<Vec<Outcome>> {
+        let base = self.base_of(tenant);
+        index::decide_matrix_outcomes(
             &self.layers(tenant, &base, None),
             principals,
             actions,

@@ -1,13 +1,18 @@
 //! The per-tenant policy index and decisions (spec §3.2, DESIGN §3.4, docs/ENGINE_API.md).
 //!
-//! Every statement of a stored policy is posted under the pairs (action pattern, resource key) it
-//! covers, in a hash map keyed by interned ids. A query expands its action into MatchingActions
-//! (at most 5) and its resource into MatchingKRNs plus its pools, looks those up, and touches only
-//! the statements found there; the principal test is a sorted-set overlap between the statement's
-//! principal keys and the ids of the MatchingKRNs of the query's principals. Statements whose
-//! action × resource product is large are posted under their resource keys only and test the
-//! action on lookup. A statement costs one 28-byte entry, its ids in one per-policy block, and one
-//! posting per key; strings are shared by all statements that name them.
+//! Statements are selected by principal first. Every principal key a statement applies to (its
+//! own principals and its policy's attachments, as interned KRN ids, wildcards included) owns a
+//! map from resource key (MatchingKRN pattern or pool) to the statements posted there. A query
+//! resolves its principal set once to the maps of the keys it matches, then looks its resource
+//! keys up in those maps only and tests the action of the few statements found (binary search in
+//! the statement's sorted action ids). The work of a decision therefore follows the policies of
+//! the principal, not the size of the tenant.
+//!
+//! A statement with more than [`FANOUT`] principal keys (a policy attached to many principals) is
+//! posted once, in a map of its policy, which its principal keys reach through `via`; those
+//! statements test the principal on lookup. A statement costs one 20-byte entry, its ids in one
+//! per-policy block, and one posting per (principal key, resource key); strings are shared by all
+//! statements that name them.
 
 mod intern;
 mod scan;
@@ -27,9 +32,6 @@ pub(crate) use scan::scan_policy;
 
 /// Longest policy id, in bytes.
 pub const MAX_POLICY_ID_LEN: usize = 1024;
-
-/// Above this many extra postings, a statement is posted by resource only (see the module doc).
-const WIDE_SLACK: usize = 64;
 
 /// A policy as the index keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +150,16 @@ impl Decision {
     }
 }
 
+/// Where the statements that apply to a query are reported: [`Hits`] keeps them all (for
+/// reasons), [`Verdict`] only the outcome.
+pub(crate) trait Sink<'a> {
+    fn push(&mut self, deny: bool, policy: &'a str, statement: usize);
+    /// True once nothing more can change the outcome (an explicit deny, when reasons are not kept).
+    fn settled(&self) -> bool {
+        false
+    }
+}
+
 /// Applying statements found so far, as (policy id, statement index).
 #[derive(Debug, Default)]
 pub(crate) struct Hits<'a> {
@@ -155,14 +167,18 @@ pub(crate) struct Hits<'a> {
     allow: Vec<(&'a str, usize)>,
 }
 
-impl<'a> Hits<'a> {
-    pub(crate) fn push(&mut self, effect: Effect, policy: &'a str, statement: usize) {
-        match effect {
-            Effect::Deny => self.deny.push((policy, statement)),
-            Effect::Allow => self.allow.push((policy, statement)),
+impl<'a> Sink<'a> for Hits<'a> {
+    #[inline]
+    fn push(&mut self, deny: bool, policy: &'a str, statement: usize) {
+        if deny {
+            self.deny.push((policy, statement));
+        } else {
+            self.allow.push((policy, statement));
         }
     }
+}
 
+impl Hits<'_> {
     pub(crate) fn into_decision(self) -> Decision {
         let (outcome, mut list) = if !self.deny.is_empty() {
             (Outcome::ExplicitDeny, self.deny)
@@ -186,6 +202,57 @@ impl<'a> Hits<'a> {
     }
 }
 
+/// The outcome alone: no reasons, no allocation.
+#[derive(Debug, Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct Verdict(pub(crate) Outcome);
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Verdict(Outcome::ImplicitDeny)
+    }
+}
+
+impl Sink<'_> for Verdict {
+    #[inline]
+    fn push(&mut self, deny: bool, _: &str, _: usize) {
+        if deny {
+            self.0 = Outcome::ExplicitDeny;
+        } else if self.0 == Outcome::ImplicitDeny {
+            self.0 = Outcome::Allow;
+        }
+    }
+
+    #[inline]
+    fn settled(&self) -> bool {
+        self.0 == Outcome::ExplicitDeny
+    }
+}
+
+/// A resource of a batch question and the pools it is a member of.
+pub trait ResourceRef {
+    fn resource(&self) -> &Krn;
+    fn pools(&self) -> &[Krn];
+}
+
+impl ResourceRef for (Krn, Vec<Krn>) {
+    fn resource(&self) -> &Krn {
+        &self.0
+    }
+    fn pools(&self) -> &[Krn] {
+        &self.1
+    }
+}
+
+impl ResourceRef for (&Krn, &[Krn]) {
+    fn resource(&self) -> &Krn {
+        self.0
+    }
+    fn pools(&self) -> &[Krn] {
+        self.1
+    }
+}
+
 /// The statements of one policy slot.
 #[derive(Debug, Clone)]
 struct PolicySlot {
@@ -196,6 +263,8 @@ struct PolicySlot {
     n_stmts: u32,
     n_attached: u32,
     n_pools: u32,
+    /// The map (in `PolicyIndex::maps`) of its statements with many principal keys, or `NONE`.
+    map: u32,
 }
 
 impl PolicySlot {
@@ -220,15 +289,16 @@ impl PolicySlot {
 #[derive(Debug, Clone, Copy, Default)]
 struct StmtEntry {
     policy: u32,
-    /// Index of the statement in its policy.
-    index: u32,
     /// Offset of its block in the policy's data.
     at: u32,
-    n_actions: u32,
-    n_resources: u32,
-    n_principals: u32,
+    /// Index of the statement in its policy.
+    index: u16,
+    n_actions: u16,
+    n_resources: u16,
+    n_principals: u16,
     deny: bool,
-    wide: bool,
+    /// Posted in its policy's own map (reached through `via`) rather than under each principal key.
+    indirect: bool,
 }
 
 impl StmtEntry {
@@ -238,45 +308,41 @@ impl StmtEntry {
     }
 
     fn resources<'s>(&self, slot: &'s PolicySlot) -> &'s [u32] {
-        let a = (self.at + self.n_actions) as usize;
+        let a = self.at as usize + self.n_actions as usize;
         slot.data
             .get(a..a + self.n_resources as usize)
             .unwrap_or(&[])
     }
 
     fn principals<'s>(&self, slot: &'s PolicySlot) -> &'s [u32] {
-        let a = (self.at + self.n_actions + self.n_resources) as usize;
+        let a = self.at as usize + self.n_actions as usize + self.n_resources as usize;
         slot.data
             .get(a..a + self.n_principals as usize)
             .unwrap_or(&[])
     }
 }
 
-/// Statement ids by key. A key with one statement stores its id in the map itself; a key with
-/// more stores `LIST | n`, `n` naming a list in `lists`. Statement ids stay below `LIST`.
-#[derive(Debug, Clone)]
-struct Postings<K> {
-    map: FxHashMap<K, u32>,
-    lists: Vec<Vec<u32>>,
-    free_lists: Vec<u32>,
-}
+/// "No map / no slot".
+const NONE: u32 = u32::MAX;
 
+/// A key with one statement (or slot) stores its id in the map itself; a key with more stores
+/// `LIST | n`, `n` naming a list in [`Lists`]. Ids stay below `LIST`.
 const LIST: u32 = 1 << 31;
 
-impl<K> Default for Postings<K> {
-    fn default() -> Self {
-        Postings {
-            map: FxHashMap::default(),
-            lists: Vec::new(),
-            free_lists: Vec::new(),
-        }
-    }
+/// Key -> ids, the ids of multi-id keys in a shared [`Lists`].
+type KeyMap = FxHashMap<u32, u32>;
+
+/// The posting lists of every [`KeyMap`] of an index.
+#[derive(Debug, Clone, Default)]
+struct Lists {
+    lists: Vec<Vec<u32>>,
+    free: Vec<u32>,
 }
 
-impl<K: Eq + std::hash::Hash + Copy> Postings<K> {
+impl Lists {
     #[inline]
-    fn get(&self, k: &K) -> &[u32] {
-        match self.map.get(k) {
+    fn get<'a>(&'a self, map: &'a KeyMap, k: u32) -> &'a [u32] {
+        match map.get(&k) {
             None => &[],
             Some(v) if v & LIST == 0 => std::slice::from_ref(v),
             Some(v) => self
@@ -286,9 +352,9 @@ impl<K: Eq + std::hash::Hash + Copy> Postings<K> {
         }
     }
 
-    fn add(&mut self, k: K, s: u32) {
+    fn add(&mut self, map: &mut KeyMap, k: u32, s: u32) {
         use std::collections::hash_map::Entry;
-        match self.map.entry(k) {
+        match map.entry(k) {
             Entry::Vacant(e) => {
                 e.insert(s);
             }
@@ -296,7 +362,7 @@ impl<K: Eq + std::hash::Hash + Copy> Postings<K> {
                 let v = *e.get();
                 if v & LIST == 0 {
                     let list = vec![v, s];
-                    let n = match self.free_lists.pop() {
+                    let n = match self.free.pop() {
                         Some(n) => {
                             if let Some(slot) = self.lists.get_mut(n as usize) {
                                 *slot = list;
@@ -316,13 +382,14 @@ impl<K: Eq + std::hash::Hash + Copy> Postings<K> {
         }
     }
 
-    fn remove(&mut self, k: K, s: u32) {
-        let Some(&v) = self.map.get(&k) else {
+    /// Removes one occurrence of `s` under `k`.
+    fn remove(&mut self, map: &mut KeyMap, k: u32, s: u32) {
+        let Some(&v) = map.get(&k) else {
             return;
         };
         if v & LIST == 0 {
             if v == s {
-                self.map.remove(&k);
+                map.remove(&k);
             }
             return;
         }
@@ -335,27 +402,30 @@ impl<K: Eq + std::hash::Hash + Copy> Postings<K> {
         }
         match list.as_slice() {
             [] => {
-                self.map.remove(&k);
+                map.remove(&k);
             }
             [only] => {
                 let only = *only;
-                self.map.insert(k, only);
+                map.insert(k, only);
             }
             _ => return,
         }
         *list = Vec::new();
-        self.free_lists.push(n);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.free.push(n);
     }
 
     fn heap_bytes(&self) -> usize {
-        self.map.capacity() * (std::mem::size_of::<(K, u32)>() + 1)
-            + self.lists.capacity() * std::mem::size_of::<Vec<u32>>()
+        self.lists.capacity() * std::mem::size_of::<Vec<u32>>()
             + self.lists.iter().map(|l| l.capacity() * 4).sum::<usize>()
-            + self.free_lists.capacity() * 4
+            + self.free.capacity() * 4
+    }
+}
+
+fn map_heap_bytes(m: &KeyMap) -> usize {
+    if m.capacity() == 0 {
+        0
+    } else {
+        m.capacity() * (std::mem::size_of::<(u32, u32)>() + 1)
     }
 }
 
@@ -365,10 +435,10 @@ fn res_key(krn_id: u32, pool: bool) -> u32 {
     krn_id << 1 | u32::from(pool)
 }
 
-#[inline]
-fn pair_key(action_id: u32, res_key: u32) -> u64 {
-    u64::from(action_id) << 32 | u64::from(res_key)
-}
+/// Above this many principal keys (its own plus its policy's attachments), a statement is posted
+/// once in its policy's map, which the principal keys reach through `via`, instead of once per
+/// principal key.
+const FANOUT: usize = 8;
 
 /// True when two sorted id lists share an element.
 fn intersects(a: &[u32], b: &[u32]) -> bool {
@@ -382,6 +452,16 @@ fn intersects(a: &[u32], b: &[u32]) -> bool {
     small.iter().any(|x| large.binary_search(x).is_ok())
 }
 
+/// True when the sorted `stmt` list holds one of the (unsorted, few) `keys`.
+#[inline]
+fn holds_any(stmt: &[u32], keys: &[u32]) -> bool {
+    if stmt.len() <= 8 {
+        keys.iter().any(|k| stmt.contains(k))
+    } else {
+        keys.iter().any(|k| stmt.binary_search(k).is_ok())
+    }
+}
+
 fn sorted(mut v: Vec<u32>) -> Vec<u32> {
     v.sort_unstable();
     v.dedup();
@@ -389,6 +469,11 @@ fn sorted(mut v: Vec<u32>) -> Vec<u32> {
 }
 
 /// The statements of one tenant, indexed for decisions.
+///
+/// Statements are selected by principal first: every principal key (interned KRN id) that some
+/// statement applies to owns a map from resource key to the statements posted there
+/// (`by_principal`). A query resolves its principal set to those maps once, then looks up its
+/// resource keys in each and tests the action of the few statements found.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyIndex {
     revision: u64,
@@ -400,14 +485,25 @@ pub struct PolicyIndex {
     stmts: Vec<StmtEntry>,
     free_stmts: Vec<u32>,
     live_stmts: usize,
-    /// (action pattern, resource key) -> statements.
-    pairs: Postings<u64>,
-    /// resource key -> statements whose actions are tested on lookup.
-    wide: Postings<u32>,
+    /// KRN id of a principal key -> its map in `maps` (resource key -> statements), or `NONE`.
+    by_principal: Vec<u32>,
+    /// Resource key -> statements, per principal key or per policy (indirect statements).
+    maps: Vec<KeyMap>,
+    free_maps: Vec<u32>,
+    /// KRN id of a principal key -> policy slots whose map holds indirect statements it reaches.
+    via: KeyMap,
+    lists: Lists,
 }
 
 /// A query resource's keys, or an action's pattern ids, in one index.
 type Keys = Vec<u32>;
+
+/// What a principal set reaches in one index: its sorted principal keys and the maps to look
+/// resource keys up in (with `true` for policy maps, whose statements need the principal test).
+pub(crate) struct Scope<'a> {
+    pset: Keys,
+    maps: Vec<(&'a KeyMap, bool)>,
+}
 
 impl PolicyIndex {
     pub fn new() -> PolicyIndex {
@@ -488,8 +584,12 @@ impl PolicyIndex {
             + self.by_id.capacity() * (std::mem::size_of::<(Arc<str>, u32)>() + 1)
             + self.stmts.capacity() * std::mem::size_of::<StmtEntry>()
             + self.free_stmts.capacity() * 4
-            + self.pairs.heap_bytes()
-            + self.wide.heap_bytes()
+            + self.by_principal.capacity() * 4
+            + self.maps.capacity() * std::mem::size_of::<KeyMap>()
+            + self.maps.iter().map(map_heap_bytes).sum::<usize>()
+            + self.free_maps.capacity() * 4
+            + map_heap_bytes(&self.via)
+            + self.lists.heap_bytes()
     }
 
     fn insert(&mut self, p: &StoredPolicy) {
@@ -512,30 +612,25 @@ impl PolicyIndex {
         };
         let bound = p.bound();
         let mut entries = Vec::with_capacity(n_stmts);
+        let mut names: Vec<&str> = Vec::new();
         for (index, st) in p.document.statements.iter().enumerate() {
-            let mut action_names: Vec<&str> = st.actions.iter().map(Action::as_str).collect();
-            action_names.sort_unstable();
-            action_names.dedup();
+            names.clear();
+            names.extend(st.actions.iter().map(Action::as_str));
+            names.sort_unstable();
+            names.dedup();
             let at = data.len() as u32;
-            let acts = sorted(
-                action_names
-                    .iter()
-                    .map(|a| self.actions.intern(a))
-                    .collect(),
-            );
+            let acts = sorted(names.iter().map(|a| self.actions.intern(a)).collect());
             let res = self.intern_krns(&st.resources, bound);
             let prin = self.intern_krns(&st.principals, None);
-            let n_keys = res.len() + pools.len();
-            let wide = acts.len() > 1 && acts.len() * n_keys > n_keys + WIDE_SLACK;
             entries.push(StmtEntry {
                 policy: slot_id,
-                index: index as u32,
                 at,
-                n_actions: acts.len() as u32,
-                n_resources: res.len() as u32,
-                n_principals: prin.len() as u32,
+                index: index as u16,
+                n_actions: acts.len() as u16,
+                n_resources: res.len() as u16,
+                n_principals: prin.len() as u16,
                 deny: st.effect == Effect::Deny,
-                wide,
+                indirect: principal_keys(&prin, &attached).count() > FANOUT,
             });
             data.extend_from_slice(&acts);
             data.extend_from_slice(&res);
@@ -558,26 +653,112 @@ impl PolicyIndex {
                 *d = sid;
             }
         }
-        let slot = PolicySlot {
+        let mut slot = PolicySlot {
             id: Arc::from(p.id.as_str()),
             data: data.into_boxed_slice(),
             n_stmts: n_stmts as u32,
             n_attached: attached.len() as u32,
             n_pools: pools.len() as u32,
+            map: NONE,
         };
-        for &sid in slot.stmt_ids() {
-            let Some(e) = self.stmts.get(sid as usize).copied() else {
-                continue;
-            };
-            for_each_key(&e, &slot, |key| match key {
-                Key::Pair(k) => self.pairs.add(k, sid),
-                Key::Wide(k) => self.wide.add(k, sid),
-            });
-        }
+        self.post(slot_id, &mut slot, true);
         self.live_stmts += n_stmts;
         self.by_id.insert(slot.id.clone(), slot_id);
         if let Some(s) = self.policies.get_mut(slot_id as usize) {
             *s = Some(slot);
+        }
+    }
+
+    /// Adds (`add`) or removes the postings of every statement of `slot`.
+    fn post(&mut self, slot_id: u32, slot: &mut PolicySlot, add: bool) {
+        let mut via_keys: Vec<u32> = Vec::new();
+        let mut keys: Vec<u32> = Vec::new();
+        for i in 0..slot.n_stmts as usize {
+            let Some(sid) = slot.stmt_ids().get(i).copied() else {
+                continue;
+            };
+            let Some(e) = self.stmts.get(sid as usize).copied() else {
+                continue;
+            };
+            keys.clear();
+            keys.extend(e.resources(slot).iter().map(|&r| res_key(r, false)));
+            keys.extend(slot.pools().iter().map(|&p| res_key(p, true)));
+            if e.indirect {
+                via_keys.extend(principal_keys(e.principals(slot), slot.attached()));
+                if add && slot.map == NONE {
+                    slot.map = self.new_map();
+                }
+                let m = slot.map;
+                for &k in &keys {
+                    self.post_one(m, k, sid, add);
+                }
+                continue;
+            }
+            for p in principal_keys(e.principals(slot), slot.attached()) {
+                let m = match self.by_principal.get(p as usize).copied() {
+                    Some(m) if m != NONE => m,
+                    _ if add => {
+                        let m = self.new_map();
+                        if self.by_principal.len() <= p as usize {
+                            self.by_principal.resize(p as usize + 1, NONE);
+                        }
+                        if let Some(x) = self.by_principal.get_mut(p as usize) {
+                            *x = m;
+                        }
+                        m
+                    }
+                    _ => continue,
+                };
+                for &k in &keys {
+                    self.post_one(m, k, sid, add);
+                }
+                if !add && self.maps.get(m as usize).is_some_and(KeyMap::is_empty) {
+                    self.free_map(m);
+                    if let Some(x) = self.by_principal.get_mut(p as usize) {
+                        *x = NONE;
+                    }
+                }
+            }
+        }
+        if !add && slot.map != NONE {
+            self.free_map(slot.map);
+            slot.map = NONE;
+        }
+        via_keys.sort_unstable();
+        via_keys.dedup();
+        for k in via_keys {
+            if add {
+                self.lists.add(&mut self.via, k, slot_id);
+            } else {
+                self.lists.remove(&mut self.via, k, slot_id);
+            }
+        }
+    }
+
+    fn post_one(&mut self, map: u32, key: u32, sid: u32, add: bool) {
+        if let Some(m) = self.maps.get_mut(map as usize) {
+            if add {
+                self.lists.add(m, key, sid);
+            } else {
+                self.lists.remove(m, key, sid);
+            }
+        }
+    }
+
+    fn new_map(&mut self) -> u32 {
+        match self.free_maps.pop() {
+            Some(m) => m,
+            None => {
+                self.maps.push(KeyMap::default());
+                (self.maps.len() - 1) as u32
+            }
+        }
+    }
+
+    fn free_map(&mut self, m: u32) {
+        if let Some(map) = self.maps.get_mut(m as usize) {
+            *map = KeyMap::default();
+            self.free_maps.push(m);
         }
     }
 
@@ -590,21 +771,18 @@ impl PolicyIndex {
     }
 
     fn remove_slot(&mut self, slot_id: u32) {
-        let Some(slot) = self
+        let Some(mut slot) = self
             .policies
             .get_mut(slot_id as usize)
             .and_then(Option::take)
         else {
             return;
         };
+        self.post(slot_id, &mut slot, false);
         for &sid in slot.stmt_ids() {
             let Some(e) = self.stmts.get(sid as usize).copied() else {
                 continue;
             };
-            for_each_key(&e, &slot, |key| match key {
-                Key::Pair(k) => self.pairs.remove(k, sid),
-                Key::Wide(k) => self.wide.remove(k, sid),
-            });
             for &a in e.actions(&slot) {
                 self.actions.release(a);
             }
@@ -629,35 +807,72 @@ impl PolicyIndex {
     /// The ids of the MatchingKRNs of every principal, sorted.
     pub(crate) fn principal_set(&self, principals: &[Krn]) -> Keys {
         let mut out = Vec::with_capacity(principals.len() * 4);
-        for p in principals {
+        for (i, p) in principals.iter().enumerate() {
             let s = p.as_str();
             if !p.is_wildcard() {
                 out.extend(self.krns.exact(s));
             }
-            out.extend(krn::wildcard_prefixes(s).filter_map(|x| self.krns.prefix(x)));
+            let earlier = principals.get(..i).unwrap_or(&[]);
+            for x in krn::wildcard_prefixes(s) {
+                // A cut that an earlier principal's text starts with is one of its cuts too, and
+                // so are all the shorter ones: they were looked up already.
+                if earlier.iter().any(|e| e.as_str().starts_with(x)) {
+                    break;
+                }
+                out.extend(self.krns.prefix(x));
+            }
         }
         sorted(out)
     }
 
-    /// The ids of MatchingActions; empty for a wildcard action.
-    pub(crate) fn action_keys(&self, a: &Action) -> Keys {
-        if a.is_wildcard() {
-            return Vec::new();
+    /// The maps a principal set reaches.
+    pub(crate) fn scope(&self, principals: &[Krn]) -> Scope<'_> {
+        let pset = self.principal_set(principals);
+        let mut maps = Vec::with_capacity(pset.len());
+        for &p in &pset {
+            if let Some(m) = self
+                .by_principal
+                .get(p as usize)
+                .and_then(|&m| self.maps.get(m as usize))
+            {
+                maps.push((m, false));
+            }
         }
-        let s = a.as_str();
-        let mut out = Vec::with_capacity(5);
-        out.extend(self.actions.exact(s));
-        out.extend(action::wildcard_prefixes(s).filter_map(|x| self.actions.prefix(x)));
-        out
+        if !self.via.is_empty() {
+            let mut slots: Vec<u32> = Vec::new();
+            for &p in &pset {
+                slots.extend_from_slice(self.lists.get(&self.via, p));
+            }
+            for s in sorted(slots) {
+                if let Some(m) = self
+                    .policies
+                    .get(s as usize)
+                    .and_then(Option::as_ref)
+                    .and_then(|slot| self.maps.get(slot.map as usize))
+                {
+                    maps.push((m, true));
+                }
+            }
+        }
+        Scope { pset, maps }
     }
 
-    /// The resource keys of MatchingKRNs and pools; empty for a wildcard resource.
-    pub(crate) fn resource_keys(&self, r: &Krn, pools: &[Krn]) -> Keys {
+    /// Appends the ids of MatchingActions; none for a wildcard action.
+    fn action_keys_into(&self, a: &Action, out: &mut Keys) {
+        if a.is_wildcard() {
+            return;
+        }
+        let s = a.as_str();
+        out.extend(self.actions.exact(s));
+        out.extend(action::wildcard_prefixes(s).filter_map(|x| self.actions.prefix(x)));
+    }
+
+    /// Appends the resource keys of MatchingKRNs and pools; none for a wildcard resource.
+    fn resource_keys_into(&self, r: &Krn, pools: &[Krn], out: &mut Keys) {
         if r.is_wildcard() {
-            return Vec::new();
+            return;
         }
         let s = r.as_str();
-        let mut out = Vec::with_capacity(8 + pools.len());
         out.extend(self.krns.exact(s).map(|id| res_key(id, false)));
         out.extend(
             krn::wildcard_prefixes(s)
@@ -670,7 +885,6 @@ impl PolicyIndex {
                 .filter_map(|p| self.krn_id(p))
                 .map(|id| res_key(id, true)),
         );
-        out
     }
 
     /// The id of a KRN as interned (a pattern key, a pool, a principal), by equality.
@@ -681,23 +895,39 @@ impl PolicyIndex {
         }
     }
 
-    /// Candidate statements for an action and a resource (may repeat).
-    fn candidates(&self, action_keys: &[u32], resource_keys: &[u32], out: &mut Vec<u32>) {
+    /// Reports to `sink` the statements of `scope` posted under `resource_keys` whose actions
+    /// match `action_keys`, skipping excluded policies.
+    fn collect<'a, S: Sink<'a>>(
+        &'a self,
+        scope: &Scope<'a>,
+        action_keys: &[u32],
+        resource_keys: &[u32],
+        exclude: Option<&FxHashSet<u32>>,
+        sink: &mut S,
+    ) {
         if action_keys.is_empty() {
             return;
         }
         for &r in resource_keys {
-            for &a in action_keys {
-                out.extend_from_slice(self.pairs.get(&pair_key(a, r)));
-            }
-            if !self.wide.is_empty() {
-                for &sid in self.wide.get(&r) {
-                    let hit = self.entry(sid).is_some_and(|(e, slot)| {
-                        let acts = e.actions(slot);
-                        action_keys.iter().any(|a| acts.binary_search(a).is_ok())
-                    });
-                    if hit {
-                        out.push(sid);
+            for &(map, indirect) in &scope.maps {
+                for &sid in self.lists.get(map, r) {
+                    let Some((e, slot)) = self.entry(sid) else {
+                        continue;
+                    };
+                    if !holds_any(e.actions(slot), action_keys)
+                        || exclude.is_some_and(|x| x.contains(&e.policy))
+                    {
+                        continue;
+                    }
+                    if indirect
+                        && !intersects(e.principals(slot), &scope.pset)
+                        && !intersects(slot.attached(), &scope.pset)
+                    {
+                        continue;
+                    }
+                    sink.push(e.deny, &slot.id, e.index as usize);
+                    if sink.settled() {
+                        return;
                     }
                 }
             }
@@ -708,37 +938,6 @@ impl PolicyIndex {
         let e = self.stmts.get(sid as usize)?;
         let slot = self.policies.get(e.policy as usize)?.as_ref()?;
         Some((e, slot))
-    }
-
-    /// Adds the applying statements among the candidates to `hits`, skipping excluded policies.
-    /// `pset` is computed on first need.
-    fn apply<'a>(
-        &'a self,
-        cands: &mut Vec<u32>,
-        principals: &[Krn],
-        pset: &mut Option<Keys>,
-        exclude: Option<&FxHashSet<u32>>,
-        hits: &mut Hits<'a>,
-    ) {
-        if cands.is_empty() {
-            return;
-        }
-        cands.sort_unstable();
-        cands.dedup();
-        let pset = pset.get_or_insert_with(|| self.principal_set(principals));
-        for &sid in cands.iter() {
-            let Some((e, slot)) = self.entry(sid) else {
-                continue;
-            };
-            if exclude.is_some_and(|x| x.contains(&e.policy)) {
-                continue;
-            }
-            if intersects(e.principals(slot), pset) || intersects(slot.attached(), pset) {
-                let effect = if e.deny { Effect::Deny } else { Effect::Allow };
-                hits.push(effect, &slot.id, e.index as usize);
-            }
-        }
-        cands.clear();
     }
 
     /// The slots of the stored policies with these ids.
@@ -753,6 +952,14 @@ impl PolicyIndex {
         hits.into_decision()
     }
 
+    /// The outcome [`PolicyIndex::decide`] would give, without building its reasons.
+    pub fn decide_outcome(&self, q: &Query) -> Outcome {
+        let layers = [Layer::new(self)];
+        let mut v = Verdict::default();
+        decide_into(&layers, &[], q, &mut v);
+        v.0
+    }
+
     /// Decisions for every action and resource (`[action][resource]`); `resources` pairs each
     /// resource with its pools. Principals, actions and resources are expanded once each.
     pub fn decide_matrix(
@@ -761,7 +968,18 @@ impl PolicyIndex {
         actions: &[Action],
         resources: &[(Krn, Vec<Krn>)],
     ) -> Vec<Vec<Decision>> {
-        matrix(&[Layer::new(self)], principals, actions, resources)
+        decisions(matrix(&[Layer::new(self)], principals, actions, resources))
+    }
+
+    /// The outcomes of [`PolicyIndex::decide_matrix`] without their reasons (no allocation per
+    /// decision); `resources` may also be borrowed pairs `(&Krn, &[Krn])`.
+    pub fn decide_matrix_outcomes<R: ResourceRef>(
+        &self,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[R],
+    ) -> Vec<Vec<Outcome>> {
+        outcomes(matrix(&[Layer::new(self)], principals, actions, resources))
     }
 
     /// Indexes of the resources on which `action` is allowed.
@@ -795,6 +1013,17 @@ impl PolicyIndex {
         decide_into(&layers, &extra, q, &mut hits);
         hits.into_decision()
     }
+}
+
+/// The principal keys of a statement: its own and its policy's attachments (both sorted, without
+/// duplicates), merged without duplicates.
+fn principal_keys<'s>(own: &'s [u32], attached: &'s [u32]) -> impl Iterator<Item = u32> + 's {
+    own.iter().copied().chain(
+        attached
+            .iter()
+            .copied()
+            .filter(|a| own.binary_search(a).is_err()),
+    )
 }
 
 /// The layer of `index` with `remove` and the ids of `add` excluded, and the added policies
@@ -841,94 +1070,131 @@ impl<'a> Layer<'a> {
     }
 }
 
-/// Adds to `hits` the statements of every layer and extra policy that apply to `q`.
-pub(crate) fn decide_into<'a>(
+/// Reports to `sink` the statements of every layer and extra policy that apply to `q`.
+pub(crate) fn decide_into<'a, S: Sink<'a>>(
     layers: &[Layer<'a>],
     extra: &[&'a StoredPolicy],
     q: &Query,
-    hits: &mut Hits<'a>,
+    sink: &mut S,
 ) {
     if q.action.is_wildcard() || q.resource.is_wildcard() {
         return;
     }
-    let mut cands = Vec::new();
+    let mut acts = Vec::new();
+    let mut res = Vec::new();
     for layer in layers {
         let ix = layer.index;
-        let acts = ix.action_keys(q.action);
+        acts.clear();
+        ix.action_keys_into(q.action, &mut acts);
         if acts.is_empty() {
             continue;
         }
-        let res = ix.resource_keys(q.resource, q.resource_pools);
-        ix.candidates(&acts, &res, &mut cands);
-        ix.apply(
-            &mut cands,
-            q.principals,
-            &mut None,
-            layer.exclude.as_ref(),
-            hits,
-        );
+        res.clear();
+        ix.resource_keys_into(q.resource, q.resource_pools, &mut res);
+        if res.is_empty() {
+            continue;
+        }
+        let scope = ix.scope(q.principals);
+        ix.collect(&scope, &acts, &res, layer.exclude.as_ref(), sink);
+        if sink.settled() {
+            return;
+        }
     }
     for p in extra {
-        scan_policy(p, q, hits);
+        scan_policy(p, q, sink);
     }
 }
 
-pub(crate) fn matrix<'a>(
+/// The sinks of every (action, resource) pair: `[action][resource]`.
+pub(crate) fn matrix<'a, S: Sink<'a> + Default, R: ResourceRef>(
     layers: &[Layer<'a>],
     principals: &[Krn],
     actions: &[Action],
-    resources: &[(Krn, Vec<Krn>)],
-) -> Vec<Vec<Decision>> {
-    let mut out: Vec<Vec<Hits<'a>>> = actions
+    resources: &[R],
+) -> Vec<Vec<S>> {
+    let mut out: Vec<Vec<S>> = actions
         .iter()
-        .map(|_| resources.iter().map(|_| Hits::default()).collect())
+        .map(|_| resources.iter().map(|_| S::default()).collect())
         .collect();
-    let mut cands = Vec::new();
+    // The resource keys of every resource, one after the other; `ends[i]` closes resource i's.
+    let mut keys: Keys = Vec::new();
+    let mut ends: Vec<usize> = Vec::with_capacity(resources.len());
+    let mut acts = Vec::new();
     for layer in layers {
         let ix = layer.index;
-        let mut pset = None;
-        let res_keys: Vec<Keys> = resources
-            .iter()
-            .map(|(r, pools)| ix.resource_keys(r, pools))
-            .collect();
+        let scope = ix.scope(principals);
+        if scope.maps.is_empty() {
+            continue;
+        }
+        keys.clear();
+        ends.clear();
+        for r in resources {
+            ix.resource_keys_into(r.resource(), r.pools(), &mut keys);
+            ends.push(keys.len());
+        }
         for (a, row) in actions.iter().zip(out.iter_mut()) {
-            let acts = ix.action_keys(a);
+            acts.clear();
+            ix.action_keys_into(a, &mut acts);
             if acts.is_empty() {
                 continue;
             }
-            for ((keys, (r, _)), cell) in res_keys.iter().zip(resources).zip(row.iter_mut()) {
-                if r.is_wildcard() {
-                    continue;
+            let mut start = 0;
+            for (&end, cell) in ends.iter().zip(row.iter_mut()) {
+                let res = keys.get(start..end).unwrap_or(&[]);
+                start = end;
+                if !cell.settled() {
+                    ix.collect(&scope, &acts, res, layer.exclude.as_ref(), cell);
                 }
-                ix.candidates(&acts, keys, &mut cands);
-                ix.apply(
-                    &mut cands,
-                    principals,
-                    &mut pset,
-                    layer.exclude.as_ref(),
-                    cell,
-                );
             }
         }
     }
-    out.into_iter()
+    out
+}
+
+fn decisions(m: Vec<Vec<Hits<'_>>>) -> Vec<Vec<Decision>> {
+    m.into_iter()
         .map(|row| row.into_iter().map(Hits::into_decision).collect())
         .collect()
 }
 
-pub(crate) fn allowed_resources(
+fn outcomes(m: Vec<Vec<Verdict>>) -> Vec<Vec<Outcome>> {
+    m.into_iter()
+        .map(|row| row.into_iter().map(|v| v.0).collect())
+        .collect()
+}
+
+pub(crate) fn decide_matrix<R: ResourceRef>(
+    layers: &[Layer<'_>],
+    principals: &[Krn],
+    actions: &[Action],
+    resources: &[R],
+) -> Vec<Vec<Decision>> {
+    decisions(matrix(layers, principals, actions, resources))
+}
+
+pub(crate) fn decide_matrix_outcomes<R: ResourceRef>(
+    layers: &[Layer<'_>],
+    principals: &[Krn],
+    actions: &[Action],
+    resources: &[R],
+) -> Vec<Vec<Outcome>> {
+    outcomes(matrix(layers, principals, actions, resources))
+}
+
+pub(crate) fn allowed_resources<R: ResourceRef>(
     layers: &[Layer<'_>],
     principals: &[Krn],
     action: &Action,
-    resources: &[(Krn, Vec<Krn>)],
+    resources: &[R],
 ) -> Vec<usize> {
-    let rows = matrix(layers, principals, std::slice::from_ref(action), resources);
+    let rows: Vec<Vec<Verdict>> =
+        matrix(layers, principals, std::slice::from_ref(action), resources);
     rows.into_iter()
         .next()
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.is_allowed())
+        .filter(|(_, v)| v.0 == Outcome::Allow)
         .map(|(i, _)| i)
         .collect()
 }
@@ -940,36 +1206,13 @@ pub(crate) fn allowed_actions(
     resource: &Krn,
     pools: &[Krn],
 ) -> Vec<usize> {
-    let resources = [(resource.clone(), pools.to_vec())];
-    matrix(layers, principals, actions, &resources)
-        .iter()
+    let resources = [(resource, pools)];
+    let rows: Vec<Vec<Verdict>> = matrix(layers, principals, actions, &resources);
+    rows.iter()
         .enumerate()
-        .filter(|(_, row)| row.first().is_some_and(Decision::is_allowed))
+        .filter(|(_, row)| row.first().is_some_and(|v| v.0 == Outcome::Allow))
         .map(|(i, _)| i)
         .collect()
-}
-
-enum Key {
-    Pair(u64),
-    Wide(u32),
-}
-
-/// Every posting key of a statement.
-fn for_each_key(e: &StmtEntry, slot: &PolicySlot, mut f: impl FnMut(Key)) {
-    let keys = e
-        .resources(slot)
-        .iter()
-        .map(|&r| res_key(r, false))
-        .chain(slot.pools().iter().map(|&p| res_key(p, true)));
-    if e.wide {
-        keys.for_each(|k| f(Key::Wide(k)));
-    } else {
-        for k in keys {
-            for &a in e.actions(slot) {
-                f(Key::Pair(pair_key(a, k)));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -145,10 +145,12 @@ impl Krn {
 /// each cut right after a `:` or `/`, then the empty prefix of `*`. The cut `krn:` is left out
 /// because `krn:*` is written `*`.
 pub(crate) fn wildcard_prefixes(s: &str) -> impl Iterator<Item = &str> {
+    // Separators are ASCII, so a byte scan finds them (and cuts on char boundaries).
     let seps = s
-        .char_indices()
+        .bytes()
+        .enumerate()
         .rev()
-        .filter(|&(_, c)| c == ':' || c == '/')
+        .filter(|&(_, c)| c == b':' || c == b'/')
         .map(move |(i, _)| &s[..=i])
         .filter(|p| *p != "krn:");
     seps.chain(std::iter::once(""))

@@ -2,10 +2,10 @@
 //! index: the candidates of a simulation and the base policies of a tenant the engine has no
 //! cache for. Same semantics as the index (docs/ENGINE_API.md, "Semantics").
 
-use super::{Hits, Query, StoredPolicy};
+use super::{Effect, Query, Sink, StoredPolicy};
 
-/// Adds to `hits` every statement of `p` that applies to `q` (a concrete query).
-pub(crate) fn scan_policy<'a>(p: &'a StoredPolicy, q: &Query, hits: &mut Hits<'a>) {
+/// Reports to `sink` every statement of `p` that applies to `q` (a concrete query).
+pub(crate) fn scan_policy<'a, S: Sink<'a>>(p: &'a StoredPolicy, q: &Query, sink: &mut S) {
     let bound = p.bound();
     let in_pool = p
         .attached_pools
@@ -29,7 +29,7 @@ pub(crate) fn scan_policy<'a>(p: &'a StoredPolicy, q: &Query, hits: &mut Hits<'a
                 .iter()
                 .any(|k| q.principals.iter().any(|qp| qp.matches(k)));
         if action && resource && principal {
-            hits.push(st.effect, &p.id, i);
+            sink.push(st.effect == Effect::Deny, &p.id, i);
         }
     }
 }

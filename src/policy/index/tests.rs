@@ -428,11 +428,21 @@ fn duplicates_and_shared_patterns_are_counted_right() {
     );
     ix.remove("b");
     assert_eq!(ix.pattern_count(), 0);
-    assert!(ix.pairs.is_empty() && ix.wide.is_empty());
+    assert_empty(&ix);
+}
+
+/// No posting is left: every map is empty or freed.
+fn assert_empty(ix: &PolicyIndex) {
+    assert!(ix.via.is_empty());
+    assert!(ix.by_principal.iter().all(|&m| m == NONE));
+    assert!(ix.maps.iter().all(KeyMap::is_empty));
+    assert_eq!(ix.free_maps.len(), ix.maps.len());
 }
 
 #[test]
 fn wide_statements_test_the_action_on_lookup() {
+    // Actions are never multiplied into postings: a statement with many actions and resources
+    // costs one posting per (principal key, resource key) and tests the action on lookup.
     let actions: Vec<String> = (0..40)
         .map(|i| format!("svc:thing:op{}", char::from(b'a' + (i % 14) as u8)))
         .collect();
@@ -444,8 +454,8 @@ fn wide_statements_test_the_action_on_lookup() {
         &[BOB],
     ))
     .unwrap();
-    assert!(ix.stmts[0].wide);
-    assert!(ix.pairs.is_empty());
+    assert!(!ix.stmts[0].indirect);
+    assert_eq!(ix.maps.iter().map(KeyMap::len).sum::<usize>(), 40);
     assert!(
         ix.decide(&Q::new(&[BOB], "svc:thing:opc", "krn:svc:t::thing/r7").q())
             .is_allowed()
@@ -459,8 +469,119 @@ fn wide_statements_test_the_action_on_lookup() {
             .is_allowed()
     );
     ix.remove("wide");
-    assert!(ix.wide.is_empty());
+    assert_empty(&ix);
     assert_eq!(ix.pattern_count(), 0);
+}
+
+#[test]
+fn statements_with_many_principal_keys_are_posted_once() {
+    // Attached to 12 users and naming 2 groups: posted once in the policy's map, reached through
+    // `via` by each of those principal keys, with the principal tested on lookup.
+    let users: Vec<String> = (0..12).map(|i| format!("krn:iam:t::user/u{i}")).collect();
+    let attached: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut ix = PolicyIndex::new();
+    ix.upsert(identity(
+        "fan",
+        json!([
+            {"effect": "allow", "actions": ["endpoint:read"], "resources": ["krn:epr:t::endpoint/*"]},
+            {"effect": "deny", "actions": ["endpoint:read"], "resources": ["krn:epr:t::endpoint/secret"],
+             "principals": ["krn:iam:t::group/ops"]}
+        ]),
+        &attached,
+    ))
+    .unwrap();
+    // A small policy under one of the same principals stays direct.
+    ix.upsert(identity(
+        "small",
+        json!([{"effect": "allow", "actions": ["endpoint:update"], "resources": ["krn:epr:t::endpoint/*"]}]),
+        &["krn:iam:t::user/u3"],
+    ))
+    .unwrap();
+    assert!(ix.stmts.iter().take(2).all(|e| e.indirect));
+    assert!(!ix.stmts[2].indirect);
+    assert_eq!(ix.via.len(), 13);
+    let read =
+        |ix: &PolicyIndex, who: &[&str], r: &str| ix.decide(&Q::new(who, "endpoint:read", r).q());
+    let d = read(&ix, &["krn:iam:t::user/u3"], "krn:epr:t::endpoint/e1");
+    assert_eq!(reasons(&d), vec![("fan".into(), 0)]);
+    // Principal keys are the statement's own plus the attachments: the deny holds for u3 too.
+    let d = read(&ix, &["krn:iam:t::user/u3"], "krn:epr:t::endpoint/secret");
+    assert_eq!(reasons(&d), vec![("fan".into(), 1)]);
+    let d = read(
+        &ix,
+        &["krn:iam:t::user/u3", "krn:iam:t::group/ops"],
+        "krn:epr:t::endpoint/secret",
+    );
+    assert_eq!(d.outcome, Outcome::ExplicitDeny);
+    assert_eq!(reasons(&d), vec![("fan".into(), 1)]);
+    // Only the group: it reaches statement 1, not the attached statement 0.
+    let d = read(&ix, &["krn:iam:t::group/ops"], "krn:epr:t::endpoint/e1");
+    assert_eq!(d.outcome, Outcome::ImplicitDeny);
+    assert_eq!(
+        read(&ix, &["krn:iam:t::user/zz"], "krn:epr:t::endpoint/e1").outcome,
+        Outcome::ImplicitDeny
+    );
+    assert!(
+        ix.decide(
+            &Q::new(
+                &["krn:iam:t::user/u3"],
+                "endpoint:update",
+                "krn:epr:t::endpoint/e1"
+            )
+            .q()
+        )
+        .is_allowed()
+    );
+    // Detaching down to a few principals makes the statements direct again.
+    ix.upsert(identity(
+        "fan",
+        json!([{"effect": "allow", "actions": ["endpoint:read"], "resources": ["krn:epr:t::endpoint/*"]}]),
+        &["krn:iam:t::user/u1"],
+    ))
+    .unwrap();
+    assert!(ix.via.is_empty());
+    assert_eq!(
+        read(&ix, &["krn:iam:t::user/u3"], "krn:epr:t::endpoint/e1").outcome,
+        Outcome::ImplicitDeny
+    );
+    assert!(read(&ix, &["krn:iam:t::user/u1"], "krn:epr:t::endpoint/e1").is_allowed());
+    ix.remove("fan");
+    ix.remove("small");
+    assert_empty(&ix);
+    assert_eq!(ix.pattern_count(), 0);
+}
+
+#[test]
+fn outcomes_without_reasons_match_decisions() {
+    let ix = spec_index();
+    for (action, resource) in [
+        ("iam:user:read", "krn:iam:kaa::user/org1/bob"),
+        ("iam:user:read", "krn:iam:kaa::user/alice"),
+        ("iam:user:update", "krn:iam:kaa::user/alice"),
+        ("iam:user:*", "krn:iam:kaa::user/alice"),
+    ] {
+        let q = Q::new(&[BOB], action, resource);
+        assert_eq!(ix.decide_outcome(&q.q()), ix.decide(&q.q()).outcome);
+    }
+    let principals = [k(BOB)];
+    let actions = [a("iam:user:read"), a("iam:user:update")];
+    let r1 = k("krn:iam:kaa::user/org1/bob");
+    let r2 = k("krn:iam:kaa::user/alice");
+    let owned = [(r1.clone(), vec![]), (r2.clone(), vec![])];
+    let borrowed: [(&Krn, &[Krn]); 2] = [(&r1, &[]), (&r2, &[])];
+    let full = ix.decide_matrix(&principals, &actions, &owned);
+    let want: Vec<Vec<Outcome>> = full
+        .iter()
+        .map(|row| row.iter().map(|d| d.outcome).collect())
+        .collect();
+    assert_eq!(
+        ix.decide_matrix_outcomes(&principals, &actions, &owned),
+        want
+    );
+    assert_eq!(
+        ix.decide_matrix_outcomes(&principals, &actions, &borrowed),
+        want
+    );
 }
 
 #[test]
