@@ -20,8 +20,8 @@ use std::time::Duration;
 pub use bulk::{BulkCount, BulkStore, ROWS_PER_TX, TenantCounts};
 pub use directory::{
     AttachmentStore, GroupFilter, GroupRecord, GroupStore, PoolRecord, PoolStore, ResourceFilter,
-    ResourcePatch, ResourceRecord, ResourceStore, SnapshotStore, TenantSnapshot, UserFilter,
-    UserPatch, UserRecord, UserStore,
+    ResourcePatch, ResourceRecord, ResourceStore, SnapshotPart, SnapshotStore, TenantSnapshot,
+    UserFilter, UserPatch, UserRecord, UserStore,
 };
 pub use err::StorageError;
 pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
@@ -147,10 +147,32 @@ impl Database {
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        match &self.backend {
+        BUMPED.with(|b| b.borrow_mut().take());
+        let out = match &self.backend {
             Backend::Sqlite(p) => p.tx(f),
             Backend::Postgres(p) => p.tx(f),
+        };
+        let bumped = BUMPED.with(|b| b.borrow_mut().take());
+        if out.is_ok()
+            && let Some(b) = bumped
+        {
+            COMMITTED.with(|c| *c.borrow_mut() = Some(b));
         }
+        out
+    }
+
+    /// The tenant revision that the last committed write transaction of this thread moved
+    /// `tenant` to, taken (a second call answers `None`). A write in this process thereby knows
+    /// its own revision without another round trip, and the decision state can tell it from
+    /// revisions written elsewhere.
+    pub fn take_committed_revision(&self, tenant: &str) -> Option<i64> {
+        COMMITTED.with(|c| {
+            let mut c = c.borrow_mut();
+            match c.as_ref() {
+                Some((t, _)) if t == tenant => c.take().map(|(_, r)| r),
+                _ => None,
+            }
+        })
     }
 
     fn migrate(&self) -> Result<(), StorageError> {
@@ -184,6 +206,13 @@ impl HealthStore for Database {
     }
 }
 
+thread_local! {
+    /// (tenant, revision) bumped by the transaction running on this thread.
+    static BUMPED: std::cell::RefCell<Option<(String, i64)>> = const { std::cell::RefCell::new(None) };
+    /// (tenant, revision) of this thread's last committed transaction that bumped one.
+    static COMMITTED: std::cell::RefCell<Option<(String, i64)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Bump a tenant's revision inside a write transaction; returns the new revision.
 pub(crate) fn bump_revision(tx: &mut dyn Tx, tenant: &str) -> Result<i64, StorageError> {
     let rows = tx.query(
@@ -192,10 +221,13 @@ pub(crate) fn bump_revision(tx: &mut dyn Tx, tenant: &str) -> Result<i64, Storag
          RETURNING revision",
         &[Val::from(tenant)],
     )?;
-    rows.first()
+    let revision = rows
+        .first()
         .map(|r| r.i64(0))
         .transpose()?
-        .ok_or_else(|| StorageError::Internal("revision upsert returned no row".into()))
+        .ok_or_else(|| StorageError::Internal("revision upsert returned no row".into()))?;
+    BUMPED.with(|b| *b.borrow_mut() = Some((tenant.to_string(), revision)));
+    Ok(revision)
 }
 
 impl RevisionStore for Database {

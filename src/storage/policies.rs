@@ -125,7 +125,20 @@ impl PolicyStore for Database {
         self.tx(|tx| {
             insert_tx(tx, p)?;
             bump_revision(tx, &p.tenant)?;
-            get(tx, &p.tenant, &p.krn)
+            // The row as just inserted (no read back: one round trip less).
+            Ok(PolicyRecord {
+                tenant: p.tenant.clone(),
+                krn: p.krn.clone(),
+                name: p.name.clone(),
+                kind: p.kind.clone(),
+                description: p.description.clone(),
+                statements: p.statements.clone(),
+                origin: p.origin.clone(),
+                version: 1,
+                created_ms: p.now_ms,
+                updated_ms: p.now_ms,
+                resource_krn: p.resource_krn.clone(),
+            })
         })
     }
 
@@ -211,7 +224,13 @@ impl PolicyStore for Database {
                 return Err(StorageError::Stale);
             }
             bump_revision(tx, tenant)?;
-            get(tx, tenant, krn)
+            Ok(PolicyRecord {
+                description: description.map(str::to_string),
+                statements: statements.to_string(),
+                version: current.version + 1,
+                updated_ms: now_ms,
+                ..current
+            })
         })
     }
 
