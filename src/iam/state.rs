@@ -27,6 +27,10 @@ use crate::storage::{
 /// missing revision for another replica's and reloads the tenant.
 pub const GAP_WAIT: Duration = Duration::from_millis(100);
 
+/// Longest wait for an earlier revision of this process that was announced but is still being
+/// read (its writer reports or fails within the database timeouts; this bounds a lost one).
+const ANNOUNCED_WAIT: Duration = Duration::from_secs(10);
+
 /// Writes of this process within this span make the refresher wait one more round before it
 /// reloads a tenant whose database revision is ahead (the writes are about to report).
 const RECENT_WRITES: Duration = Duration::from_secs(2);
@@ -63,8 +67,8 @@ struct Prepared {
 /// What this process committed in one tenant and has not applied yet.
 #[derive(Debug, Default)]
 struct Local {
-    /// Revision -> its changes.
-    pending: BTreeMap<i64, Prepared>,
+    /// Revision -> its changes (`None`: announced, still being read).
+    pending: BTreeMap<i64, Option<Prepared>>,
     /// When a write of this process last reported.
     last_write: Option<Instant>,
     /// A database revision the refresher found ahead while writes were running.
@@ -314,22 +318,47 @@ impl DecisionState {
         if delta.reload || loaded.is_none() {
             return self.reload_at_least(db, tenant, r);
         }
-        let prepared = self.prepare(db, tenant, delta)?;
-        let deadline = Instant::now() + GAP_WAIT;
+        // Announce the revision before reading, so that later revisions wait for it rather
+        // than take it for another replica's.
+        self.lock_local()
+            .entry(tenant.to_string())
+            .or_default()
+            .pending
+            .insert(r, None);
+        let prepared = match self.prepare(db, tenant, delta) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(l) = self.lock_local().get_mut(tenant) {
+                    l.pending.remove(&r);
+                }
+                self.moved.notify_all();
+                return Err(e);
+            }
+        };
+        let mut deadline = Instant::now() + GAP_WAIT;
+        // However long our earlier revisions take to read, a write answers within this.
+        let give_up = Instant::now() + ANNOUNCED_WAIT;
         let mut local = self.lock_local();
         local
             .entry(tenant.to_string())
             .or_default()
             .pending
-            .insert(r, prepared);
+            .insert(r, Some(prepared));
         loop {
             if self.drain(&mut local, tenant) {
                 self.moved.notify_all();
             }
-            match self.loaded_revision(tenant) {
+            let now = match self.loaded_revision(tenant) {
                 Some(now) if now >= r => return Ok(()),
                 None => break,
-                Some(_) => {}
+                Some(now) => now,
+            };
+            // The next revision is one of ours still being read: it will report.
+            if local
+                .get(tenant)
+                .is_some_and(|l| l.pending.contains_key(&(now + 1)))
+            {
+                deadline = deadline.max(Instant::now() + GAP_WAIT).min(give_up);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -356,12 +385,15 @@ impl DecisionState {
             return false;
         };
         l.pending = l.pending.split_off(&(cur + 1));
-        if !l.pending.contains_key(&(cur + 1)) {
+        if !matches!(l.pending.get(&(cur + 1)), Some(Some(_))) {
             return false;
         }
         let mut inner = self.write();
         let mut rev = cur;
-        while let Some(p) = l.pending.remove(&(rev + 1)) {
+        while let Some(Some(_)) = l.pending.get(&(rev + 1)) {
+            let Some(Some(p)) = l.pending.remove(&(rev + 1)) else {
+                break;
+            };
             apply_prepared(&mut inner, tenant, p);
             self.deltas
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -510,6 +542,7 @@ impl DecisionState {
     fn build(&self, db: &Database, tenant: &str) -> Result<Built, StorageError> {
         self.reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
         let mut revision = 0;
         let mut attached: HashMap<String, Vec<Krn>> = HashMap::new();
         let mut dir = TenantDir::default();
@@ -592,6 +625,12 @@ impl DecisionState {
             (index, read)
         });
         read?;
+        log::info!(
+            "index: tenant `{tenant}` read at revision {revision}: {} policies, {} statements in {} ms",
+            index.policy_count(),
+            index.statement_count(),
+            started.elapsed().as_millis()
+        );
         dir.revision = revision;
         Ok(Built {
             revision,

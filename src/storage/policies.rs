@@ -122,7 +122,9 @@ pub fn like_contains(s: &str) -> String {
 
 impl PolicyStore for Database {
     fn insert_policy(&self, p: &NewPolicy) -> Result<PolicyRecord, StorageError> {
-        self.tx(|tx| {
+        let p = p.clone();
+        self.tx_grouped(move |tx| {
+            let p = &p;
             insert_tx(tx, p)?;
             bump_revision(tx, &p.tenant)?;
             // The row as just inserted (no read back: one round trip less).
@@ -203,7 +205,12 @@ impl PolicyStore for Database {
         statements: &str,
         now_ms: i64,
     ) -> Result<PolicyRecord, StorageError> {
-        self.tx(|tx| {
+        let (tenant, krn) = (tenant.to_string(), krn.to_string());
+        let description = description.map(str::to_string);
+        let statements = statements.to_string();
+        self.tx_grouped(move |tx| {
+            let (tenant, krn) = (tenant.as_str(), krn.as_str());
+            let (description, statements) = (description.as_deref(), statements.as_str());
             let current = get(tx, tenant, krn)?;
             if expected_version.is_some_and(|v| v != current.version) {
                 return Err(StorageError::Stale);
@@ -235,7 +242,9 @@ impl PolicyStore for Database {
     }
 
     fn delete_policy(&self, tenant: &str, krn: &str) -> Result<(), StorageError> {
-        self.tx(|tx| {
+        let (tenant, krn) = (tenant.to_string(), krn.to_string());
+        self.tx_grouped(move |tx| {
+            let (tenant, krn) = (tenant.as_str(), krn.as_str());
             let n = tx.execute(
                 "DELETE FROM policies WHERE tenant = $1 AND krn = $2",
                 &[Val::from(tenant), Val::from(krn)],
