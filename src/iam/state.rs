@@ -25,7 +25,7 @@ use crate::storage::{
 
 /// How long a write waits for earlier revisions of this process to report before it takes a
 /// missing revision for another replica's and reloads the tenant.
-pub const GAP_WAIT: Duration = Duration::from_millis(100);
+pub const GAP_WAIT: Duration = Duration::from_millis(250);
 
 /// Longest wait for an earlier revision of this process that was announced but is still being
 /// read (its writer reports or fails within the database timeouts; this bounds a lost one).
@@ -372,6 +372,9 @@ impl DecisionState {
         }
         drop(local);
         // A revision before ours did not report: another replica's write. Read it all again.
+        log::info!(
+            "index: tenant `{tenant}`: a revision before {r} came from elsewhere; reloading"
+        );
         self.reload_at_least(db, tenant, r)
     }
 
@@ -691,6 +694,7 @@ impl DecisionState {
             }
         }
         for (t, force) in &stale {
+            log::info!("index: tenant `{t}` changed elsewhere; reloading");
             let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
             let built = self.build(db, t)?;
             self.install(t, built, *force);
