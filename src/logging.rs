@@ -1,11 +1,79 @@
 //! A small stderr logger for the `log` facade: one line per record, UTC timestamp, level,
 //! target. `SERVICE_DEBUG` (service.debug) turns on debug level.
+//!
+//! Access-log lines (target `access`, one per HTTP exchange) are formatted into a shared buffer
+//! that a writer thread hands to stderr in one `write` per batch: a busy server writes its access
+//! log in a few large writes instead of one system call per request under the stderr lock, and
+//! an idle one still writes each line right away (the writer wakes on the first line). Every
+//! other record drains that buffer and is written at once, so nothing is held back behind it
+//! (docs/DECISIONS.md, 2026-11-26).
 
 use std::io::Write;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger;
+
+/// Access-log lines not yet written, and the writer's wake-up.
+struct Batch {
+    lines: Mutex<Vec<u8>>,
+    ready: Condvar,
+}
+
+/// Beyond this many buffered bytes an access line is written by its own thread (the writer is
+/// behind: stderr is slow), so the buffer stays bounded.
+const BATCH_MAX: usize = 1 << 20;
+
+static BATCH: OnceLock<Batch> = OnceLock::new();
+
+fn batch() -> &'static Batch {
+    BATCH.get_or_init(|| {
+        let _ = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(write_batches);
+        Batch {
+            lines: Mutex::new(Vec::with_capacity(64 * 1024)),
+            ready: Condvar::new(),
+        }
+    })
+}
+
+/// The writer thread: wait for lines, take them all, write them in one go.
+fn write_batches() {
+    let b = batch();
+    let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        {
+            let mut lines = b.lines.lock().unwrap_or_else(|p| p.into_inner());
+            while lines.is_empty() {
+                lines = b.ready.wait(lines).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        // stderr first, then the buffer (as `drain` does), so batches keep their order.
+        let mut err = std::io::stderr().lock();
+        std::mem::swap(
+            &mut *b.lines.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut spare,
+        );
+        let _ = err.write_all(&spare);
+        drop(err);
+        spare.clear();
+        if spare.capacity() > 4 * 64 * 1024 {
+            spare.shrink_to(64 * 1024);
+        }
+    }
+}
+
+/// Write the buffered access lines now (before another record, and on `flush`).
+fn drain(out: &mut impl Write) {
+    let Some(b) = BATCH.get() else { return };
+    let mut lines = b.lines.lock().unwrap_or_else(|p| p.into_inner());
+    if !lines.is_empty() {
+        let _ = out.write_all(&lines);
+        lines.clear();
+    }
+}
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
@@ -30,17 +98,29 @@ impl Log for StderrLogger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        let line = format!(
-            "{} {level} {}: {}\n",
-            crate::clock::rfc3339_ms(crate::clock::now_ms()),
-            record.target(),
-            record.args()
-        );
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let stamp = crate::clock::rfc3339_ms(crate::clock::now_ms());
+        if record.target() == "access" {
+            let b = batch();
+            let mut lines = b.lines.lock().unwrap_or_else(|p| p.into_inner());
+            if lines.len() < BATCH_MAX {
+                let was_empty = lines.is_empty();
+                let _ = writeln!(lines, "{stamp} {level} access: {}", record.args());
+                if was_empty {
+                    b.ready.notify_one();
+                }
+                return;
+            }
+        }
+        let line = format!("{stamp} {level} {}: {}\n", record.target(), record.args());
+        let mut err = std::io::stderr().lock();
+        drain(&mut err);
+        let _ = err.write_all(line.as_bytes());
     }
 
     fn flush(&self) {
-        let _ = std::io::stderr().flush();
+        let mut err = std::io::stderr().lock();
+        drain(&mut err);
+        let _ = err.flush();
     }
 }
 

@@ -782,3 +782,91 @@ fn a_second_replica_sees_changes_within_a_second() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Two clients write policies into one replica while a third writes into a second replica, all
+/// into one tenant, so their revisions interleave: every write is decided on by its own replica
+/// right after it answers, none is lost, and both replicas end with the decisions of a replica
+/// that loads the tenant afresh.
+#[test]
+fn interleaved_writes_from_two_clients_and_a_second_replica_all_land() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("interleaved_writes_from_two_clients_and_a_second_replica_all_land");
+    };
+    let one = support::service::start_iam(&pg.storage(), "");
+    let two = support::service::start_iam(&pg.storage(), "");
+    const PER_CLIENT: usize = 40;
+    let ask = |addr: SocketAddr, k: &str| -> bool {
+        let body = json!({"principal": format!("krn:iam:tw::user/u{k}"), "action": "iam:user:read",
+            "resources": [format!("krn:iam:tw::user/target{k}")]});
+        let r = call(addr, "POST", "/api/v1/evaluate", Some(body));
+        assert!(
+            r.status == 200 || r.status == 403,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.status == 200
+    };
+    let policy = |k: &str| {
+        json!({"name": format!("p{k}"), "tenantID": "tw", "statements": [
+            {"effect": "allow", "actions": ["iam:user:read"], "resources": [format!("krn:iam:tw::user/target{k}")],
+             "principals": [format!("krn:iam:tw::user/u{k}")]}]})
+    };
+    let client = |addr: SocketAddr, name: &'static str| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for i in 0..PER_CLIENT {
+                let k = format!("{name}{i}");
+                expect(
+                    &call(addr, "POST", "/api/v1/policies", Some(policy(&k))),
+                    201,
+                );
+                assert!(ask(addr, &k), "write {k} not decided on by its own replica");
+                if i % 5 == 4 {
+                    // Every fifth one is deleted again, and must be gone at once.
+                    let path = format!(
+                        "/api/v1/policies/{}",
+                        id(&format!("krn:iam:tw::policy/p{k}"))
+                    );
+                    expect(&call(addr, "DELETE", &path, None), 204);
+                    assert!(
+                        !ask(addr, &k),
+                        "delete of {k} not decided on by its own replica"
+                    );
+                } else {
+                    kept.push(k);
+                }
+            }
+            kept
+        })
+    };
+    let a = client(one.addr, "a");
+    let b = client(one.addr, "b");
+    let c = client(two.addr, "c");
+    let mut kept: Vec<String> = Vec::new();
+    for h in [a, b, c] {
+        kept.extend(h.join().unwrap());
+    }
+    let all: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|n| (0..PER_CLIENT).map(move |i| format!("{n}{i}")))
+        .collect();
+    // A replica started now loads the tenant afresh: the reference.
+    let fresh = support::service::start_iam(&pg.storage(), "");
+    let expected: Vec<bool> = all.iter().map(|k| ask(fresh.addr, k)).collect();
+    let want: Vec<bool> = all.iter().map(|k| kept.contains(k)).collect();
+    assert_eq!(expected, want, "the database lost or kept the wrong writes");
+    let settled = Instant::now();
+    for replica in [one.addr, two.addr] {
+        loop {
+            let got: Vec<bool> = all.iter().map(|k| ask(replica, k)).collect();
+            if got == expected {
+                break;
+            }
+            assert!(
+                settled.elapsed() < Duration::from_secs(2),
+                "a replica did not converge to the fresh load"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -161,6 +161,80 @@ fn postgres_story() {
     assert_eq!(db.all_policies().unwrap().len(), 7);
 }
 
+/// Eight threads write policies at once, so writes share grouped transactions; every tenth name
+/// is written by two threads. Each write gets its own answer (one `Conflict` per duplicate, which
+/// touches no other write of its group), its own revision, and every kept row is there.
+fn concurrent_writes(db: &std::sync::Arc<Database>) {
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let db = std::sync::Arc::clone(db);
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                for i in 0..40 {
+                    // Threads 0 and 1 both write the names `d<i>` of every tenth i.
+                    let name = if i % 10 == 0 && t < 2 {
+                        format!("d{i}")
+                    } else {
+                        format!("w{t}-{i}")
+                    };
+                    let r = db.insert_policy(&policy("tc", &name, 1));
+                    let rev = db.take_committed_revision("tc");
+                    out.push((name, r.map(|rec| rec.krn), rev));
+                }
+                out
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let ok: Vec<_> = results.iter().filter(|(_, r, _)| r.is_ok()).collect();
+    let conflicts = results
+        .iter()
+        .filter(|(_, r, _)| matches!(r, Err(StorageError::Conflict(_))))
+        .count();
+    assert_eq!(conflicts, 4, "one conflict per duplicated name");
+    assert_eq!(ok.len(), 8 * 40 - 4);
+    let mut revs: Vec<i64> = ok.iter().map(|(_, _, rev)| rev.unwrap()).collect();
+    revs.sort_unstable();
+    revs.dedup();
+    assert_eq!(revs.len(), ok.len(), "each write has a revision of its own");
+    assert_eq!(*revs.last().unwrap(), db.revision("tc").unwrap());
+    let (stored, count) = db
+        .list_policies(
+            &PolicyFilter {
+                tenant: "tc".into(),
+                ..Default::default()
+            },
+            Page {
+                page: 1,
+                size: 1000,
+            },
+        )
+        .unwrap();
+    assert_eq!(count as usize, ok.len());
+    for (name, _, _) in &ok {
+        assert!(stored.iter().any(|p| &p.name == name), "{name} lost");
+    }
+}
+
+#[test]
+fn sqlite_concurrent_writes() {
+    let dir = support::TempDir::new();
+    let db = std::sync::Arc::new(Database::open(&support::sqlite_settings(&dir)).unwrap());
+    concurrent_writes(&db);
+}
+
+#[test]
+fn postgres_concurrent_writes() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_concurrent_writes");
+    };
+    let db = std::sync::Arc::new(Database::open(&pg.storage()).unwrap());
+    concurrent_writes(&db);
+}
+
 #[test]
 fn postgres_unreachable_is_one_clear_error() {
     let Some(url) = support::pg_url() else {

@@ -411,7 +411,8 @@ impl Iam {
 
     /// After a committed write: update the index by `delta` (or reload the tenant).
     pub(crate) fn committed_with(&self, tenant: &str, delta: &Delta) {
-        if let Err(e) = self.state.committed(&self.db, tenant, delta) {
+        let revision = self.db.take_committed_revision(tenant);
+        if let Err(e) = self.state.committed(&self.db, tenant, revision, delta) {
             log::warn!(
                 "index: update of tenant `{tenant}` after a write failed: {e}; the refresher retries"
             );
@@ -593,7 +594,14 @@ impl Iam {
                 resource_krn: None,
             })
             .map_err(|e| storage(e, "policy", &doc.name))?;
-        self.committed_with(&tenant, &Delta::policies(vec![rec.krn.clone()]));
+        // A new policy has no attachments yet (they go with a deleted one).
+        self.committed_with(
+            &tenant,
+            &Delta {
+                records: vec![(rec.clone(), Some(Vec::new()))],
+                ..Delta::default()
+            },
+        );
         Ok(rec)
     }
 
@@ -683,7 +691,13 @@ impl Iam {
                 now_ms(),
             )
             .map_err(|e| storage(e, "policy", &current.name))?;
-        self.committed_with(k.tenant(), &Delta::policies(vec![k.as_str().to_string()]));
+        self.committed_with(
+            k.tenant(),
+            &Delta {
+                records: vec![(rec.clone(), None)],
+                ..Delta::default()
+            },
+        );
         Ok(rec)
     }
 
@@ -709,7 +723,13 @@ impl Iam {
         self.db
             .delete_policy(k.tenant(), k.as_str())
             .map_err(|e| storage(e, "policy", k.as_str()))?;
-        self.committed_with(k.tenant(), &Delta::policies(vec![k.as_str().to_string()]));
+        self.committed_with(
+            k.tenant(),
+            &Delta {
+                deleted: vec![k.as_str().to_string()],
+                ..Delta::default()
+            },
+        );
         Ok(())
     }
 

@@ -1,22 +1,49 @@
 //! The in-memory decision state: the policy engine of every tenant plus the memberships a
-//! decision needs (user -> groups, resource -> pools), built from the database and kept in step
-//! with it by per-tenant revision numbers. Writes in this process reload their tenant right after
-//! commit; other replicas' writes are picked up by `refresh` (polled, and on NATS notice).
+//! decision needs (user -> groups and their ancestors, resource -> pools), built from the
+//! database and kept in step with it by per-tenant revision numbers.
+//!
+//! A write of this process knows the revision its transaction committed
+//! ([`Database::take_committed_revision`]) and hands the decision state its changes, prepared
+//! for the index before any lock is taken. The changes wait in a per-tenant record of revisions
+//! until every earlier revision is accounted for, then apply in revision order; only a revision
+//! nobody in this process reports (another replica's write) makes a write reload the tenant, after
+//! [`GAP_WAIT`]. Other replicas' writes are picked up by `refresh` (polled, and on NATS notice),
+//! which leaves alone the revisions this process is about to apply. A reload reads and builds
+//! the tenant outside every lock and swaps it in.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::policy::{
-    Action, BasePolicy, Decision, Engine, Krn, Outcome, PolicyDocument, PolicyKind, Query,
-    StoredPolicy,
+    Action, BasePolicy, Decision, Effect, Engine, Krn, Outcome, PolicyDocument, PolicyIndex,
+    PolicyKind, Query, Statement, StoredPolicy,
 };
-use crate::storage::{Database, PolicyRecord, RevisionStore, SnapshotStore, StorageError};
+use crate::storage::{
+    Database, PolicyRecord, RevisionStore, SnapshotPart, SnapshotStore, StorageError,
+};
+
+/// How long a write waits for earlier revisions of this process to report before it takes a
+/// missing revision for another replica's and reloads the tenant.
+pub const GAP_WAIT: Duration = Duration::from_millis(250);
+
+/// Longest wait for an earlier revision of this process that was announced but is still being
+/// read (its writer reports or fails within the database timeouts; this bounds a lost one).
+const ANNOUNCED_WAIT: Duration = Duration::from_secs(10);
+
+/// Writes of this process within this span make the refresher wait one more round before it
+/// reloads a tenant whose database revision is ahead (the writes are about to report).
+const RECENT_WRITES: Duration = Duration::from_secs(2);
+
+/// Policies read per page when a tenant loads.
+const LOAD_PAGE: usize = 4096;
 
 /// Memberships of one tenant.
 #[derive(Debug, Default)]
 struct TenantDir {
     revision: i64,
-    groups_of_user: HashMap<String, Vec<Krn>>,
+    /// Per user: its groups and their ancestors, each once (engine-ready principals).
+    principals_of_user: HashMap<String, Vec<Krn>>,
     pools_of_resource: HashMap<String, Vec<Krn>>,
 }
 
@@ -26,11 +53,44 @@ struct Inner {
     tenants: HashMap<String, TenantDir>,
 }
 
+/// One committed write, read and parsed for the index.
+#[derive(Debug, Default)]
+struct Prepared {
+    /// Policy KRN and the policy as stored now (`None`: gone, or unreadable).
+    policies: Vec<(String, Option<StoredPolicy>)>,
+    /// User KRN and its groups with their ancestors.
+    users: Vec<(String, Vec<Krn>)>,
+    /// Resource KRN and its pools.
+    resources: Vec<(String, Vec<Krn>)>,
+}
+
+/// What this process committed in one tenant and has not applied yet.
+#[derive(Debug, Default)]
+struct Local {
+    /// Revision -> its changes (`None`: announced, still being read).
+    pending: BTreeMap<i64, Option<Prepared>>,
+    /// When a write of this process last reported.
+    last_write: Option<Instant>,
+    /// A database revision the refresher found ahead while writes were running.
+    seen_ahead: Option<i64>,
+}
+
+/// A tenant read and built outside the locks.
+struct Built {
+    revision: i64,
+    index: PolicyIndex,
+    dir: TenantDir,
+}
+
 pub struct DecisionState {
     inner: RwLock<Inner>,
-    /// Serializes "catch up with the database" per process: a delta is applied only when it
-    /// moves the tenant exactly one revision on; anything else reloads the tenant.
-    catch_up: std::sync::Mutex<()>,
+    /// Pending changes per tenant. Held while changes are applied or a reload is swapped in,
+    /// so a tenant's in-memory revision only moves under it (lock order: `local`, then `inner`).
+    local: Mutex<HashMap<String, Local>>,
+    /// Signalled when a tenant's in-memory revision moved.
+    moved: Condvar,
+    /// One reload at a time (each holds a tenant's rows and a second index while it builds).
+    reloading: Mutex<()>,
     /// Whole-tenant reloads and incremental updates so far (metrics, tests).
     reloads: std::sync::atomic::AtomicU64,
     deltas: std::sync::atomic::AtomicU64,
@@ -41,6 +101,11 @@ pub struct DecisionState {
 pub struct Delta {
     /// Policies to read again (absent ones are removed).
     pub policies: Vec<String>,
+    /// Policies as the write left them, with their attachment targets when the write knows them
+    /// (`None`: read them): nothing to read back.
+    pub records: Vec<(PolicyRecord, Option<Vec<String>>)>,
+    /// Policies the write deleted.
+    pub deleted: Vec<String>,
     /// Users whose group memberships to read again.
     pub users: Vec<String>,
     /// Resources whose pool memberships to read again.
@@ -67,6 +132,9 @@ impl Delta {
 
 /// The statements document of a stored record as the engine's policy document.
 pub fn document_of(rec: &PolicyRecord) -> Result<PolicyDocument, String> {
+    if let Some(doc) = typed_document(rec) {
+        return Ok(doc);
+    }
     let statements: serde_json::Value = serde_json::from_str(&rec.statements)
         .map_err(|e| format!("policy `{}`: stored statements unreadable: {e}", rec.krn))?;
     let doc = serde_json::json!({
@@ -76,6 +144,76 @@ pub fn document_of(rec: &PolicyRecord) -> Result<PolicyDocument, String> {
         "statements": statements,
     });
     PolicyDocument::from_json(&doc).map_err(|e| format!("policy `{}`: {e}", rec.krn))
+}
+
+/// A stored statement as the API writes it (`PolicyDocument::to_json`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredStatement {
+    effect: Effect,
+    actions: Vec<String>,
+    #[serde(default)]
+    resources: Option<Vec<String>>,
+    #[serde(default)]
+    principals: Option<Vec<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// The fast path of [`document_of`]: statements read straight into typed values and each KRN and
+/// action parsed once. The document's rules are checked where it is indexed (`upsert`). `None`
+/// when anything is unusual; the general path then reads it (and names the error).
+fn typed_document(rec: &PolicyRecord) -> Option<PolicyDocument> {
+    let kind = match rec.kind.as_str() {
+        "identity" => PolicyKind::Identity,
+        "resource" => PolicyKind::Resource,
+        _ => return None,
+    };
+    let raw: Vec<StoredStatement> = serde_json::from_str(&rec.statements).ok()?;
+    let mut statements = Vec::with_capacity(raw.len());
+    for st in raw {
+        statements.push(Statement {
+            effect: st.effect,
+            actions: st
+                .actions
+                .iter()
+                .map(|a| Action::parse(a).ok())
+                .collect::<Option<_>>()?,
+            resources: st
+                .resources
+                .unwrap_or_default()
+                .iter()
+                .map(|r| Krn::parse(r).ok())
+                .collect::<Option<_>>()?,
+            principals: st
+                .principals
+                .unwrap_or_default()
+                .iter()
+                .map(|p| Krn::parse(p).ok())
+                .collect::<Option<_>>()?,
+            description: st.description,
+        });
+    }
+    let doc = PolicyDocument {
+        name: rec.name.clone(),
+        kind,
+        description: rec.description.clone(),
+        statements,
+    };
+    Some(doc)
+}
+
+/// The index entry of a stored record with its attachment targets.
+fn stored_policy(rec: &PolicyRecord, targets: Vec<Krn>) -> Result<StoredPolicy, String> {
+    let document = document_of(rec)?;
+    let (attached_pools, attached_principals) = targets.into_iter().partition(is_pool);
+    Ok(StoredPolicy {
+        id: rec.krn.clone(),
+        document,
+        attached_principals,
+        attached_pools,
+        resource: rec.resource_krn.as_deref().and_then(|r| Krn::parse(r).ok()),
+    })
 }
 
 /// Is this KRN a pool (a resource group) rather than a principal?
@@ -103,6 +241,29 @@ pub fn group_and_ancestors(group: &Krn) -> Vec<Krn> {
     out
 }
 
+/// A user's principals beside itself: its groups and their ancestors, each once, in the order
+/// of `groups`. `ancestry` caches each group's expansion.
+fn expand_groups<'a>(
+    groups: impl IntoIterator<Item = &'a str>,
+    ancestry: &mut HashMap<String, Vec<Krn>>,
+) -> Vec<Krn> {
+    let mut out: Vec<Krn> = Vec::new();
+    for g in groups {
+        if !ancestry.contains_key(g) {
+            let expanded = Krn::parse(g)
+                .map(|k| group_and_ancestors(&k))
+                .unwrap_or_default();
+            ancestry.insert(g.to_string(), expanded);
+        }
+        for k in ancestry.get(g).into_iter().flatten() {
+            if !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    out
+}
+
 impl DecisionState {
     pub fn new(base: Vec<BasePolicy>) -> DecisionState {
         DecisionState {
@@ -110,7 +271,9 @@ impl DecisionState {
                 engine: Engine::new(base),
                 tenants: HashMap::new(),
             }),
-            catch_up: std::sync::Mutex::new(()),
+            local: Mutex::new(HashMap::new()),
+            moved: Condvar::new(),
+            reloading: Mutex::new(()),
             reloads: std::sync::atomic::AtomicU64::new(0),
             deltas: std::sync::atomic::AtomicU64::new(0),
         }
@@ -122,126 +285,193 @@ impl DecisionState {
         (self.reloads.load(Relaxed), self.deltas.load(Relaxed))
     }
 
+    fn lock_local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Bring a tenant up to the database after this process committed a write described by
-    /// `delta`: incrementally when nothing else was written meanwhile, else by a reload.
+    /// `delta` at `revision` (from [`Database::take_committed_revision`]; `None` when the write
+    /// does not know it). Returns once the in-memory revision is at least the write's, so the
+    /// next decision sees it.
     pub fn committed(
         &self,
         db: &Database,
         tenant: &str,
+        revision: Option<i64>,
         delta: &Delta,
     ) -> Result<(), StorageError> {
-        let _one = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
-        let before = self.read().tenants.get(tenant).map(|d| d.revision);
-        let now = db.revision(tenant)?;
-        match before {
-            Some(b) if !delta.reload && now == b + 1 => self.apply(db, tenant, delta, now),
-            Some(b) if now == b => Ok(()),
-            _ => self.reload_unlocked(db, tenant),
+        let loaded = self.loaded_revision(tenant);
+        let Some(r) = revision else {
+            let now = db.revision(tenant)?;
+            if loaded.is_some_and(|b| b >= now) {
+                return Ok(());
+            }
+            return self.reload_at_least(db, tenant, now);
+        };
+        if loaded.is_some_and(|b| b >= r) {
+            return Ok(());
         }
+        self.lock_local()
+            .entry(tenant.to_string())
+            .or_default()
+            .last_write = Some(Instant::now());
+        if delta.reload || loaded.is_none() {
+            return self.reload_at_least(db, tenant, r);
+        }
+        // Announce the revision before reading, so that later revisions wait for it rather
+        // than take it for another replica's.
+        self.lock_local()
+            .entry(tenant.to_string())
+            .or_default()
+            .pending
+            .insert(r, None);
+        let prepared = match self.prepare(db, tenant, delta) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(l) = self.lock_local().get_mut(tenant) {
+                    l.pending.remove(&r);
+                }
+                self.moved.notify_all();
+                return Err(e);
+            }
+        };
+        let mut deadline = Instant::now() + GAP_WAIT;
+        // However long our earlier revisions take to read, a write answers within this.
+        let give_up = Instant::now() + ANNOUNCED_WAIT;
+        let mut local = self.lock_local();
+        local
+            .entry(tenant.to_string())
+            .or_default()
+            .pending
+            .insert(r, Some(prepared));
+        loop {
+            if self.drain(&mut local, tenant) {
+                self.moved.notify_all();
+            }
+            let now = match self.loaded_revision(tenant) {
+                Some(now) if now >= r => return Ok(()),
+                None => break,
+                Some(now) => now,
+            };
+            // The next revision is one of ours still being read: it will report.
+            if local
+                .get(tenant)
+                .is_some_and(|l| l.pending.contains_key(&(now + 1)))
+            {
+                deadline = deadline.max(Instant::now() + GAP_WAIT).min(give_up);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            local = self
+                .moved
+                .wait_timeout(local, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(local);
+        // A revision before ours did not report: another replica's write. Read it all again.
+        log::info!(
+            "index: tenant `{tenant}`: a revision before {r} came from elsewhere; reloading"
+        );
+        self.reload_at_least(db, tenant, r)
     }
 
-    fn apply(
+    /// Apply the pending changes of `tenant` that follow its in-memory revision without a gap,
+    /// and forget those a reload already covered. True when the revision moved.
+    fn drain(&self, local: &mut HashMap<String, Local>, tenant: &str) -> bool {
+        let Some(l) = local.get_mut(tenant) else {
+            return false;
+        };
+        let Some(cur) = self.loaded_revision(tenant) else {
+            return false;
+        };
+        l.pending = l.pending.split_off(&(cur + 1));
+        if !matches!(l.pending.get(&(cur + 1)), Some(Some(_))) {
+            return false;
+        }
+        let mut inner = self.write();
+        let mut rev = cur;
+        while let Some(Some(_)) = l.pending.get(&(rev + 1)) {
+            let Some(Some(p)) = l.pending.remove(&(rev + 1)) else {
+                break;
+            };
+            apply_prepared(&mut inner, tenant, p);
+            self.deltas
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rev += 1;
+        }
+        if let Some(dir) = inner.tenants.get_mut(tenant) {
+            dir.revision = rev;
+        }
+        true
+    }
+
+    /// Read what `delta` names, as it is now, and parse it for the index (no lock held).
+    fn prepare(
         &self,
         db: &Database,
         tenant: &str,
         delta: &Delta,
-        revision: i64,
-    ) -> Result<(), StorageError> {
-        self.deltas
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ) -> Result<Prepared, StorageError> {
         use crate::storage::{AttachmentStore, GroupStore, Page, PolicyStore, PoolStore};
         const ALL: Page = Page {
             page: 1,
             size: 100_000,
         };
-        // Read everything first, then swap under the write lock.
-        let mut policies = Vec::new();
+        let mut out = Prepared::default();
+        let index_entry = |rec: &PolicyRecord, targets: Vec<String>| {
+            if rec.kind == PolicyKind::Base.as_str() {
+                return None;
+            }
+            let targets: Vec<Krn> = targets.iter().filter_map(|t| Krn::parse(t).ok()).collect();
+            match stored_policy(rec, targets) {
+                Ok(p) => Some((rec.krn.clone(), Some(p))),
+                Err(e) => {
+                    log::error!("index: {e}; removed (decisions fail toward deny)");
+                    Some((rec.krn.clone(), None))
+                }
+            }
+        };
+        for (rec, targets) in &delta.records {
+            let targets = match targets {
+                Some(t) => t.clone(),
+                None => db.targets_of(tenant, &rec.krn)?,
+            };
+            out.policies.extend(index_entry(rec, targets));
+        }
         for krn in &delta.policies {
             match db.get_policy(tenant, krn) {
-                Ok(rec) if rec.kind == PolicyKind::Base.as_str() => {}
                 Ok(rec) => {
-                    let targets: Vec<Krn> = db
-                        .targets_of(tenant, krn)?
-                        .iter()
-                        .filter_map(|t| Krn::parse(t).ok())
-                        .collect();
-                    match document_of(&rec) {
-                        Ok(document) => {
-                            let (attached_pools, attached_principals) =
-                                targets.into_iter().partition(is_pool);
-                            policies.push((
-                                krn.clone(),
-                                Some(StoredPolicy {
-                                    id: rec.krn.clone(),
-                                    document,
-                                    attached_principals,
-                                    attached_pools,
-                                    resource: rec
-                                        .resource_krn
-                                        .as_deref()
-                                        .and_then(|r| Krn::parse(r).ok()),
-                                }),
-                            ));
-                        }
-                        Err(e) => {
-                            log::error!("index: {e}; removed (decisions fail toward deny)");
-                            policies.push((krn.clone(), None));
-                        }
-                    }
+                    let targets = db.targets_of(tenant, krn)?;
+                    out.policies.extend(index_entry(&rec, targets));
                 }
-                Err(StorageError::NotFound) => policies.push((krn.clone(), None)),
+                Err(StorageError::NotFound) => out.policies.push((krn.clone(), None)),
                 Err(e) => return Err(e),
             }
         }
-        let mut users = Vec::new();
+        out.policies
+            .extend(delta.deleted.iter().map(|k| (k.clone(), None)));
+        let mut ancestry = HashMap::new();
         for u in &delta.users {
-            let groups = match db.groups_of_user(tenant, u, ALL) {
-                Ok((gs, _)) => gs.iter().filter_map(|g| Krn::parse(&g.krn).ok()).collect(),
+            let groups: Vec<String> = match db.groups_of_user(tenant, u, ALL) {
+                Ok((gs, _)) => gs.into_iter().map(|g| g.krn).collect(),
                 Err(StorageError::NotFound) => Vec::new(),
                 Err(e) => return Err(e),
             };
-            users.push((u.clone(), groups));
+            let expanded = expand_groups(groups.iter().map(String::as_str), &mut ancestry);
+            out.users.push((u.clone(), expanded));
         }
-        let mut resources = Vec::new();
         for r in &delta.resources {
             let (pools, _) = db.list_pools(tenant, None, Some(r), ALL)?;
             let pools: Vec<Krn> = pools
                 .iter()
                 .filter_map(|p| Krn::parse(&p.krn).ok())
                 .collect();
-            resources.push((r.clone(), pools));
+            out.resources.push((r.clone(), pools));
         }
-        let mut inner = self.write();
-        for (krn, p) in policies {
-            match p {
-                Some(p) => {
-                    if let Err(e) = inner.engine.upsert(tenant, p) {
-                        log::error!("index: policy `{krn}` not indexed: {e}");
-                        inner.engine.remove(tenant, &krn);
-                    }
-                }
-                None => {
-                    inner.engine.remove(tenant, &krn);
-                }
-            }
-        }
-        let dir = inner.tenants.entry(tenant.to_string()).or_default();
-        for (u, groups) in users {
-            if groups.is_empty() {
-                dir.groups_of_user.remove(&u);
-            } else {
-                dir.groups_of_user.insert(u, groups);
-            }
-        }
-        for (r, pools) in resources {
-            if pools.is_empty() {
-                dir.pools_of_resource.remove(&r);
-            } else {
-                dir.pools_of_resource.insert(r, pools);
-            }
-        }
-        dir.revision = revision;
-        Ok(())
+        Ok(out)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -250,6 +480,11 @@ impl DecisionState {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The in-memory revision of a loaded tenant.
+    fn loaded_revision(&self, tenant: &str) -> Option<i64> {
+        self.read().tenants.get(tenant).map(|d| d.revision)
     }
 
     /// Load every tenant that has a revision in the database.
@@ -263,92 +498,206 @@ impl DecisionState {
 
     /// Rebuild one tenant from the database.
     pub fn reload_tenant(&self, db: &Database, tenant: &str) -> Result<(), StorageError> {
-        let _one = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
-        self.reload_unlocked(db, tenant)
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let built = self.build(db, tenant)?;
+        self.install(tenant, built, true);
+        Ok(())
     }
 
-    fn reload_unlocked(&self, db: &Database, tenant: &str) -> Result<(), StorageError> {
+    /// Reload the tenant unless its in-memory revision reaches `revision` by the time this
+    /// reload's turn comes (another reload or the pending writes may have covered it).
+    fn reload_at_least(
+        &self,
+        db: &Database,
+        tenant: &str,
+        revision: i64,
+    ) -> Result<(), StorageError> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        if self.loaded_revision(tenant).is_some_and(|r| r >= revision) {
+            return Ok(());
+        }
+        let built = self.build(db, tenant)?;
+        self.install(tenant, built, false);
+        Ok(())
+    }
+
+    /// Swap a built tenant in when it is newer than the one in memory (or always, `force`), then
+    /// apply the pending changes that follow it.
+    fn install(&self, tenant: &str, built: Built, force: bool) {
+        let mut local = self.lock_local();
+        {
+            let mut inner = self.write();
+            let cur = inner.tenants.get(tenant).map(|d| d.revision);
+            if force || cur.is_none_or(|c| built.revision > c) {
+                inner.engine.replace_tenant(tenant, built.index);
+                inner.tenants.insert(tenant.to_string(), built.dir);
+            }
+        }
+        if let Some(l) = local.get_mut(tenant) {
+            l.seen_ahead = None;
+        }
+        self.drain(&mut local, tenant);
+        self.moved.notify_all();
+    }
+
+    /// Read a tenant page by page and build its index and memberships, outside every lock: the
+    /// database thread reads and parses, a second thread indexes.
+    fn build(&self, db: &Database, tenant: &str) -> Result<Built, StorageError> {
         self.reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let snap = db.tenant_snapshot(tenant)?;
-        let mut attached: HashMap<&str, Vec<Krn>> = HashMap::new();
-        for (policy, target) in &snap.attachments {
-            if let Ok(k) = Krn::parse(target) {
-                attached.entry(policy.as_str()).or_default().push(k);
-            }
-        }
-        let mut policies = Vec::with_capacity(snap.policies.len());
-        for rec in &snap.policies {
-            // Base policies come from configuration, applied to every tenant by the engine.
-            if rec.kind == PolicyKind::Base.as_str() {
-                continue;
-            }
-            let document = match document_of(rec) {
-                Ok(d) => d,
-                Err(e) => {
-                    log::error!("index: {e}; skipped (decisions fail toward deny)");
-                    continue;
+        let started = Instant::now();
+        let mut revision = 0;
+        let mut attached: HashMap<String, Vec<Krn>> = HashMap::new();
+        let mut dir = TenantDir::default();
+        let (pages_tx, pages_rx) = std::sync::mpsc::sync_channel::<Vec<StoredPolicy>>(2);
+        let (index, read) = std::thread::scope(|scope| {
+            let indexer = scope.spawn(move || {
+                let mut index = PolicyIndex::new();
+                for page in pages_rx {
+                    for p in page {
+                        let id = p.id.clone();
+                        if let Err(e) = index.upsert(p) {
+                            log::error!("index: policy `{id}` not indexed: {e}");
+                        }
+                    }
                 }
-            };
-            let targets = attached.remove(rec.krn.as_str()).unwrap_or_default();
-            let (attached_pools, attached_principals) = targets.into_iter().partition(is_pool);
-            policies.push(StoredPolicy {
-                id: rec.krn.clone(),
-                document,
-                attached_principals,
-                attached_pools,
-                resource: rec.resource_krn.as_deref().and_then(|r| Krn::parse(r).ok()),
+                index
             });
-        }
-        let mut dir = TenantDir {
-            revision: snap.revision,
-            ..TenantDir::default()
-        };
-        for (user, group) in &snap.memberships {
-            if let Ok(g) = Krn::parse(group) {
-                dir.groups_of_user.entry(user.clone()).or_default().push(g);
-            }
-        }
-        for (resource, pool) in &snap.pool_members {
-            if let Ok(p) = Krn::parse(pool) {
-                dir.pools_of_resource
-                    .entry(resource.clone())
-                    .or_default()
-                    .push(p);
-            }
-        }
-        let mut inner = self.write();
-        inner.engine.remove_tenant(tenant);
-        inner.engine.ensure_tenant(tenant);
-        for p in policies {
-            let id = p.id.clone();
-            if let Err(e) = inner.engine.upsert(tenant, p) {
-                log::error!("index: policy `{id}` not indexed: {e}");
-            }
-        }
-        inner.tenants.insert(tenant.to_string(), dir);
-        Ok(())
+            let mut pages_tx = Some(pages_tx);
+            let read = db.tenant_snapshot_paged(tenant, LOAD_PAGE, &mut |part| {
+                match part {
+                    SnapshotPart::Revision(r) => revision = r,
+                    SnapshotPart::Attachments(pairs) => {
+                        for (policy, target) in pairs {
+                            if let Ok(k) = Krn::parse(&target) {
+                                attached.entry(policy).or_default().push(k);
+                            }
+                        }
+                    }
+                    SnapshotPart::Memberships(pairs) => {
+                        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+                        for (user, group) in pairs {
+                            groups.entry(user).or_default().push(group);
+                        }
+                        let mut ancestry = HashMap::new();
+                        dir.principals_of_user = groups
+                            .into_iter()
+                            .map(|(user, gs)| {
+                                let expanded =
+                                    expand_groups(gs.iter().map(String::as_str), &mut ancestry);
+                                (user, expanded)
+                            })
+                            .collect();
+                    }
+                    SnapshotPart::PoolMembers(pairs) => {
+                        for (resource, pool) in pairs {
+                            if let Ok(p) = Krn::parse(&pool) {
+                                dir.pools_of_resource.entry(resource).or_default().push(p);
+                            }
+                        }
+                    }
+                    SnapshotPart::Policies(records) => {
+                        let mut page = Vec::with_capacity(records.len());
+                        for rec in records {
+                            // Base policies come from configuration, applied to every tenant.
+                            if rec.kind == PolicyKind::Base.as_str() {
+                                continue;
+                            }
+                            let targets = attached.remove(rec.krn.as_str()).unwrap_or_default();
+                            match stored_policy(&rec, targets) {
+                                Ok(p) => page.push(p),
+                                Err(e) => {
+                                    log::error!("index: {e}; skipped (decisions fail toward deny)")
+                                }
+                            }
+                        }
+                        if let Some(tx) = &pages_tx
+                            && tx.send(page).is_err()
+                        {
+                            pages_tx = None;
+                        }
+                    }
+                }
+                Ok(())
+            });
+            drop(pages_tx);
+            let index = indexer.join().unwrap_or_else(|_| {
+                log::error!("index: the indexing thread of tenant `{tenant}` failed");
+                PolicyIndex::new()
+            });
+            (index, read)
+        });
+        read?;
+        log::info!(
+            "index: tenant `{tenant}` read at revision {revision}: {} policies, {} statements in {} ms",
+            index.policy_count(),
+            index.statement_count(),
+            started.elapsed().as_millis()
+        );
+        dir.revision = revision;
+        Ok(Built {
+            revision,
+            index,
+            dir,
+        })
     }
 
     /// Drop a tenant (unregistered).
     pub fn drop_tenant(&self, tenant: &str) {
+        let mut local = self.lock_local();
+        local.remove(tenant);
         let mut inner = self.write();
         inner.engine.remove_tenant(tenant);
         inner.tenants.remove(tenant);
     }
 
-    /// Reload every tenant whose database revision differs from ours; returns how many.
+    /// Reload every tenant whose database revision differs from ours; returns how many. A
+    /// tenant that this process is writing is left to its writes for one more round: the
+    /// revisions it committed and is about to apply are not stale.
     pub fn refresh(&self, db: &Database) -> Result<usize, StorageError> {
         let revs = db.revisions()?;
-        let stale: Vec<String> = {
-            let inner = self.read();
-            revs.iter()
-                .filter(|(t, r)| inner.tenants.get(t).is_none_or(|d| d.revision != *r))
-                .map(|(t, _)| t.clone())
-                .collect()
-        };
-        for t in &stale {
-            self.reload_tenant(db, t)?;
+        let mut stale: Vec<(String, bool)> = Vec::new();
+        {
+            let mut local = self.lock_local();
+            for (t, r) in &revs {
+                let (t, r) = (t.as_str(), *r);
+                let Some(cur) = self.loaded_revision(t) else {
+                    stale.push((t.to_string(), true));
+                    continue;
+                };
+                if cur == r {
+                    if let Some(l) = local.get_mut(t) {
+                        l.seen_ahead = None;
+                    }
+                    continue;
+                }
+                if cur > r {
+                    // The database went back (restored): take it as it is.
+                    stale.push((t.to_string(), true));
+                    continue;
+                }
+                let Some(l) = local.get_mut(t) else {
+                    stale.push((t.to_string(), false));
+                    continue;
+                };
+                let ours = r - cur <= 100_000 && (cur + 1..=r).all(|x| l.pending.contains_key(&x));
+                if ours {
+                    continue;
+                }
+                let writing = l.last_write.is_some_and(|w| w.elapsed() < RECENT_WRITES);
+                match l.seen_ahead {
+                    // Seen ahead one round ago and still behind it: written elsewhere.
+                    Some(seen) if writing && cur < seen => stale.push((t.to_string(), false)),
+                    _ if writing => l.seen_ahead = Some(r),
+                    _ => stale.push((t.to_string(), false)),
+                }
+            }
+        }
+        for (t, force) in &stale {
+            log::info!("index: tenant `{t}` changed elsewhere; reloading");
+            let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+            let built = self.build(db, t)?;
+            self.install(t, built, *force);
         }
         Ok(stale.len())
     }
@@ -361,20 +710,14 @@ impl DecisionState {
     /// A principal's full set: itself, its groups and their ancestors, and `extra` (roles).
     pub fn principal_set(&self, tenant: &str, principal: &Krn, extra: &[Krn]) -> Vec<Krn> {
         let inner = self.read();
-        let mut out = vec![principal.clone()];
-        if let Some(groups) = inner
+        let groups = inner
             .tenants
             .get(tenant)
-            .and_then(|d| d.groups_of_user.get(principal.as_str()))
-        {
-            for g in groups {
-                for k in group_and_ancestors(g) {
-                    if !out.contains(&k) {
-                        out.push(k);
-                    }
-                }
-            }
-        }
+            .and_then(|d| d.principals_of_user.get(principal.as_str()))
+            .map_or(&[][..], Vec::as_slice);
+        let mut out = Vec::with_capacity(1 + groups.len() + extra.len());
+        out.push(principal.clone());
+        out.extend(groups.iter().filter(|g| *g != principal).cloned());
         out.extend(extra.iter().cloned());
         out
     }
@@ -505,6 +848,38 @@ impl DecisionState {
             resource_pools: pools.map_or(&[], Vec::as_slice),
         };
         inner.engine.simulate(tenant, &q, add, remove)
+    }
+}
+
+/// Apply one write's prepared changes (the caller holds the write lock).
+fn apply_prepared(inner: &mut Inner, tenant: &str, p: Prepared) {
+    for (krn, policy) in p.policies {
+        match policy {
+            Some(policy) => {
+                if let Err(e) = inner.engine.upsert(tenant, policy) {
+                    log::error!("index: policy `{krn}` not indexed: {e}");
+                    inner.engine.remove(tenant, &krn);
+                }
+            }
+            None => {
+                inner.engine.remove(tenant, &krn);
+            }
+        }
+    }
+    let dir = inner.tenants.entry(tenant.to_string()).or_default();
+    for (u, principals) in p.users {
+        if principals.is_empty() {
+            dir.principals_of_user.remove(&u);
+        } else {
+            dir.principals_of_user.insert(u, principals);
+        }
+    }
+    for (r, pools) in p.resources {
+        if pools.is_empty() {
+            dir.pools_of_resource.remove(&r);
+        } else {
+            dir.pools_of_resource.insert(r, pools);
+        }
     }
 }
 

@@ -203,7 +203,14 @@ impl Iam {
                 )),
                 other => IamError::Storage(other),
             })?;
-        self.committed(&tenant);
+        self.committed_with(
+            &tenant,
+            &Delta {
+                users: vec![out.krn.clone()],
+                policies: policies.clone(),
+                ..Delta::default()
+            },
+        );
         Ok(out)
     }
 

@@ -108,6 +108,12 @@ impl Engine {
             .is_some_and(|t| t.index.remove(id))
     }
 
+    /// Replaces the stored policies of `tenant` by `index`, built elsewhere (so that a reload
+    /// builds outside the caller's lock and swaps).
+    pub fn replace_tenant(&mut self, tenant: &str, index: PolicyIndex) {
+        self.tenant_mut(tenant).index = index;
+    }
+
     /// Forgets every policy of `tenant`.
     pub fn remove_tenant(&mut self, tenant: &str) {
         self.tenants.remove(tenant);

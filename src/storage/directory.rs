@@ -292,9 +292,33 @@ pub trait PoolStore {
     fn pool_members(&self, tenant: &str, pool: &str) -> Result<Vec<String>, StorageError>;
 }
 
+/// One part of a tenant snapshot read page by page (see [`SnapshotStore::tenant_snapshot_paged`]).
+#[derive(Debug)]
+pub enum SnapshotPart {
+    /// First: the revision the rest is at least as new as.
+    Revision(i64),
+    /// (policy KRN, target KRN), all of them.
+    Attachments(Vec<(String, String)>),
+    /// (user KRN, group KRN), all of them.
+    Memberships(Vec<(String, String)>),
+    /// (resource KRN, pool KRN), all of them.
+    PoolMembers(Vec<(String, String)>),
+    /// Last: the policies, one page at a time, ordered by KRN.
+    Policies(Vec<PolicyRecord>),
+}
+
 pub trait SnapshotStore {
     /// Everything the decision index of `tenant` needs, read in one transaction.
     fn tenant_snapshot(&self, tenant: &str) -> Result<TenantSnapshot, StorageError>;
+    /// The same in one transaction, handed to `each` in parts (revision, attachments,
+    /// memberships, pool members, then the policies `page` at a time) so that the caller never
+    /// holds every policy row at once.
+    fn tenant_snapshot_paged(
+        &self,
+        tenant: &str,
+        page: usize,
+        each: &mut dyn FnMut(SnapshotPart) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError>;
     /// Remove every row of a tenant (tenant unregistered).
     fn purge_tenant(&self, tenant: &str) -> Result<(), StorageError>;
 }
@@ -1422,6 +1446,72 @@ impl SnapshotStore for Database {
                     tenant,
                 )?,
             })
+        })
+    }
+
+    fn tenant_snapshot_paged(
+        &self,
+        tenant: &str,
+        page: usize,
+        each: &mut dyn FnMut(SnapshotPart) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let page = page.max(1);
+        self.tx(|tx| {
+            let revision = tx
+                .query(
+                    "SELECT revision FROM tenant_revisions WHERE tenant = $1",
+                    &[Val::from(tenant)],
+                )?
+                .first()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0);
+            each(SnapshotPart::Revision(revision))?;
+            each(SnapshotPart::Attachments(pairs(
+                tx,
+                "SELECT policy_krn, target_krn FROM policy_attachments WHERE tenant = $1",
+                tenant,
+            )?))?;
+            each(SnapshotPart::Memberships(pairs(
+                tx,
+                "SELECT user_krn, group_krn FROM group_members WHERE tenant = $1",
+                tenant,
+            )?))?;
+            each(SnapshotPart::PoolMembers(pairs(
+                tx,
+                "SELECT resource_krn, pool_krn FROM pool_members WHERE tenant = $1",
+                tenant,
+            )?))?;
+            let sql = format!(
+                "SELECT {} FROM policies WHERE tenant = $1 AND krn > $2 ORDER BY krn LIMIT $3",
+                super::policies::COLUMNS
+            );
+            let mut after = String::new();
+            loop {
+                let rows = tx.query(
+                    &sql,
+                    &[
+                        Val::from(tenant),
+                        Val::from(after.as_str()),
+                        Val::I64(i64::try_from(page).unwrap_or(i64::MAX)),
+                    ],
+                )?;
+                let full = rows.len() >= page;
+                let records = rows
+                    .iter()
+                    .map(super::policies::record)
+                    .collect::<Result<Vec<_>, _>>()?;
+                drop(rows);
+                match records.last() {
+                    Some(last) => after.clone_from(&last.krn),
+                    None => break,
+                }
+                each(SnapshotPart::Policies(records))?;
+                if !full {
+                    break;
+                }
+            }
+            Ok(())
         })
     }
 

@@ -122,10 +122,25 @@ pub fn like_contains(s: &str) -> String {
 
 impl PolicyStore for Database {
     fn insert_policy(&self, p: &NewPolicy) -> Result<PolicyRecord, StorageError> {
-        self.tx(|tx| {
+        let p = p.clone();
+        self.tx_grouped(move |tx| {
+            let p = &p;
             insert_tx(tx, p)?;
             bump_revision(tx, &p.tenant)?;
-            get(tx, &p.tenant, &p.krn)
+            // The row as just inserted (no read back: one round trip less).
+            Ok(PolicyRecord {
+                tenant: p.tenant.clone(),
+                krn: p.krn.clone(),
+                name: p.name.clone(),
+                kind: p.kind.clone(),
+                description: p.description.clone(),
+                statements: p.statements.clone(),
+                origin: p.origin.clone(),
+                version: 1,
+                created_ms: p.now_ms,
+                updated_ms: p.now_ms,
+                resource_krn: p.resource_krn.clone(),
+            })
         })
     }
 
@@ -190,7 +205,12 @@ impl PolicyStore for Database {
         statements: &str,
         now_ms: i64,
     ) -> Result<PolicyRecord, StorageError> {
-        self.tx(|tx| {
+        let (tenant, krn) = (tenant.to_string(), krn.to_string());
+        let description = description.map(str::to_string);
+        let statements = statements.to_string();
+        self.tx_grouped(move |tx| {
+            let (tenant, krn) = (tenant.as_str(), krn.as_str());
+            let (description, statements) = (description.as_deref(), statements.as_str());
             let current = get(tx, tenant, krn)?;
             if expected_version.is_some_and(|v| v != current.version) {
                 return Err(StorageError::Stale);
@@ -211,12 +231,20 @@ impl PolicyStore for Database {
                 return Err(StorageError::Stale);
             }
             bump_revision(tx, tenant)?;
-            get(tx, tenant, krn)
+            Ok(PolicyRecord {
+                description: description.map(str::to_string),
+                statements: statements.to_string(),
+                version: current.version + 1,
+                updated_ms: now_ms,
+                ..current
+            })
         })
     }
 
     fn delete_policy(&self, tenant: &str, krn: &str) -> Result<(), StorageError> {
-        self.tx(|tx| {
+        let (tenant, krn) = (tenant.to_string(), krn.to_string());
+        self.tx_grouped(move |tx| {
+            let (tenant, krn) = (tenant.as_str(), krn.as_str());
             let n = tx.execute(
                 "DELETE FROM policies WHERE tenant = $1 AND krn = $2",
                 &[Val::from(tenant), Val::from(krn)],

@@ -1,5 +1,7 @@
 //! PostgreSQL backend: an r2d2 pool bounded by `max-open-connections`, TLS per `ssl-mode`
 //! (`disable`, `require` = encrypted without verification, `verify-ca`, `verify-full`).
+//! Every connection keeps its prepared statements by SQL text, so a statement costs one round
+//! trip (Bind/Execute) after its first use on that connection instead of two (Parse, then Bind).
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -9,13 +11,48 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres_openssl::MakeTlsConnector;
-use r2d2_postgres::PostgresConnectionManager;
 
 use super::{Dialect, Row, StorageError, Tx, Val};
 use crate::config::PostgresSettings;
 
+/// Most prepared statements one connection keeps; the cache starts over beyond (list queries
+/// vary with their filters).
+const STATEMENT_CACHE_MAX: usize = 256;
+
+/// A pooled connection and its prepared statements.
+pub struct PgConn {
+    client: postgres::Client,
+    statements: std::collections::HashMap<String, postgres::Statement>,
+}
+
+/// Opens [`PgConn`]s for r2d2.
+struct Manager {
+    config: postgres::Config,
+    tls: MakeTlsConnector,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn {
+            client: self.config.connect(self.tls.clone())?,
+            statements: std::collections::HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
 pub struct PgPool {
-    pool: r2d2::Pool<PostgresConnectionManager<MakeTlsConnector>>,
+    pool: r2d2::Pool<Manager>,
     pub acquire_timeout: Duration,
     label: String,
 }
@@ -86,7 +123,10 @@ pub fn open(settings: &PostgresSettings) -> Result<PgPool, StorageError> {
             )));
         }
     }
-    let manager = PostgresConnectionManager::new(config, connector);
+    let manager = Manager {
+        config,
+        tls: connector,
+    };
     let pool = r2d2::Pool::builder()
         .max_size(settings.max_open_connections)
         .min_idle(Some(1))
@@ -124,9 +164,13 @@ impl PgPool {
         let mut conn = self.pool.get().map_err(|e| {
             StorageError::Unavailable(format!("{}: no connection: {e}", self.label))
         })?;
-        let mut tx = conn.transaction().map_err(map_err)?;
+        let PgConn { client, statements } = &mut *conn;
+        let mut tx = client.transaction().map_err(map_err)?;
         let out = {
-            let mut w = PgTx { tx: &mut tx };
+            let mut w = PgTx {
+                tx: &mut tx,
+                statements,
+            };
             f(&mut w)?
         };
         tx.commit().map_err(map_err)?;
@@ -141,17 +185,35 @@ impl PgPool {
 
 struct PgTx<'a, 'b> {
     tx: &'a mut postgres::Transaction<'b>,
+    statements: &'a mut std::collections::HashMap<String, postgres::Statement>,
+}
+
+impl PgTx<'_, '_> {
+    /// The connection's prepared statement for `sql`, prepared now on first use.
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StorageError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql).map_err(map_err)?;
+        if self.statements.len() >= STATEMENT_CACHE_MAX {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
 }
 
 impl Tx for PgTx<'_, '_> {
     fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StorageError> {
+        let st = self.statement(sql)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        self.tx.execute(sql, &refs).map_err(map_err)
+        self.tx.execute(&st, &refs).map_err(map_err)
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StorageError> {
+        let st = self.statement(sql)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        let rows = self.tx.query(sql, &refs).map_err(map_err)?;
+        let rows = self.tx.query(&st, &refs).map_err(map_err)?;
         rows.iter().map(convert_row).collect()
     }
 
