@@ -52,7 +52,7 @@ for svc in $SERVICES; do
   kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null
   fivexx=$(grep -c 'Server error' "$OUT")
   panics=$(grep -ci 'panic' "$WORK/service.log")
-  summary=$(grep -E '^(Test cases|API Operations|Failures|Errors|=+ [0-9])' "$OUT" | tr '\n' ' ' | tr -s ' ')
+  summary="operations tested $(sed -n 's/^ *Tested: *//p' "$OUT" | tail -1); test cases $(grep -A1 '^Test cases:' "$OUT" | tail -1 | sed 's/^ *//'); $(grep -E '^=+ .* in [0-9.]+s' "$OUT" | tr -d '=' | sed 's/^ *//; s/ *$//')"
   echo "api-fuzz: $svc: exit $rc in ${took}s; server errors reported ${fivexx}; panics in log ${panics}; ${summary}"
   if ((rc != 0)); then
     FAILED=1
