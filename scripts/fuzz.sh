@@ -65,7 +65,7 @@ FAILED=0
 for t in $TARGETS; do
   mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
   before=$(ls "artifacts/$t" | wc -l)
-  log="/tmp/kaa-fuzz-$t.log"
+  log="/tmp/kaa-fuzz-$t$( ((QUICK)) && echo -quick).log"
   start=$(date +%s)
   rc=0
   "${CARGO[@]}" fuzz run -O "$t" "work/$t" "corpus/$t" -- \
