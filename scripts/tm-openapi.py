@@ -232,7 +232,8 @@ def camel(s):
 
 for kind, path, fields in KINDS:
     name = camel(kind)
-    props = {f: dict(TYPES[t]) for f, t, _ in fields}
+    # Optional fields may be sent and come back as null.
+    props = {f: dict(TYPES[t], **({} if r == "true" else {"nullable": True})) for f, t, r in fields}
     required = [f for f, _, r in fields if r == "true"]
     schemas[f"New{name}"] = {"type": "object", "required": required, "properties": props}
     schemas[name] = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, **props}}

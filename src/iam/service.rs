@@ -13,8 +13,8 @@ use super::state::{DecisionState, Delta};
 use crate::clock::now_ms;
 use crate::policy::{Action, BasePolicy, Krn, PolicyDocument};
 use crate::storage::{
-    AttachmentStore, Database, NewPolicy, Page, PolicyFilter, PolicyRecord, PolicyStore,
-    StorageError,
+    AttachmentStore, Database, GroupStore, NewPolicy, Page, PolicyFilter, PolicyRecord,
+    PolicyStore, PoolStore, StorageError, UserStore,
 };
 
 /// Most ids in one attach, member or bulk request.
@@ -786,13 +786,20 @@ impl Iam {
             &format!("iam:{}:read", target.resource_type()),
             target,
         )?;
+        // A user, group or pool that does not exist has no list: 404, as its own GET answers.
+        let (tenant, krn, kind) = (target.tenant(), target.as_str(), target.resource_type());
+        match kind {
+            "user" => self.db.get_user(tenant, krn).map(|_| ()),
+            "group" => self.db.get_group(tenant, krn).map(|_| ()),
+            "pool" => self.db.get_pool(tenant, krn).map(|_| ()),
+            _ => Ok(()),
+        }
+        .map_err(|e| storage(e, kind, krn))?;
         let page = self.page(
             q.get("page").map(String::as_str),
             q.get("pageSize").map(String::as_str),
         )?;
-        let (items, count) = self
-            .db
-            .policies_of(target.tenant(), target.as_str(), page)?;
+        let (items, count) = self.db.policies_of(tenant, krn, page)?;
         Ok((items, count, page))
     }
 
