@@ -709,9 +709,12 @@ impl Tm {
                 .and_then(|p| match task.kind.as_str() {
                     TASK_DELETE => p.delete(&t),
                     kind => {
-                        let plan = self
-                            .plan(&t)
-                            .map_err(|e| ProvisionError::Fatal(e.to_string()))?;
+                        // A plan that cannot be read now (storage) is retried; one that
+                        // cannot be made (a missing template) fails the tenant.
+                        let plan = self.plan(&t).map_err(|e| match e {
+                            TmError::Storage(s) => ProvisionError::Transient(s.to_string()),
+                            other => ProvisionError::Fatal(other.to_string()),
+                        })?;
                         if kind == TASK_UPDATE {
                             p.update(&t, &plan)
                         } else {
