@@ -156,6 +156,9 @@ pub trait TaskStore {
         now_ms: i64,
     ) -> Result<(), StorageError>;
     fn pending_tasks(&self, tenant_id: &str) -> Result<Vec<TaskRecord>, StorageError>;
+    /// Release every task leased to `worker` (a worker that is running none: a claim whose
+    /// answer was lost); returns how many.
+    fn release_tasks(&self, worker: &str) -> Result<u64, StorageError>;
 }
 
 pub trait OutboxStore {
@@ -491,6 +494,15 @@ impl TaskStore for Database {
                 &[Val::from(worker), Val::I64(now_ms + lease_ms), Val::I64(id)],
             )?;
             rows.first().map(task).transpose()
+        })
+    }
+
+    fn release_tasks(&self, worker: &str) -> Result<u64, StorageError> {
+        self.tx(|tx| {
+            tx.execute(
+                "UPDATE tasks SET locked_by = NULL, locked_until_ms = NULL WHERE locked_by = $1",
+                &[Val::from(worker)],
+            )
         })
     }
 

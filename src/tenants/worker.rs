@@ -56,11 +56,37 @@ impl Signal {
 pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
     for i in 0..tm.settings.workers {
         let (tm, signal) = (Arc::clone(tm), Arc::clone(signal));
-        let name = format!("{}-{}-w{i}", tm.settings.instance, tm.settings.replica);
+        // Unique to this process, so that releasing this worker's leases never touches
+        // another process's.
+        let name = format!(
+            "{}-{}-{}-{}-w{i}",
+            tm.settings.instance,
+            tm.settings.replica,
+            std::process::id(),
+            now_ms()
+        );
         let _ = std::thread::Builder::new()
             .name(format!("task-worker-{i}"))
             .spawn(move || {
+                // A failed claim may have committed without its answer arriving: the task would
+                // stay leased to this worker, which runs nothing, until the lease runs out.
+                let mut unsure = false;
                 while !signal.stopped() {
+                    if unsure {
+                        match tm.db.release_tasks(&name) {
+                            Ok(n) => {
+                                if n > 0 {
+                                    log::warn!("tasks: released {n} task(s) of a lost claim");
+                                }
+                                unsure = false;
+                            }
+                            Err(e) => {
+                                log::warn!("tasks: cannot release a lost claim yet: {e}");
+                                signal.wait(Duration::from_secs(1));
+                                continue;
+                            }
+                        }
+                    }
                     match tm.db.claim_task(&name, now_ms(), tm.settings.lease_ms) {
                         Ok(Some(task)) => {
                             if let Err(e) = tm.run_task(&task) {
@@ -72,6 +98,7 @@ pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
                         Ok(None) => signal.wait(Duration::from_millis(200)),
                         Err(e) => {
                             log::warn!("tasks: cannot claim: {e}");
+                            unsure = true;
                             signal.wait(Duration::from_secs(1));
                         }
                     }
