@@ -11,6 +11,7 @@ pub mod http;
 pub mod iam;
 pub mod license;
 pub mod logging;
+pub mod password;
 pub mod policy;
 pub mod storage;
 pub mod tenants;

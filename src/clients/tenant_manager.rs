@@ -226,16 +226,7 @@ impl TenantManagerClient {
         }) {
             return Ok(c);
         }
-        let enc: String = realm
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let enc = super::keycloak::encode(realm);
         let list: Option<TenantList> =
             self.get(&format!("/api/v1/tenants?realm_name={enc}&limit=1"))?;
         let issuer = match list.and_then(|l| l.results.into_iter().next()) {
@@ -285,16 +276,7 @@ impl TenantManagerClient {
         }) {
             return Ok(a);
         }
-        let enc: String = tenant
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let enc = super::keycloak::encode(tenant);
         let row: Option<AccessRow> =
             self.get(&format!("/api/v1/tenants/{enc}/security-context"))?;
         let access = row

@@ -285,12 +285,7 @@ pub(crate) fn optional_text(field: &str, v: Option<&str>, max: usize) -> Result<
 }
 
 pub(crate) fn hash_password(pw: &str) -> Result<String, IamError> {
-    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(pw.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| IamError::Storage(StorageError::Internal(format!("argon2: {e}"))))
+    crate::password::hash(pw).map_err(|e| IamError::Storage(StorageError::Internal(e)))
 }
 
 /// Parse one id list, deduplicated, each of the expected entity type and tenant.

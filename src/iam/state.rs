@@ -782,14 +782,15 @@ impl DecisionState {
             .decide_matrix_outcomes(tenant, principals, actions, &with_pools)
     }
 
-    /// True when the one decision is `Allow` (no reasons built).
-    pub fn allows(
+    /// The one query about `resource` (with its pools), handed to `f` with the engine.
+    fn with_query<R>(
         &self,
         tenant: &str,
         principals: &[Krn],
         action: &Action,
         resource: &Krn,
-    ) -> bool {
+        f: impl FnOnce(&Engine, &Query) -> R,
+    ) -> R {
         let inner = self.read();
         let pools = inner
             .tenants
@@ -801,7 +802,20 @@ impl DecisionState {
             resource,
             resource_pools: pools.map_or(&[], Vec::as_slice),
         };
-        inner.engine.decide_outcome(tenant, &q) == Outcome::Allow
+        f(&inner.engine, &q)
+    }
+
+    /// True when the one decision is `Allow` (no reasons built).
+    pub fn allows(
+        &self,
+        tenant: &str,
+        principals: &[Krn],
+        action: &Action,
+        resource: &Krn,
+    ) -> bool {
+        self.with_query(tenant, principals, action, resource, |e, q| {
+            e.decide_outcome(tenant, q) == Outcome::Allow
+        })
     }
 
     /// One decision.
@@ -812,18 +826,9 @@ impl DecisionState {
         action: &Action,
         resource: &Krn,
     ) -> Decision {
-        let inner = self.read();
-        let pools = inner
-            .tenants
-            .get(tenant)
-            .and_then(|d| d.pools_of_resource.get(resource.as_str()));
-        let q = Query {
-            principals,
-            action,
-            resource,
-            resource_pools: pools.map_or(&[], Vec::as_slice),
-        };
-        inner.engine.decide(tenant, &q)
+        self.with_query(tenant, principals, action, resource, |e, q| {
+            e.decide(tenant, q)
+        })
     }
 
     /// A decision against the stored policies plus `add` minus `remove`, index unchanged.

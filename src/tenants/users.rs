@@ -481,12 +481,7 @@ impl LocalUsers {
     }
 
     fn hash(p: &str) -> Result<String, TmError> {
-        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-        let salt = SaltString::generate(&mut OsRng);
-        argon2::Argon2::default()
-            .hash_password(p.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| TmError::Storage(StorageError::Internal(format!("argon2: {e}"))))
+        crate::password::hash(p).map_err(|e| TmError::Storage(StorageError::Internal(e)))
     }
 }
 
