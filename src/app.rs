@@ -28,7 +28,12 @@ pub struct Ops {
     pub not_ready_reason: RwLock<Option<String>>,
     /// The running server's gauges (set once it is bound).
     pub server: OnceLock<ServerStats>,
+    /// The service's own gauges, set at scrape time.
+    pub scrape: OnceLock<Scrape>,
 }
+
+/// Sets a service's own gauges when `/metrics` is read.
+pub type Scrape = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 impl Ops {
     pub fn license_state(&self) -> LicenseState {
@@ -101,6 +106,9 @@ pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
                 "http_handler_panics_total",
                 i64::try_from(s.handler_panics()).unwrap_or(i64::MAX),
             );
+        }
+        if let Some(scrape) = ops.scrape.get() {
+            scrape(&ops.metrics);
         }
         Ok(Response::text(
             200,
@@ -324,6 +332,7 @@ fn run(kind: ServiceKind, config: Arc<Config>) -> Result<(), Failure> {
         started,
         not_ready_reason: RwLock::new(None),
         server: OnceLock::new(),
+        scrape: OnceLock::new(),
     });
     spawn_license_recheck(&config, &ops);
 

@@ -98,6 +98,15 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         started.elapsed().as_millis()
     );
     spawn_refresher(&iam, Duration::from_millis(500));
+    let weak = Arc::downgrade(&iam);
+    let _ = ops.scrape.set(Box::new(move |m| {
+        if let Some(iam) = weak.upgrade() {
+            let (reloads, deltas) = iam.state.update_counts();
+            let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            m.set_gauge("iam_index_reloads_total", g(reloads));
+            m.set_gauge("iam_index_updates_total", g(deltas));
+        }
+    }));
     if !config.nats.urls.is_empty() {
         events::spawn_listener(
             &iam,

@@ -67,6 +67,51 @@ pub trait Tx {
     fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StorageError>;
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StorageError>;
     fn dialect(&self) -> Dialect;
+    /// Note that the transaction changes `tenant`, so that its revision moves once, as the last
+    /// statement before the commit. False when this transaction cannot defer (then the caller
+    /// bumps at once).
+    fn defer_bump(&mut self, _tenant: &str) -> bool {
+        false
+    }
+}
+
+/// Told of every tenant revision a transaction of this process takes, while that transaction
+/// still holds the revision (the tenant's revision row on PostgreSQL, the write lock on SQLite),
+/// so that the revision is known here before any other transaction can see it or take the next
+/// one.
+pub trait RevisionObserver: Send + Sync {
+    /// `revision` of `tenant` is about to commit in the transaction `token`.
+    fn announce(&self, tenant: &str, revision: i64, token: u64);
+    /// The transaction `token` did not commit, or its answer was lost: `revision` may be taken
+    /// again by another transaction, or may exist without anyone here knowing its changes.
+    fn withdraw(&self, tenant: &str, revision: i64, token: u64);
+}
+
+/// A transaction that collects its tenant revision bumps for the end.
+struct Deferring<'a> {
+    tx: &'a mut dyn Tx,
+    bumps: Vec<String>,
+}
+
+impl Tx for Deferring<'_> {
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StorageError> {
+        self.tx.execute(sql, params)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StorageError> {
+        self.tx.query(sql, params)
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.tx.dialect()
+    }
+
+    fn defer_bump(&mut self, tenant: &str) -> bool {
+        if !self.bumps.iter().any(|t| t == tenant) {
+            self.bumps.push(tenant.to_string());
+        }
+        true
+    }
 }
 
 /// Policies of a tenant, with optimistic versions, and the tenant revision bumped on every write.
@@ -113,16 +158,20 @@ enum Backend {
 pub struct Database {
     backend: Backend,
     group: Group,
+    /// Transactions committing grouped writes at once (PostgreSQL: while one group waits for
+    /// its commit to flush, the next one runs its statements; SQLite has one writer anyway).
+    group_leaders: usize,
+    observers: std::sync::RwLock<Vec<std::sync::Weak<dyn RevisionObserver>>>,
 }
 
 /// A write that may share its transaction with others ([`Database::tx_grouped`]).
 type GroupJob =
     Box<dyn FnMut(&mut dyn Tx) -> Result<Box<dyn std::any::Any + Send>, StorageError> + Send>;
 
-/// A job's answer: its value, or error, and the revision it bumped.
+/// A job's answer: its value, or error, and the revisions it took.
 type GroupDone = (
     Result<Box<dyn std::any::Any + Send>, StorageError>,
-    Option<(String, i64)>,
+    Vec<(String, i64)>,
 );
 
 /// Writes waiting to be committed together.
@@ -137,7 +186,7 @@ struct GroupState {
     next: u64,
     queue: Vec<(u64, GroupJob)>,
     answers: std::collections::HashMap<u64, GroupDone>,
-    leading: bool,
+    leaders: usize,
 }
 
 /// Most writes committed in one grouped transaction.
@@ -151,9 +200,15 @@ impl Database {
             StorageSettings::Sqlite(s) => Backend::Sqlite(sqlite::open(&s.path)?),
             StorageSettings::Postgres(p) => Backend::Postgres(postgres::open(p)?),
         };
+        let group_leaders = match backend {
+            Backend::Sqlite(_) => 1,
+            Backend::Postgres(_) => 2,
+        };
         let db = Database {
             backend,
             group: Group::default(),
+            group_leaders,
+            observers: std::sync::RwLock::new(Vec::new()),
         };
         db.migrate()?;
         Ok(db)
@@ -174,32 +229,83 @@ impl Database {
         }
     }
 
-    /// Run `f` in one transaction: committed when it returns `Ok`, rolled back otherwise.
+    /// Run `f` in one transaction: committed when it returns `Ok`, rolled back otherwise. The
+    /// tenant revisions it bumps move once each, last, and are announced to the observers
+    /// ([`Database::observe_revisions`]) before the commit.
     pub fn tx<T>(
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        BUMPED.with(|b| b.borrow_mut().take());
-        let out = match &self.backend {
-            Backend::Sqlite(p) => p.tx(f),
-            Backend::Postgres(p) => p.tx(f),
-        };
-        let bumped = BUMPED.with(|b| b.borrow_mut().take());
-        if out.is_ok()
-            && let Some(b) = bumped
-        {
-            COMMITTED.with(|c| *c.borrow_mut() = Some(b));
+        let token = next_token();
+        let mut taken: Vec<(String, i64)> = Vec::new();
+        let out = self.backend_tx(|tx| {
+            let mut d = Deferring {
+                tx,
+                bumps: Vec::new(),
+            };
+            let v = f(&mut d)?;
+            let mut bumps = d.bumps;
+            bumps.sort();
+            for tenant in bumps {
+                let revision = bump_by(tx, &tenant, 1)?;
+                self.announce(&tenant, revision, token);
+                taken.push((tenant, revision));
+            }
+            Ok(v)
+        });
+        match &out {
+            Ok(_) => COMMITTED.with(|c| *c.borrow_mut() = taken),
+            Err(_) => self.withdraw(&taken, token),
         }
         out
     }
 
+    fn backend_tx<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match &self.backend {
+            Backend::Sqlite(p) => p.tx(f),
+            Backend::Postgres(p) => p.tx(f),
+        }
+    }
+
+    /// Have `observer` told of every revision this database's transactions take (held weakly:
+    /// a dropped observer is forgotten).
+    pub fn observe_revisions(&self, observer: std::sync::Weak<dyn RevisionObserver>) {
+        let mut all = self.observers.write().unwrap_or_else(|p| p.into_inner());
+        all.retain(|o| o.strong_count() > 0);
+        all.push(observer);
+    }
+
+    fn announce(&self, tenant: &str, revision: i64, token: u64) {
+        let all = self.observers.read().unwrap_or_else(|p| p.into_inner());
+        for o in all.iter().filter_map(std::sync::Weak::upgrade) {
+            o.announce(tenant, revision, token);
+        }
+    }
+
+    fn withdraw(&self, taken: &[(String, i64)], token: u64) {
+        if taken.is_empty() {
+            return;
+        }
+        let all = self.observers.read().unwrap_or_else(|p| p.into_inner());
+        for o in all.iter().filter_map(std::sync::Weak::upgrade) {
+            for (tenant, revision) in taken {
+                o.withdraw(tenant, *revision, token);
+            }
+        }
+    }
+
     /// Run a small write in a transaction it may share with the writes other threads submit
     /// meanwhile: while one group commits, the next one gathers, so concurrent writers pay one
-    /// commit (one WAL flush, and one turn on the tenant revision row, which every write locks
-    /// until it commits) per group instead of one each. Each job still bumps its own revision.
-    /// When a job fails, the group is rolled back and each job runs again in a transaction of
-    /// its own, so one write's error never touches another. `job` may therefore run more than
-    /// once, and on another thread.
+    /// commit (one WAL flush, and one turn on the tenant revision row) per group instead of one
+    /// each. Each job still gets its own revision: a group moves a tenant's revision by the
+    /// number of its jobs that changed the tenant, in one statement at its end, so the revision
+    /// row is held only while the commit flushes and, on PostgreSQL, a second group runs its
+    /// statements meanwhile. When a job fails, the group is rolled back and each job runs again
+    /// in a transaction of its own, so one write's error never touches another. `job` may
+    /// therefore run more than once, and on another thread.
     pub fn tx_grouped<T: Send + 'static>(
         &self,
         mut job: impl FnMut(&mut dyn Tx) -> Result<T, StorageError> + Send + 'static,
@@ -212,18 +318,18 @@ impl Database {
         let id = g.next;
         g.next += 1;
         g.queue.push((id, boxed));
-        let (out, bumped) = loop {
+        let (out, taken) = loop {
             if let Some(answer) = g.answers.remove(&id) {
                 break answer;
             }
-            if !g.leading && !g.queue.is_empty() {
-                g.leading = true;
+            if g.leaders < self.group_leaders && !g.queue.is_empty() {
+                g.leaders += 1;
                 let n = g.queue.len().min(GROUP_MAX);
                 let batch: Vec<(u64, GroupJob)> = g.queue.drain(..n).collect();
                 drop(g);
                 let answers = self.run_group(batch);
                 g = lock();
-                g.leading = false;
+                g.leaders -= 1;
                 g.answers.extend(answers);
                 self.group.done.notify_all();
                 continue;
@@ -231,10 +337,8 @@ impl Database {
             g = self.group.done.wait(g).unwrap_or_else(|p| p.into_inner());
         };
         drop(g);
-        if out.is_ok()
-            && let Some(b) = bumped
-        {
-            COMMITTED.with(|c| *c.borrow_mut() = Some(b));
+        if out.is_ok() {
+            COMMITTED.with(|c| *c.borrow_mut() = taken);
         }
         out.and_then(|v| {
             v.downcast::<T>()
@@ -246,26 +350,59 @@ impl Database {
     /// One transaction for the whole batch; on any error, each job alone.
     fn run_group(&self, mut batch: Vec<(u64, GroupJob)>) -> Vec<(u64, GroupDone)> {
         if batch.len() > 1 {
-            let together = self.tx(|tx| {
-                let mut out = Vec::with_capacity(batch.len());
+            let token = next_token();
+            let mut taken: Vec<(String, i64)> = Vec::new();
+            let together = self.backend_tx(|tx| {
+                let mut done = Vec::with_capacity(batch.len());
                 for (id, job) in batch.iter_mut() {
-                    let v = job(tx)?;
-                    let bumped = BUMPED.with(|b| b.borrow_mut().take());
-                    out.push((*id, (Ok(v), bumped)));
+                    let mut d = Deferring {
+                        tx: &mut *tx,
+                        bumps: Vec::new(),
+                    };
+                    let v = job(&mut d)?;
+                    done.push((*id, v, d.bumps));
+                }
+                // One move per tenant, by the number of jobs that changed it; the jobs take
+                // the revisions in their order.
+                let mut moves: std::collections::BTreeMap<String, i64> = Default::default();
+                for (_, _, bumps) in &done {
+                    for t in bumps {
+                        *moves.entry(t.clone()).or_default() += 1;
+                    }
+                }
+                let mut next = std::collections::HashMap::new();
+                for (tenant, n) in moves {
+                    let top = bump_by(tx, &tenant, n)?;
+                    next.insert(tenant, top - n + 1);
+                }
+                let mut out = Vec::with_capacity(done.len());
+                for (id, v, bumps) in done {
+                    let mut revs = Vec::with_capacity(bumps.len());
+                    for tenant in bumps {
+                        let slot = next.get_mut(&tenant).ok_or_else(|| {
+                            StorageError::Internal("grouped write: revision not taken".into())
+                        })?;
+                        let revision = *slot;
+                        *slot += 1;
+                        self.announce(&tenant, revision, token);
+                        taken.push((tenant.clone(), revision));
+                        revs.push((tenant, revision));
+                    }
+                    out.push((id, (Ok(v), revs)));
                 }
                 Ok(out)
             });
-            COMMITTED.with(|c| c.borrow_mut().take());
-            if let Ok(out) = together {
-                return out;
+            match together {
+                Ok(out) => return out,
+                Err(_) => self.withdraw(&taken, token),
             }
         }
         batch
             .into_iter()
             .map(|(id, mut job)| {
                 let r = self.tx(|tx| job(tx));
-                let bumped = COMMITTED.with(|c| c.borrow_mut().take());
-                (id, (r, bumped))
+                let taken = COMMITTED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                (id, (r, taken))
             })
             .collect()
     }
@@ -277,10 +414,8 @@ impl Database {
     pub fn take_committed_revision(&self, tenant: &str) -> Option<i64> {
         COMMITTED.with(|c| {
             let mut c = c.borrow_mut();
-            match c.as_ref() {
-                Some((t, _)) if t == tenant => c.take().map(|(_, r)| r),
-                _ => None,
-            }
+            let i = c.iter().position(|(t, _)| t == tenant)?;
+            Some(c.swap_remove(i).1)
         })
     }
 
@@ -316,27 +451,38 @@ impl HealthStore for Database {
 }
 
 thread_local! {
-    /// (tenant, revision) bumped by the transaction running on this thread.
-    static BUMPED: std::cell::RefCell<Option<(String, i64)>> = const { std::cell::RefCell::new(None) };
-    /// (tenant, revision) of this thread's last committed transaction that bumped one.
-    static COMMITTED: std::cell::RefCell<Option<(String, i64)>> = const { std::cell::RefCell::new(None) };
+    /// (tenant, revision) of each tenant this thread's last committed write transaction moved.
+    static COMMITTED: std::cell::RefCell<Vec<(String, i64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Bump a tenant's revision inside a write transaction; returns the new revision.
-pub(crate) fn bump_revision(tx: &mut dyn Tx, tenant: &str) -> Result<i64, StorageError> {
+/// A number per transaction, telling its announcements from those of a later one that takes
+/// the same revision after it rolled back.
+fn next_token() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Note that a write transaction changes `tenant`: its revision moves once, at the end of the
+/// transaction ([`Database::tx`]), or at once in a transaction that cannot defer.
+pub(crate) fn bump_revision(tx: &mut dyn Tx, tenant: &str) -> Result<(), StorageError> {
+    if !tx.defer_bump(tenant) {
+        bump_by(tx, tenant, 1)?;
+    }
+    Ok(())
+}
+
+/// Move a tenant's revision by `n`; returns the new revision.
+fn bump_by(tx: &mut dyn Tx, tenant: &str, n: i64) -> Result<i64, StorageError> {
     let rows = tx.query(
-        "INSERT INTO tenant_revisions (tenant, revision) VALUES ($1, 1) \
-         ON CONFLICT (tenant) DO UPDATE SET revision = tenant_revisions.revision + 1 \
+        "INSERT INTO tenant_revisions (tenant, revision) VALUES ($1, $2) \
+         ON CONFLICT (tenant) DO UPDATE SET revision = tenant_revisions.revision + $2 \
          RETURNING revision",
-        &[Val::from(tenant)],
+        &[Val::from(tenant), Val::I64(n)],
     )?;
-    let revision = rows
-        .first()
+    rows.first()
         .map(|r| r.i64(0))
         .transpose()?
-        .ok_or_else(|| StorageError::Internal("revision upsert returned no row".into()))?;
-    BUMPED.with(|b| *b.borrow_mut() = Some((tenant.to_string(), revision)));
-    Ok(revision)
+        .ok_or_else(|| StorageError::Internal("revision upsert returned no row".into()))
 }
 
 impl RevisionStore for Database {

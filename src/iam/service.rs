@@ -384,9 +384,11 @@ impl Iam {
     /// Build from configuration (`iam.base-policies`, `iam.resource-policy-templates`).
     pub fn new(db: Arc<Database>, iam_config: &Value, max_page_size: u32) -> Result<Iam, String> {
         let (base, base_raw, templates) = parse_iam_config(iam_config)?;
+        let state = DecisionState::new(base);
+        state.observe(&db);
         Ok(Iam {
             db,
-            state: DecisionState::new(base),
+            state,
             max_page_size,
             templates,
             base_raw,

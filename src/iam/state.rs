@@ -2,14 +2,16 @@
 //! decision needs (user -> groups and their ancestors, resource -> pools), built from the
 //! database and kept in step with it by per-tenant revision numbers.
 //!
-//! A write of this process knows the revision its transaction committed
+//! The store announces every revision a transaction of this process takes before that
+//! transaction commits ([`RevisionObserver`]), so a revision of this process is known here before
+//! anyone can see it. The write then knows the revision it committed
 //! ([`Database::take_committed_revision`]) and hands the decision state its changes, prepared
 //! for the index before any lock is taken. The changes wait in a per-tenant record of revisions
 //! until every earlier revision is accounted for, then apply in revision order; only a revision
-//! nobody in this process reports (another replica's write) makes a write reload the tenant, after
-//! [`GAP_WAIT`]. Other replicas' writes are picked up by `refresh` (polled, and on NATS notice),
-//! which leaves alone the revisions this process is about to apply. A reload reads and builds
-//! the tenant outside every lock and swaps it in.
+//! that was never announced here (another replica's write), or whose writer did not report within
+//! [`ANNOUNCED_WAIT`], makes a write reload the tenant. Other replicas' writes are picked up by
+//! `refresh` (polled, and on NATS notice), which leaves alone the revisions this process
+//! announced. A reload reads and builds the tenant outside every lock and swaps it in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex, RwLock};
@@ -20,20 +22,14 @@ use crate::policy::{
     PolicyKind, Query, Statement, StoredPolicy,
 };
 use crate::storage::{
-    Database, PolicyRecord, RevisionStore, SnapshotPart, SnapshotStore, StorageError,
+    Database, PolicyRecord, RevisionObserver, RevisionStore, SnapshotPart, SnapshotStore,
+    StorageError,
 };
 
-/// How long a write waits for earlier revisions of this process to report before it takes a
-/// missing revision for another replica's and reloads the tenant.
-pub const GAP_WAIT: Duration = Duration::from_millis(250);
-
-/// Longest wait for an earlier revision of this process that was announced but is still being
-/// read (its writer reports or fails within the database timeouts; this bounds a lost one).
-const ANNOUNCED_WAIT: Duration = Duration::from_secs(10);
-
-/// Writes of this process within this span make the refresher wait one more round before it
-/// reloads a tenant whose database revision is ahead (the writes are about to report).
-const RECENT_WRITES: Duration = Duration::from_secs(2);
+/// Longest wait, from its announcement, for an earlier revision of this process whose writer
+/// has not reported yet (committing, or reading its changes). A writer that fails withdraws its
+/// revision at once; this bounds one that never reports.
+pub const ANNOUNCED_WAIT: Duration = Duration::from_secs(3);
 
 /// Policies read per page when a tenant loads.
 const LOAD_PAGE: usize = 4096;
@@ -64,15 +60,30 @@ struct Prepared {
     resources: Vec<(String, Vec<Krn>)>,
 }
 
+/// A revision of this process not applied yet.
+#[derive(Debug)]
+enum Slot {
+    /// Taken by the transaction `token` (committing, or its writer is reading its changes).
+    Announced { token: u64, at: Instant },
+    /// Its changes, ready to apply.
+    Ready(Prepared),
+}
+
+impl Slot {
+    /// Still expected to report.
+    fn live(&self) -> bool {
+        match self {
+            Slot::Announced { at, .. } => at.elapsed() < ANNOUNCED_WAIT,
+            Slot::Ready(_) => true,
+        }
+    }
+}
+
 /// What this process committed in one tenant and has not applied yet.
 #[derive(Debug, Default)]
 struct Local {
-    /// Revision -> its changes (`None`: announced, still being read).
-    pending: BTreeMap<i64, Option<Prepared>>,
-    /// When a write of this process last reported.
-    last_write: Option<Instant>,
-    /// A database revision the refresher found ahead while writes were running.
-    seen_ahead: Option<i64>,
+    /// Revision -> where its changes are.
+    pending: BTreeMap<i64, Slot>,
 }
 
 /// A tenant read and built outside the locks.
@@ -82,13 +93,46 @@ struct Built {
     dir: TenantDir,
 }
 
+/// The revisions of this process per tenant, as the store announces them and the writes report.
+#[derive(Default)]
+struct Revisions {
+    /// Held while changes are applied or a reload is swapped in, so a tenant's in-memory
+    /// revision only moves under it (lock order: `local`, then `inner`).
+    local: Mutex<HashMap<String, Local>>,
+    /// Signalled when a tenant's in-memory revision moved or a revision was withdrawn.
+    moved: Condvar,
+}
+
+impl Revisions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RevisionObserver for Revisions {
+    fn announce(&self, tenant: &str, revision: i64, token: u64) {
+        let now = Instant::now();
+        let mut local = self.lock();
+        let l = local.entry(tenant.to_string()).or_default();
+        l.pending
+            .insert(revision, Slot::Announced { token, at: now });
+    }
+
+    fn withdraw(&self, tenant: &str, revision: i64, token: u64) {
+        let mut local = self.lock();
+        if let Some(l) = local.get_mut(tenant)
+            && matches!(l.pending.get(&revision), Some(Slot::Announced { token: t, .. }) if *t == token)
+        {
+            l.pending.remove(&revision);
+            self.moved.notify_all();
+        }
+    }
+}
+
 pub struct DecisionState {
     inner: RwLock<Inner>,
-    /// Pending changes per tenant. Held while changes are applied or a reload is swapped in,
-    /// so a tenant's in-memory revision only moves under it (lock order: `local`, then `inner`).
-    local: Mutex<HashMap<String, Local>>,
-    /// Signalled when a tenant's in-memory revision moved.
-    moved: Condvar,
+    /// Pending changes per tenant (shared with the store, which announces revisions).
+    revisions: std::sync::Arc<Revisions>,
     /// One reload at a time (each holds a tenant's rows and a second index while it builds).
     reloading: Mutex<()>,
     /// Whole-tenant reloads and incremental updates so far (metrics, tests).
@@ -271,8 +315,7 @@ impl DecisionState {
                 engine: Engine::new(base),
                 tenants: HashMap::new(),
             }),
-            local: Mutex::new(HashMap::new()),
-            moved: Condvar::new(),
+            revisions: std::sync::Arc::new(Revisions::default()),
             reloading: Mutex::new(()),
             reloads: std::sync::atomic::AtomicU64::new(0),
             deltas: std::sync::atomic::AtomicU64::new(0),
@@ -286,7 +329,13 @@ impl DecisionState {
     }
 
     fn lock_local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+        self.revisions.lock()
+    }
+
+    /// Have `db` announce the revisions its transactions take (see the module documentation).
+    pub fn observe(&self, db: &Database) {
+        let observer: std::sync::Arc<dyn RevisionObserver> = self.revisions.clone();
+        db.observe_revisions(std::sync::Arc::downgrade(&observer));
     }
 
     /// Bring a tenant up to the database after this process committed a write described by
@@ -311,69 +360,65 @@ impl DecisionState {
         if loaded.is_some_and(|b| b >= r) {
             return Ok(());
         }
-        self.lock_local()
-            .entry(tenant.to_string())
-            .or_default()
-            .last_write = Some(Instant::now());
+        {
+            // The store announced `r` before its commit; a store without observers did not.
+            let mut local = self.lock_local();
+            let l = local.entry(tenant.to_string()).or_default();
+            l.pending.entry(r).or_insert(Slot::Announced {
+                token: 0,
+                at: Instant::now(),
+            });
+        }
         if delta.reload || loaded.is_none() {
             return self.reload_at_least(db, tenant, r);
         }
-        // Announce the revision before reading, so that later revisions wait for it rather
-        // than take it for another replica's.
-        self.lock_local()
-            .entry(tenant.to_string())
-            .or_default()
-            .pending
-            .insert(r, None);
         let prepared = match self.prepare(db, tenant, delta) {
             Ok(p) => p,
             Err(e) => {
+                // Nobody will report `r`: the revisions after it reload.
                 if let Some(l) = self.lock_local().get_mut(tenant) {
                     l.pending.remove(&r);
                 }
-                self.moved.notify_all();
+                self.revisions.moved.notify_all();
                 return Err(e);
             }
         };
-        let mut deadline = Instant::now() + GAP_WAIT;
-        // However long our earlier revisions take to read, a write answers within this.
-        let give_up = Instant::now() + ANNOUNCED_WAIT;
         let mut local = self.lock_local();
         local
             .entry(tenant.to_string())
             .or_default()
             .pending
-            .insert(r, Some(prepared));
+            .insert(r, Slot::Ready(prepared));
         loop {
             if self.drain(&mut local, tenant) {
-                self.moved.notify_all();
+                self.revisions.moved.notify_all();
             }
             let now = match self.loaded_revision(tenant) {
                 Some(now) if now >= r => return Ok(()),
                 None => break,
                 Some(now) => now,
             };
-            // The next revision is one of ours still being read: it will report.
-            if local
-                .get(tenant)
-                .is_some_and(|l| l.pending.contains_key(&(now + 1)))
-            {
-                deadline = deadline.max(Instant::now() + GAP_WAIT).min(give_up);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            // The next revision is one of ours, announced and still expected: it will report
+            // (or be withdrawn) and wake us.
+            let wait = match local.get(tenant).and_then(|l| l.pending.get(&(now + 1))) {
+                Some(Slot::Announced { at, .. }) => ANNOUNCED_WAIT.saturating_sub(at.elapsed()),
+                _ => Duration::ZERO,
+            };
+            if wait.is_zero() {
                 break;
             }
             local = self
+                .revisions
                 .moved
-                .wait_timeout(local, left)
+                .wait_timeout(local, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
         drop(local);
-        // A revision before ours did not report: another replica's write. Read it all again.
+        // A revision before ours was never announced here (another replica's write), or its
+        // writer failed or did not report in time. Read it all again.
         log::info!(
-            "index: tenant `{tenant}`: a revision before {r} came from elsewhere; reloading"
+            "index: tenant `{tenant}`: a revision before {r} is not one this process can apply; reloading"
         );
         self.reload_at_least(db, tenant, r)
     }
@@ -388,13 +433,13 @@ impl DecisionState {
             return false;
         };
         l.pending = l.pending.split_off(&(cur + 1));
-        if !matches!(l.pending.get(&(cur + 1)), Some(Some(_))) {
+        if !matches!(l.pending.get(&(cur + 1)), Some(Slot::Ready(_))) {
             return false;
         }
         let mut inner = self.write();
         let mut rev = cur;
-        while let Some(Some(_)) = l.pending.get(&(rev + 1)) {
-            let Some(Some(p)) = l.pending.remove(&(rev + 1)) else {
+        while let Some(Slot::Ready(_)) = l.pending.get(&(rev + 1)) {
+            let Some(Slot::Ready(p)) = l.pending.remove(&(rev + 1)) else {
                 break;
             };
             apply_prepared(&mut inner, tenant, p);
@@ -525,19 +570,22 @@ impl DecisionState {
     /// apply the pending changes that follow it.
     fn install(&self, tenant: &str, built: Built, force: bool) {
         let mut local = self.lock_local();
-        {
+        let replaced = {
             let mut inner = self.write();
             let cur = inner.tenants.get(tenant).map(|d| d.revision);
             if force || cur.is_none_or(|c| built.revision > c) {
-                inner.engine.replace_tenant(tenant, built.index);
-                inner.tenants.insert(tenant.to_string(), built.dir);
+                let old = inner.engine.replace_tenant(tenant, built.index);
+                let old_dir = inner.tenants.insert(tenant.to_string(), built.dir);
+                (old, old_dir)
+            } else {
+                (built.index, Some(built.dir))
             }
-        }
-        if let Some(l) = local.get_mut(tenant) {
-            l.seen_ahead = None;
-        }
+        };
         self.drain(&mut local, tenant);
-        self.moved.notify_all();
+        self.revisions.moved.notify_all();
+        drop(local);
+        // Freed here, outside every lock.
+        drop(replaced);
     }
 
     /// Read a tenant page by page and build its index and memberships, outside every lock: the
@@ -651,9 +699,8 @@ impl DecisionState {
         inner.tenants.remove(tenant);
     }
 
-    /// Reload every tenant whose database revision differs from ours; returns how many. A
-    /// tenant that this process is writing is left to its writes for one more round: the
-    /// revisions it committed and is about to apply are not stale.
+    /// Reload every tenant whose database revision differs from ours; returns how many. The
+    /// revisions this process announced are not stale: its writes are about to apply them.
     pub fn refresh(&self, db: &Database) -> Result<usize, StorageError> {
         let revs = db.revisions()?;
         let mut stale: Vec<(String, bool)> = Vec::new();
@@ -666,9 +713,6 @@ impl DecisionState {
                     continue;
                 };
                 if cur == r {
-                    if let Some(l) = local.get_mut(t) {
-                        l.seen_ahead = None;
-                    }
                     continue;
                 }
                 if cur > r {
@@ -680,16 +724,12 @@ impl DecisionState {
                     stale.push((t.to_string(), false));
                     continue;
                 };
-                let ours = r - cur <= 100_000 && (cur + 1..=r).all(|x| l.pending.contains_key(&x));
-                if ours {
-                    continue;
-                }
-                let writing = l.last_write.is_some_and(|w| w.elapsed() < RECENT_WRITES);
-                match l.seen_ahead {
-                    // Seen ahead one round ago and still behind it: written elsewhere.
-                    Some(seen) if writing && cur < seen => stale.push((t.to_string(), false)),
-                    _ if writing => l.seen_ahead = Some(r),
-                    _ => stale.push((t.to_string(), false)),
+                // Every revision in between was announced here before it committed: the writes
+                // of this process apply them.
+                let ours = r - cur <= 100_000
+                    && (cur + 1..=r).all(|x| l.pending.get(&x).is_some_and(Slot::live));
+                if !ours {
+                    stale.push((t.to_string(), false));
                 }
             }
         }

@@ -110,8 +110,10 @@ impl Engine {
 
     /// Replaces the stored policies of `tenant` by `index`, built elsewhere (so that a reload
     /// builds outside the caller's lock and swaps).
-    pub fn replace_tenant(&mut self, tenant: &str, index: PolicyIndex) {
-        self.tenant_mut(tenant).index = index;
+    /// Returns the index it replaced, for the caller to drop outside its locks (freeing a large
+    /// index takes a while).
+    pub fn replace_tenant(&mut self, tenant: &str, index: PolicyIndex) -> PolicyIndex {
+        std::mem::replace(&mut self.tenant_mut(tenant).index, index)
     }
 
     /// Forgets every policy of `tenant`.

@@ -53,6 +53,7 @@ pub fn start_iam(storage: &StorageSettings, iam_yaml: &str) -> Running {
         started: Instant::now(),
         not_ready_reason: RwLock::new(None),
         server: OnceLock::new(),
+        scrape: OnceLock::new(),
     });
     let handler = kaa::iam::build(&cfg, &ops).unwrap();
     let server = Server::bind(
@@ -121,6 +122,7 @@ pub fn start_tm(storage: &StorageSettings, yaml: &str) -> RunningTm {
         started: Instant::now(),
         not_ready_reason: RwLock::new(None),
         server: OnceLock::new(),
+        scrape: OnceLock::new(),
     });
     let (handler, signal) = kaa::tenants::build_with_signal(&cfg, &ops).unwrap();
     let server = Server::bind(
