@@ -22,7 +22,8 @@
 # (2000), WRITE_USERS (2000), WRITE_CONNS (8), WRITE_DURATION (20s, a cap for each write run),
 # GEN_TIMEOUT (seconds, 1800), READY_TIMEOUT (seconds, 600), IAM_TEST_POSTGRES_URL (server on
 # which a database is created and dropped; default postgres://postgres@127.0.0.1:5432/test),
-# PORT (18090), BARE_PORT (18089), KEEP (1: keep the work directory).
+# PORT (18090), BARE_PORT (18089), KEEP (1: keep the work directory), WORKERS (iam's
+# server.workers, and the bare server's handler slots; default 16).
 #
 # wrk runs on the same machine as the server: on a 2-core box both compete for the CPUs, so read
 # iam's figures against the bare server's of the same run (the ratio column), not as capacity.
@@ -60,6 +61,7 @@ PG_URL=${IAM_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 PORT=${PORT:-18090}
 BARE_PORT=${BARE_PORT:-18089}
 KEEP=${KEEP:-0}
+WORKERS=${WORKERS:-}
 TENANT=bench
 
 dur_s=${DURATION%s}
@@ -357,6 +359,7 @@ bench_backend() {
             KAA_POSTGRESQL_PASSWORD="$pg_pass" KAA_POSTGRESQL_DATABASE="$PG_DB")
     fi
     printf 'server:\n  port: %s\n' "$PORT" >"$WORK/iam.yml"
+    [ -n "$WORKERS" ] && printf '  workers: %s\n' "$WORKERS" >>"$WORK/iam.yml"
     local -a env_all=(env -i PATH="$PATH" HOME="${HOME:-/tmp}" APP_CONFIG_PATH="$WORK/iam.yml" "${env_db[@]}")
 
     echo
@@ -436,7 +439,7 @@ fi
 if [ "$LOAD" = 1 ] && [ -f "$WORK/req.single.jsonl" ]; then
     echo
     echo "== bare server (examples/bare_server.rs, workers=16, fixed 60-byte JSON answer) with the same request bodies"
-    BENCH_WORKERS=16 "$BARE" "127.0.0.1:$BARE_PORT" >"$WORK/bare.out" 2>&1 &
+    BENCH_WORKERS=${WORKERS:-16} "$BARE" "127.0.0.1:$BARE_PORT" >"$WORK/bare.out" 2>&1 &
     bpid=$!
     PIDS+=("$bpid")
     for _ in $(seq 1 100); do grep -q "listening on" "$WORK/bare.out" 2>/dev/null && break; sleep 0.1; done

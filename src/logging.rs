@@ -27,6 +27,11 @@ const BATCH_MAX: usize = 1 << 20;
 
 static BATCH: OnceLock<Batch> = OnceLock::new();
 
+thread_local! {
+    /// Each thread's access line, formatted before the shared buffer is locked.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn batch() -> &'static Batch {
     BATCH.get_or_init(|| {
         let _ = std::thread::Builder::new()
@@ -100,14 +105,26 @@ impl Log for StderrLogger {
         };
         let stamp = crate::clock::rfc3339_ms(crate::clock::now_ms());
         if record.target() == "access" {
-            let b = batch();
-            let mut lines = b.lines.lock().unwrap_or_else(|p| p.into_inner());
-            if lines.len() < BATCH_MAX {
+            // Formatted outside the lock, which is then held for a copy only: a thread
+            // descheduled while holding it would stall every other request's answer.
+            let written = LINE.with(|line| {
+                let mut line = line.borrow_mut();
+                line.clear();
+                let _ = writeln!(line, "{stamp} {level} access: {}", record.args());
+                let b = batch();
+                let mut lines = b.lines.lock().unwrap_or_else(|p| p.into_inner());
+                if lines.len() >= BATCH_MAX {
+                    return false;
+                }
                 let was_empty = lines.is_empty();
-                let _ = writeln!(lines, "{stamp} {level} access: {}", record.args());
+                lines.extend_from_slice(&line);
+                drop(lines);
                 if was_empty {
                     b.ready.notify_one();
                 }
+                true
+            });
+            if written {
                 return;
             }
         }

@@ -702,6 +702,14 @@ impl DecisionState {
     /// Reload every tenant whose database revision differs from ours; returns how many. The
     /// revisions this process announced are not stale: its writes are about to apply them.
     pub fn refresh(&self, db: &Database) -> Result<usize, StorageError> {
+        // Read before the database: writes of this process may move a revision past what the
+        // database answered by the time it is compared.
+        let before: HashMap<String, i64> = self
+            .read()
+            .tenants
+            .iter()
+            .map(|(t, d)| (t.clone(), d.revision))
+            .collect();
         let revs = db.revisions()?;
         let mut stale: Vec<(String, bool)> = Vec::new();
         {
@@ -716,8 +724,13 @@ impl DecisionState {
                     continue;
                 }
                 if cur > r {
-                    // The database went back (restored): take it as it is.
-                    stale.push((t.to_string(), true));
+                    if before.get(t).is_some_and(|b| *b > r) {
+                        // The database went back (restored): take it as it is.
+                        log::warn!(
+                            "index: tenant `{t}` is at revision {r} in the database, behind this replica; reloading"
+                        );
+                        stale.push((t.to_string(), true));
+                    }
                     continue;
                 }
                 let Some(l) = local.get_mut(t) else {
