@@ -90,12 +90,17 @@ SOAK_DELAY_MS=0 wrk -t2 -c"$CONNS" -d15s -s "$WORK/mix.lua" --latency "$URL" >"$
 MAX=$(rate_of "$WORK/max.txt")
 MAXERR=$(errors_of "$WORK/max.txt")
 TARGET=$((MAX * 80 / 100))
-# Rate control: SOAK_CONNS connections, each pausing PAUSE ms after every answer (wrk's delay());
-# the pause starts from CONNS * 1000 / TARGET and is corrected once by a 10 s trial.
+# Rate control: SOAK_CONNS connections, each pausing PAUSE ms after every answer (wrk's delay()),
+# so each makes one request per (PAUSE + L) ms, L being the time to an answer. Two 10 s trials
+# measure L at the current pause and set the pause for TARGET from it (rounded down: wrk's pause
+# is whole milliseconds, and the soak must not run below its target).
 PAUSE=$(( SOAK_CONNS * 1000 / TARGET ))
-SOAK_DELAY_MS=$PAUSE wrk -t2 -c"$SOAK_CONNS" -d10s -s "$WORK/mix.lua" "$URL" >"$WORK/trial.txt"
-TRIAL=$(rate_of "$WORK/trial.txt")
-PAUSE=$(awk -v p="$PAUSE" -v r="$TRIAL" -v t="$TARGET" 'BEGIN {printf "%d", p * r / t + 0.5}')
+for _ in 1 2; do
+    SOAK_DELAY_MS=$PAUSE wrk -t2 -c"$SOAK_CONNS" -d10s -s "$WORK/mix.lua" "$URL" >"$WORK/trial.txt"
+    TRIAL=$(rate_of "$WORK/trial.txt")
+    PAUSE=$(awk -v p="$PAUSE" -v r="$TRIAL" -v t="$TARGET" -v c="$SOAK_CONNS" \
+        'BEGIN { l = c * 1000 / r - p; x = c * 1000 / t - l; if (x < 0) x = 0; printf "%d", x }')
+done
 DELAY=$PAUSE
 echo "max ${MAX} req/s (errors ${MAXERR}); soak target ${TARGET} req/s: trial ${TRIAL} req/s, then ${SOAK_CONNS} connections pausing ${DELAY} ms each"
 

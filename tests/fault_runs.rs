@@ -588,6 +588,62 @@ fn sigkill_mid_provisioning_resumes_on_the_next_start() {
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }
 
+/// A run that outlasts its lease keeps it: its worker renews the lease, so a second replica
+/// whose workers wait for due tasks never runs the same realm again (the slow run makes as many
+/// Keycloak calls for its realm as a run alone on a fast Keycloak).
+#[test]
+fn a_run_longer_than_its_lease_is_not_taken_over() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let cfg = dir.0.join("c.yml");
+    // A 1 s lease, renewed every third of it.
+    std::fs::write(&cfg, tm_yaml(&kc, 5000, 1)).unwrap();
+    let env = [
+        ("SERVER_PORT", "0"),
+        ("APP_CONFIG_PATH", cfg.to_str().unwrap()),
+    ];
+    let one = proc::start(TM, &dir.0, &env).unwrap();
+    let on_realm = |id: &str| {
+        let part = format!("/{id}");
+        kc.calls()
+            .iter()
+            .filter(|c| c.path.ends_with(&part) || c.path.contains(&format!("{part}/")))
+            .count()
+    };
+    let post = |addr: SocketAddr, id: &str| {
+        let r = call(addr, "POST", "/api/v1/tenants", Some(&tenant_body(id))).unwrap();
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    };
+    post(one.addr, "ls-ref");
+    assert!(tenant_exists(one.addr, "ls-ref"));
+    let alone = on_realm("ls-ref");
+    assert!(alone > 10, "only {alone} Keycloak calls for a realm");
+    // The same database served by a second replica, whose workers poll for due tasks.
+    let two = proc::start(TM, &dir.0, &env).unwrap();
+    kc.delay(Duration::from_millis(80));
+    let started = Instant::now();
+    post(one.addr, "ls-slow");
+    assert!(tenant_exists(one.addr, "ls-slow"));
+    let took = started.elapsed();
+    kc.delay(Duration::from_millis(0));
+    assert!(
+        took > Duration::from_millis(2500),
+        "the run took {took:?}, not several leases"
+    );
+    let slow = on_realm("ls-slow");
+    measured(&format!(
+        "run longer than its lease: {took:.1?} against a 1 s lease, {slow} Keycloak calls for its realm (a run alone: {alone}), realms whole {}",
+        assert_realms_whole(&kc, &["ls-ref".to_string(), "ls-slow".to_string()])
+    ));
+    assert!(
+        slow <= alone + alone / 5,
+        "{slow} Keycloak calls for the slow realm against {alone} alone: another worker ran it too"
+    );
+    assert!(tenant_exists(two.addr, "ls-slow"));
+    assert!(one.terminate(Duration::from_secs(10)).success());
+    assert!(two.terminate(Duration::from_secs(10)).success());
+}
+
 /// A tmpfs mounted for the test, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
 

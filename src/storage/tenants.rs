@@ -159,6 +159,9 @@ pub trait TaskStore {
     /// Release every task leased to `worker` (a worker that is running none: a claim whose
     /// answer was lost); returns how many.
     fn release_tasks(&self, worker: &str) -> Result<u64, StorageError>;
+    /// Extend to `until_ms` the leases the `workers` hold (tasks still running); returns how
+    /// many.
+    fn renew_leases(&self, workers: &[String], until_ms: i64) -> Result<u64, StorageError>;
 }
 
 pub trait OutboxStore {
@@ -502,6 +505,25 @@ impl TaskStore for Database {
             tx.execute(
                 "UPDATE tasks SET locked_by = NULL, locked_until_ms = NULL WHERE locked_by = $1",
                 &[Val::from(worker)],
+            )
+        })
+    }
+
+    fn renew_leases(&self, workers: &[String], until_ms: i64) -> Result<u64, StorageError> {
+        if workers.is_empty() {
+            return Ok(0);
+        }
+        let marks: Vec<String> = (2..workers.len() + 2).map(|i| format!("${i}")).collect();
+        let mut params = vec![Val::I64(until_ms)];
+        params.extend(workers.iter().map(Val::from));
+        self.tx(|tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE tasks SET locked_until_ms = $1 WHERE locked_until_ms IS NOT NULL \
+                     AND locked_by IN ({})",
+                    marks.join(", ")
+                ),
+                &params,
             )
         })
     }

@@ -105,7 +105,7 @@ impl TmSettings {
                 as usize,
             max_attempts: num(&tasks, "max-attempts", 8, 1, 1000)
                 .map_err(|e| err("tasks.max-attempts", e))?,
-            lease_ms: num(&tasks, "lease-seconds", 300, 1, 86_400)
+            lease_ms: num(&tasks, "lease-seconds", 30, 1, 86_400)
                 .map_err(|e| err("tasks.lease-seconds", e))?
                 * 1000,
             backoff_ms: num(&tasks, "backoff-ms", 500, 1, 3_600_000)

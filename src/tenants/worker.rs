@@ -3,9 +3,9 @@
 //! that sends committed events to NATS in order and marks them published only after the server
 //! has them (at least once; nothing is lost while NATS is down).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::service::Tm;
 use crate::clients::nats::NatsClient;
@@ -52,19 +52,24 @@ impl Signal {
     }
 }
 
-/// Start `tm.settings.workers` task workers.
+/// Start `tm.settings.workers` task workers, and the thread that keeps their leases.
 pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
-    for i in 0..tm.settings.workers {
-        let (tm, signal) = (Arc::clone(tm), Arc::clone(signal));
-        // Unique to this process, so that releasing this worker's leases never touches
-        // another process's.
-        let name = format!(
-            "{}-{}-{}-{}-w{i}",
-            tm.settings.instance,
-            tm.settings.replica,
-            std::process::id(),
-            now_ms()
-        );
+    // Unique to this process, so that releasing or renewing this process's leases never
+    // touches another process's.
+    let prefix = format!(
+        "{}-{}-{}-{}",
+        tm.settings.instance,
+        tm.settings.replica,
+        std::process::id(),
+        now_ms()
+    );
+    let names: Vec<String> = (0..tm.settings.workers)
+        .map(|i| format!("{prefix}-w{i}"))
+        .collect();
+    let running = Arc::new(AtomicUsize::new(0));
+    spawn_lease_keeper(tm, signal, names.clone(), Arc::clone(&running));
+    for (i, name) in names.into_iter().enumerate() {
+        let (tm, signal, running) = (Arc::clone(tm), Arc::clone(signal), Arc::clone(&running));
         let _ = std::thread::Builder::new()
             .name(format!("task-worker-{i}"))
             .spawn(move || {
@@ -89,7 +94,10 @@ pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
                     }
                     match tm.db.claim_task(&name, now_ms(), tm.settings.lease_ms) {
                         Ok(Some(task)) => {
-                            if let Err(e) = tm.run_task(&task) {
+                            running.fetch_add(1, Ordering::SeqCst);
+                            let ran = tm.run_task(&task);
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            if let Err(e) = ran {
                                 log::warn!("tasks: task {} of `{}`: {e}", task.id, task.tenant_id);
                                 hand_back(&tm, &signal, &task, &e.to_string());
                             }
@@ -107,9 +115,41 @@ pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
     }
 }
 
+/// Renew the leases of this process's running tasks three times per lease: a task that runs
+/// longer than `lease-seconds` (a slow Keycloak) stays with its worker, while the task of a
+/// process that died is free again one lease after its last renewal.
+fn spawn_lease_keeper(
+    tm: &Arc<Tm>,
+    signal: &Arc<Signal>,
+    names: Vec<String>,
+    running: Arc<AtomicUsize>,
+) {
+    let (tm, signal) = (Arc::clone(tm), Arc::clone(signal));
+    let every = Duration::from_millis(u64::try_from(tm.settings.lease_ms / 3).unwrap_or(1).max(1));
+    let _ = std::thread::Builder::new()
+        .name("task-leases".into())
+        .spawn(move || {
+            let mut next = Instant::now() + every;
+            while !signal.stopped() {
+                let now = Instant::now();
+                if now < next {
+                    signal.wait(next - now);
+                    continue;
+                }
+                next = now + every;
+                if running.load(Ordering::SeqCst) == 0 {
+                    continue;
+                }
+                if let Err(e) = tm.db.renew_leases(&names, now_ms() + tm.settings.lease_ms) {
+                    log::warn!("tasks: cannot renew leases: {e}");
+                }
+            }
+        });
+}
+
 /// A task whose run failed on storage (the database went away mid-run) goes back to the queue
 /// for a retry after `backoff-ms`, instead of staying leased to this worker until the lease
-/// (`lease-seconds`, 300 by default) runs out: a short database outage must not hold tenants in
+/// (`lease-seconds`, 30 by default) runs out: a short database outage must not hold tenants in
 /// CREATING for minutes. Tried while the lease lasts; after it another worker may hold the task.
 fn hand_back(tm: &Tm, signal: &Signal, task: &TaskRecord, error: &str) {
     let started = now_ms();
