@@ -178,8 +178,20 @@ LUA
 
 # ---------------------------------------------------------------- helpers
 
-# Received bytes per client socket towards $1: "localport bytes" lines.
+# Received bytes per client socket towards $1: "localport bytes" lines. A sample that finds no
+# socket (ss can miss them on a saturated machine) is taken again, up to three times.
 socket_bytes() {
+    local out
+    for _ in 1 2 3; do
+        out=$(socket_bytes_once "$1")
+        [ -n "$out" ] && break
+        sleep 0.2
+    done
+    [ -n "$out" ] && printf '%s\n' "$out"
+    return 0
+}
+
+socket_bytes_once() {
     ss -Htni state established "( dport = :$1 )" 2>/dev/null | awk '
         /^[^ \t]/ { if (port != "") print port, bytes; n = split($3, a, ":"); port = a[n]; bytes = 0; next }
         { if (match($0, /bytes_received:[0-9]+/)) bytes = substr($0, RSTART + 15, RLENGTH - 15) }
