@@ -61,7 +61,13 @@ request = function()
     return wrk.format("PUT", "/api/v1/policies/" .. ids[i + 1], {["Content-Type"]="application/json"}, body)
   end
 end
-delay = function() return pause end
+-- wrk pauses whole milliseconds: a fractional pause alternates its two neighbours at random.
+local base = math.floor(pause)
+local frac = pause - base
+delay = function()
+  if math.random() < frac then return base + 1 end
+  return base
+end
 EOF
 # Check the mix answers what it should before measuring.
 for p in "/api/v1/policies?tenantID=soak&limit=10" "/api/v1/users/$USER_ID"; do
@@ -92,14 +98,14 @@ MAXERR=$(errors_of "$WORK/max.txt")
 TARGET=$((MAX * 80 / 100))
 # Rate control: SOAK_CONNS connections, each pausing PAUSE ms after every answer (wrk's delay()),
 # so each makes one request per (PAUSE + L) ms, L being the time to an answer. Two 10 s trials
-# measure L at the current pause and set the pause for TARGET from it (rounded down: wrk's pause
-# is whole milliseconds, and the soak must not run below its target).
+# measure L at the current pause and set the pause for TARGET from it (a fractional pause is
+# made of whole-millisecond pauses at random, since wrk's are whole milliseconds).
 PAUSE=$(( SOAK_CONNS * 1000 / TARGET ))
 for _ in 1 2; do
     SOAK_DELAY_MS=$PAUSE wrk -t2 -c"$SOAK_CONNS" -d10s -s "$WORK/mix.lua" "$URL" >"$WORK/trial.txt"
     TRIAL=$(rate_of "$WORK/trial.txt")
     PAUSE=$(awk -v p="$PAUSE" -v r="$TRIAL" -v t="$TARGET" -v c="$SOAK_CONNS" \
-        'BEGIN { l = c * 1000 / r - p; x = c * 1000 / t - l; if (x < 0) x = 0; printf "%d", x }')
+        'BEGIN { l = c * 1000 / r - p; x = c * 1000 / t - l; if (x < 0) x = 0; printf "%.2f", x }')
 done
 DELAY=$PAUSE
 echo "max ${MAX} req/s (errors ${MAXERR}); soak target ${TARGET} req/s: trial ${TRIAL} req/s, then ${SOAK_CONNS} connections pausing ${DELAY} ms each"
