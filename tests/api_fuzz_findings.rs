@@ -7,12 +7,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
-use support::proc::{Resp, request};
+use support::proc::call_json;
 
 fn id(krn: &str) -> String {
     STANDARD
@@ -20,18 +18,6 @@ fn id(krn: &str) -> String {
         .replace('/', "%2F")
         .replace('+', "%2B")
         .replace('=', "%3D")
-}
-
-fn call(a: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Resp {
-    request(
-        a,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
 }
 
 #[test]
@@ -43,14 +29,14 @@ fn the_policies_of_a_missing_user_group_or_pool_are_404() {
         ("groups", json!({"name": "g0", "tenantID": "t1"})),
         ("pools", json!({"name": "p0", "tenantID": "t1"})),
     ] {
-        let r = call(a, "POST", &format!("/api/v1/{kind}"), &body.to_string());
+        let r = call_json(a, "POST", &format!("/api/v1/{kind}"), Some(&body));
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         let krn = format!("krn:iam:t1::{}/{}0", &kind[..kind.len() - 1], &kind[..1]);
         let path = format!("/api/v1/{kind}/{}/policies", id(&krn));
-        assert_eq!(call(a, "GET", &path, "").status, 200, "{path}");
-        let r = call(a, "DELETE", &format!("/api/v1/{kind}/{}", id(&krn)), "");
+        assert_eq!(call_json(a, "GET", &path, None).status, 200, "{path}");
+        let r = call_json(a, "DELETE", &format!("/api/v1/{kind}/{}", id(&krn)), None);
         assert_eq!(r.status, 204);
-        let r = call(a, "GET", &path, "");
+        let r = call_json(a, "GET", &path, None);
         assert_eq!(
             r.status,
             404,
@@ -59,5 +45,5 @@ fn the_policies_of_a_missing_user_group_or_pool_are_404() {
         );
     }
     let path = format!("/api/v1/users/{}/policies", id("krn:iam:t1::user/nobody"));
-    assert_eq!(call(a, "GET", &path, "").status, 404);
+    assert_eq!(call_json(a, "GET", &path, None).status, 404);
 }

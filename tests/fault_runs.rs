@@ -38,16 +38,9 @@ fn measured(line: &str) {
     let _ = writeln!(std::io::stderr(), "measured: {line}");
 }
 
+/// Calls return their I/O errors (outages make them fail), with a 20 s timeout.
 fn call(a: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<Resp> {
-    let text = body.map(Value::to_string).unwrap_or_default();
-    proc::request(
-        a,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        text.as_bytes(),
-        Duration::from_secs(20),
-    )
+    proc::call_json_with(a, method, path, None, &[], body, Duration::from_secs(20))
 }
 
 fn wait_for(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) -> Duration {

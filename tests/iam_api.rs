@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kaa::policy::Krn;
 use serde_json::{Value, json};
-use support::proc::{Resp, request};
+use support::proc::{CALL_TIMEOUT, Resp, call_json, call_json_with, request};
 
 const CONFIG: &str = r#"
 iam:
@@ -22,31 +22,6 @@ iam:
           resources: ["${resource}"]
           principals: ["krn:iam:${tenant}::group/operators"]
 "#;
-
-fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
-    call_h(addr, method, path, body, &[])
-}
-
-fn call_h(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> Resp {
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut h = vec![("Content-Type", "application/json")];
-    h.extend_from_slice(headers);
-    request(
-        addr,
-        method,
-        path,
-        &h,
-        text.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
 
 /// Path id of a KRN: base64, percent-encoded.
 fn id(krn: &str) -> String {
@@ -90,7 +65,7 @@ fn story(addr: SocketAddr) {
             {"effect": "deny", "actions": ["iam:user:*"], "resources": ["krn:iam:t1::user/org1/*"]}
         ]
     });
-    let r = call(a, "POST", "/api/v1/policies", Some(readers.clone()));
+    let r = call_json(a, "POST", "/api/v1/policies", Some(&readers));
     let p = expect(&r, 201)["data"].clone();
     assert_eq!(p["krn"], "krn:iam:t1::policy/readers");
     assert_eq!(p["id"], raw_id("krn:iam:t1::policy/readers"));
@@ -103,28 +78,31 @@ fn story(addr: SocketAddr) {
             .starts_with("/api/v1/policies/")
     );
     let readers_id = id("krn:iam:t1::policy/readers");
-    expect(&call(a, "POST", "/api/v1/policies", Some(readers)), 409);
+    expect(
+        &call_json(a, "POST", "/api/v1/policies", Some(&readers)),
+        409,
+    );
 
     let bad = json!({"name": "bad", "tenantID": "t1", "statements": [
         {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:t1::user/*"]},
         {"effect": "allow", "actions": ["iam:Us*"], "resources": ["*"]}]});
-    let r = call(a, "POST", "/api/v1/policies", Some(bad));
+    let r = call_json(a, "POST", "/api/v1/policies", Some(&bad));
     expect(&r, 400);
     assert!(message(&r).contains("statement 1"), "{}", message(&r));
     assert!(message(&r).contains("iam:Us*"), "{}", message(&r));
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/policies",
-        Some(json!({"name": "b", "type": "base", "statements": []})),
+        Some(&json!({"name": "b", "type": "base", "statements": []})),
     );
     expect(&r, 400);
     assert!(message(&r).contains("configuration"));
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/policies",
-        Some(json!({"name": "x", "statements": [], "surprise": 1})),
+        Some(&json!({"name": "x", "statements": [], "surprise": 1})),
     );
     expect(&r, 400);
     assert!(message(&r).contains("surprise"), "{}", message(&r));
@@ -132,10 +110,10 @@ fn story(addr: SocketAddr) {
     for i in 0..4 {
         let body = json!({"name": format!("p{i}"), "tenantID": "t1", "statements": [
             {"effect": "allow", "actions": ["epr:endpoint:read"], "resources": [format!("krn:epr:t1::endpoint/e{i}")]}]});
-        expect(&call(a, "POST", "/api/v1/policies", Some(body)), 201);
+        expect(&call_json(a, "POST", "/api/v1/policies", Some(&body)), 201);
     }
     let list = expect(
-        &call(
+        &call_json(
             a,
             "GET",
             "/api/v1/policies?tenantID=t1&pageSize=2&page=2",
@@ -154,7 +132,7 @@ fn story(addr: SocketAddr) {
         .collect();
     assert_eq!(names, ["p2", "p3"]);
     let list = expect(
-        &call(
+        &call_json(
             a,
             "GET",
             "/api/v1/policies?tenantID=t1&pageSize=100000",
@@ -163,12 +141,15 @@ fn story(addr: SocketAddr) {
         200,
     );
     assert_eq!(list["pageSize"], 50, "clamped to server.maxPageSize");
-    expect(&call(a, "GET", "/api/v1/policies?page=0", None), 400);
+    expect(&call_json(a, "GET", "/api/v1/policies?page=0", None), 400);
     expect(
-        &call(a, "GET", "/api/v1/policies?sortOrder=sideways", None),
+        &call_json(a, "GET", "/api/v1/policies?sortOrder=sideways", None),
         400,
     );
-    let base = expect(&call(a, "GET", "/api/v1/policies?type=base", None), 200);
+    let base = expect(
+        &call_json(a, "GET", "/api/v1/policies?type=base", None),
+        200,
+    );
     let names: Vec<&str> = base["data"]
         .as_array()
         .unwrap()
@@ -179,115 +160,130 @@ fn story(addr: SocketAddr) {
     assert_eq!(base["data"][1]["origin"], "config");
     let base_id = id("krn:iam:kaa::policy/tenant-admin");
     expect(
-        &call(a, "DELETE", &format!("/api/v1/policies/{base_id}"), None),
+        &call_json(a, "DELETE", &format!("/api/v1/policies/{base_id}"), None),
         409,
     );
 
     // Replace with versions: a stale writer gets 412 and changes nothing.
     let p0 = id("krn:iam:t1::policy/p0");
     let new = json!({"statements": [{"effect": "allow", "actions": ["epr:endpoint:*"], "resources": ["krn:epr:t1::endpoint/e0"]}]});
-    let r = call_h(
+    let r = call_json_with(
         a,
         "PUT",
         &format!("/api/v1/policies/{p0}"),
-        Some(new.clone()),
+        None,
         &[("If-Match", "\"1\"")],
-    );
+        Some(&new),
+        CALL_TIMEOUT,
+    )
+    .unwrap();
     assert_eq!(expect(&r, 200)["data"]["version"], 2);
-    let r = call_h(
+    let r = call_json_with(
         a,
         "PUT",
         &format!("/api/v1/policies/{p0}"),
-        Some(new),
+        None,
         &[("If-Match", "\"1\"")],
-    );
+        Some(&new),
+        CALL_TIMEOUT,
+    )
+    .unwrap();
     expect(&r, 412);
     let got = expect(
-        &call(a, "GET", &format!("/api/v1/policies/{p0}"), None),
+        &call_json(a, "GET", &format!("/api/v1/policies/{p0}"), None),
         200,
     );
     assert_eq!(got["data"]["version"], 2);
     expect(
-        &call(a, "DELETE", &format!("/api/v1/policies/{p0}"), None),
+        &call_json(a, "DELETE", &format!("/api/v1/policies/{p0}"), None),
         204,
     );
     expect(
-        &call(a, "GET", &format!("/api/v1/policies/{p0}"), None),
+        &call_json(a, "GET", &format!("/api/v1/policies/{p0}"), None),
         404,
     );
-    expect(&call(a, "GET", "/api/v1/policies/not-base64!", None), 404);
+    expect(
+        &call_json(a, "GET", "/api/v1/policies/not-base64!", None),
+        404,
+    );
 
     // ---------------- users and nested groups
     let alice = json!({"username": "alice", "email": "alice@example.com", "password": "secret-pw-1",
         "confirmPassword": "secret-pw-1", "tenantID": "t1", "firstName": "Alice"});
-    let u = expect(&call(a, "POST", "/api/v1/users", Some(alice.clone())), 201)["data"].clone();
+    let u = expect(&call_json(a, "POST", "/api/v1/users", Some(&alice)), 201)["data"].clone();
     assert_eq!(u["krn"], "krn:iam:t1::user/alice");
     assert_eq!(u["enabled"], false, "enabled defaults to false");
     assert!(u.get("password").is_none() && !u.to_string().contains("secret-pw-1"));
-    let r = call(a, "POST", "/api/v1/users", Some(alice));
+    let r = call_json(a, "POST", "/api/v1/users", Some(&alice));
     expect(&r, 409);
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/users",
-        Some(json!({"username": "x", "password": "aaaaaaaa", "confirmPassword": "bbbbbbbb"})),
+        Some(&json!({"username": "x", "password": "aaaaaaaa", "confirmPassword": "bbbbbbbb"})),
     );
     expect(&r, 400);
     assert!(r.json()["errors"].to_string().contains("confirmPassword"));
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/users",
         Some(
-            json!({"username": "bad name", "password": "aaaaaaaa", "confirmPassword": "aaaaaaaa"}),
+            &json!({"username": "bad name", "password": "aaaaaaaa", "confirmPassword": "aaaaaaaa"}),
         ),
     );
     expect(&r, 400);
     let bob = json!({"username": "bob", "path": "/org1", "password": "secret-pw-2", "confirmPassword": "secret-pw-2",
         "tenantID": "t1", "enabled": true, "policyIDs": [raw_id("krn:iam:t1::policy/readers")]});
-    let b = expect(&call(a, "POST", "/api/v1/users", Some(bob)), 201)["data"].clone();
+    let b = expect(&call_json(a, "POST", "/api/v1/users", Some(&bob)), 201)["data"].clone();
     assert_eq!(b["krn"], "krn:iam:t1::user/org1/bob");
     let bob_id = id("krn:iam:t1::user/org1/bob");
     let pol = expect(
-        &call(a, "GET", &format!("/api/v1/users/{bob_id}/policies"), None),
+        &call_json(a, "GET", &format!("/api/v1/users/{bob_id}/policies"), None),
         200,
     );
     assert_eq!(pol["count"], 1);
     let alice_id = id("krn:iam:t1::user/alice");
-    let r = call_h(
+    let r = call_json_with(
         a,
         "PATCH",
         &format!("/api/v1/users/{alice_id}"),
-        Some(json!({"enabled": true, "lastName": "Liddell"})),
+        None,
         &[("If-Match", "1")],
-    );
+        Some(&json!({"enabled": true, "lastName": "Liddell"})),
+        CALL_TIMEOUT,
+    )
+    .unwrap();
     let v = expect(&r, 200)["data"].clone();
     assert_eq!(v["enabled"], true);
     assert_eq!(v["lastName"], "Liddell");
     assert_eq!(v["firstName"], "Alice");
     expect(
-        &call_h(
+        &call_json_with(
             a,
             "PATCH",
             &format!("/api/v1/users/{alice_id}"),
-            Some(json!({"enabled": false})),
+            None,
             &[("If-Match", "1")],
-        ),
+            Some(&json!({"enabled": false})),
+            CALL_TIMEOUT,
+        )
+        .unwrap(),
         412,
     );
     let users = expect(
-        &call(a, "GET", "/api/v1/users?tenantID=t1&path=/org1", None),
+        &call_json(a, "GET", "/api/v1/users?tenantID=t1&path=/org1", None),
         200,
     );
     assert_eq!(users["count"], 1);
     assert_eq!(users["data"][0]["username"], "bob");
 
     let g = expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/groups",
-            Some(json!({"name": "dev", "tenantID": "t1"})),
+            Some(&json!({"name": "dev", "tenantID": "t1"})),
         ),
         201,
     )["data"]
@@ -295,52 +291,55 @@ fn story(addr: SocketAddr) {
     assert_eq!(g["krn"], "krn:iam:t1::group/dev");
     let child =
         json!({"name": "java", "tenantID": "t1", "parentID": raw_id("krn:iam:t1::group/dev")});
-    let c = expect(&call(a, "POST", "/api/v1/groups", Some(child)), 201)["data"].clone();
+    let c = expect(&call_json(a, "POST", "/api/v1/groups", Some(&child)), 201)["data"].clone();
     assert_eq!(c["krn"], "krn:iam:t1::group/dev/java");
     assert_eq!(c["path"], "/dev");
     let java = id("krn:iam:t1::group/dev/java");
     let dev = id("krn:iam:t1::group/dev");
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         &format!("/api/v1/groups/{java}/members/add"),
-        Some(json!({"userIDs": [raw_id("krn:iam:t1::user/alice")]})),
+        Some(&json!({"userIDs": [raw_id("krn:iam:t1::user/alice")]})),
     );
     expect(&r, 204);
     let m = expect(
-        &call(a, "GET", &format!("/api/v1/groups/{java}/members"), None),
+        &call_json(a, "GET", &format!("/api/v1/groups/{java}/members"), None),
         200,
     );
     assert_eq!(m["data"][0]["username"], "alice");
     expect(
-        &call(a, "DELETE", &format!("/api/v1/groups/{dev}"), None),
+        &call_json(a, "DELETE", &format!("/api/v1/groups/{dev}"), None),
         409,
     );
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         &format!("/api/v1/groups/{java}/members/add"),
-        Some(json!({"userIDs": [raw_id("krn:iam:t1::user/nobody")]})),
+        Some(&json!({"userIDs": [raw_id("krn:iam:t1::user/nobody")]})),
     );
     expect(&r, 404);
 
     // ---------------- decisions: groups inherit their ancestors' policies
     let writers = json!({"name": "dev-writers", "tenantID": "t1", "statements": [
         {"effect": "allow", "actions": ["iam:user:update"], "resources": ["krn:iam:t1::user/*"]}]});
-    expect(&call(a, "POST", "/api/v1/policies", Some(writers)), 201);
-    let r = call(
+    expect(
+        &call_json(a, "POST", "/api/v1/policies", Some(&writers)),
+        201,
+    );
+    let r = call_json(
         a,
         "PUT",
         &format!("/api/v1/groups/{dev}/policies/attach"),
-        Some(json!({"policyIDs": [raw_id("krn:iam:t1::policy/dev-writers")]})),
+        Some(&json!({"policyIDs": [raw_id("krn:iam:t1::policy/dev-writers")]})),
     );
     expect(&r, 204);
     let ask = |principal: &str, action: &str, resources: Value| {
-        call(
+        call_json(
             a,
             "POST",
             "/api/v1/evaluate",
-            Some(json!({"principal": principal, "action": action, "resources": resources})),
+            Some(&json!({"principal": principal, "action": action, "resources": resources})),
         )
     };
     // alice is in dev/java; dev's policy applies to her.
@@ -358,19 +357,19 @@ fn story(addr: SocketAddr) {
     );
     let body = expect(&r, 403);
     assert_eq!(body["denied"], json!(["krn:iam:t1::user/org1/x"]));
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/evaluate?filterResources=true",
-        Some(json!({"principal": "krn:iam:t1::user/org1/bob",
+        Some(&json!({"principal": "krn:iam:t1::user/org1/bob",
         "action": "iam:user:read", "resources": ["krn:iam:t1::user/alice", "krn:iam:t1::user/org1/x"]})),
     );
     assert_eq!(expect(&r, 200), json!(["krn:iam:t1::user/alice"]));
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/evaluate?explain=true",
-        Some(json!({"principal": "krn:iam:t1::user/org1/bob",
+        Some(&json!({"principal": "krn:iam:t1::user/org1/bob",
         "action": "iam:user:read", "resources": ["krn:iam:t1::user/alice", "krn:iam:t1::user/org1/x", "krn:iam:t1::group/g"]})),
     );
     let e = expect(&r, 403);
@@ -385,11 +384,11 @@ fn story(addr: SocketAddr) {
         json!([{"policyID": "krn:iam:t1::policy/readers", "statement": 1}])
     );
     assert_eq!(e["decisions"][2]["outcome"], "implicitDeny");
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/evaluate/actions",
-        Some(json!({"principal": "krn:iam:t1::user/org1/bob",
+        Some(&json!({"principal": "krn:iam:t1::user/org1/bob",
         "actions": ["iam:user:read", "iam:user:delete"], "resources": ["krn:iam:t1::user/alice"]})),
     );
     let e = expect(&r, 200);
@@ -422,22 +421,22 @@ fn story(addr: SocketAddr) {
         &ask("krn:iam:t1::user/alice", "iam:user:read", json!([])),
         400,
     );
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/evaluate",
-        Some(json!({"action": "iam:user:read", "resources": ["krn:iam:t1::user/x"]})),
+        Some(&json!({"action": "iam:user:read", "resources": ["krn:iam:t1::user/x"]})),
     );
     expect(&r, 400);
     assert!(message(&r).contains("principal"));
 
     // ---------------- resources (template policy), pools, simulate
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/resources",
         Some(
-            json!({"service": "epr", "resourceType": "endpoint", "name": "e1",
+            &json!({"service": "epr", "resourceType": "endpoint", "name": "e1",
         "tenantID": "t1", "displayName": "Thermostat"}),
         ),
     );
@@ -449,7 +448,7 @@ fn story(addr: SocketAddr) {
     );
     let e1 = id("krn:epr:t1::endpoint/e1");
     let rp = expect(
-        &call(a, "GET", &format!("/api/v1/resources/{e1}/policy"), None),
+        &call_json(a, "GET", &format!("/api/v1/resources/{e1}/policy"), None),
         200,
     );
     assert_eq!(rp["data"]["type"], "resource");
@@ -458,32 +457,32 @@ fn story(addr: SocketAddr) {
         json!(["krn:epr:t1::endpoint/e1"])
     );
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/resources",
             Some(
-                json!({"service": "epr", "resourceType": "endpoint", "name": "e1", "tenantID": "t1"}),
+                &json!({"service": "epr", "resourceType": "endpoint", "name": "e1", "tenantID": "t1"}),
             ),
         ),
         409,
     );
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/groups",
-            Some(json!({"name": "operators", "tenantID": "t1"})),
+            Some(&json!({"name": "operators", "tenantID": "t1"})),
         ),
         201,
     );
     let ops_id = id("krn:iam:t1::group/operators");
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             &format!("/api/v1/groups/{ops_id}/members/add"),
-            Some(json!({"userIDs": [raw_id("krn:iam:t1::user/org1/bob")]})),
+            Some(&json!({"userIDs": [raw_id("krn:iam:t1::user/org1/bob")]})),
         ),
         204,
     );
@@ -500,24 +499,26 @@ fn story(addr: SocketAddr) {
     );
     expect(&r, 403);
     // A resource policy may only speak of its resource.
-    let r = call(
+    let r = call_json(
         a,
         "PUT",
         &format!("/api/v1/resources/{e1}/policy"),
-        Some(json!({"statements": [
+        Some(&json!({"statements": [
         {"effect": "allow", "actions": ["epr:endpoint:read"], "resources": ["krn:epr:t1::endpoint/e2"], "principals": ["krn:iam:t1::user/alice"]}]})),
     );
     expect(&r, 400);
 
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/resources",
-        Some(json!({"service": "epr", "resourceType": "endpoint", "name": "e2", "tenantID": "t1"})),
+        Some(
+            &json!({"service": "epr", "resourceType": "endpoint", "name": "e2", "tenantID": "t1"}),
+        ),
     );
     expect(&r, 201);
     let pool = json!({"name": "fleet", "tenantID": "t1", "resourceIDs": [raw_id("krn:epr:t1::endpoint/e2")]});
-    let pv = expect(&call(a, "POST", "/api/v1/pools", Some(pool)), 201)["data"].clone();
+    let pv = expect(&call_json(a, "POST", "/api/v1/pools", Some(&pool)), 201)["data"].clone();
     assert_eq!(
         pv["resourceIDs"],
         json!([raw_id("krn:epr:t1::endpoint/e2")])
@@ -525,14 +526,17 @@ fn story(addr: SocketAddr) {
     let pool_policy = json!({"name": "fleet-readers", "tenantID": "t1", "statements": [
         {"effect": "allow", "actions": ["epr:endpoint:read"], "resources": ["krn:epr:t1::endpoint/nothing-by-pattern"],
          "principals": ["krn:iam:t1::user/alice"]}]});
-    expect(&call(a, "POST", "/api/v1/policies", Some(pool_policy)), 201);
+    expect(
+        &call_json(a, "POST", "/api/v1/policies", Some(&pool_policy)),
+        201,
+    );
     let fleet = id("krn:iam:t1::pool/fleet");
     expect(
-        &call(
+        &call_json(
             a,
             "PUT",
             &format!("/api/v1/pools/{fleet}/policies/attach"),
-            Some(json!({"policyIDs": [raw_id("krn:iam:t1::policy/fleet-readers")]})),
+            Some(&json!({"policyIDs": [raw_id("krn:iam:t1::policy/fleet-readers")]})),
         ),
         204,
     );
@@ -552,11 +556,11 @@ fn story(addr: SocketAddr) {
         ),
         403,
     );
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/evaluate/resources",
-        Some(json!({"principal": "krn:iam:t1::user/alice",
+        Some(&json!({"principal": "krn:iam:t1::user/alice",
         "action": "epr:endpoint:read", "resourceType": "endpoint", "tenantID": "t1"})),
     );
     let e = expect(&r, 200);
@@ -567,7 +571,7 @@ fn story(addr: SocketAddr) {
         "add": [{"name": "lockdown", "statements": [{"effect": "deny", "actions": ["epr:*"], "resources": ["krn:epr:t1:*"]}],
                  "attachedTo": ["krn:iam:t1::user/alice"]}]});
     let s = expect(
-        &call(a, "POST", "/api/v1/evaluate/simulate", Some(sim)),
+        &call_json(a, "POST", "/api/v1/evaluate/simulate", Some(&sim)),
         200,
     )["data"]
         .clone();
@@ -585,11 +589,11 @@ fn story(addr: SocketAddr) {
 
     // Deleting a resource takes its resource policy and pool membership with it.
     expect(
-        &call(a, "DELETE", &format!("/api/v1/resources/{e1}"), None),
+        &call_json(a, "DELETE", &format!("/api/v1/resources/{e1}"), None),
         204,
     );
     expect(
-        &call(a, "GET", &format!("/api/v1/resources/{e1}/policy"), None),
+        &call_json(a, "GET", &format!("/api/v1/resources/{e1}/policy"), None),
         404,
     );
     expect(
@@ -603,11 +607,11 @@ fn story(addr: SocketAddr) {
 
     // Detach, bulk delete.
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             &format!("/api/v1/groups/{dev}/policies/detach"),
-            Some(json!({"policyIDs": [raw_id("krn:iam:t1::policy/dev-writers")]})),
+            Some(&json!({"policyIDs": [raw_id("krn:iam:t1::policy/dev-writers")]})),
         ),
         204,
     );
@@ -619,32 +623,32 @@ fn story(addr: SocketAddr) {
         ),
         403,
     );
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/users/delete?tenantID=t1",
         Some(
-            json!({"userIDs": [raw_id("krn:iam:t1::user/alice"), raw_id("krn:iam:t1::user/ghost")]}),
+            &json!({"userIDs": [raw_id("krn:iam:t1::user/alice"), raw_id("krn:iam:t1::user/ghost")]}),
         ),
     );
     expect(&r, 404);
     expect(
-        &call(a, "GET", &format!("/api/v1/users/{alice_id}"), None),
+        &call_json(a, "GET", &format!("/api/v1/users/{alice_id}"), None),
         200,
     );
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/users/delete?tenantID=t1",
-        Some(json!({"userIDS": [raw_id("krn:iam:t1::user/alice")]})),
+        Some(&json!({"userIDS": [raw_id("krn:iam:t1::user/alice")]})),
     );
     expect(&r, 204);
     expect(
-        &call(a, "GET", &format!("/api/v1/users/{alice_id}"), None),
+        &call_json(a, "GET", &format!("/api/v1/users/{alice_id}"), None),
         404,
     );
     expect(
-        &call(a, "GET", &format!("/api/v1/groups/{readers_id}"), None),
+        &call_json(a, "GET", &format!("/api/v1/groups/{readers_id}"), None),
         404,
     );
 }
@@ -691,7 +695,7 @@ fn bad_input(addr: SocketAddr) {
     )
     .unwrap();
     assert_eq!(r.status, 400, "duplicate keys");
-    let r = call(addr, "GET", "/api/v1/resources/evaluate", None);
+    let r = call_json(addr, "GET", "/api/v1/resources/evaluate", None);
     assert_eq!(r.status, 405, "a literal path with another method");
     let big = vec![b'x'; 10 * 1024 * 1024];
     let r = request(
@@ -705,13 +709,13 @@ fn bad_input(addr: SocketAddr) {
     .unwrap();
     assert_eq!(r.status, 413);
     assert!(r.json()["message"].is_string());
-    let r = call(addr, "DELETE", "/api/v1/users", None);
+    let r = call_json(addr, "DELETE", "/api/v1/users", None);
     assert_eq!(r.status, 405);
     assert!(r.header("allow").unwrap().contains("POST"));
-    let r = call(addr, "GET", "/api/v1/nothing", None);
+    let r = call_json(addr, "GET", "/api/v1/nothing", None);
     assert_eq!(r.status, 404);
     assert!(r.json()["message"].is_string());
-    let r = call(addr, "GET", "/api/v1/users/me", None);
+    let r = call_json(addr, "GET", "/api/v1/users/me", None);
     assert_eq!(r.status, 404);
 }
 
@@ -743,13 +747,13 @@ fn a_second_replica_sees_changes_within_a_second() {
     let policy = json!({"name": "r", "tenantID": "t9", "statements": [
         {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:t9::user/*"], "principals": ["krn:iam:t9::user/u"]}]});
     expect(
-        &call(one.addr, "POST", "/api/v1/policies", Some(policy)),
+        &call_json(one.addr, "POST", "/api/v1/policies", Some(&policy)),
         201,
     );
     let asked = Instant::now();
     let body = json!({"principal": "krn:iam:t9::user/u", "action": "iam:user:read", "resources": ["krn:iam:t9::user/v"]});
     loop {
-        let r = call(two.addr, "POST", "/api/v1/evaluate", Some(body.clone()));
+        let r = call_json(two.addr, "POST", "/api/v1/evaluate", Some(&body));
         if r.status == 200 {
             break;
         }
@@ -762,7 +766,7 @@ fn a_second_replica_sees_changes_within_a_second() {
     }
     // And a delete the other way round.
     expect(
-        &call(
+        &call_json(
             two.addr,
             "DELETE",
             &format!("/api/v1/policies/{}", id("krn:iam:t9::policy/r")),
@@ -772,7 +776,7 @@ fn a_second_replica_sees_changes_within_a_second() {
     );
     let asked = Instant::now();
     loop {
-        if call(one.addr, "POST", "/api/v1/evaluate", Some(body.clone())).status == 403 {
+        if call_json(one.addr, "POST", "/api/v1/evaluate", Some(&body)).status == 403 {
             break;
         }
         assert!(
@@ -798,7 +802,7 @@ fn interleaved_writes_from_two_clients_and_a_second_replica_all_land() {
     let ask = |addr: SocketAddr, k: &str| -> bool {
         let body = json!({"principal": format!("krn:iam:tw::user/u{k}"), "action": "iam:user:read",
             "resources": [format!("krn:iam:tw::user/target{k}")]});
-        let r = call(addr, "POST", "/api/v1/evaluate", Some(body));
+        let r = call_json(addr, "POST", "/api/v1/evaluate", Some(&body));
         assert!(
             r.status == 200 || r.status == 403,
             "{}",
@@ -817,7 +821,7 @@ fn interleaved_writes_from_two_clients_and_a_second_replica_all_land() {
             for i in 0..PER_CLIENT {
                 let k = format!("{name}{i}");
                 expect(
-                    &call(addr, "POST", "/api/v1/policies", Some(policy(&k))),
+                    &call_json(addr, "POST", "/api/v1/policies", Some(&policy(&k))),
                     201,
                 );
                 assert!(ask(addr, &k), "write {k} not decided on by its own replica");
@@ -827,7 +831,7 @@ fn interleaved_writes_from_two_clients_and_a_second_replica_all_land() {
                         "/api/v1/policies/{}",
                         id(&format!("krn:iam:tw::policy/p{k}"))
                     );
-                    expect(&call(addr, "DELETE", &path, None), 204);
+                    expect(&call_json(addr, "DELETE", &path, None), 204);
                     assert!(
                         !ask(addr, &k),
                         "delete of {k} not decided on by its own replica"

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use kaa::policy::Krn;
 use serde_json::{Value, json};
-use support::proc::{Resp, request};
+use support::proc::{Resp, call_json_with, request};
 
 const T: &str = "t1";
 /// Seeds of the world and of the questions: change them to explore, keep them to reproduce.
@@ -118,26 +118,18 @@ impl Rng {
 
 // ---------------------------------------------------------------- HTTP
 
+/// This story's timeout, longer than `CALL_TIMEOUT`.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    request(addr, method, path, headers, body, Duration::from_secs(30))
+    request(addr, method, path, headers, body, TIMEOUT)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// `call_json` with this story's [`TIMEOUT`].
 fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Resp {
-    call_h(addr, method, path, body, &[])
-}
-
-fn call_h(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    headers: &[(&str, &str)],
-) -> Resp {
-    let text = body.map(Value::to_string).unwrap_or_default();
-    let mut h = vec![("Content-Type", "application/json")];
-    h.extend_from_slice(headers);
-    send(addr, method, path, &h, text.as_bytes())
+    call_json_with(addr, method, path, None, &[], body, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 fn text(r: &Resp) -> String {
@@ -831,13 +823,16 @@ fn build_world(addr: SocketAddr) -> World {
             &[]
         };
         let d = expect(
-            &call_h(
+            &call_json_with(
                 addr,
                 "PUT",
                 &format!("/api/v1/resources/{}/policy", id(&r)),
-                Some(&body),
+                None,
                 headers,
-            ),
+                Some(&body),
+                TIMEOUT,
+            )
+            .unwrap(),
             200,
             "put resource policy",
         )["data"]
@@ -1864,13 +1859,16 @@ fn conflicts_and_versions(addr: SocketAddr, w: &World) {
     let v0 = g["data"]["version"].as_i64().unwrap();
     let stmts = g["data"]["statements"].clone();
     let etag = format!("\"{v0}\"");
-    let r = call_h(
+    let r = call_json_with(
         addr,
         "PUT",
         &format!("/api/v1/policies/{}", id(p0)),
-        Some(&json!({"description": "first writer", "statements": stmts})),
+        None,
         &[("If-Match", &etag)],
-    );
+        Some(&json!({"description": "first writer", "statements": stmts})),
+        TIMEOUT,
+    )
+    .unwrap();
     assert_eq!(expect(&r, 200, "put p0")["data"]["version"], v0 + 1);
     assert_eq!(r.header("etag"), Some(format!("\"{}\"", v0 + 1).as_str()));
     for (body, headers) in [
@@ -1883,13 +1881,16 @@ fn conflicts_and_versions(addr: SocketAddr, w: &World) {
             vec![],
         ),
     ] {
-        let r = call_h(
+        let r = call_json_with(
             addr,
             "PUT",
             &format!("/api/v1/policies/{}", id(p0)),
-            Some(&body),
+            None,
             &headers,
-        );
+            Some(&body),
+            TIMEOUT,
+        )
+        .unwrap();
         let v = expect(&r, 412, "stale put p0");
         assert!(v["message"].is_string());
     }
@@ -1941,7 +1942,16 @@ fn conflicts_and_versions(addr: SocketAddr, w: &World) {
         let g = expect(&call(addr, "GET", &path, None), 200, &path);
         let v = g["data"]["version"].as_i64().unwrap();
         let etag = format!("\"{v}\"");
-        let r = call_h(addr, method, &path, Some(&body), &[("If-Match", &etag)]);
+        let r = call_json_with(
+            addr,
+            method,
+            &path,
+            None,
+            &[("If-Match", &etag)],
+            Some(&body),
+            TIMEOUT,
+        )
+        .unwrap();
         let d = expect(&r, 200, &format!("{method} {path}"));
         assert_eq!(d["data"]["version"], v + 1, "{path}");
         assert_eq!(d["data"][field], body[field], "{path}");
@@ -1951,7 +1961,8 @@ fn conflicts_and_versions(addr: SocketAddr, w: &World) {
             vec![("If-Match", etag.as_str())],
             vec![("If-Match", "W/\"1\"")],
         ] {
-            let r = call_h(addr, method, &path, Some(&stale), &headers);
+            let r =
+                call_json_with(addr, method, &path, None, &headers, Some(&stale), TIMEOUT).unwrap();
             let e = expect(&r, 412, &format!("stale {method} {path} {headers:?}"));
             assert!(e["message"].is_string());
         }

@@ -7,32 +7,18 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use kaa::config::StorageSettings;
 use kaa::iam::generate::{GENERATED_PASSWORD_HASH, Options, Sample, generate, outcome_mix};
 use kaa::policy::Outcome;
 use kaa::storage::{BulkStore, Database, UserStore};
 use serde_json::Value;
-use support::proc::{Resp, request};
+use support::proc::call_json;
 
 const TENANT: &str = "gen";
 
-fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Resp {
-    let text = body.map(Value::to_string).unwrap_or_default();
-    request(
-        addr,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        text.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
-
 fn count(addr: SocketAddr, collection: &str) -> u64 {
-    let r = call(
+    let r = call_json(
         addr,
         "GET",
         &format!("/api/v1/{collection}?tenantID={TENANT}&pageSize=1"),
@@ -48,7 +34,7 @@ fn outcome(v: &Value) -> Outcome {
 
 /// The service's decision for every resource of a sample, explained.
 fn decide(addr: SocketAddr, s: &Sample) -> Vec<Outcome> {
-    let r = call(
+    let r = call_json(
         addr,
         "POST",
         "/api/v1/evaluate?explain=true",
@@ -131,7 +117,7 @@ fn story(storage: &StorageSettings) {
     for s in &report.batch {
         assert_eq!(decide(svc.addr, s), s.expected, "{}", s.body());
         // The load generator's form: the allowed subset, always 200.
-        let r = call(
+        let r = call_json(
             svc.addr,
             "POST",
             "/api/v1/evaluate?filterResources=true",

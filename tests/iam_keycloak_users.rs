@@ -14,25 +14,18 @@ use std::time::{Duration, Instant};
 use kaa::policy::Krn;
 use serde_json::{Value, json};
 use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak, Mint};
-use support::proc::{Resp, request};
+use support::proc::{Resp, call_json_with};
 use support::service::{Running, RunningTm, start_iam, start_tm};
 
-fn call(a: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(b) = &bearer {
-        h.push(("Authorization", b.as_str()));
-    }
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        a,
-        method,
-        path,
-        &h,
-        text.as_bytes(),
-        Duration::from_secs(30),
-    )
-    .unwrap()
+/// `call_json_as` with this file's 30 s timeout (longer than `CALL_TIMEOUT`).
+fn call(
+    a: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Resp {
+    call_json_with(a, method, path, token, &[], body, Duration::from_secs(30)).unwrap()
 }
 
 fn text(r: &Resp) -> String {
@@ -66,7 +59,7 @@ impl World {
             "POST",
             "/api/v1/tenants",
             None,
-            Some(json!({"id": "acme"})),
+            Some(&json!({"id": "acme"})),
         );
         assert_eq!(r.status, 202, "{}", text(&r));
         let started = Instant::now();
@@ -105,7 +98,13 @@ impl World {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        call(self.iam.addr, method, path, Some(&self.admin), body)
+        call(
+            self.iam.addr,
+            method,
+            path,
+            Some(&self.admin),
+            body.as_ref(),
+        )
     }
 
     fn kc_user(&self, username: &str) -> Option<support::keycloak::UserSnapshot> {

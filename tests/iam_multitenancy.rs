@@ -5,32 +5,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::keycloak::{Keycloak, Mint};
-use support::proc::{self, Resp, request};
+use support::proc::{self, Resp, call_json_as};
 
 const TM: &str = env!("CARGO_BIN_EXE_tenant-manager");
-
-fn call(a: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(b) = &bearer {
-        h.push(("Authorization", b.as_str()));
-    }
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        a,
-        method,
-        path,
-        &h,
-        text.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
 
 fn body(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
@@ -63,17 +44,17 @@ fn tenants_act_in_their_own_tenant_only() {
         ],
     )
     .unwrap();
-    let r = call(
+    let r = call_json_as(
         tm.addr,
         "POST",
         "/api/v1/tenants",
         None,
-        Some(json!({"id": "acme"})),
+        Some(&json!({"id": "acme"})),
     );
     assert_eq!(r.status, 202, "{}", body(&r));
     let started = Instant::now();
     let acme = loop {
-        let t = call(tm.addr, "GET", "/api/v1/tenants/acme", None, None).json();
+        let t = call_json_as(tm.addr, "GET", "/api/v1/tenants/acme", None, None).json();
         if t["status"] == "AVAILABLE" {
             break t;
         }
@@ -104,24 +85,24 @@ fn tenants_act_in_their_own_tenant_only() {
     );
 
     // The tenant's administrator works in its tenant.
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&acme_admin),
-        Some(json!({"name": "readers", "statements": [
+        Some(&json!({"name": "readers", "statements": [
         {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:acme::user/*"]}]})),
     );
     assert_eq!(r.status, 201, "{}", body(&r));
     assert_eq!(r.json()["data"]["krn"], "krn:iam:acme::policy/readers");
-    let r = call(a, "GET", "/api/v1/users/me/krn", Some(&acme_admin), None);
+    let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(&acme_admin), None);
     assert_eq!(r.json()["data"], "krn:iam:acme::user/boss");
-    let r = call(a, "GET", "/api/v1/policies", Some(&acme_admin), None);
+    let r = call_json_as(a, "GET", "/api/v1/policies", Some(&acme_admin), None);
     assert_eq!(r.status, 200, "{}", body(&r));
     assert_eq!(r.json()["count"], 1);
 
     // ...and nowhere else.
-    let before = call(
+    let before = call_json_as(
         a,
         "GET",
         "/api/v1/policies?tenantID=kaa&pageSize=100",
@@ -129,7 +110,7 @@ fn tenants_act_in_their_own_tenant_only() {
         None,
     )
     .json();
-    let r = call(
+    let r = call_json_as(
         a,
         "GET",
         "/api/v1/policies?tenantID=kaa",
@@ -137,12 +118,12 @@ fn tenants_act_in_their_own_tenant_only() {
         None,
     );
     assert_eq!(r.status, 403, "{}", body(&r));
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&acme_admin),
-        Some(json!({"name": "reach", "statements": [
+        Some(&json!({"name": "reach", "statements": [
         {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:kaa::user/*"]}]})),
     );
     assert_eq!(
@@ -151,17 +132,17 @@ fn tenants_act_in_their_own_tenant_only() {
         "a statement naming another tenant: {}",
         body(&r)
     );
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&acme_admin),
-        Some(json!({"name": "reach", "statements": [
+        Some(&json!({"name": "reach", "statements": [
         {"effect": "allow", "actions": ["iam:user:read"], "resources": ["*"]}]})),
     );
     assert_eq!(r.status, 400, "a wildcard tenant: {}", body(&r));
     let kaa_policy = "a3JuOmlhbTprYWE6OnBvbGljeS90ZW5hbnQtYWRtaW4%3D";
-    let r = call(
+    let r = call_json_as(
         a,
         "GET",
         &format!("/api/v1/policies/{kaa_policy}"),
@@ -174,16 +155,16 @@ fn tenants_act_in_their_own_tenant_only() {
         "another tenant's entity is invisible: {}",
         body(&r)
     );
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/evaluate",
         Some(&acme_admin),
-        Some(json!({"principal": "krn:iam:kaa::user/root",
+        Some(&json!({"principal": "krn:iam:kaa::user/root",
         "action": "iam:user:read", "resources": ["krn:iam:kaa::user/x"]})),
     );
     assert_eq!(r.status, 403, "{}", body(&r));
-    let after = call(
+    let after = call_json_as(
         a,
         "GET",
         "/api/v1/policies?tenantID=kaa&pageSize=100",
@@ -194,7 +175,7 @@ fn tenants_act_in_their_own_tenant_only() {
     assert_eq!(before, after);
 
     // The system tenant's administrator may act in any tenant.
-    let r = call(
+    let r = call_json_as(
         a,
         "GET",
         "/api/v1/policies?tenantID=acme",
@@ -207,7 +188,7 @@ fn tenants_act_in_their_own_tenant_only() {
     // Tokens of realms that are no tenant, or meant for another client, are refused.
     let ghost = kc.mint("ghost", &Mint::user("x").roles(&["tenant-admin"]));
     assert_eq!(
-        call(a, "GET", "/api/v1/policies", Some(&ghost), None).status,
+        call_json_as(a, "GET", "/api/v1/policies", Some(&ghost), None).status,
         401
     );
     let wrong_aud = kc.mint(
@@ -219,7 +200,7 @@ fn tenants_act_in_their_own_tenant_only() {
         },
     );
     assert_eq!(
-        call(a, "GET", "/api/v1/policies", Some(&wrong_aud), None).status,
+        call_json_as(a, "GET", "/api/v1/policies", Some(&wrong_aud), None).status,
         401
     );
     // A token naming acme's issuer but signed with the system realm's key.
@@ -232,7 +213,7 @@ fn tenants_act_in_their_own_tenant_only() {
         },
     );
     assert_eq!(
-        call(a, "GET", "/api/v1/policies", Some(&forged), None).status,
+        call_json_as(a, "GET", "/api/v1/policies", Some(&forged), None).status,
         401
     );
     assert!(tm.terminate(Duration::from_secs(10)).success());

@@ -14,31 +14,13 @@ use jwt_simple::prelude::*;
 use kaa::policy::Krn;
 use serde_json::{Value, json};
 use support::keycloak::{Keycloak, Mint};
-use support::proc::{Resp, request};
+use support::proc::{Resp, call_json_as, request};
 
 fn config(kc: &Keycloak) -> String {
     format!(
         "security:\n  enabled: true\n  client-id: kaa-iam\n  jwks-refresh-interval: 2\n  issuer:\n    public-url: {}\n",
         kc.issuer("kaa")
     )
-}
-
-fn call(a: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(b) = &bearer {
-        h.push(("Authorization", b.as_str()));
-    }
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        a,
-        method,
-        path,
-        &h,
-        text.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
 }
 
 fn raw(a: SocketAddr, headers: &[(&str, &str)]) -> Resp {
@@ -70,7 +52,7 @@ fn raw_id(krn: &str) -> String {
 fn snapshot(a: SocketAddr, admin: &str) -> Value {
     let mut all = serde_json::Map::new();
     for what in ["policies", "users", "groups", "resources", "pools"] {
-        let r = call(
+        let r = call_json_as(
             a,
             "GET",
             &format!("/api/v1/{what}?pageSize=100"),
@@ -129,26 +111,26 @@ fn attack_catalogue() {
     let bob = kc.mint("kaa", &Mint::user("bob"));
 
     // The tenant administrator (base policy) sets the stage.
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/users",
         Some(&admin),
         Some(
-            json!({"username": "bob", "password": "bob-password", "confirmPassword": "bob-password", "enabled": true}),
+            &json!({"username": "bob", "password": "bob-password", "confirmPassword": "bob-password", "enabled": true}),
         ),
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&admin),
-        Some(json!({"name": "creators", "statements": [
+        Some(&json!({"name": "creators", "statements": [
         {"effect": "allow", "actions": ["iam:policy:create", "iam:policy:read"], "resources": ["krn:iam:kaa::policy/*"]}]})),
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let r = call(
+    let r = call_json_as(
         a,
         "PUT",
         &format!(
@@ -156,24 +138,27 @@ fn attack_catalogue() {
             id("krn:iam:kaa::user/bob")
         ),
         Some(&admin),
-        Some(json!({"policyIDs": [raw_id("krn:iam:kaa::policy/creators")]})),
+        Some(&json!({"policyIDs": [raw_id("krn:iam:kaa::policy/creators")]})),
     );
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&admin),
-        Some(json!({"name": "everything", "statements": [
+        Some(&json!({"name": "everything", "statements": [
         {"effect": "allow", "actions": ["*"], "resources": ["*"]}]})),
     );
     assert_eq!(r.status, 201);
     let before = snapshot(a, &admin);
 
     // Operational routes need no token.
-    assert_eq!(call(a, "GET", "/health", None, None).status, 200);
-    assert_eq!(call(a, "GET", "/health/ready", None, None).status, 200);
-    assert_eq!(call(a, "GET", "/metrics", None, None).status, 200);
+    assert_eq!(call_json_as(a, "GET", "/health", None, None).status, 200);
+    assert_eq!(
+        call_json_as(a, "GET", "/health/ready", None, None).status,
+        200
+    );
+    assert_eq!(call_json_as(a, "GET", "/metrics", None, None).status, 200);
 
     // 1-6: the header.
     let r = raw(a, &[]);
@@ -206,14 +191,14 @@ fn attack_catalogue() {
         |_| Vec::new(),
     );
     assert_401(
-        &call(a, "GET", "/api/v1/policies", Some(&none), None),
+        &call_json_as(a, "GET", "/api/v1/policies", Some(&none), None),
         "alg none",
     );
     let none2 = forge(json!({"alg": "None", "kid": kid}), claims.clone(), |_| {
         b"x".to_vec()
     });
     assert_401(
-        &call(a, "GET", "/api/v1/policies", Some(&none2), None),
+        &call_json_as(a, "GET", "/api/v1/policies", Some(&none2), None),
         "alg None",
     );
     // 8: HS256 keyed with the realm's RSA public key (algorithm confusion).
@@ -225,7 +210,7 @@ fn attack_catalogue() {
         |input| hs.authentication_tag(input),
     );
     assert_401(
-        &call(a, "GET", "/api/v1/policies", Some(&confused), None),
+        &call_json_as(a, "GET", "/api/v1/policies", Some(&confused), None),
         "HS256 with the public key",
     );
     // 9: a key of another issuer under the realm's kid.
@@ -238,7 +223,7 @@ fn attack_catalogue() {
         .with_audience("kaa-iam");
     let foreign = other.sign(c).unwrap();
     assert_401(
-        &call(a, "GET", "/api/v1/policies", Some(&foreign), None),
+        &call_json_as(a, "GET", "/api/v1/policies", Some(&foreign), None),
         "foreign key",
     );
     // 10: tampered payload: bob's signature with an admin payload.
@@ -250,12 +235,12 @@ fn attack_catalogue() {
         parts[2]
     );
     assert_401(
-        &call(
+        &call_json_as(
             a,
             "POST",
             "/api/v1/policies",
             Some(&tampered),
-            Some(json!({"name": "t", "statements": []})),
+            Some(&json!({"name": "t", "statements": []})),
         ),
         "tampered",
     );
@@ -263,7 +248,7 @@ fn attack_catalogue() {
     let bad = |m: Mint| kc.mint("kaa", &m);
     let admin_mint = Mint::user("admin").roles(&["tenant-admin"]);
     assert_401(
-        &call(
+        &call_json_as(
             a,
             "GET",
             "/api/v1/policies",
@@ -276,7 +261,7 @@ fn attack_catalogue() {
         "expired",
     );
     assert_401(
-        &call(
+        &call_json_as(
             a,
             "GET",
             "/api/v1/policies",
@@ -289,7 +274,7 @@ fn attack_catalogue() {
         "not yet valid",
     );
     assert_401(
-        &call(
+        &call_json_as(
             a,
             "GET",
             "/api/v1/policies",
@@ -302,7 +287,7 @@ fn attack_catalogue() {
         "wrong iss",
     );
     assert_401(
-        &call(
+        &call_json_as(
             a,
             "GET",
             "/api/v1/policies",
@@ -316,7 +301,7 @@ fn attack_catalogue() {
         "wrong aud",
     );
     assert_401(
-        &call(
+        &call_json_as(
             a,
             "GET",
             "/api/v1/policies",
@@ -329,7 +314,7 @@ fn attack_catalogue() {
         "no exp",
     );
     assert_401(
-        &call(
+        &call_json_as(
             a,
             "GET",
             "/api/v1/policies",
@@ -344,7 +329,7 @@ fn attack_catalogue() {
     let fetches = kc.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..5 {
         assert_401(
-            &call(
+            &call_json_as(
                 a,
                 "GET",
                 "/api/v1/policies",
@@ -367,18 +352,18 @@ fn attack_catalogue() {
     kc.add_realm("other");
     let other_realm = kc.mint("other", &admin_mint);
     assert_401(
-        &call(a, "GET", "/api/v1/policies", Some(&other_realm), None),
+        &call_json_as(a, "GET", "/api/v1/policies", Some(&other_realm), None),
         "other realm",
     );
 
     // 18-24: authorization with valid tokens.
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/users",
         Some(&bob),
         Some(
-            json!({"username": "eve", "password": "eve-password", "confirmPassword": "eve-password"}),
+            &json!({"username": "eve", "password": "eve-password", "confirmPassword": "eve-password"}),
         ),
     );
     assert_eq!(r.status, 403);
@@ -389,28 +374,28 @@ fn attack_catalogue() {
             .contains("iam:user:create")
     );
     // Naming oneself in a statement is attaching: needs iam:policy:user:attach on oneself.
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&bob),
-        Some(json!({"name": "mine", "statements": [
+        Some(&json!({"name": "mine", "statements": [
         {"effect": "allow", "actions": ["*"], "resources": ["*"], "principals": ["krn:iam:kaa::user/bob"]}]})),
     );
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&bob),
-        Some(json!({"name": "mine", "statements": [
+        Some(&json!({"name": "mine", "statements": [
         {"effect": "allow", "actions": ["*"], "resources": ["*"], "principals": ["krn:iam:kaa::user/*"]}]})),
     );
     assert_eq!(
         r.status, 403,
         "a wildcard principal is attaching to everyone"
     );
-    let r = call(
+    let r = call_json_as(
         a,
         "PUT",
         &format!(
@@ -418,10 +403,10 @@ fn attack_catalogue() {
             id("krn:iam:kaa::user/bob")
         ),
         Some(&bob),
-        Some(json!({"policyIDs": [raw_id("krn:iam:kaa::policy/everything")]})),
+        Some(&json!({"policyIDs": [raw_id("krn:iam:kaa::policy/everything")]})),
     );
     assert_eq!(r.status, 403, "self-escalation through attach");
-    let r = call(
+    let r = call_json_as(
         a,
         "DELETE",
         &format!("/api/v1/policies/{}", id("krn:iam:kaa::policy/everything")),
@@ -429,19 +414,19 @@ fn attack_catalogue() {
         None,
     );
     assert_eq!(r.status, 403);
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/evaluate",
         Some(&bob),
-        Some(json!({"principal": "krn:iam:kaa::user/admin",
+        Some(&json!({"principal": "krn:iam:kaa::user/admin",
         "action": "iam:user:read", "resources": ["krn:iam:kaa::user/x"]})),
     );
     assert_eq!(
         r.status, 403,
         "evaluating another principal needs iam:user:evaluate"
     );
-    let r = call(
+    let r = call_json_as(
         a,
         "GET",
         &format!("/api/v1/policies/{}", id("krn:iam:kaa::user/bob")),
@@ -449,34 +434,34 @@ fn attack_catalogue() {
         None,
     );
     assert_eq!(r.status, 404, "an id of the wrong type");
-    let r = call(a, "GET", "/api/v1/policies/..%2F..%2Fetc", Some(&bob), None);
+    let r = call_json_as(a, "GET", "/api/v1/policies/..%2F..%2Fetc", Some(&bob), None);
     assert_eq!(r.status, 404);
     assert_eq!(snapshot(a, &admin), before, "no attack changed anything");
 
     // What bob may do, he may do; his own decisions need no extra right.
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/policies",
         Some(&bob),
         Some(
-            json!({"name": "bobs", "description": "it's \"fine\"; --", "statements": [
+            &json!({"name": "bobs", "description": "it's \"fine\"; --", "statements": [
         {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:kaa::user/*"]}]}),
         ),
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["data"]["description"], "it's \"fine\"; --");
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/evaluate",
         Some(&bob),
-        Some(json!({"action": "iam:policy:read", "resources": ["krn:iam:kaa::policy/x"]})),
+        Some(&json!({"action": "iam:policy:read", "resources": ["krn:iam:kaa::policy/x"]})),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = call(a, "GET", "/api/v1/users/me/krn", Some(&bob), None);
+    let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(&bob), None);
     assert_eq!(r.json()["data"], "krn:iam:kaa::user/bob");
-    let r = call(a, "GET", "/api/v1/users/me", Some(&bob), None);
+    let r = call_json_as(a, "GET", "/api/v1/users/me", Some(&bob), None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["data"]["username"], "bob");
 
@@ -485,11 +470,11 @@ fn attack_catalogue() {
     kc.rotate("kaa");
     let fresh = kc.mint("kaa", &admin_mint);
     assert_eq!(
-        call(a, "GET", "/api/v1/policies", Some(&fresh), None).status,
+        call_json_as(a, "GET", "/api/v1/policies", Some(&fresh), None).status,
         200
     );
     assert_eq!(
-        call(a, "GET", "/api/v1/policies", Some(&admin), None).status,
+        call_json_as(a, "GET", "/api/v1/policies", Some(&admin), None).status,
         200,
         "old keys stay valid while published"
     );
@@ -506,7 +491,7 @@ fn an_unreachable_issuer_is_503_not_401() {
         "security:\n  enabled: true\n  client-id: kaa-iam\n  issuer:\n    public-url: {issuer}\n"
     );
     let svc = support::service::start_iam(&support::sqlite_settings(&dir), &yaml);
-    let r = call(svc.addr, "GET", "/api/v1/policies", Some(&token), None);
+    let r = call_json_as(svc.addr, "GET", "/api/v1/policies", Some(&token), None);
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["message"].as_str().unwrap().contains("keys"));
 }
@@ -529,13 +514,13 @@ fn client_credentials_tokens_act_as_the_service_account() {
     .unwrap();
     assert_eq!(r.status, 200);
     let token = r.json()["access_token"].as_str().unwrap().to_string();
-    let r = call(svc.addr, "GET", "/api/v1/users/me/krn", Some(&token), None);
+    let r = call_json_as(svc.addr, "GET", "/api/v1/users/me/krn", Some(&token), None);
     assert_eq!(
         r.json()["data"],
         "krn:iam:kaa::user/service-account-kaa-iam"
     );
     assert_eq!(
-        call(svc.addr, "GET", "/api/v1/policies", Some(&token), None).status,
+        call_json_as(svc.addr, "GET", "/api/v1/policies", Some(&token), None).status,
         403
     );
 }

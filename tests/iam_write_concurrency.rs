@@ -12,19 +12,11 @@ use std::time::{Duration, Instant};
 
 use kaa::config::StorageSettings;
 use serde_json::{Value, json};
-use support::proc::{Resp, request};
+use support::proc::{Resp, call_json_with};
 
-fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        addr,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        text.as_bytes(),
-        Duration::from_secs(30),
-    )
-    .unwrap()
+/// `call_json` with this file's 30 s timeout (longer than `CALL_TIMEOUT`).
+fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Resp {
+    call_json_with(addr, method, path, None, &[], body, Duration::from_secs(30)).unwrap()
 }
 
 /// A gauge of `/metrics`.
@@ -43,7 +35,7 @@ fn gauge(addr: SocketAddr, name: &str) -> u64 {
 fn allowed(addr: SocketAddr, k: &str) -> bool {
     let body = json!({"principal": format!("krn:iam:wc::user/u{k}"), "action": "iam:user:read",
         "resources": [format!("krn:iam:wc::user/target{k}")]});
-    let r = call(addr, "POST", "/api/v1/evaluate", Some(body));
+    let r = call(addr, "POST", "/api/v1/evaluate", Some(&body));
     assert!(
         r.status == 200 || r.status == 403,
         "{}",
@@ -66,7 +58,7 @@ fn writes_apply_without_reloads(storage: &StorageSettings) {
     let one = support::service::start_iam(storage, "");
     // The tenant exists and is loaded before the counters are read.
     assert_eq!(
-        call(one.addr, "POST", "/api/v1/policies", Some(policy("seed"))).status,
+        call(one.addr, "POST", "/api/v1/policies", Some(&policy("seed"))).status,
         201
     );
     let reloads = gauge(one.addr, "iam_index_reloads_total");
@@ -80,7 +72,7 @@ fn writes_apply_without_reloads(storage: &StorageSettings) {
                 let mut i = 0;
                 while Instant::now() < until {
                     let k = format!("c{c}n{i}");
-                    let r = call(addr, "POST", "/api/v1/policies", Some(policy(&k)));
+                    let r = call(addr, "POST", "/api/v1/policies", Some(&policy(&k)));
                     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
                     // Every tenth is checked at once: the write's own replica decides on it.
                     if i % 10 == 0 {

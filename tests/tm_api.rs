@@ -13,22 +13,9 @@ use kaa::clients::nats::NatsClient;
 use kaa::clients::tle::LifecycleEvent;
 use kaa::storage::{Database, NewTask, TaskStore, TenantRecord, TenantStore};
 use serde_json::{Value, json};
-use support::proc::{self, Resp, request};
+use support::proc::{self, Resp, call_json, request};
 
 const TM: &str = env!("CARGO_BIN_EXE_tenant-manager");
-
-fn call(a: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        a,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        text.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
 
 fn expect(r: &Resp, status: u16) -> Value {
     assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
@@ -42,7 +29,7 @@ fn expect(r: &Resp, status: u16) -> Value {
 fn wait_status(a: SocketAddr, id: &str, status: &str) -> Value {
     let started = Instant::now();
     loop {
-        let r = call(a, "GET", &format!("/api/v1/tenants/{id}"), None);
+        let r = call_json(a, "GET", &format!("/api/v1/tenants/{id}"), None);
         if r.status == 200 && r.json()["status"] == status {
             return r.json();
         }
@@ -60,9 +47,9 @@ fn wait_status(a: SocketAddr, id: &str, status: &str) -> Value {
 
 fn story(a: SocketAddr) {
     // The system tenant is there from the start and cannot be deleted.
-    let kaa = expect(&call(a, "GET", "/api/v1/tenants/kaa", None), 200);
+    let kaa = expect(&call_json(a, "GET", "/api/v1/tenants/kaa", None), 200);
     assert_eq!(kaa["status"], "AVAILABLE");
-    let r = call(a, "DELETE", "/api/v1/tenants/kaa", None);
+    let r = call_json(a, "DELETE", "/api/v1/tenants/kaa", None);
     expect(&r, 409);
     assert!(
         r.json()["error"]
@@ -72,11 +59,11 @@ fn story(a: SocketAddr) {
     );
 
     // Create: 202 CREATING, then AVAILABLE.
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/tenants",
-        Some(json!({"id": "acme", "display_name": "Acme"})),
+        Some(&json!({"id": "acme", "display_name": "Acme"})),
     );
     let t = expect(&r, 202);
     assert_eq!(t["status"], "CREATING");
@@ -87,16 +74,19 @@ fn story(a: SocketAddr) {
     assert_eq!(r.header("location"), Some("/api/v1/tenants/acme"));
     let t = wait_status(a, "acme", "AVAILABLE");
     assert!(t["failure_reason"].is_null());
-    let r = call(a, "POST", "/api/v1/tenants", Some(json!({"id": "acme"})));
+    let r = call_json(a, "POST", "/api/v1/tenants", Some(&json!({"id": "acme"})));
     expect(&r, 409);
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/tenants",
-        Some(json!({"id": "other", "realm_name": "acme"})),
+        Some(&json!({"id": "other", "realm_name": "acme"})),
     );
     expect(&r, 409);
-    let generated = expect(&call(a, "POST", "/api/v1/tenants", Some(json!({}))), 202);
+    let generated = expect(
+        &call_json(a, "POST", "/api/v1/tenants", Some(&json!({}))),
+        202,
+    );
     assert_eq!(
         generated["id"].as_str().unwrap().len(),
         36,
@@ -121,7 +111,7 @@ fn story(a: SocketAddr) {
         ),
         (json!({"id": "ok", "surprise": 1}), "surprise"),
     ] {
-        let r = call(a, "POST", "/api/v1/tenants", Some(body.clone()));
+        let r = call_json(a, "POST", "/api/v1/tenants", Some(&body));
         let e = expect(&r, 400);
         assert_eq!(e["details"]["field"], field, "{body}: {e}");
         assert!(e["error"].is_string());
@@ -141,18 +131,18 @@ fn story(a: SocketAddr) {
             .unwrap()
             .contains("malformed JSON")
     );
-    expect(&call(a, "GET", "/api/v1/tenants/ok", None), 404);
-    let r = call(a, "GET", "/api/v1/nothing-here", None);
+    expect(&call_json(a, "GET", "/api/v1/tenants/ok", None), 404);
+    let r = call_json(a, "GET", "/api/v1/nothing-here", None);
     assert!(expect(&r, 404)["error"].is_string());
 
     // Lists: {count, results}, offset/limit (default 50, 0 = all), filters.
     for i in 0..4 {
         expect(
-            &call(
+            &call_json(
                 a,
                 "POST",
                 "/api/v1/tenants",
-                Some(json!({"id": format!("t{i}"), "opendistro_enabled": i % 2 == 0})),
+                Some(&json!({"id": format!("t{i}"), "opendistro_enabled": i % 2 == 0})),
             ),
             202,
         );
@@ -160,17 +150,17 @@ fn story(a: SocketAddr) {
     for i in 0..4 {
         wait_status(a, &format!("t{i}"), "AVAILABLE");
     }
-    let all = expect(&call(a, "GET", "/api/v1/tenants?limit=0", None), 200);
+    let all = expect(&call_json(a, "GET", "/api/v1/tenants?limit=0", None), 200);
     assert_eq!(all["count"], 7);
     assert_eq!(all["results"].as_array().unwrap().len(), 7);
     let page = expect(
-        &call(a, "GET", "/api/v1/tenants?offset=2&limit=2", None),
+        &call_json(a, "GET", "/api/v1/tenants?offset=2&limit=2", None),
         200,
     );
     assert_eq!(page["count"], 7);
     assert_eq!(page["results"].as_array().unwrap().len(), 2);
     let od = expect(
-        &call(
+        &call_json(
             a,
             "GET",
             "/api/v1/tenants?opendistro_enabled=true&limit=0",
@@ -180,67 +170,70 @@ fn story(a: SocketAddr) {
     );
     assert_eq!(od["count"], 2);
     let by_realm = expect(
-        &call(a, "GET", "/api/v1/tenants?realm_name=acme", None),
+        &call_json(a, "GET", "/api/v1/tenants?realm_name=acme", None),
         200,
     );
     assert_eq!(by_realm["results"][0]["id"], "acme");
-    expect(&call(a, "GET", "/api/v1/tenants?limit=-1", None), 400);
+    expect(&call_json(a, "GET", "/api/v1/tenants?limit=-1", None), 400);
     expect(
-        &call(a, "GET", "/api/v1/tenants?status=CREATING", None),
+        &call_json(a, "GET", "/api/v1/tenants?status=CREATING", None),
         200,
     );
 
     // Update: flags at once; a new version goes through UPDATING.
-    let r = call(
+    let r = call_json(
         a,
         "PUT",
         "/api/v1/tenants/acme",
-        Some(json!({"opendistro_enabled": true, "subscription_type": "TRIAL"})),
+        Some(&json!({"opendistro_enabled": true, "subscription_type": "TRIAL"})),
     );
     let v = expect(&r, 200);
     assert_eq!(v["opendistro_enabled"], true);
     assert_eq!(v["subscription_type"], "TRIAL");
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/realm-templates",
-            Some(json!({"version": 2, "template": {"displayName": "v2"}})),
+            Some(&json!({"version": 2, "template": {"displayName": "v2"}})),
         ),
         201,
     );
-    let r = call(
+    let r = call_json(
         a,
         "PUT",
         "/api/v1/tenants/acme",
-        Some(json!({"realm_template_version": 2})),
+        Some(&json!({"realm_template_version": 2})),
     );
     assert_eq!(expect(&r, 202)["status"], "UPDATING");
     let t = wait_status(a, "acme", "AVAILABLE");
     assert_eq!(t["realm_template_version"], 2);
     // A version in use cannot be deleted; an unused one can.
-    let r = call(a, "DELETE", "/api/v1/realm-templates/2", None);
+    let r = call_json(a, "DELETE", "/api/v1/realm-templates/2", None);
     assert!(expect(&r, 409)["error"].as_str().unwrap().contains("acme"));
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/realm-templates",
-            Some(json!({"version": 3, "template": {}})),
+            Some(&json!({"version": 3, "template": {}})),
         ),
         201,
     );
-    expect(&call(a, "DELETE", "/api/v1/realm-templates/3", None), 204);
+    expect(
+        &call_json(a, "DELETE", "/api/v1/realm-templates/3", None),
+        204,
+    );
 
     // Security context (secrets) and public config (none).
     let sc = expect(
-        &call(a, "GET", "/api/v1/tenants/acme/security-context", None),
+        &call_json(a, "GET", "/api/v1/tenants/acme/security-context", None),
         200,
     );
     assert_eq!(sc["client_id"], t["client_backend_id"]);
     assert_eq!(sc["client_secret"], t["client_backend_secret"]);
     let pc = expect(
-        &call(a, "GET", "/api/v1/tenants/acme/public-config", None),
+        &call_json(a, "GET", "/api/v1/tenants/acme/public-config", None),
         200,
     );
     assert_eq!(pc["client_id"], t["client_frontend_id"]);
@@ -250,7 +243,7 @@ fn story(a: SocketAddr) {
     );
 
     // Catalogue: bootstrap content, references, conflicts.
-    let roles = expect(&call(a, "GET", "/api/v1/roles?limit=0", None), 200);
+    let roles = expect(&call_json(a, "GET", "/api/v1/roles?limit=0", None), 200);
     assert!(
         roles["results"]
             .as_array()
@@ -258,41 +251,46 @@ fn story(a: SocketAddr) {
             .iter()
             .any(|r| r["name"] == "tenant-admin")
     );
-    let scopes = expect(&call(a, "GET", "/api/v1/scopes?limit=0", None), 200);
+    let scopes = expect(&call_json(a, "GET", "/api/v1/scopes?limit=0", None), 200);
     assert!(scopes["count"].as_u64().unwrap() >= 30);
-    let r = call(
+    let r = call_json(
         a,
         "POST",
         "/api/v1/role-scope-mappings",
-        Some(json!({"role_id": "nobody", "scope_id": "endpoint:read"})),
+        Some(&json!({"role_id": "nobody", "scope_id": "endpoint:read"})),
     );
     assert_eq!(expect(&r, 400)["details"]["field"], "role_id");
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/roles",
-            Some(json!({"name": "auditor", "description": "reads"})),
+            Some(&json!({"name": "auditor", "description": "reads"})),
         ),
         201,
     );
     expect(
-        &call(a, "POST", "/api/v1/roles", Some(json!({"name": "auditor"}))),
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/roles",
+            Some(&json!({"name": "auditor"})),
+        ),
         409,
     );
     let m = expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/role-scope-mappings",
-            Some(json!({"role_id": "auditor", "scope_id": "endpoint:read"})),
+            Some(&json!({"role_id": "auditor", "scope_id": "endpoint:read"})),
         ),
         201,
     );
     assert_eq!(m["id"], "auditor:endpoint:read");
-    expect(&call(a, "DELETE", "/api/v1/roles/auditor", None), 409);
+    expect(&call_json(a, "DELETE", "/api/v1/roles/auditor", None), 409);
     expect(
-        &call(
+        &call_json(
             a,
             "DELETE",
             "/api/v1/role-scope-mappings/auditor:endpoint:read",
@@ -300,56 +298,59 @@ fn story(a: SocketAddr) {
         ),
         204,
     );
-    expect(&call(a, "DELETE", "/api/v1/roles/auditor", None), 204);
+    expect(&call_json(a, "DELETE", "/api/v1/roles/auditor", None), 204);
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/package-types",
-            Some(json!({"name": "small", "limits": {"max_endpoints": 100}})),
+            Some(&json!({"name": "small", "limits": {"max_endpoints": 100}})),
         ),
         201,
     );
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/tenant-subscriptions",
-            Some(json!({"tenant_id": "acme", "package_type_id": "small"})),
+            Some(&json!({"tenant_id": "acme", "package_type_id": "small"})),
         ),
         201,
     );
-    let limits = expect(&call(a, "GET", "/api/v1/tenants/acme/limits", None), 200);
+    let limits = expect(
+        &call_json(a, "GET", "/api/v1/tenants/acme/limits", None),
+        200,
+    );
     assert_eq!(limits["limits"]["max_endpoints"], 100);
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/idps",
             Some(
-                json!({"tenant_id": "acme", "alias": "corp", "provider_id": "oidc", "config": {"issuer": "https://sso"}}),
+                &json!({"tenant_id": "acme", "alias": "corp", "provider_id": "oidc", "config": {"issuer": "https://sso"}}),
             ),
         ),
         201,
     );
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/idps",
-            Some(json!({"tenant_id": "ghost", "alias": "corp", "provider_id": "oidc"})),
+            Some(&json!({"tenant_id": "ghost", "alias": "corp", "provider_id": "oidc"})),
         ),
         404,
     );
 
     // Keycloak servers.
     let s = expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/keycloak-servers",
             Some(
-                json!({"id": 5, "url": "https://kc5.example/auth/", "username": "admin", "password": "pw"}),
+                &json!({"id": 5, "url": "https://kc5.example/auth/", "username": "admin", "password": "pw"}),
             ),
         ),
         201,
@@ -360,32 +361,38 @@ fn story(a: SocketAddr) {
         "admin credentials are never shown"
     );
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/keycloak-servers",
-            Some(json!({"id": 5, "url": "https://x"})),
+            Some(&json!({"id": 5, "url": "https://x"})),
         ),
         409,
     );
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/keycloak-servers",
-            Some(json!({"id": 6, "url": "ftp://x"})),
+            Some(&json!({"id": 6, "url": "ftp://x"})),
         ),
         400,
     );
-    expect(&call(a, "DELETE", "/api/v1/keycloak-servers/5", None), 204);
+    expect(
+        &call_json(a, "DELETE", "/api/v1/keycloak-servers/5", None),
+        204,
+    );
 
     // Delete: DELETING, then gone with its catalogue rows.
-    let r = call(a, "DELETE", "/api/v1/tenants/acme", None);
+    let r = call_json(a, "DELETE", "/api/v1/tenants/acme", None);
     assert_eq!(expect(&r, 202)["status"], "DELETING");
     wait_status(a, "acme", "GONE");
-    let idps = expect(&call(a, "GET", "/api/v1/idps?limit=0", None), 200);
+    let idps = expect(&call_json(a, "GET", "/api/v1/idps?limit=0", None), 200);
     assert_eq!(idps["count"], 0);
-    expect(&call(a, "POST", "/api/v1/tenants/acme/retry", None), 404);
+    expect(
+        &call_json(a, "POST", "/api/v1/tenants/acme/retry", None),
+        404,
+    );
 }
 
 #[test]
@@ -482,7 +489,7 @@ fn a_task_left_by_a_crashed_worker_resumes_on_the_next_start() {
     }
     let svc = proc::start(TM, &dir.0, &[("SERVER_PORT", "0")]).unwrap();
     assert_eq!(
-        call(svc.addr, "GET", "/api/v1/tenants/phoenix", None).json()["status"],
+        call_json(svc.addr, "GET", "/api/v1/tenants/phoenix", None).json()["status"],
         "CREATING"
     );
     let t = wait_status(svc.addr, "phoenix", "AVAILABLE");
@@ -612,11 +619,11 @@ fn lifecycle_events_reach_nats_and_survive_an_outage() {
     };
 
     expect(
-        &call(
+        &call_json(
             svc.addr,
             "POST",
             "/api/v1/tenants",
-            Some(json!({"id": "evt-a"})),
+            Some(&json!({"id": "evt-a"})),
         ),
         202,
     );
@@ -639,23 +646,28 @@ fn lifecycle_events_reach_nats_and_survive_an_outage() {
     // NATS unreachable: changes are acknowledged, events wait in the outbox, none is lost.
     proxy.set_down();
     expect(
-        &call(
+        &call_json(
             svc.addr,
             "PUT",
             "/api/v1/tenants/evt-a",
-            Some(json!({"opendistro_enabled": true})),
+            Some(&json!({"opendistro_enabled": true})),
         ),
         200,
     );
     for id in ["evt-b", "evt-c"] {
         expect(
-            &call(svc.addr, "POST", "/api/v1/tenants", Some(json!({"id": id}))),
+            &call_json(
+                svc.addr,
+                "POST",
+                "/api/v1/tenants",
+                Some(&json!({"id": id})),
+            ),
             202,
         );
         wait_status(svc.addr, id, "AVAILABLE");
     }
     expect(
-        &call(svc.addr, "DELETE", "/api/v1/tenants/evt-b", None),
+        &call_json(svc.addr, "DELETE", "/api/v1/tenants/evt-b", None),
         202,
     );
     wait_status(svc.addr, "evt-b", "GONE");

@@ -19,21 +19,8 @@ use kaa::tenants::bootstrap::{ROLES, SCOPES};
 use kaa::tenants::keycloak::{permission_name, policy_name};
 use serde_json::{Value, json};
 use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
-use support::proc::{Resp, request};
+use support::proc::{Resp, call_json, request};
 use support::service::{RunningTm, start_tm};
-
-fn call(a: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        a,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        text.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
 
 fn expect(r: &Resp, status: u16) -> Value {
     assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
@@ -45,7 +32,7 @@ fn expect(r: &Resp, status: u16) -> Value {
 }
 
 fn get_tenant(a: SocketAddr, id: &str) -> Resp {
-    call(a, "GET", &format!("/api/v1/tenants/{id}"), None)
+    call_json(a, "GET", &format!("/api/v1/tenants/{id}"), None)
 }
 
 /// Poll until the tenant has `status` (`GONE`: 404), at most 10 s.
@@ -89,7 +76,7 @@ fn start(kc: &Keycloak, dir: &support::TempDir) -> RunningTm {
 }
 
 fn create(a: SocketAddr, body: Value) -> Value {
-    let t = expect(&call(a, "POST", "/api/v1/tenants", Some(body)), 202);
+    let t = expect(&call_json(a, "POST", "/api/v1/tenants", Some(&body)), 202);
     assert_eq!(t["status"], "CREATING");
     t
 }
@@ -253,7 +240,7 @@ fn happy_path(storage: &kaa::config::StorageSettings) {
 
     // The security context names the stand-in's issuer and the backend client.
     let ctx = expect(
-        &call(a, "GET", "/api/v1/tenants/acme/security-context", None),
+        &call_json(a, "GET", "/api/v1/tenants/acme/security-context", None),
         200,
     );
     assert_eq!(ctx["issuer"], kc.issuer("acme"));
@@ -261,7 +248,7 @@ fn happy_path(storage: &kaa::config::StorageSettings) {
     assert_eq!(ctx["client_id"], t["client_backend_id"]);
     assert_eq!(ctx["client_secret"], t["client_backend_secret"]);
     let public = expect(
-        &call(a, "GET", "/api/v1/tenants/acme/public-config", None),
+        &call_json(a, "GET", "/api/v1/tenants/acme/public-config", None),
         200,
     );
     assert_eq!(public["client_id"], t["client_frontend_id"]);
@@ -413,11 +400,11 @@ fn a_template_keycloak_rejects_fails_the_tenant_until_fixed_and_retried() {
     let a = tm.addr;
 
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/realm-templates",
-            Some(json!({"version": 2, "template": {"sslRequired": "sometimes"}})),
+            Some(&json!({"version": 2, "template": {"sslRequired": "sometimes"}})),
         ),
         201,
     );
@@ -438,22 +425,28 @@ fn a_template_keycloak_rejects_fails_the_tenant_until_fixed_and_retried() {
     assert!(!kc.has_realm("beta"));
 
     // Retrying before the fix fails the same way.
-    expect(&call(a, "POST", "/api/v1/tenants/beta/retry", None), 202);
+    expect(
+        &call_json(a, "POST", "/api/v1/tenants/beta/retry", None),
+        202,
+    );
     wait_status(a, "beta", "FAILED");
 
     // Fixed template, retry: AVAILABLE.
     expect(
-        &call(
+        &call_json(
             a,
             "PUT",
             "/api/v1/realm-templates/2",
             Some(
-                json!({"version": 2, "template": {"sslRequired": "external", "displayName": "Beta"}}),
+                &json!({"version": 2, "template": {"sslRequired": "external", "displayName": "Beta"}}),
             ),
         ),
         200,
     );
-    let r = expect(&call(a, "POST", "/api/v1/tenants/beta/retry", None), 202);
+    let r = expect(
+        &call_json(a, "POST", "/api/v1/tenants/beta/retry", None),
+        202,
+    );
     assert_eq!(r["status"], "CREATING");
     let t = wait_status(a, "beta", "AVAILABLE");
     assert!(t["failure_reason"].is_null());
@@ -475,7 +468,10 @@ fn a_template_keycloak_rejects_fails_the_tenant_until_fixed_and_retried() {
             .contains("injected failure 400"),
         "{t}"
     );
-    expect(&call(a, "POST", "/api/v1/tenants/gamma/retry", None), 202);
+    expect(
+        &call_json(a, "POST", "/api/v1/tenants/gamma/retry", None),
+        202,
+    );
     let t = wait_status(a, "gamma", "AVAILABLE");
     assert_realm_is_the_plan(&kc, &t);
 }
@@ -493,7 +489,7 @@ fn delete_removes_the_realm_and_the_tenant() {
     wait_status(a, "beta", "AVAILABLE");
     assert!(kc.has_realm("acme") && kc.has_realm("beta"));
 
-    let r = expect(&call(a, "DELETE", "/api/v1/tenants/acme", None), 202);
+    let r = expect(&call_json(a, "DELETE", "/api/v1/tenants/acme", None), 202);
     assert_eq!(r["status"], "DELETING");
     wait_status(a, "acme", "GONE");
     assert!(!kc.has_realm("acme"));
@@ -504,7 +500,7 @@ fn delete_removes_the_realm_and_the_tenant() {
     admin.delete_realm("beta").unwrap();
     // A delete through an outage finishes once Keycloak is back.
     kc.fail_next(3, 503);
-    expect(&call(a, "DELETE", "/api/v1/tenants/beta", None), 202);
+    expect(&call_json(a, "DELETE", "/api/v1/tenants/beta", None), 202);
     wait_status(a, "beta", "GONE");
     assert_eq!(kc.realm_names(), ["kaa", "master"]);
     assert_eq!(
@@ -553,24 +549,24 @@ fn a_version_change_updates_the_realm() {
     wait_status(a, "acme", "AVAILABLE");
 
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/realm-templates",
             Some(
-                json!({"version": 3, "template": {"sslRequired": "external", "displayName": "Acme Inc"}}),
+                &json!({"version": 3, "template": {"sslRequired": "external", "displayName": "Acme Inc"}}),
             ),
         ),
         201,
     );
     // An identity provider of the tenant goes into the realm at once (through UPDATING).
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/idps",
             Some(
-                json!({"tenant_id": "acme", "alias": "corp", "provider_id": "oidc",
+                &json!({"tenant_id": "acme", "alias": "corp", "provider_id": "oidc",
                         "enabled": true, "config": {"clientId": "kaa", "issuer": "https://idp.example.com"}}),
             ),
         ),
@@ -584,11 +580,11 @@ fn a_version_change_updates_the_realm() {
     let admin = admin_client(&kc);
     admin.delete_role("acme", "dashboard-admin").unwrap();
     let t = expect(
-        &call(
+        &call_json(
             a,
             "PATCH",
             "/api/v1/tenants/acme",
-            Some(json!({"realm_template_version": 3})),
+            Some(&json!({"realm_template_version": 3})),
         ),
         202,
     );
@@ -605,11 +601,11 @@ fn a_version_change_updates_the_realm() {
     // A realm that vanished is made again by an update.
     admin.delete_realm("acme").unwrap();
     expect(
-        &call(
+        &call_json(
             a,
             "PATCH",
             "/api/v1/tenants/acme",
-            Some(json!({"realm_template_version": 1})),
+            Some(&json!({"realm_template_version": 1})),
         ),
         202,
     );
@@ -635,21 +631,21 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
     // A lost answer on the component's create: the retry finds it, no second component.
     kc.lose_on("POST", "/admin/realms/acme/components", 502);
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/idps",
-            Some(idp("corp-ldap", "ldap", ldap_config)),
+            Some(&idp("corp-ldap", "ldap", ldap_config)),
         ),
         201,
     );
     wait_status(a, "acme", "AVAILABLE");
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/idps",
-            Some(idp(
+            Some(&idp(
                 "corp-ad",
                 "active-directory",
                 json!({"connectionUrl": "ldaps://ad.example.com", "usersDn": "cn=users,dc=corp"}),
@@ -659,11 +655,11 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
     );
     wait_status(a, "acme", "AVAILABLE");
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/tenants/acme/idps",
-            Some(idp(
+            Some(&idp(
                 "google",
                 "google",
                 json!({"clientId": "g", "clientSecret": "s"}),
@@ -715,11 +711,11 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
         )
         .unwrap();
     expect(
-        &call(
+        &call_json(
             a,
             "PUT",
             "/api/v1/tenants/acme/idps/corp-ldap",
-            Some(idp(
+            Some(&idp(
                 "corp-ldap",
                 "ldap",
                 json!({"connectionUrl": "ldaps://ldap2.example.com", "usersDn": "ou=people"}),
@@ -729,23 +725,29 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
     );
     wait_status(a, "acme", "AVAILABLE");
     expect(
-        &call(a, "DELETE", "/api/v1/tenants/acme/idps/corp-ad", None),
+        &call_json(a, "DELETE", "/api/v1/tenants/acme/idps/corp-ad", None),
         204,
     );
-    let listed = expect(&call(a, "GET", "/api/v1/tenants/acme/idps", None), 200);
+    let listed = expect(&call_json(a, "GET", "/api/v1/tenants/acme/idps", None), 200);
     assert_eq!(listed["count"], 2, "{listed}");
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/tenants/acme/idps",
-            Some(json!({"tenant_id": "other", "alias": "x", "provider_id": "oidc"})),
+            Some(&json!({"tenant_id": "other", "alias": "x", "provider_id": "oidc"})),
         ),
         400,
     );
-    expect(&call(a, "GET", "/api/v1/tenants/ghost/idps", None), 404);
+    expect(
+        &call_json(a, "GET", "/api/v1/tenants/ghost/idps", None),
+        404,
+    );
     wait_status(a, "acme", "AVAILABLE");
-    expect(&call(a, "DELETE", "/api/v1/idps/acme%2Fgoogle", None), 204);
+    expect(
+        &call_json(a, "DELETE", "/api/v1/idps/acme%2Fgoogle", None),
+        204,
+    );
     let t = wait_status(a, "acme", "AVAILABLE");
     let snap = kc.realm_snapshot("acme").unwrap();
     assert_eq!(snap.components.len(), 1, "{:?}", snap.components);
@@ -763,11 +765,11 @@ fn ldap_and_active_directory_become_federation_components_and_idps_follow_the_ca
 
     // An LDAP config Keycloak refuses fails the tenant's run with Keycloak's message.
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/idps",
-            Some(idp("broken", "ldap", json!({"usersDn": "ou=x"}))),
+            Some(&idp("broken", "ldap", json!({"usersDn": "ou=x"}))),
         ),
         201,
     );
@@ -795,7 +797,7 @@ fn a_keycloak_under_the_auth_context_path_and_client_credentials() {
     create(tm.addr, json!({"id": "acme"}));
     let t = wait_status(tm.addr, "acme", "AVAILABLE");
     assert_realm_is_the_plan(&kc, &t);
-    let ctx = call(
+    let ctx = call_json(
         tm.addr,
         "GET",
         "/api/v1/tenants/acme/security-context",
@@ -837,29 +839,32 @@ fn bad_admin_credentials_fail_until_the_server_is_fixed_and_servers_are_apart() 
 
     // The operator fixes the server's credentials: the next run uses them.
     expect(
-        &call(
+        &call_json(
             a,
             "PUT",
             "/api/v1/keycloak-servers/1",
             Some(
-                json!({"url": kc.url(), "username": ADMIN_USER, "password": ADMIN_PASSWORD,
+                &json!({"url": kc.url(), "username": ADMIN_USER, "password": ADMIN_PASSWORD,
                         "is_default": true}),
             ),
         ),
         200,
     );
-    expect(&call(a, "POST", "/api/v1/tenants/acme/retry", None), 202);
+    expect(
+        &call_json(a, "POST", "/api/v1/tenants/acme/retry", None),
+        202,
+    );
     let t = wait_status(a, "acme", "AVAILABLE");
     assert_realm_is_the_plan(&kc, &t);
 
     // A second server hosts the tenants that name it, and only those.
     let other = Keycloak::start();
     expect(
-        &call(
+        &call_json(
             a,
             "POST",
             "/api/v1/keycloak-servers",
-            Some(json!({"id": 2, "url": other.url(), "username": ADMIN_USER,
+            Some(&json!({"id": 2, "url": other.url(), "username": ADMIN_USER,
                         "password": ADMIN_PASSWORD})),
         ),
         201,
@@ -869,7 +874,7 @@ fn bad_admin_credentials_fail_until_the_server_is_fixed_and_servers_are_apart() 
     assert_realm_is_the_plan(&other, &t);
     assert!(!kc.has_realm("beta"));
     assert!(!other.has_realm("acme"));
-    let ctx = call(a, "GET", "/api/v1/tenants/beta/security-context", None).json();
+    let ctx = call_json(a, "GET", "/api/v1/tenants/beta/security-context", None).json();
     assert_eq!(ctx["keycloak_private_url"], other.url());
 }
 

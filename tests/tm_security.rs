@@ -4,30 +4,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::keycloak::{Keycloak, Mint};
-use support::proc::{Resp, request};
-
-fn call(a: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(b) = &bearer {
-        h.push(("Authorization", b.as_str()));
-    }
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        a,
-        method,
-        path,
-        &h,
-        text.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
+use support::proc::call_json_as;
 
 #[test]
 fn scopes_on_kaa_system_guard_every_endpoint() {
@@ -73,26 +54,26 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
     );
 
     // No token, a token of another realm: 401 in the v1 error shape.
-    let r = call(a, "GET", "/api/v1/tenants", None, None);
+    let r = call_json_as(a, "GET", "/api/v1/tenants", None, None);
     assert_eq!(r.status, 401);
     assert!(r.json()["error"].is_string());
     assert!(r.header("www-authenticate").is_some());
     assert_eq!(
-        call(a, "GET", "/api/v1/tenants", Some(&outsider), None).status,
+        call_json_as(a, "GET", "/api/v1/tenants", Some(&outsider), None).status,
         401
     );
 
     // Scopes decide.
     assert_eq!(
-        call(a, "GET", "/api/v1/tenants", Some(&viewer), None).status,
+        call_json_as(a, "GET", "/api/v1/tenants", Some(&viewer), None).status,
         200
     );
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/tenants",
         Some(&viewer),
-        Some(json!({"id": "nope"})),
+        Some(&json!({"id": "nope"})),
     );
     assert_eq!(r.status, 403);
     assert!(
@@ -102,36 +83,36 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
             .contains("kaa:tenant:create")
     );
     assert_eq!(
-        call(a, "GET", "/api/v1/tenants/nope", Some(&admin), None).status,
+        call_json_as(a, "GET", "/api/v1/tenants/nope", Some(&admin), None).status,
         404,
         "nothing was created"
     );
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/tenants",
         Some(&admin),
-        Some(json!({"id": "acme2"})),
+        Some(&json!({"id": "acme2"})),
     );
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
-        call(a, "DELETE", "/api/v1/tenants/acme2", Some(&admin), None).status,
+        call_json_as(a, "DELETE", "/api/v1/tenants/acme2", Some(&admin), None).status,
         403
     );
     assert_eq!(
-        call(a, "GET", "/api/v1/roles", Some(&admin), None).status,
+        call_json_as(a, "GET", "/api/v1/roles", Some(&admin), None).status,
         200
     );
     assert_eq!(
-        call(a, "GET", "/api/v1/roles", Some(&viewer), None).status,
+        call_json_as(a, "GET", "/api/v1/roles", Some(&viewer), None).status,
         403
     );
     assert_eq!(
-        call(a, "GET", "/api/v1/keycloak-servers", Some(&admin), None).status,
+        call_json_as(a, "GET", "/api/v1/keycloak-servers", Some(&admin), None).status,
         403
     );
     assert_eq!(
-        call(
+        call_json_as(
             a,
             "GET",
             "/api/v1/tenants/acme2/security-context",
@@ -143,7 +124,7 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
     );
 
     // Tenant users: their own scopes.
-    let r = call(a, "GET", "/api/v1/tenants/acme2/users", Some(&viewer), None);
+    let r = call_json_as(a, "GET", "/api/v1/tenants/acme2/users", Some(&viewer), None);
     assert_eq!(r.status, 403);
     assert!(
         r.json()["error"]
@@ -151,12 +132,12 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
             .unwrap()
             .contains("kaa:tenant:tenant-user:read")
     );
-    let r = call(
+    let r = call_json_as(
         a,
         "POST",
         "/api/v1/tenants/acme2/users",
         Some(&admin),
-        Some(json!({"username": "boss", "password": "long-enough"})),
+        Some(&json!({"username": "boss", "password": "long-enough"})),
     );
     assert_eq!(r.status, 403);
     assert!(
@@ -167,7 +148,7 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
     );
     let started = std::time::Instant::now();
     loop {
-        let r = call(a, "GET", "/api/v1/tenants/acme2/users", Some(&admin), None);
+        let r = call_json_as(a, "GET", "/api/v1/tenants/acme2/users", Some(&admin), None);
         if r.status == 200 {
             assert_eq!(r.json()["count"], 0, "the refused create made nothing");
             break;
@@ -178,8 +159,8 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
     }
 
     // The login page's config needs no token and holds no secret; operations are open.
-    let r = call(a, "GET", "/api/v1/tenants/acme2/public-config", None, None);
+    let r = call_json_as(a, "GET", "/api/v1/tenants/acme2/public-config", None, None);
     assert_eq!(r.status, 200);
     assert!(r.json().get("client_secret").is_none());
-    assert_eq!(call(a, "GET", "/health", None, None).status, 200);
+    assert_eq!(call_json_as(a, "GET", "/health", None, None).status, 200);
 }

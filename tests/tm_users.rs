@@ -10,20 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
-use support::proc::{Resp, request};
+use support::proc::{Resp, call_json_with};
 use support::service::start_tm;
 
-fn call(a: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        a,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        text.as_bytes(),
-        Duration::from_secs(30),
-    )
-    .unwrap()
+/// `call_json` with this file's 30 s timeout (longer than `CALL_TIMEOUT`).
+fn call(a: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Resp {
+    call_json_with(a, method, path, None, &[], body, Duration::from_secs(30)).unwrap()
 }
 
 fn expect(r: &Resp, status: u16) -> Value {
@@ -50,7 +42,7 @@ fn wait_available(a: SocketAddr, id: &str) -> Value {
 /// What every backend must do, through the API only.
 fn crud(a: SocketAddr) {
     expect(
-        &call(a, "POST", "/api/v1/tenants", Some(json!({"id": "acme"}))),
+        &call(a, "POST", "/api/v1/tenants", Some(&json!({"id": "acme"}))),
         202,
     );
     wait_available(a, "acme");
@@ -61,7 +53,7 @@ fn crud(a: SocketAddr) {
         "POST",
         users,
         Some(
-            json!({"username": "Boss", "email": "Boss@Example.com", "first_name": "Bo",
+            &json!({"username": "Boss", "email": "Boss@Example.com", "first_name": "Bo",
                     "password": "first-password", "roles": ["tenant-admin"]}),
         ),
     );
@@ -84,7 +76,7 @@ fn crud(a: SocketAddr) {
         a,
         "POST",
         users,
-        Some(json!({"username": "BOSS", "password": "other-password"})),
+        Some(&json!({"username": "BOSS", "password": "other-password"})),
     );
     expect(&r, 409);
     for (body, field) in [
@@ -108,18 +100,18 @@ fn crud(a: SocketAddr) {
             "admin",
         ),
     ] {
-        let r = call(a, "POST", users, Some(body.clone()));
+        let r = call(a, "POST", users, Some(&body));
         let e = expect(&r, 400);
         assert_eq!(e["details"]["field"], field, "{body}: {e}");
     }
-    expect(&call(a, "POST", users, Some(json!([1]))), 400);
+    expect(&call(a, "POST", users, Some(&json!([1]))), 400);
 
     // A second user, then lists with paging and the username filter.
     let r = call(
         a,
         "POST",
         users,
-        Some(json!({"username": "carl", "password": "long-enough", "enabled": false})),
+        Some(&json!({"username": "carl", "password": "long-enough", "enabled": false})),
     );
     let carl = expect(&r, 201);
     assert_eq!(carl["roles"], json!([]));
@@ -152,7 +144,7 @@ fn crud(a: SocketAddr) {
             a,
             "PUT",
             &one,
-            Some(json!({"roles": [], "enabled": false, "last_name": "Smith",
+            Some(&json!({"roles": [], "enabled": false, "last_name": "Smith",
                         "password": "second-password"})),
         ),
         200,
@@ -162,11 +154,11 @@ fn crud(a: SocketAddr) {
     assert_eq!(u["last_name"], "Smith");
     assert_eq!(u["first_name"], "Bo");
     expect(
-        &call(a, "PUT", &one, Some(json!({"username": "other"}))),
+        &call(a, "PUT", &one, Some(&json!({"username": "other"}))),
         400,
     );
     let u = expect(
-        &call(a, "PUT", &one, Some(json!({"roles": ["tenant-admin"]}))),
+        &call(a, "PUT", &one, Some(&json!({"roles": ["tenant-admin"]}))),
         200,
     );
     assert_eq!(u["roles"], json!(["tenant-admin"]));
@@ -175,7 +167,7 @@ fn crud(a: SocketAddr) {
     // Unknown ids and tenants.
     expect(&call(a, "GET", &format!("{users}/nope"), None), 404);
     expect(
-        &call(a, "PUT", &format!("{users}/nope"), Some(json!({}))),
+        &call(a, "PUT", &format!("{users}/nope"), Some(&json!({}))),
         404,
     );
     expect(&call(a, "DELETE", &format!("{users}/nope"), None), 404);
@@ -216,7 +208,7 @@ fn tenant_users_are_realm_users_on_keycloak() {
             "POST",
             users,
             Some(
-                json!({"username": "dana", "password": "dana-password", "roles": ["tenant-admin"]}),
+                &json!({"username": "dana", "password": "dana-password", "roles": ["tenant-admin"]}),
             ),
         ),
         201,
@@ -261,14 +253,14 @@ fn tenant_users_are_realm_users_on_keycloak() {
         a,
         "POST",
         users,
-        Some(json!({"username": "erin", "password": "long-enough"})),
+        Some(&json!({"username": "erin", "password": "long-enough"})),
     );
     expect(&r, 503);
     kc.set_down(false);
     assert!(kc.realm_snapshot("acme").unwrap().user("erin").is_none());
     kc.fail_all(Some(500));
     expect(
-        &call(a, "POST", "/api/v1/tenants", Some(json!({"id": "beta"}))),
+        &call(a, "POST", "/api/v1/tenants", Some(&json!({"id": "beta"}))),
         202,
     );
     let r = call(a, "GET", "/api/v1/tenants/beta/users", None);
@@ -282,7 +274,7 @@ fn tenant_users_are_realm_users_on_keycloak() {
         a,
         "POST",
         users,
-        Some(json!({"username": "fay", "password": "long-enough"})),
+        Some(&json!({"username": "fay", "password": "long-enough"})),
     );
     let fay = expect(&r, 201);
     assert_eq!(
@@ -306,7 +298,7 @@ fn tenant_users_are_kept_locally_without_keycloak_on_sqlite() {
         std::thread::sleep(Duration::from_millis(20));
     }
     expect(
-        &call(a, "POST", "/api/v1/tenants", Some(json!({"id": "acme"}))),
+        &call(a, "POST", "/api/v1/tenants", Some(&json!({"id": "acme"}))),
         202,
     );
     wait_available(a, "acme");

@@ -8,6 +8,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub struct Service {
     pub child: Child,
     pub addr: SocketAddr,
@@ -141,7 +143,7 @@ pub struct Resp {
 }
 
 impl Resp {
-    pub fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
@@ -201,18 +203,51 @@ fn parse(raw: &[u8]) -> Option<Resp> {
     })
 }
 
+/// The timeout of [`call_json`] and [`call_json_as`]: ample for a service on loopback.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A call to a JSON API: `Content-Type: application/json`, `body` serialized (no body when
+/// `None`), [`CALL_TIMEOUT`]. Panics, naming the request, when there is no response.
+pub fn call_json(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Resp {
+    call_json_as(addr, method, path, None, body)
+}
+
+/// [`call_json`] with `Authorization: Bearer <token>` when a token is given.
+pub fn call_json_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Resp {
+    call_json_with(addr, method, path, token, &[], body, CALL_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The general JSON call: `Content-Type: application/json`, then the bearer `token` if any,
+/// then `headers`; `body` serialized (no body when `None`). I/O errors (a refused connection,
+/// a timeout) are returned, for tests that expect them.
+pub fn call_json_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+    timeout: Duration,
+) -> std::io::Result<Resp> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("Content-Type", "application/json")];
+    h.extend(bearer.as_deref().map(|b| ("Authorization", b)));
+    h.extend_from_slice(headers);
+    let text = body.map(Value::to_string).unwrap_or_default();
+    request(addr, method, path, &h, text.as_bytes(), timeout)
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], b"", Duration::from_secs(10)).unwrap()
 }
 
-pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Resp {
-    request(
-        addr,
-        "POST",
-        path,
-        &[("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
+pub fn post_json(addr: SocketAddr, path: &str, body: &Value) -> Resp {
+    call_json(addr, "POST", path, Some(body))
 }
