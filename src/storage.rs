@@ -462,6 +462,25 @@ fn next_token() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Lock the row of `table` (`tenant`, `krn`) a read-modify-write is about to read, on
+/// PostgreSQL: a concurrent write to the same row then waits for this one instead of turning an
+/// update that asked for no particular version into a spurious `Stale`. SQLite's write
+/// transactions are serial already.
+pub(crate) fn lock_row(
+    tx: &mut dyn Tx,
+    table: &str,
+    tenant: &str,
+    krn: &str,
+) -> Result<(), StorageError> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.query(
+            &format!("SELECT 1 FROM {table} WHERE tenant = $1 AND krn = $2 FOR UPDATE"),
+            &[Val::from(tenant), Val::from(krn)],
+        )?;
+    }
+    Ok(())
+}
+
 /// Note that a write transaction changes `tenant`: its revision moves once, at the end of the
 /// transaction ([`Database::tx`]), or at once in a transaction that cannot defer.
 pub(crate) fn bump_revision(tx: &mut dyn Tx, tenant: &str) -> Result<(), StorageError> {

@@ -3,7 +3,7 @@
 //! decision index is built from. Every write bumps the tenant revision in its transaction.
 
 use super::policies::PolicyRecord;
-use super::{Database, Page, Row, SortOrder, StorageError, Tx, Val, bump_revision};
+use super::{Database, Page, Row, SortOrder, StorageError, Tx, Val, bump_revision, lock_row};
 
 // ---------------------------------------------------------------- records and filters
 
@@ -616,6 +616,7 @@ impl UserStore for Database {
         now_ms: i64,
     ) -> Result<UserRecord, StorageError> {
         self.tx(|tx| {
+            lock_row(tx, "users", tenant, krn)?;
             let mut cur = get_user_tx(tx, tenant, krn)?;
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
@@ -801,6 +802,7 @@ impl GroupStore for Database {
         now_ms: i64,
     ) -> Result<GroupRecord, StorageError> {
         self.tx(|tx| {
+            lock_row(tx, "user_groups", tenant, krn)?;
             let cur = get_group_tx(tx, tenant, krn)?;
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
@@ -1127,6 +1129,7 @@ impl ResourceStore for Database {
         now_ms: i64,
     ) -> Result<ResourceRecord, StorageError> {
         self.tx(|tx| {
+            lock_row(tx, "resources", tenant, krn)?;
             let mut cur = get_resource_tx(tx, tenant, krn)?;
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
@@ -1312,6 +1315,7 @@ impl PoolStore for Database {
         now_ms: i64,
     ) -> Result<PoolRecord, StorageError> {
         self.tx(|tx| {
+            lock_row(tx, "pools", tenant, krn)?;
             let cur = get_pool_tx(tx, tenant, krn)?;
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);

@@ -1,6 +1,8 @@
 //! The policy capability, written once for both backends.
 
-use super::{Database, Page, PolicyStore, SortOrder, StorageError, Tx, Val, bump_revision};
+use super::{
+    Database, Page, PolicyStore, SortOrder, StorageError, Tx, Val, bump_revision, lock_row,
+};
 
 /// A stored policy. `statements` is the validated JSON array of statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +213,7 @@ impl PolicyStore for Database {
         self.tx_grouped(move |tx| {
             let (tenant, krn) = (tenant.as_str(), krn.as_str());
             let (description, statements) = (description.as_deref(), statements.as_str());
+            lock_row(tx, "policies", tenant, krn)?;
             let current = get(tx, tenant, krn)?;
             if expected_version.is_some_and(|v| v != current.version) {
                 return Err(StorageError::Stale);
