@@ -481,6 +481,34 @@ impl Tm {
         if let Some(k) = b.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(TmError::field(k, "unknown or read-only field"));
         }
+        let asked = match b.get("version") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| TmError::field("version", "must be an integer"))?,
+            ),
+        };
+        // Without a version the change applies to the tenant as it is: it is made on the record
+        // just read, written only if that is still the latest, and made again on the newer one
+        // otherwise, so a concurrent change is never overwritten.
+        for _ in 0..4 {
+            if let Some(done) = self.update_tenant_once(id, b, asked, true)? {
+                return Ok(done);
+            }
+        }
+        self.update_tenant_once(id, b, asked, false)?
+            .ok_or_else(|| storage(StorageError::Stale, "tenant", id))
+    }
+
+    /// One try of [`Tm::update_tenant`]; `None` when the tenant changed since it was read and
+    /// the caller named no version (`again`: the caller tries again).
+    fn update_tenant_once(
+        &self,
+        id: &str,
+        b: &serde_json::Map<String, Value>,
+        asked: Option<i64>,
+        again: bool,
+    ) -> Result<Option<TenantRecord>, TmError> {
         let cur = self.get_tenant(id)?;
         if cur.status != AVAILABLE {
             return Err(TmError::Conflict(format!(
@@ -514,25 +542,24 @@ impl Tm {
                 }
             };
         }
-        let expected = match b.get("version") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_i64()
-                    .ok_or_else(|| TmError::field("version", "must be an integer"))?,
-            ),
-        };
+        let expected = Some(asked.unwrap_or(cur.version));
         t.updated_ms = now_ms();
         let (task, event) = if reprovision {
             t.status = UPDATING.into();
             (Some(self.task(TASK_UPDATE)), None)
         } else if t == cur {
-            return Ok(cur);
+            return Ok(Some(cur));
         } else {
             (None, self.event(LifecycleKind::Updated, id)?)
         };
-        self.db
+        match self
+            .db
             .save_tenant(&t, expected, task.as_ref(), event.as_ref())
-            .map_err(|e| storage(e, "tenant", id))
+        {
+            Ok(saved) => Ok(Some(saved)),
+            Err(StorageError::Stale) if asked.is_none() && again => Ok(None),
+            Err(e) => Err(storage(e, "tenant", id)),
+        }
     }
 
     /// `DELETE /tenants/{id}`: `DELETING` and a task; the row goes when the realm is gone.
