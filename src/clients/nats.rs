@@ -82,7 +82,55 @@ impl NatsClient {
         })
     }
 
-    /// Publish and flush: returns once the server has the message (or an error).
+    /// Publish every message, then confirm that the server has them all: a marker published
+    /// after them on the same connection to a subscription of ours comes back only once the
+    /// server has read everything before it (it handles one connection's messages in order).
+    /// A flush alone says only that the bytes left this process: a connection cut at that moment
+    /// loses them. A reconnect while the batch was on its way makes the batch unconfirmed (its
+    /// messages may be lost with the old connection): an error, so the caller sends it again.
+    pub fn publish_confirmed(&self, msgs: &[(String, Vec<u8>)]) -> Result<(), NatsError> {
+        use std::sync::atomic::Ordering;
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let msgs = msgs.to_vec();
+        let io = |e: String| NatsError::Io(e);
+        self.rt.block_on(async move {
+            tokio::time::timeout(timeout, async {
+                let connects = || client.statistics().connects.load(Ordering::SeqCst);
+                let before = connects();
+                let inbox = client.new_inbox();
+                let mut marker = client
+                    .subscribe(inbox.clone())
+                    .await
+                    .map_err(|e| io(e.to_string()))?;
+                for (subject, payload) in msgs {
+                    client
+                        .publish(subject, payload.into())
+                        .await
+                        .map_err(|e| io(e.to_string()))?;
+                }
+                client
+                    .publish(inbox, bytes::Bytes::new())
+                    .await
+                    .map_err(|e| io(e.to_string()))?;
+                client.flush().await.map_err(|e| io(e.to_string()))?;
+                marker
+                    .next()
+                    .await
+                    .ok_or_else(|| io("the confirmation subscription ended".into()))?;
+                let _ = marker.unsubscribe().await;
+                if connects() != before {
+                    return Err(io("reconnected while publishing: not confirmed".into()));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|_| NatsError::Timeout(timeout))?
+        })
+    }
+
+    /// Publish and flush: returns once the message left this process (or an error); see
+    /// [`NatsClient::publish_confirmed`] for a publication the server confirms.
     pub fn publish(&self, subject: &str, payload: Vec<u8>) -> Result<(), NatsError> {
         let client = self.client.clone();
         let subject = subject.to_string();

@@ -1,7 +1,7 @@
 //! Background work: task workers that claim due tasks from the database queue (a lease guards
 //! each one, so a crashed worker's task is taken again after the lease), and the outbox publisher
 //! that sends committed events to NATS in order and marks them published only after the server
-//! has them (at least once; nothing is lost while NATS is down).
+//! confirms it has them (at least once; nothing is lost while NATS is down or cut mid-batch).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -207,22 +207,26 @@ pub fn spawn_publisher(
                     }
                 }
                 let Some(c) = &client else { continue };
-                let mut sent = Vec::new();
-                let mut failed = false;
-                for e in &batch {
-                    match c.publish(&e.subject, e.payload.clone()) {
-                        Ok(()) => sent.push(e.id),
-                        Err(err) => {
-                            log::warn!("outbox: publish `{}` failed: {err}", e.subject);
-                            failed = true;
-                            break;
+                // Marked published only once the server confirms the whole batch; otherwise
+                // the batch goes again (at least once).
+                let msgs: Vec<(String, Vec<u8>)> = batch
+                    .iter()
+                    .map(|e| (e.subject.clone(), e.payload.clone()))
+                    .collect();
+                let failed = match c.publish_confirmed(&msgs) {
+                    Ok(()) => {
+                        let sent: Vec<i64> = batch.iter().map(|e| e.id).collect();
+                        if let Err(e) = tm.db.mark_published(&sent, now_ms()) {
+                            // Published but not marked: they go again (at least once).
+                            log::warn!("outbox: cannot mark {} events: {e}", sent.len());
                         }
+                        false
                     }
-                }
-                if let Err(e) = tm.db.mark_published(&sent, now_ms()) {
-                    // Published but not marked: they go again (at least once).
-                    log::warn!("outbox: cannot mark {} events: {e}", sent.len());
-                }
+                    Err(err) => {
+                        log::warn!("outbox: {} events not confirmed: {err}", msgs.len());
+                        true
+                    }
+                };
                 if failed {
                     client = None;
                     signal.wait(backoff);
