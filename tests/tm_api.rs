@@ -543,6 +543,61 @@ fn a_task_left_by_a_crashed_worker_resumes_on_the_next_start() {
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }
 
+/// A task finished twice (its lease ran out while it ran, and another worker took it over and
+/// finished it too) changes its tenant and emits its event once.
+#[test]
+fn a_task_finished_twice_emits_its_event_once() {
+    use kaa::storage::{OutboxEvent, OutboxStore, TaskOutcome};
+    let dir = support::TempDir::new();
+    let db = Database::open(&support::sqlite_settings(&dir)).unwrap();
+    let now = kaa::clock::now_ms();
+    let t = TenantRecord {
+        id: "twice".into(),
+        realm_name: "twice".into(),
+        client_frontend_id: "f".into(),
+        client_backend_id: "b".into(),
+        client_backend_secret: "s".into(),
+        realm_template_version: 1,
+        realm_scopes_version: 1,
+        client_backend_version: 1,
+        client_frontend_version: 1,
+        roles_version: 1,
+        resources_version: 1,
+        keycloak_server_id: None,
+        opendistro_enabled: false,
+        subscription_type: "PERMANENT".into(),
+        status: "CREATING".into(),
+        failure_reason: None,
+        display_name: None,
+        version: 1,
+        created_ms: now,
+        updated_ms: now,
+    };
+    let task = NewTask {
+        kind: "create_realm".into(),
+        max_attempts: 5,
+    };
+    db.insert_tenant(&t, Some(&task), None).unwrap();
+    let first = db.claim_task("first", now, 10).unwrap().unwrap();
+    // The first worker's lease runs out; a second takes the task over.
+    let second = db.claim_task("second", now + 20, 60_000).unwrap().unwrap();
+    assert_eq!(first.id, second.id);
+    let event = OutboxEvent {
+        subject: "kaa.v1.events.test.tenant.lifecycle.updated".into(),
+        payload: vec![1, 2, 3],
+    };
+    let done = TaskOutcome::Status("AVAILABLE".into());
+    let before = db.pending_events(100).unwrap().len();
+    db.complete_task(&second, &done, Some(&event), now + 30)
+        .unwrap();
+    db.complete_task(&first, &done, Some(&event), now + 40)
+        .unwrap();
+    assert_eq!(db.pending_events(100).unwrap().len(), before + 1);
+    let tenant = db.get_tenant("twice").unwrap();
+    assert_eq!(tenant.status, "AVAILABLE");
+    assert_eq!(tenant.version, 2, "the tenant changed once");
+}
+
 #[test]
 fn two_processes_never_run_the_same_task() {
     let Some(pg) = support::PgTestDb::create() else {

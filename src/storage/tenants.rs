@@ -138,7 +138,8 @@ pub trait TaskStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Option<TaskRecord>, StorageError>;
-    /// Finish a task: apply the outcome to its tenant and enqueue the event, in one transaction.
+    /// Finish a task: apply the outcome to its tenant and enqueue the event, in one transaction;
+    /// nothing when the task is gone (another worker finished it).
     fn complete_task(
         &self,
         task: &TaskRecord,
@@ -536,7 +537,12 @@ impl TaskStore for Database {
         now_ms: i64,
     ) -> Result<(), StorageError> {
         self.tx(|tx| {
-            tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+            let n = tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+            if n == 0 {
+                // Already finished by another worker that took the task over after its lease
+                // ran out: its outcome and event stand, this one's would be a second.
+                return Ok(());
+            }
             match outcome {
                 TaskOutcome::Status(s) => {
                     tx.execute(
