@@ -244,13 +244,8 @@ impl Database {
                 bumps: Vec::new(),
             };
             let v = f(&mut d)?;
-            let mut bumps = d.bumps;
-            bumps.sort();
-            for tenant in bumps {
-                let revision = bump_by(tx, &tenant, 1)?;
-                self.announce(&tenant, revision, token);
-                taken.push((tenant, revision));
-            }
+            let bumps = d.bumps;
+            self.take_revisions(tx, vec![bumps], token, &mut taken)?;
             Ok(v)
         });
         match &out {
@@ -258,6 +253,44 @@ impl Database {
             Err(_) => self.withdraw(&taken, token),
         }
         out
+    }
+
+    /// At the end of a transaction: move the revision of each tenant its jobs changed, once per
+    /// tenant (in tenant order, so transactions lock revision rows in one order) by the number
+    /// of jobs that changed it, give the jobs those revisions in their order, and announce each
+    /// before the commit. Returns each job's revisions; all of them are added to `taken`.
+    fn take_revisions(
+        &self,
+        tx: &mut dyn Tx,
+        jobs: Vec<Vec<String>>,
+        token: u64,
+        taken: &mut Vec<(String, i64)>,
+    ) -> Result<Vec<Vec<(String, i64)>>, StorageError> {
+        let mut moves: std::collections::BTreeMap<&str, i64> = Default::default();
+        for t in jobs.iter().flatten() {
+            *moves.entry(t.as_str()).or_default() += 1;
+        }
+        let mut next = std::collections::HashMap::new();
+        for (tenant, n) in moves {
+            let top = bump_by(tx, tenant, n)?;
+            next.insert(tenant.to_string(), top - n + 1);
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for bumps in jobs {
+            let mut revs = Vec::with_capacity(bumps.len());
+            for tenant in bumps {
+                let slot = next.get_mut(&tenant).ok_or_else(|| {
+                    StorageError::Internal("revision not taken for a changed tenant".into())
+                })?;
+                let revision = *slot;
+                *slot += 1;
+                self.announce(&tenant, revision, token);
+                taken.push((tenant.clone(), revision));
+                revs.push((tenant, revision));
+            }
+            out.push(revs);
+        }
+        Ok(out)
     }
 
     fn backend_tx<T>(
@@ -362,35 +395,13 @@ impl Database {
                     let v = job(&mut d)?;
                     done.push((*id, v, d.bumps));
                 }
-                // One move per tenant, by the number of jobs that changed it; the jobs take
-                // the revisions in their order.
-                let mut moves: std::collections::BTreeMap<String, i64> = Default::default();
-                for (_, _, bumps) in &done {
-                    for t in bumps {
-                        *moves.entry(t.clone()).or_default() += 1;
-                    }
-                }
-                let mut next = std::collections::HashMap::new();
-                for (tenant, n) in moves {
-                    let top = bump_by(tx, &tenant, n)?;
-                    next.insert(tenant, top - n + 1);
-                }
-                let mut out = Vec::with_capacity(done.len());
-                for (id, v, bumps) in done {
-                    let mut revs = Vec::with_capacity(bumps.len());
-                    for tenant in bumps {
-                        let slot = next.get_mut(&tenant).ok_or_else(|| {
-                            StorageError::Internal("grouped write: revision not taken".into())
-                        })?;
-                        let revision = *slot;
-                        *slot += 1;
-                        self.announce(&tenant, revision, token);
-                        taken.push((tenant.clone(), revision));
-                        revs.push((tenant, revision));
-                    }
-                    out.push((id, (Ok(v), revs)));
-                }
-                Ok(out)
+                let bumps = done.iter_mut().map(|(_, _, b)| std::mem::take(b)).collect();
+                let revs = self.take_revisions(tx, bumps, token, &mut taken)?;
+                Ok(done
+                    .into_iter()
+                    .zip(revs)
+                    .map(|((id, v, _), revs)| (id, (Ok(v), revs)))
+                    .collect())
             });
             match together {
                 Ok(out) => return out,

@@ -543,17 +543,11 @@ fn a_task_left_by_a_crashed_worker_resumes_on_the_next_start() {
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }
 
-/// A task finished twice (its lease ran out while it ran, and another worker took it over and
-/// finished it too) changes its tenant and emits its event once.
-#[test]
-fn a_task_finished_twice_emits_its_event_once() {
-    use kaa::storage::{OutboxEvent, OutboxStore, TaskOutcome};
-    let dir = support::TempDir::new();
-    let db = Database::open(&support::sqlite_settings(&dir)).unwrap();
-    let now = kaa::clock::now_ms();
-    let t = TenantRecord {
-        id: "twice".into(),
-        realm_name: "twice".into(),
+/// A tenant row in `CREATING`, as the API writes one, for tests that drive the task store.
+fn creating_tenant(id: &str, now: i64) -> TenantRecord {
+    TenantRecord {
+        id: id.into(),
+        realm_name: id.into(),
         client_frontend_id: "f".into(),
         client_backend_id: "b".into(),
         client_backend_secret: "s".into(),
@@ -572,7 +566,18 @@ fn a_task_finished_twice_emits_its_event_once() {
         version: 1,
         created_ms: now,
         updated_ms: now,
-    };
+    }
+}
+
+/// A task finished twice (its lease ran out while it ran, and another worker took it over and
+/// finished it too) changes its tenant and emits its event once.
+#[test]
+fn a_task_finished_twice_emits_its_event_once() {
+    use kaa::storage::{OutboxEvent, OutboxStore, TaskOutcome};
+    let dir = support::TempDir::new();
+    let db = Database::open(&support::sqlite_settings(&dir)).unwrap();
+    let now = kaa::clock::now_ms();
+    let t = creating_tenant("twice", now);
     let task = NewTask {
         kind: "create_realm".into(),
         max_attempts: 5,
@@ -607,28 +612,7 @@ fn two_processes_never_run_the_same_task() {
     let b = Database::open(&pg.storage()).unwrap();
     let now = kaa::clock::now_ms();
     for i in 0..40 {
-        let t = TenantRecord {
-            id: format!("x{i}"),
-            realm_name: format!("x{i}"),
-            client_frontend_id: "f".into(),
-            client_backend_id: "b".into(),
-            client_backend_secret: "s".into(),
-            realm_template_version: 1,
-            realm_scopes_version: 1,
-            client_backend_version: 1,
-            client_frontend_version: 1,
-            roles_version: 1,
-            resources_version: 1,
-            keycloak_server_id: None,
-            opendistro_enabled: false,
-            subscription_type: "PERMANENT".into(),
-            status: "CREATING".into(),
-            failure_reason: None,
-            display_name: None,
-            version: 1,
-            created_ms: now,
-            updated_ms: now,
-        };
+        let t = creating_tenant(&format!("x{i}"), now);
         a.insert_tenant(
             &t,
             Some(&NewTask {

@@ -88,11 +88,10 @@ impl NatsClient {
     /// A flush alone says only that the bytes left this process: a connection cut at that moment
     /// loses them. A reconnect while the batch was on its way makes the batch unconfirmed (its
     /// messages may be lost with the old connection): an error, so the caller sends it again.
-    pub fn publish_confirmed(&self, msgs: &[(String, Vec<u8>)]) -> Result<(), NatsError> {
+    pub fn publish_confirmed(&self, msgs: Vec<(String, Vec<u8>)>) -> Result<(), NatsError> {
         use std::sync::atomic::Ordering;
         let client = self.client.clone();
         let timeout = self.timeout;
-        let msgs = msgs.to_vec();
         let io = |e: String| NatsError::Io(e);
         self.rt.block_on(async move {
             tokio::time::timeout(timeout, async {

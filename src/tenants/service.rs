@@ -491,23 +491,21 @@ impl Tm {
         // Without a version the change applies to the tenant as it is: it is made on the record
         // just read, written only if that is still the latest, and made again on the newer one
         // otherwise, so a concurrent change is never overwritten.
-        for _ in 0..4 {
-            if let Some(done) = self.update_tenant_once(id, b, asked, true)? {
+        for _ in 0..5 {
+            if let Some(done) = self.update_tenant_once(id, b, asked)? {
                 return Ok(done);
             }
         }
-        self.update_tenant_once(id, b, asked, false)?
-            .ok_or_else(|| storage(StorageError::Stale, "tenant", id))
+        Err(storage(StorageError::Stale, "tenant", id))
     }
 
     /// One try of [`Tm::update_tenant`]; `None` when the tenant changed since it was read and
-    /// the caller named no version (`again`: the caller tries again).
+    /// the caller named no version (the change is then made again on the newer record).
     fn update_tenant_once(
         &self,
         id: &str,
         b: &serde_json::Map<String, Value>,
         asked: Option<i64>,
-        again: bool,
     ) -> Result<Option<TenantRecord>, TmError> {
         let cur = self.get_tenant(id)?;
         if cur.status != AVAILABLE {
@@ -557,7 +555,7 @@ impl Tm {
             .save_tenant(&t, expected, task.as_ref(), event.as_ref())
         {
             Ok(saved) => Ok(Some(saved)),
-            Err(StorageError::Stale) if asked.is_none() && again => Ok(None),
+            Err(StorageError::Stale) if asked.is_none() => Ok(None),
             Err(e) => Err(storage(e, "tenant", id)),
         }
     }

@@ -213,7 +213,8 @@ pub fn spawn_publisher(
                     .iter()
                     .map(|e| (e.subject.clone(), e.payload.clone()))
                     .collect();
-                let failed = match c.publish_confirmed(&msgs) {
+                let n = msgs.len();
+                let failed = match c.publish_confirmed(msgs) {
                     Ok(()) => {
                         let sent: Vec<i64> = batch.iter().map(|e| e.id).collect();
                         if let Err(e) = tm.db.mark_published(&sent, now_ms()) {
@@ -223,7 +224,7 @@ pub fn spawn_publisher(
                         false
                     }
                     Err(err) => {
-                        log::warn!("outbox: {} events not confirmed: {err}", msgs.len());
+                        log::warn!("outbox: {n} events not confirmed: {err}");
                         true
                     }
                 };
