@@ -134,3 +134,33 @@ impl Drop for PgTestDb {
         }
     }
 }
+
+/// The real Keycloak server for tests, if `IAM_TEST_KEYCLOAK_URL` is set
+/// (`scripts/dev-services.sh` starts one and prints the variables).
+pub struct RealKeycloak {
+    /// Base URL, without `/realms`.
+    pub url: String,
+    /// The master realm's administrator.
+    pub admin_username: String,
+    pub admin_password: String,
+}
+
+/// The real Keycloak named by `IAM_TEST_KEYCLOAK_URL` (admin from
+/// `IAM_TEST_KEYCLOAK_ADMIN_USERNAME` / `_PASSWORD`, default `admin`/`admin`), or `None` after
+/// saying that `what` was skipped.
+pub fn real_keycloak(what: &str) -> Option<RealKeycloak> {
+    let var = |name: &str, default: &str| match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => default.to_string(),
+    };
+    let url = var("IAM_TEST_KEYCLOAK_URL", "");
+    if url.is_empty() {
+        skip_because(what, "set IAM_TEST_KEYCLOAK_URL to run it");
+        return None;
+    }
+    Some(RealKeycloak {
+        url: url.trim_end_matches('/').to_string(),
+        admin_username: var("IAM_TEST_KEYCLOAK_ADMIN_USERNAME", "admin"),
+        admin_password: var("IAM_TEST_KEYCLOAK_ADMIN_PASSWORD", "admin"),
+    })
+}
