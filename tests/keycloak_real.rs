@@ -42,7 +42,10 @@ fn admin_client_creates_reads_and_removes_a_realm() {
 
     // A second create of the same name is a conflict, as the provisioner relies on.
     let again = admin.create_realm(&json!({"realm": realm, "enabled": true}));
-    assert!(matches!(again, Err(KeycloakError::Conflict(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(KeycloakError::Conflict(_))),
+        "{again:?}"
+    );
 
     admin.delete_realm(&realm).expect("realm removed");
     let gone = admin.get_realm(&realm);
