@@ -6,7 +6,9 @@
 # POST /api/v1/evaluate with wrk for (a) one resource per request and (b) BATCH resources per
 # request (?filterResources=true, so a mixed batch answers 200), at each concurrency of CONNS for
 # DURATION, then time policy and user writes through the API. Then the bare server
-# (examples/bare_server.rs) is driven with the same request bodies in the same run. Prints one
+# (examples/bare_server.rs: the project's connection layer answering a fixed JSON inline, as IAM's
+# decisions run) and the bare hyper server (examples/bare_hyper.rs: hyper alone, no layer) are
+# driven with the same request bodies in the same run. Prints one
 # table: backend, workload, concurrency, req/s, decisions/s, p50, p99, ratio to the bare server
 # at the same concurrency, wrk's non-2xx and socket errors, and how many connections made
 # progress (wrk reports nothing for a connection that never gets an answer: the script samples
@@ -22,7 +24,7 @@
 # (2000), WRITE_USERS (2000), WRITE_CONNS (8), WRITE_DURATION (20s, a cap for each write run),
 # GEN_TIMEOUT (seconds, 1800), READY_TIMEOUT (seconds, 600), IAM_TEST_POSTGRES_URL (server on
 # which a database is created and dropped; default postgres://postgres@127.0.0.1:5432/test),
-# PORT (18090), BARE_PORT (18089), KEEP (1: keep the work directory), WORKERS (iam's
+# PORT (18090), BARE_PORT (18089), HYPER_PORT (18088), KEEP (1: keep the work directory), WORKERS (iam's
 # server.workers, and the bare server's handler slots; default 16).
 #
 # wrk runs on the same machine as the server: on a 2-core box both compete for the CPUs, so read
@@ -78,9 +80,11 @@ for tool in curl ss; do
 done
 
 echo "== building release binaries"
-cargo build --release --bin iam --example bare_server
+cargo build --release --bin iam --example bare_server --example bare_hyper
 IAM="$ROOT/target/release/iam"
 BARE="$ROOT/target/release/examples/bare_server"
+HYPER="$ROOT/target/release/examples/bare_hyper"
+HYPER_PORT=${HYPER_PORT:-18088}
 
 WORK=$(mktemp -d /tmp/bench-iam.XXXXXX)
 PIDS=()
@@ -457,6 +461,14 @@ if [ "$LOAD" = 1 ] && [ -f "$WORK/req.single.jsonl" ]; then
     for _ in $(seq 1 100); do grep -q "listening on" "$WORK/bare.out" 2>/dev/null && break; sleep 0.1; done
     measure bare "$BARE_PORT"
     stop_pid "$bpid"
+    echo
+    echo "== bare hyper (examples/bare_hyper.rs: hyper alone, no layer around it) with the same request bodies"
+    "$HYPER" "127.0.0.1:$HYPER_PORT" >"$WORK/hyper.out" 2>&1 &
+    hpid=$!
+    PIDS+=("$hpid")
+    for _ in $(seq 1 100); do grep -q "listening on" "$WORK/hyper.out" 2>/dev/null && break; sleep 0.1; done
+    measure hyper "$HYPER_PORT"
+    stop_pid "$hpid"
 fi
 
 # ---------------------------------------------------------------- report
@@ -467,7 +479,7 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| backend | workload | conc. | req/s | decisions/s | p50 | p99 | vs bare | non-2xx / requests | socket errors | conns progressing (worst run) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"
-for b in "${DONE_BACKENDS[@]}" bare; do
+for b in "${DONE_BACKENDS[@]}" bare hyper; do
     for workload in single batch; do
         for c in $CONNS; do
             v=${R["$b|$workload|$c"]:-}
@@ -477,7 +489,7 @@ for b in "${DONE_BACKENDS[@]}" bare; do
             [ "$workload" = batch ] && per=$BATCH
             dps=$(( rps * per ))
             ratio="-"
-            if [ "$b" != bare ]; then
+            if [ "$b" != bare ] && [ "$b" != hyper ]; then
                 bv=${R["bare|$workload|$c"]:-}
                 if [ -n "$bv" ]; then
                     brps=${bv%% *}

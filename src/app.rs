@@ -98,6 +98,12 @@ pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
             ops.metrics
                 .set_gauge("http_queued_requests", g(s.queued_requests()));
             ops.metrics.set_gauge("http_workers", g(s.workers()));
+            ops.metrics
+                .set_gauge("http_body_bytes_in_flight", g(s.body_bytes_in_flight()));
+            ops.metrics.set_gauge(
+                "http_busy_rejections_total",
+                i64::try_from(s.busy_rejections()).unwrap_or(i64::MAX),
+            );
             ops.metrics.set_gauge(
                 "http_connections_rejected_total",
                 i64::try_from(s.connections_rejected()).unwrap_or(i64::MAX),
@@ -132,7 +138,12 @@ pub struct App<C> {
     ctx: C,
     metrics: Arc<Metrics>,
     style: ErrorStyle,
+    /// When routes marked inline may run on the I/O thread (their handlers read only memory
+    /// only under this condition, e.g. no token to check against another service).
+    inline_if: Option<InlineIf<C>>,
 }
+
+type InlineIf<C> = Box<dyn Fn(&C, &Request) -> bool + Send + Sync>;
 
 impl<C: Send + Sync + 'static> App<C> {
     pub fn new(router: Router<C>, ctx: C, metrics: Arc<Metrics>) -> App<C> {
@@ -141,7 +152,17 @@ impl<C: Send + Sync + 'static> App<C> {
             ctx,
             metrics,
             style: ErrorStyle::Message,
+            inline_if: None,
         }
+    }
+
+    /// Lets the routes marked [`Router::inline`] run on the I/O thread when `cond` holds.
+    pub fn with_inline_if(
+        mut self,
+        cond: impl Fn(&C, &Request) -> bool + Send + Sync + 'static,
+    ) -> App<C> {
+        self.inline_if = Some(Box::new(cond));
+        self
     }
 
     pub fn with_error_style(mut self, style: ErrorStyle) -> App<C> {
@@ -169,6 +190,13 @@ fn method_label(m: &str) -> &'static str {
 }
 
 impl<C: Send + Sync + 'static> Handler for App<C> {
+    fn inline(&self, req: &Request) -> bool {
+        self.inline_if
+            .as_ref()
+            .is_some_and(|cond| cond(&self.ctx, req))
+            && self.router.is_inline(&req.method, &req.path)
+    }
+
     fn handle(&self, req: Request) -> Response {
         let started = Instant::now();
         let (mut resp, route) = self.router.dispatch(&self.ctx, &req);
@@ -347,8 +375,11 @@ fn run(kind: ServiceKind, config: Arc<Config>) -> Result<(), Failure> {
     let server_config = ServerConfig {
         bind: std::net::SocketAddr::new(s.host, s.port),
         workers: s.workers,
+        io_threads: s.io_threads,
         max_connections: s.max_connections,
         max_body_bytes: s.max_body_bytes,
+        max_body_bytes_in_flight: s.max_body_bytes_in_flight.max(s.max_body_bytes),
+        queue_timeout: s.queue_timeout,
         max_header_bytes: 16 * 1024,
         read_timeout: s.read_timeout,
         idle_timeout: s.idle_timeout,

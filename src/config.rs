@@ -152,8 +152,14 @@ pub struct ServerSettings {
     pub host: IpAddr,
     pub port: u16,
     pub workers: usize,
+    /// Threads for connection I/O and inline handlers (0: one per core).
+    pub io_threads: usize,
     pub max_connections: usize,
     pub max_body_bytes: usize,
+    /// Request body bytes all requests may hold at once.
+    pub max_body_bytes_in_flight: usize,
+    /// Longest wait of a request for a handler slot.
+    pub queue_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
@@ -342,7 +348,15 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
             .unwrap_or(kind.default_port()),
         workers: t.uint("server.workers", 16, 1, 1024)? as usize,
         max_connections: t.uint("server.max-connections", 1024, 1, 65536)? as usize,
+        io_threads: t.uint("server.io-threads", 0, 0, 256)? as usize,
         max_body_bytes: t.uint("server.max-body-bytes", 1 << 20, 1024, 1 << 30)? as usize,
+        max_body_bytes_in_flight: t.uint(
+            "server.max-body-bytes-in-flight",
+            64 << 20,
+            1024,
+            1 << 34,
+        )? as usize,
+        queue_timeout: t.duration("server.queue-timeout", Duration::from_secs(30), HOUR)?,
         read_timeout: t.duration("server.read-timeout", Duration::from_secs(5), HOUR)?,
         write_timeout: t.duration("server.write-timeout", Duration::from_secs(5), HOUR)?,
         idle_timeout: t.duration("server.idle-timeout", Duration::from_secs(5), HOUR)?,

@@ -121,11 +121,16 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         iam,
         auth,
     };
-    Ok(Arc::new(App::new(
-        crate::http::iam_api::router(),
-        ctx,
-        Arc::clone(&ops.metrics),
-    )))
+    // Without security a decision reads only the in-memory index; with it, the caller's token
+    // and user may need the issuer, the Tenant Manager or the database.
+    Ok(Arc::new(
+        App::new(
+            crate::http::iam_api::router(),
+            ctx,
+            Arc::clone(&ops.metrics),
+        )
+        .with_inline_if(|ctx: &IamCtx, _| ctx.auth.is_none()),
+    ))
 }
 
 /// The token checks of a secured deployment. Without multitenancy every token comes from the

@@ -385,6 +385,15 @@ fn slow_bodies_slow_heads_huge_heads_and_non_readers_are_cut_off_while_others_ar
         let after = o
             .closed_after
             .unwrap_or_else(|| panic!("{what}: connection not closed: {o:?}"));
+        // A head that never completes is cut off by hyper's header timer, which closes without
+        // an answer (docs/DECISIONS.md, 2026-12-07).
+        if what == "head at 1 line/s" && o.status.is_none() {
+            lines.push(format!(
+                "{what}: closed without an answer after {after:.1?}"
+            ));
+            assert!(after < CUT_OFF_BOUND, "{what}: {after:?}");
+            continue;
+        }
         let want: &[u16] = match what {
             "body at 1 byte/s" | "head at 1 line/s" | "chunked body, 1 chunk/s" => &[408],
             "one 1 MiB header" | "1 MiB of small headers" => &[431],

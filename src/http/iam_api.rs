@@ -645,9 +645,12 @@ pub fn router() -> Router<IamCtx> {
         policies_of(c, q, p, "pool")
     });
 
-    r.route("POST", "/api/v1/evaluate", evaluate);
-    r.route("POST", "/api/v1/evaluate/actions", evaluate_actions);
-    r.route("POST", "/api/v1/evaluate/irns/actions", evaluate_actions);
+    // Decisions from the in-memory index: no storage, so they may run on the I/O threads.
+    r.route("POST", "/api/v1/evaluate", evaluate).inline();
+    r.route("POST", "/api/v1/evaluate/actions", evaluate_actions)
+        .inline();
+    r.route("POST", "/api/v1/evaluate/irns/actions", evaluate_actions)
+        .inline();
     r.route("POST", "/api/v1/evaluate/resources", evaluate_resources);
     r.route("POST", "/api/v1/evaluate/simulate", evaluate_simulate);
     r

@@ -36,6 +36,8 @@ struct Route<C> {
     pattern: &'static str,
     segs: Vec<Seg>,
     handler: HandlerFn<C>,
+    /// Only reads memory: may run on the connection's I/O thread.
+    inline: bool,
 }
 
 /// What the router found for a request.
@@ -65,6 +67,23 @@ fn split(path: &str) -> impl Iterator<Item = &str> {
     path.trim_matches('/').split('/').filter(|s| !s.is_empty())
 }
 
+/// The segments of a request path, or `None` when the path is not one a route can name: it must
+/// start with `/` and hold no empty segment (`//health`, `/a//b`), so that a rule of a proxy in
+/// front that names `/health` cannot be passed by writing the path differently. One trailing
+/// `/` is allowed.
+fn request_segments(path: &str) -> Option<Vec<&str>> {
+    let rest = path.strip_prefix('/')?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Some(Vec::new());
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    Some(parts)
+}
+
 impl<C> Router<C> {
     pub fn new() -> Router<C> {
         Router::default()
@@ -90,8 +109,26 @@ impl<C> Router<C> {
             pattern,
             segs,
             handler: Box::new(handler),
+            inline: false,
         });
         self
+    }
+
+    /// Marks the route added last as one that only reads memory (no storage, no other service),
+    /// so that the server may run it without a hand-off to a blocking thread.
+    pub fn inline(&mut self) -> &mut Self {
+        if let Some(r) = self.routes.last_mut() {
+            r.inline = true;
+        }
+        self
+    }
+
+    /// Whether the route that `method` and `path` reach was marked [`Router::inline`].
+    pub fn is_inline(&self, method: &str, path: &str) -> bool {
+        match self.find_route(method, path) {
+            Some((route, _)) => route.inline,
+            None => false,
+        }
     }
 
     /// Every (method, pattern) pair, in registration order.
@@ -114,8 +151,31 @@ impl<C> Router<C> {
         Some(Params(params))
     }
 
+    /// The route `method` and `path` reach, with its parameters.
+    fn find_route(&self, method: &str, path: &str) -> Option<(&Route<C>, Params)> {
+        let parts = request_segments(path)?;
+        let method = if method == "HEAD" { "GET" } else { method };
+        let lits_of = |r: &Route<C>| r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
+        let mut best: Option<(usize, &Route<C>, Params)> = None;
+        for r in &self.routes {
+            if let Some(params) = Router::match_path(r, &parts) {
+                let lits = lits_of(r);
+                if best.as_ref().is_none_or(|(b, _, _)| lits > *b) {
+                    best = Some((lits, r, params));
+                }
+            }
+        }
+        let (lits, _, _) = best?;
+        self.routes
+            .iter()
+            .filter(|r| r.method == method && lits_of(r) == lits)
+            .find_map(|r| Router::match_path(r, &parts).map(|p| (r, p)))
+    }
+
     pub fn find(&self, method: &str, path: &str) -> Match<'_, C> {
-        let parts: Vec<&str> = split(path).collect();
+        let Some(parts) = request_segments(path) else {
+            return Match::NotFound;
+        };
         let method = if method == "HEAD" { "GET" } else { method };
         // The most specific matching path wins (more literal segments beat parameters:
         // `/users/me` over `/users/{id}`), whatever the registration order; a method that path
@@ -228,6 +288,17 @@ mod tests {
         let r = router();
         let (resp, _) = r.dispatch(&(), &Request::new("GET", "/nope"));
         assert_eq!(resp.status, 404);
+        // Empty segments name no route: a proxy rule on a path cannot be passed by rewriting it.
+        for odd in [
+            "//api/v1/users/me",
+            "/api//v1/users/me",
+            "/api/v1/users//me",
+            "api/v1/users/me",
+            "/api/v1/users/me//",
+        ] {
+            let (resp, _) = r.dispatch(&(), &Request::new("GET", odd));
+            assert_eq!(resp.status, 404, "{odd}");
+        }
         assert!(String::from_utf8_lossy(&resp.body).contains("\"message\""));
         let (resp, _) = r.dispatch(&(), &Request::new("PUT", "/api/v1/users/x"));
         assert_eq!(resp.status, 405);
