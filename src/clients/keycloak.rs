@@ -630,6 +630,21 @@ impl KeycloakAdmin {
         self.delete(&format!("/{}", encode(realm)))
     }
 
+    /// `GET …/users/profile`: the realm's declarative user profile (Keycloak 24 and later);
+    /// `None` where the server has none.
+    pub fn user_profile(&self, realm: &str) -> Result<Option<Value>> {
+        match self.get_json(&format!("/{}/users/profile", encode(realm)), &[]) {
+            Ok(v) => Ok(Some(v)),
+            Err(KeycloakError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT …/users/profile`.
+    pub fn update_user_profile(&self, realm: &str, rep: &Value) -> Result<()> {
+        self.put(&format!("/{}/users/profile", encode(realm)), rep)
+    }
+
     // ------------------------------------------------------------ clients
 
     /// `POST …/clients`: the new client's uuid.

@@ -97,6 +97,26 @@ pub fn federation_component(idp: &Value) -> Value {
 }
 
 /// Scope → the roles that grant it, in plan order of scopes (only scopes some role grants).
+/// The attributes of Keycloak's default user profile that tenant users may leave out.
+const OPTIONAL_PROFILE_ATTRIBUTES: [&str; 3] = ["email", "firstName", "lastName"];
+
+/// Makes e-mail and names optional in a realm's user profile; whether anything changed.
+pub fn relax_user_profile(profile: &mut Value) -> bool {
+    let mut changed = false;
+    if let Some(attrs) = profile.get_mut("attributes").and_then(Value::as_array_mut) {
+        for a in attrs {
+            let optional = a
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| OPTIONAL_PROFILE_ATTRIBUTES.contains(&n));
+            if let (true, Some(m)) = (optional, a.as_object_mut()) {
+                changed |= m.remove("required").is_some();
+            }
+        }
+    }
+    changed
+}
+
 fn grants(plan: &Plan) -> BTreeMap<usize, (String, Vec<String>)> {
     let mut out = BTreeMap::new();
     for (i, s) in plan.scopes.iter().enumerate() {
@@ -372,6 +392,21 @@ impl KeycloakProvisioner {
             },
         }
 
+        // 1b. The user profile (Keycloak 24 and later requires e-mail and names of every user by
+        // default, and refuses a login until they are given): tenant users are made through the
+        // API, often without them, and must be able to log in.
+        match kc.user_profile(realm) {
+            Ok(Some(mut profile)) => {
+                if relax_user_profile(&mut profile) {
+                    kc.update_user_profile(realm, &profile).map_err(|e| {
+                        self.fail(&format!("update the user profile of `{realm}`"), e)
+                    })?;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(self.fail(&format!("read the user profile of `{realm}`"), e)),
+        }
+
         // 2. Realm roles, then their ids (role policies name roles by id).
         for r in &plan.roles {
             let mut rep = json!({"name": r.name});
@@ -593,6 +628,22 @@ mod tests {
         );
         assert_eq!(permission_name("a:read"), "a:read-permission");
         assert_eq!(policy_name("admin"), "admin-policy");
+    }
+
+    #[test]
+    fn the_user_profile_keeps_its_attributes_and_drops_only_the_requirements() {
+        let mut p = json!({"attributes": [
+            {"name": "username", "required": {"roles": ["user"]}},
+            {"name": "email", "required": {"roles": ["user"]}, "validations": {"email": {}}},
+            {"name": "firstName", "required": {"roles": ["user"]}},
+            {"name": "lastName"},
+        ]});
+        assert!(relax_user_profile(&mut p));
+        assert_eq!(p["attributes"][0]["required"], json!({"roles": ["user"]}));
+        assert!(p["attributes"][1].get("required").is_none());
+        assert_eq!(p["attributes"][1]["validations"], json!({"email": {}}));
+        assert!(p["attributes"][2].get("required").is_none());
+        assert!(!relax_user_profile(&mut p), "a second pass changes nothing");
     }
 
     #[test]

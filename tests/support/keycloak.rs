@@ -289,6 +289,19 @@ struct Realm {
     /// Tokens issued by the token endpoint (for revocation).
     issued: Vec<String>,
     token_requests: usize,
+    /// The declarative user profile (`…/users/profile`), Keycloak 26's default at creation.
+    profile: Value,
+}
+
+/// Keycloak 26's default user profile, in short: e-mail and names required of users.
+fn default_user_profile() -> Value {
+    let required = json!({"roles": ["user"]});
+    json!({"attributes": [
+        {"name": "username", "displayName": "${username}"},
+        {"name": "email", "displayName": "${email}", "required": required},
+        {"name": "firstName", "displayName": "${firstName}", "required": required},
+        {"name": "lastName", "displayName": "${lastName}", "required": required},
+    ], "groups": [{"name": "user-metadata"}]})
 }
 
 const BUILTIN_CLIENTS: &[(&str, bool, bool)] = &[
@@ -365,6 +378,7 @@ impl State {
             components: Vec::new(),
             issued: Vec::new(),
             token_requests: 0,
+            profile: default_user_profile(),
         };
         for role in [
             "offline_access".to_string(),
@@ -1138,6 +1152,20 @@ fn admin(st: &mut State, req: &Request, parts: &[String]) -> Response {
                 }
                 ["identity-provider", "instances", rest @ ..] => idps(st, req, &realm, rest),
                 ["components", rest @ ..] => components(st, req, &realm, rest),
+                ["users", "profile"] => match m {
+                    "GET" => Response::json(200, &st.realms[&realm].profile),
+                    "PUT" => match body_object(req) {
+                        Ok(rep) => {
+                            let profile = Value::Object(rep);
+                            if let Some(r) = st.realms.get_mut(&realm) {
+                                r.profile = profile.clone();
+                            }
+                            Response::json(200, &profile)
+                        }
+                        Err(r) => r,
+                    },
+                    _ => not_allowed(),
+                },
                 ["users", rest @ ..] => users(st, req, &realm, rest),
                 _ => not_found(),
             }

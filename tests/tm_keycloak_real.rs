@@ -1,0 +1,438 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The Tenant Manager against the real Keycloak that `scripts/dev-services.sh` starts
+//! (`IAM_TEST_KEYCLOAK_URL`), everything over the Tenant Manager's HTTP API and read back with
+//! Keycloak's own admin API: a tenant becomes a realm with its roles, clients, authorization
+//! scopes, `tenant-system` resource, role policies and scope permissions; identity providers
+//! (OIDC, SAML) and an LDAP federation component follow the catalogue; provisioning run again
+//! changes nothing; the realm issues tokens its key set verifies; a tenant user logs in with the
+//! password grant and a password reset takes effect; deleting the tenant removes the realm.
+//! Skipped, with a `skipped:` line, without the variable.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kaa::clients::keycloak::{AdminCredentials, KeycloakAdmin, KeycloakError};
+use kaa::tenants::bootstrap::{ROLES, SCOPES};
+use kaa::tenants::keycloak::{permission_name, policy_name};
+use serde_json::{Value, json};
+use support::RealKeycloak;
+use support::proc::{Resp, call_json_with};
+use support::service::start_tm;
+
+/// Calls to the Tenant Manager wait long: the real server takes seconds per realm.
+fn call(a: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Resp {
+    call_json_with(a, method, path, None, &[], body, Duration::from_secs(60)).unwrap()
+}
+
+fn expect(r: &Resp, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    }
+}
+
+/// Polls until the tenant has `status` (`GONE`: 404), at most two minutes.
+fn wait_status(a: SocketAddr, id: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = call(a, "GET", &format!("/api/v1/tenants/{id}"), None);
+        if r.status == 200 && r.json()["status"] == status {
+            return r.json();
+        }
+        if status == "GONE" && r.status == 404 {
+            return Value::Null;
+        }
+        if r.status == 200 && r.json()["status"] == "FAILED" {
+            panic!("tenant `{id}` failed: {}", r.json());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "tenant `{id}` never {status}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn admin(kc: &RealKeycloak) -> KeycloakAdmin {
+    KeycloakAdmin::new(
+        &kc.url,
+        "master",
+        AdminCredentials::Password {
+            username: kc.admin_username.clone(),
+            password: kc.admin_password.clone(),
+        },
+        Duration::from_secs(30),
+    )
+}
+
+fn tm_yaml(kc: &RealKeycloak) -> String {
+    format!(
+        "tenant-manager:\n  keycloak:\n    url: {}\n    username: {}\n    password: {}\n  tasks:\n    workers: 2\n    backoff-ms: 200\n    max-backoff-ms: 2000\n    max-attempts: 20\n",
+        kc.url, kc.admin_username, kc.admin_password
+    )
+}
+
+/// A tenant id of this run (realms stay in the server until it restarts).
+fn tenant_id(prefix: &str) -> String {
+    support::unique(prefix).replace('_', "-").to_lowercase()
+}
+
+fn names(list: &[Value], field: &str) -> BTreeSet<String> {
+    list.iter()
+        .filter_map(|v| v[field].as_str().map(str::to_string))
+        .collect()
+}
+
+/// What the realm holds, as Keycloak's admin API reads it back: every object by name with its id.
+#[derive(Debug, PartialEq, Eq)]
+struct RealmShape {
+    roles: BTreeMap<String, String>,
+    clients: BTreeMap<String, String>,
+    scopes: BTreeMap<String, String>,
+    resources: BTreeMap<String, String>,
+    policies: BTreeMap<String, String>,
+    idps: BTreeSet<String>,
+    components: BTreeMap<String, String>,
+}
+
+fn by_name(list: &[Value], name: &str) -> BTreeMap<String, String> {
+    list.iter()
+        .filter_map(|v| {
+            Some((
+                v[name].as_str()?.to_string(),
+                v["id"].as_str().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn shape(admin: &KeycloakAdmin, realm: &str, backend: &str) -> RealmShape {
+    let uuid = admin.client_uuid(realm, backend).unwrap();
+    let all_clients: Vec<Value> = ["account", "admin-cli", backend]
+        .iter()
+        .filter_map(|c| admin.find_client(realm, c).unwrap())
+        .collect();
+    RealmShape {
+        roles: by_name(&admin.list_roles(realm).unwrap(), "name"),
+        clients: by_name(&all_clients, "clientId"),
+        scopes: by_name(&admin.list_authz_scopes(realm, &uuid).unwrap(), "name"),
+        resources: by_name(&admin.list_resources(realm, &uuid).unwrap(), "name"),
+        policies: by_name(&admin.list_policies(realm, &uuid, None).unwrap(), "name"),
+        idps: names(&admin.list_idps(realm).unwrap(), "alias"),
+        components: by_name(
+            &admin
+                .list_components(realm, "org.keycloak.storage.UserStorageProvider", None)
+                .unwrap(),
+            "name",
+        ),
+    }
+}
+
+/// The form POST of a token request to the real server.
+fn token(kc: &RealKeycloak, realm: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let mut resp = agent
+        .post(format!(
+            "{}/realms/{realm}/protocol/openid-connect/token",
+            kc.url
+        ))
+        .send_form(form.iter().copied())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[test]
+fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
+    let Some(kc) = support::real_keycloak("Tenant Manager against the real Keycloak") else {
+        return;
+    };
+    let dir = support::TempDir::new();
+    let tm = start_tm(&support::sqlite_settings(&dir), &tm_yaml(&kc));
+    let a = tm.addr;
+    let admin = admin(&kc);
+    let id = tenant_id("real");
+
+    let t = expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(&json!({"id": id, "display_name": "Real Co"})),
+        ),
+        202,
+    );
+    assert_eq!(t["status"], "CREATING");
+    let t = wait_status(a, &id, "AVAILABLE");
+    let realm = t["realm_name"].as_str().unwrap().to_string();
+    let backend = t["client_backend_id"].as_str().unwrap().to_string();
+    let frontend = t["client_frontend_id"].as_str().unwrap().to_string();
+    let ctx = expect(
+        &call(
+            a,
+            "GET",
+            &format!("/api/v1/tenants/{id}/security-context"),
+            None,
+        ),
+        200,
+    );
+
+    // The realm, as Keycloak reads it back.
+    let rep = admin.get_realm(&realm).unwrap();
+    assert_eq!(rep["enabled"], true);
+    assert_eq!(rep["sslRequired"], "external");
+    let roles = names(&admin.list_roles(&realm).unwrap(), "name");
+    for (r, _, _) in ROLES {
+        assert!(roles.contains(*r), "role {r}: {roles:?}");
+    }
+    let back = admin
+        .find_client(&realm, &backend)
+        .unwrap()
+        .expect("backend client");
+    assert_eq!(back["publicClient"], false);
+    assert_eq!(back["serviceAccountsEnabled"], true);
+    assert_eq!(back["authorizationServicesEnabled"], true);
+    let uuid = back["id"].as_str().unwrap();
+    assert_eq!(
+        admin.client_secret(&realm, uuid).unwrap(),
+        ctx["client_secret"].as_str().unwrap(),
+        "the security context carries the realm's real secret"
+    );
+    let front = admin
+        .find_client(&realm, &frontend)
+        .unwrap()
+        .expect("frontend client");
+    assert_eq!(front["publicClient"], true);
+
+    // Authorization: every scope, the tenant-system resource, a policy per role, a permission
+    // per scope naming the role policies that grant it.
+    let scopes = names(&admin.list_authz_scopes(&realm, uuid).unwrap(), "name");
+    assert_eq!(
+        scopes,
+        SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>()
+    );
+    let resources = admin.list_resources(&realm, uuid).unwrap();
+    let ts = resources
+        .iter()
+        .find(|r| r["name"] == "tenant-system")
+        .expect("tenant-system resource");
+    assert_eq!(ts["type"], "tenant");
+    let policies = admin.list_policies(&realm, uuid, Some(false)).unwrap();
+    for (r, _, _) in ROLES {
+        let p = policies
+            .iter()
+            .find(|p| p["name"] == policy_name(r))
+            .unwrap_or_else(|| panic!("policy of {r}: {:?}", names(&policies, "name")));
+        assert_eq!(p["type"], "role");
+    }
+    let permissions = admin.list_policies(&realm, uuid, Some(true)).unwrap();
+    for s in SCOPES {
+        let p = permissions
+            .iter()
+            .find(|p| p["name"] == permission_name(s))
+            .unwrap_or_else(|| panic!("permission of {s}"));
+        assert_eq!(p["type"], "scope");
+    }
+
+    // Identity providers of the catalogue: OIDC and SAML as IDPs, LDAP as a federation component.
+    let idp = |alias: &str, provider: &str, config: Value| {
+        json!({"tenant_id": id, "alias": alias, "provider_id": provider, "enabled": true,
+               "config": config})
+    };
+    for body in [
+        idp(
+            "corp-oidc",
+            "oidc",
+            json!({"clientId": "kaa", "clientSecret": "s3cret",
+                   "authorizationUrl": "https://idp.example.com/auth",
+                   "tokenUrl": "https://idp.example.com/token", "issuer": "https://idp.example.com"}),
+        ),
+        idp(
+            "corp-saml",
+            "saml",
+            json!({"singleSignOnServiceUrl": "https://saml.example.com/sso",
+                   "entityId": "https://kaa.example.com"}),
+        ),
+        idp(
+            "corp-ldap",
+            "ldap",
+            json!({"connectionUrl": "ldap://ldap.example.com:389",
+                   "usersDn": "ou=people,dc=example,dc=com", "bindDn": "cn=admin,dc=example,dc=com",
+                   "editMode": "READ_ONLY"}),
+        ),
+    ] {
+        expect(&call(a, "POST", "/api/v1/idps", Some(&body)), 201);
+        wait_status(a, &id, "AVAILABLE");
+    }
+    let idps = admin.list_idps(&realm).unwrap();
+    let oidc = idps
+        .iter()
+        .find(|i| i["alias"] == "corp-oidc")
+        .expect("oidc idp");
+    assert_eq!(oidc["providerId"], "oidc");
+    assert_eq!(oidc["config"]["issuer"], "https://idp.example.com");
+    let saml = idps
+        .iter()
+        .find(|i| i["alias"] == "corp-saml")
+        .expect("saml idp");
+    assert_eq!(saml["providerId"], "saml");
+    let ldap = admin
+        .list_components(&realm, "org.keycloak.storage.UserStorageProvider", None)
+        .unwrap();
+    let ldap = ldap
+        .iter()
+        .find(|c| c["name"] == "corp-ldap")
+        .expect("ldap component");
+    assert_eq!(ldap["providerId"], "ldap");
+    assert_eq!(
+        ldap["config"]["connectionUrl"],
+        json!(["ldap://ldap.example.com:389"])
+    );
+
+    // Provisioning run again (a new realm template version: the whole plan is applied again)
+    // recreates nothing: every object keeps its id.
+    let before = shape(&admin, &realm, &backend);
+    let version = 1000 + (std::process::id() % 1000);
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/realm-templates",
+            Some(&json!({"version": version,
+                         "template": {"sslRequired": "external", "displayName": "Real Co v2"}})),
+        ),
+        201,
+    );
+    expect(
+        &call(
+            a,
+            "PATCH",
+            &format!("/api/v1/tenants/{id}"),
+            Some(&json!({"realm_template_version": version})),
+        ),
+        202,
+    );
+    wait_status(a, &id, "AVAILABLE");
+    let after = shape(&admin, &realm, &backend);
+    assert_eq!(before, after, "a second provisioning changed the realm");
+    assert_eq!(
+        admin.get_realm(&realm).unwrap()["displayName"],
+        "Real Co v2"
+    );
+
+    // The realm issues tokens to its backend client, signed with a key its JWKS publishes.
+    let (status, body) = token(
+        &kc,
+        &realm,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &backend),
+            ("client_secret", ctx["client_secret"].as_str().unwrap()),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let access = body["access_token"].as_str().unwrap();
+    let kid = jwt_simple::prelude::Token::decode_metadata(access)
+        .unwrap()
+        .key_id()
+        .unwrap()
+        .to_string();
+    let jwks = kaa::clients::oidc::Jwks::new(
+        ctx["jwks_uri"].as_str().unwrap(),
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    );
+    let kaa::clients::oidc::KeyLookup::Found(key) = jwks.key(&kid).unwrap() else {
+        panic!("the realm's signing key is not in its key set");
+    };
+    let claims = key
+        .verify::<jwt_simple::prelude::NoCustomClaims>(
+            access,
+            jwt_simple::prelude::VerificationOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(claims.issuer.as_deref(), ctx["issuer"].as_str());
+
+    // A tenant administrator logs in through the frontend client with the password grant; a
+    // password reset through the Tenant Manager takes effect at once.
+    let users = format!("/api/v1/tenants/{id}/users");
+    let boss = expect(
+        &call(
+            a,
+            "POST",
+            &users,
+            Some(&json!({"username": "boss", "email": "boss@example.com",
+                         "password": "first-password", "roles": ["tenant-admin"]})),
+        ),
+        201,
+    );
+    let login = |password: &str| {
+        token(
+            &kc,
+            &realm,
+            &[
+                ("grant_type", "password"),
+                ("client_id", &frontend),
+                ("username", "boss"),
+                ("password", password),
+            ],
+        )
+    };
+    let (status, body) = login("first-password");
+    assert_eq!(status, 200, "{body}");
+    let payload = body["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let realm_roles = &claims["realm_access"]["roles"];
+    assert!(
+        realm_roles
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "tenant-admin")),
+        "{claims}"
+    );
+    let boss_id = boss["id"].as_str().unwrap();
+    expect(
+        &call(
+            a,
+            "PATCH",
+            &format!("{users}/{boss_id}"),
+            Some(&json!({"password": "second-password"})),
+        ),
+        200,
+    );
+    let (status, body) = login("first-password");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = login("second-password");
+    assert_eq!(status, 200, "{body}");
+
+    // Deleting the tenant removes the realm.
+    expect(
+        &call(a, "DELETE", &format!("/api/v1/tenants/{id}"), None),
+        202,
+    );
+    wait_status(a, &id, "GONE");
+    let gone = admin.get_realm(&realm);
+    assert!(matches!(gone, Err(KeycloakError::NotFound(_))), "{gone:?}");
+}
