@@ -152,10 +152,7 @@ fn authenticator(config: &Config) -> Result<Auth, String> {
         Duration::from_secs(5),
         s.jwks_refresh_interval,
     );
-    let mut audiences: std::collections::HashSet<String> = s.audiences.iter().cloned().collect();
-    if audiences.is_empty() && !s.client_id.is_empty() {
-        audiences.insert(s.client_id.clone());
-    }
+    let audiences = crate::http::auth::token_audiences(&s.audiences, &s.client_id);
     let auth = Authenticator::new(
         vec![Issuer {
             issuer: s.issuer_public_url.clone(),

@@ -126,7 +126,7 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
             tenant: "kaa".into(),
             jwks,
         }],
-        s.audiences.iter().cloned().collect(),
+        crate::http::auth::token_audiences(&s.audiences, &s.client_id),
         s.leeway,
     );
     let ttl = config

@@ -300,6 +300,38 @@ fn attack_catalogue() {
         ),
         "wrong aud",
     );
+    // Meant for another service though got by IAM's own client; a token of a client IAM does
+    // not know (Keycloak's default audience only); an ID token.
+    for (m, what) in [
+        (
+            Mint {
+                aud: Some(vec!["billing".into()]),
+                azp: Some("kaa-iam".into()),
+                ..admin_mint.clone()
+            },
+            "aud billing, azp kaa-iam",
+        ),
+        (
+            Mint {
+                aud: Some(vec!["account".into()]),
+                azp: Some("kaa-frontend".into()),
+                ..admin_mint.clone()
+            },
+            "a client not among the audiences",
+        ),
+        (
+            Mint {
+                typ: Some("ID".into()),
+                ..admin_mint.clone()
+            },
+            "an ID token",
+        ),
+    ] {
+        assert_401(
+            &call_json_as(a, "GET", "/api/v1/policies", Some(&bad(m)), None),
+            what,
+        );
+    }
     assert_401(
         &call_json_as(
             a,

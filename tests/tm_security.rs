@@ -26,7 +26,7 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
     kc.grant_scope("kaa", "viewer", "kaa:tenant:read");
     let dir = support::TempDir::new();
     let yaml = format!(
-        "security:\n  enabled: true\n  client-id: kaa-tm\n  client-secret: tm-secret\n  issuer:\n    public-url: {}\n",
+        "security:\n  enabled: true\n  client-id: kaa-tm\n  client-secret: tm-secret\n  audiences: [kaa-tm, kaa-frontend]\n  issuer:\n    public-url: {}\n",
         kc.issuer("kaa")
     );
     let tm = support::service::start_tm(&support::sqlite_settings(&dir), &yaml);
@@ -62,6 +62,28 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
         call_json_as(a, "GET", "/api/v1/tenants", Some(&outsider), None).status,
         401
     );
+
+    // Tokens not meant for the Tenant Manager: another service's audience, an ID token.
+    for bad in [
+        Mint {
+            aud: Some(vec!["billing".into()]),
+            ..Mint::user("root").roles(&["platform-admin"])
+        },
+        Mint {
+            aud: Some(vec!["account".into()]),
+            azp: Some("stranger".into()),
+            ..Mint::user("root").roles(&["platform-admin"])
+        },
+        Mint {
+            aud: None,
+            typ: Some("ID".into()),
+            ..Mint::user("root").roles(&["platform-admin"])
+        },
+    ] {
+        let token = kc.mint("kaa", &bad);
+        let r = call_json_as(a, "GET", "/api/v1/tenants", Some(&token), None);
+        assert_eq!(r.status, 401, "{:?}", r.json());
+    }
 
     // Scopes decide.
     assert_eq!(

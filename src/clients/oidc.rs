@@ -219,6 +219,39 @@ impl Jwks {
     }
 }
 
+/// The issuer a Keycloak realm announces in its discovery document
+/// (`{realm_url}/.well-known/openid-configuration`): what its tokens carry as `iss`, which
+/// depends on the server's hostname settings rather than on the address we reach it at.
+pub fn announced_issuer(realm_url: &str, timeout: Duration) -> Result<String, String> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .new_agent();
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        realm_url.trim_end_matches('/')
+    );
+    let mut resp = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+    if resp.status() != 200 {
+        return Err(format!("{url}: status {}", resp.status()));
+    }
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{url}: not JSON: {e}"))?;
+    doc.get("issuer")
+        .and_then(serde_json::Value::as_str)
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("{url}: no issuer"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,9 @@ pub struct SecurityContext {
     pub issuer: Option<String>,
     pub jwks_uri: Option<String>,
     pub client_id: String,
+    /// The tenant's web UI client: its users' tokens are issued to it.
+    #[serde(default)]
+    pub frontend_client_id: Option<String>,
 }
 
 /// How IAM reaches a tenant's realm to manage its users: the realm on the Keycloak server's

@@ -1,7 +1,9 @@
 //! Bearer-token authentication: the `Authorization` header, the token's issuer among the ones we
 //! accept, its key from the issuer's JWKS, its signature (only the key's own algorithm; `none`
-//! and symmetric algorithms are refused), `exp` and `nbf` with a small leeway, `iss`, and
-//! `aud`/`azp` against the accepted audiences. The result is the caller's identity.
+//! and symmetric algorithms are refused), `exp` and `nbf` with a small leeway, `iss`, the token
+//! type (access tokens only: Keycloak's ID and refresh tokens are refused), and the audience as
+//! Keycloak's resource servers decide it ([`audience_accepted`]). The result is the caller's
+//! identity.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -72,6 +74,9 @@ struct RealmAccess {
 /// The Keycloak claims we read beyond the registered ones.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct KeycloakClaims {
+    /// Keycloak's token type: `Bearer` for access tokens, `ID`, `Refresh`, `Logout` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     preferred_username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,9 +166,9 @@ impl Authenticator {
             .ok_or_else(|| invalid("the token names no key (kid)"))?;
         let iss = unverified_issuer(token).ok_or_else(|| invalid("the token names no issuer"))?;
         let tenant_issuer;
-        let (issuer_url, tenant, jwks, own_client) =
+        let (issuer_url, tenant, jwks, own_clients): (_, _, _, Vec<&str>) =
             match self.issuers.iter().find(|i| i.issuer == iss) {
-                Some(i) => (i.issuer.as_str(), i.tenant.as_str(), &i.jwks, None),
+                Some(i) => (i.issuer.as_str(), i.tenant.as_str(), &i.jwks, Vec::new()),
                 None => {
                     let tm = self
                         .tenants
@@ -186,7 +191,9 @@ impl Authenticator {
                         iss.as_str(),
                         tenant_issuer.context.tenant_id.as_str(),
                         &tenant_issuer.jwks,
-                        Some(tenant_issuer.context.client_id.as_str()),
+                        std::iter::once(tenant_issuer.context.client_id.as_str())
+                            .chain(tenant_issuer.context.frontend_client_id.as_deref())
+                            .collect(),
                     )
                 }
             };
@@ -223,20 +230,23 @@ impl Authenticator {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid("the token has no subject (sub)"))?;
         let custom = claims.custom;
-        let mut audiences = self.audiences.clone();
-        if let Some(c) = own_client {
-            // A tenant's tokens may also be meant for its own backend client.
-            audiences.insert(c.to_string());
+        if let Some(typ) = &custom.typ
+            && !typ.eq_ignore_ascii_case("bearer")
+        {
+            return Err(AuthError::Invalid(format!(
+                "a `{typ}` token is not an access token"
+            )));
         }
-        if !audiences.is_empty() {
-            let aud_ok = claims
-                .audiences
-                .as_ref()
-                .is_some_and(|a| a.contains(&audiences));
-            let azp_ok = custom.azp.as_ref().is_some_and(|a| audiences.contains(a));
-            if !aud_ok && !azp_ok {
-                return Err(invalid("the token's audience is not accepted here"));
-            }
+        let mut audiences = self.audiences.clone();
+        // A tenant's tokens may also be meant for its own backend client, or be its web UI's.
+        audiences.extend(own_clients.iter().map(|c| c.to_string()));
+        let aud: Vec<String> = claims
+            .audiences
+            .as_ref()
+            .map(|a| a.clone().into_set().into_iter().collect())
+            .unwrap_or_default();
+        if !audience_accepted(&aud, custom.azp.as_deref(), &audiences) {
+            return Err(invalid("the token's audience is not accepted here"));
         }
         Ok(Identity {
             tenant: tenant.to_string(),
@@ -247,6 +257,38 @@ impl Authenticator {
             roles: custom.realm_access.map(|r| r.roles).unwrap_or_default(),
         })
     }
+}
+
+/// The audiences a service accepts: `security.audiences`, or its own client id
+/// (`security.client-id`) when none are listed. Empty only when neither is set: then no token
+/// passes the audience check.
+pub fn token_audiences(configured: &[String], client_id: &str) -> HashSet<String> {
+    let mut audiences: HashSet<String> = configured.iter().cloned().collect();
+    if audiences.is_empty() && !client_id.is_empty() {
+        audiences.insert(client_id.to_string());
+    }
+    audiences
+}
+
+/// Keycloak's own clients, which Keycloak puts into `aud` for the roles a token carries (the
+/// account console's for every user with account roles, `realm-management` for a service account
+/// that manages users). They name no resource server of ours or of another service.
+const KEYCLOAK_OWN_AUDIENCES: &[&str] = &["account", "realm-management", "broker"];
+
+/// Whether a token with audiences `aud`, issued to client `azp`, is meant for this service, whose
+/// accepted audiences (its own client ids, and the clients of the tenant's realm) are `accepted`.
+/// As Keycloak's resource servers decide it: a token is ours when one of its audiences is ours;
+/// a token without an audience of any resource server (none, or only Keycloak's own clients such
+/// as `account`) is ours when it was issued to one of our clients (the web UI's token, a service
+/// account's). A token meant for another service (`aud: billing`) is refused whoever got it.
+/// Nothing is accepted when `accepted` is empty.
+pub fn audience_accepted(aud: &[String], azp: Option<&str>, accepted: &HashSet<String>) -> bool {
+    if aud.iter().any(|a| accepted.contains(a)) {
+        return true;
+    }
+    aud.iter()
+        .all(|a| KEYCLOAK_OWN_AUDIENCES.contains(&a.as_str()))
+        && azp.is_some_and(|c| accepted.contains(c))
 }
 
 /// A short, safe reason for a failed verification.
@@ -284,6 +326,45 @@ mod tests {
         assert_eq!(r(Some("Bearer   ")), Err(AuthError::Malformed));
         assert_eq!(r(Some("Bearer a b")), Err(AuthError::Malformed));
         assert_eq!(r(Some("bearer x.y.z")), Ok("x.y.z".to_string()));
+    }
+
+    #[test]
+    fn audiences_are_decided_as_keycloak_resource_servers_do() {
+        let ours: HashSet<String> = ["kaa-iam", "web-ui"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Meant for us.
+        assert!(audience_accepted(&v(&["kaa-iam"]), Some("other"), &ours));
+        assert!(audience_accepted(&v(&["billing", "kaa-iam"]), None, &ours));
+        // Our web UI's own token (Keycloak's default audience only) and a service account's.
+        assert!(audience_accepted(&v(&["account"]), Some("web-ui"), &ours));
+        assert!(audience_accepted(&v(&[]), Some("kaa-iam"), &ours));
+        assert!(audience_accepted(
+            &v(&["realm-management", "account"]),
+            Some("kaa-iam"),
+            &ours
+        ));
+        // Meant for another service, whoever got it; or got by a client we do not know.
+        assert!(!audience_accepted(&v(&["billing"]), Some("kaa-iam"), &ours));
+        assert!(!audience_accepted(
+            &v(&["account", "billing"]),
+            Some("web-ui"),
+            &ours
+        ));
+        assert!(!audience_accepted(
+            &v(&["account"]),
+            Some("stranger"),
+            &ours
+        ));
+        assert!(!audience_accepted(&v(&[]), None, &ours));
+        // Nothing configured: nothing accepted.
+        assert!(!audience_accepted(
+            &v(&["kaa-iam"]),
+            Some("kaa-iam"),
+            &HashSet::new()
+        ));
     }
 
     #[test]

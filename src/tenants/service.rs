@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -854,13 +855,14 @@ impl Tm {
                 Value::from(format!("{base}/realms/{}{rest}", t.realm_name))
             }
         };
+        let issuer = self.issuer_of(&t, &url, &private);
         Ok(json!({
             "tenant_id": t.id,
             "realm_name": t.realm_name,
             "status": t.status,
             "keycloak_url": url,
             "keycloak_private_url": private,
-            "issuer": at(&url, ""),
+            "issuer": issuer,
             "jwks_uri": at(&private, "/protocol/openid-connect/certs"),
             "client_id": t.client_backend_id,
             "client_secret": t.client_backend_secret,
@@ -871,12 +873,8 @@ impl Tm {
     /// What a login page needs: never a secret.
     pub fn public_config(&self, id: &str) -> Result<Value, TmError> {
         let t = self.get_tenant(id)?;
-        let (url, _) = self.keycloak_urls(&t)?;
-        let issuer = if url.is_empty() {
-            Value::Null
-        } else {
-            Value::from(format!("{url}/realms/{}", t.realm_name))
-        };
+        let (url, private) = self.keycloak_urls(&t)?;
+        let issuer = self.issuer_of(&t, &url, &private);
         Ok(json!({
             "tenant_id": t.id,
             "realm_name": t.realm_name,
@@ -888,18 +886,85 @@ impl Tm {
     }
 
     /// (public URL, private URL) of the tenant's Keycloak.
+    /// The public and the private address of the Keycloak a tenant's realm lives on: the
+    /// configured public URL belongs to the default server (and to the local provisioner's
+    /// realms); every other server is reached, and seen, at its own URL.
     fn keycloak_urls(&self, t: &TenantRecord) -> Result<(String, String), TmError> {
-        let private = match t.keycloak_server_id {
-            Some(id) => self.db.get_server(id)?.url,
-            None => self.settings.public_keycloak_url.clone(),
+        let (private, is_default) = match t.keycloak_server_id {
+            Some(id) => {
+                let s = self.db.get_server(id)?;
+                (s.url, s.is_default)
+            }
+            None => (self.settings.public_keycloak_url.clone(), true),
         };
-        let public = if self.settings.public_keycloak_url.is_empty() {
+        let public = if !is_default || self.settings.public_keycloak_url.is_empty() {
             private.clone()
         } else {
             self.settings.public_keycloak_url.clone()
         };
         Ok((public, private))
     }
+
+    /// The issuer of a tenant's tokens: what its realm announces (asked of the server at its
+    /// private address, cached five minutes), else the realm under the public address.
+    fn issuer_of(&self, t: &TenantRecord, public: &str, private: &str) -> Value {
+        if t.keycloak_server_id.is_some() && !private.is_empty() {
+            let realm_url = format!("{private}/realms/{}", t.realm_name);
+            if let Some(issuer) = announced_issuer_cached(&realm_url) {
+                return Value::from(issuer);
+            }
+        }
+        if public.is_empty() {
+            Value::Null
+        } else {
+            Value::from(format!("{public}/realms/{}", t.realm_name))
+        }
+    }
+}
+
+/// How long an announced issuer is kept, and how long a failed look-up is not repeated.
+const ISSUER_TTL: Duration = Duration::from_secs(300);
+const ISSUER_RETRY: Duration = Duration::from_secs(5);
+/// Realms whose issuer is kept at most; the oldest entry goes first beyond it.
+const ISSUER_CACHE_MAX: usize = 10_000;
+
+type IssuerCache = std::sync::Mutex<HashMap<String, (Option<String>, std::time::Instant)>>;
+
+fn announced_issuer_cached(realm_url: &str) -> Option<String> {
+    static CACHE: std::sync::OnceLock<IssuerCache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let now = std::time::Instant::now();
+    if let Ok(c) = cache.lock()
+        && let Some((issuer, at)) = c.get(realm_url)
+    {
+        let ttl = if issuer.is_some() {
+            ISSUER_TTL
+        } else {
+            ISSUER_RETRY
+        };
+        if now.duration_since(*at) < ttl {
+            return issuer.clone();
+        }
+    }
+    let found = match crate::clients::oidc::announced_issuer(realm_url, Duration::from_secs(3)) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            log::warn!("issuer of {realm_url}: {e}");
+            None
+        }
+    };
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= ISSUER_CACHE_MAX
+            && let Some(oldest) = c
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            c.remove(&oldest);
+        }
+        c.insert(realm_url.to_string(), (found.clone(), now));
+    }
+    found
 }
 
 /// `offset` (default 0) and `limit` (default 50, `0` = all).

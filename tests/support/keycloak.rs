@@ -55,6 +55,9 @@ pub struct KcClaims {
     pub realm_access: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_access: Option<serde_json::Value>,
+    /// Keycloak's token type (`Bearer`, `ID`, `Refresh`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
 }
 
 /// What a minted token says.
@@ -76,6 +79,8 @@ pub struct Mint {
     pub no_exp: bool,
     /// Client roles by client id (the `resource_access` claim).
     pub client_roles: BTreeMap<String, Vec<String>>,
+    /// The `typ` claim: `Bearer` for access tokens, as Keycloak writes it.
+    pub typ: Option<String>,
 }
 
 impl Mint {
@@ -86,6 +91,7 @@ impl Mint {
             roles: Vec::new(),
             aud: Some(vec!["kaa-iam".into()]),
             azp: Some("kaa-frontend".into()),
+            typ: Some("Bearer".into()),
             exp_in: 300,
             nbf_in: None,
             iss: None,
@@ -499,6 +505,7 @@ fn sign(state: &mut State, realm: &str, m: &Mint) -> String {
     let r = &state.realms[realm];
     let (kid, key) = r.keys.last().unwrap();
     let custom = KcClaims {
+        typ: m.typ.clone(),
         preferred_username: m.username.clone(),
         azp: m.azp.clone(),
         realm_access: Some(json!({ "roles": m.roles })),
