@@ -874,3 +874,305 @@ fn interleaved_writes_from_two_clients_and_a_second_replica_all_land() {
         }
     }
 }
+
+fn policy_count(a: SocketAddr, collection: &str, krn: &str) -> u64 {
+    let r = call_json(
+        a,
+        "GET",
+        &format!("/api/v1/{collection}/{}/policies", id(krn)),
+        None,
+    );
+    expect(&r, 200)["count"].as_u64().unwrap()
+}
+
+/// A 404 whose message names the entity by KRN and by id.
+fn expect_missing(r: &Resp, krn: &str) {
+    expect(r, 404);
+    let m = message(r);
+    assert!(m.contains(krn), "{m}");
+    assert!(m.contains(&raw_id(krn)), "{m}");
+    assert!(!m.contains("named"), "{m}");
+}
+
+/// Attaching to, detaching from and changing the members of something that does not exist, or
+/// naming a member or policy that does not exist, answers 404 naming it and stores nothing: an
+/// entity created later under that name is born without the attachment.
+fn missing_entities(a: SocketAddr) {
+    let t = "t17";
+    let policy = json!({"name": "p", "tenantID": t, "statements": [
+        {"effect": "allow", "actions": ["svc:thing:read"], "resources": ["*"]}]});
+    expect(
+        &call_json(a, "POST", "/api/v1/policies", Some(&policy)),
+        201,
+    );
+    let p = format!("krn:iam:{t}::policy/p");
+    let ghost_policy = format!("krn:iam:{t}::policy/ghost");
+    let attach = json!({"policyIDs": [raw_id(&p)]});
+    for (collection, kind, create) in [
+        (
+            "users",
+            "user",
+            json!({"username": "later", "tenantID": t, "password": "pass-word-1", "confirmPassword": "pass-word-1"}),
+        ),
+        ("groups", "group", json!({"name": "later", "tenantID": t})),
+        ("pools", "pool", json!({"name": "later", "tenantID": t})),
+    ] {
+        let krn = format!("krn:iam:{t}::{kind}/later");
+        for (method, verb) in [("PUT", "attach"), ("POST", "detach")] {
+            let r = call_json(
+                a,
+                method,
+                &format!("/api/v1/{collection}/{}/policies/{verb}", id(&krn)),
+                Some(&attach),
+            );
+            expect_missing(&r, &krn);
+        }
+        expect(
+            &call_json(a, "POST", &format!("/api/v1/{collection}"), Some(&create)),
+            201,
+        );
+        assert_eq!(
+            policy_count(a, collection, &krn),
+            0,
+            "{kind} born with a policy"
+        );
+        // A policy that does not exist, beside one that does: 404 naming it, nothing attached.
+        let r = call_json(
+            a,
+            "PUT",
+            &format!("/api/v1/{collection}/{}/policies/attach", id(&krn)),
+            Some(&json!({"policyIDs": [raw_id(&p), raw_id(&ghost_policy)]})),
+        );
+        expect_missing(&r, &ghost_policy);
+        assert!(!message(&r).contains(&format!("`{p}`")), "{}", message(&r));
+        assert_eq!(policy_count(a, collection, &krn), 0);
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/{collection}/{}/policies/detach", id(&krn)),
+            Some(&json!({"policyIDs": [raw_id(&ghost_policy)]})),
+        );
+        expect_missing(&r, &ghost_policy);
+        // The real one attaches.
+        let r = call_json(
+            a,
+            "PUT",
+            &format!("/api/v1/{collection}/{}/policies/attach", id(&krn)),
+            Some(&attach),
+        );
+        expect(&r, 204);
+        assert_eq!(policy_count(a, collection, &krn), 1);
+    }
+
+    // Group members, a user's groups.
+    let user = format!("krn:iam:{t}::user/later");
+    let group = format!("krn:iam:{t}::group/later");
+    let ghost_user = format!("krn:iam:{t}::user/ghost");
+    let ghost_group = format!("krn:iam:{t}::group/ghost");
+    for verb in ["add", "remove"] {
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/groups/{}/members/{verb}", id(&ghost_group)),
+            Some(&json!({"userIDs": [raw_id(&user)]})),
+        );
+        expect_missing(&r, &ghost_group);
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/groups/{}/members/{verb}", id(&group)),
+            Some(&json!({"userIDs": [raw_id(&user), raw_id(&ghost_user)]})),
+        );
+        expect_missing(&r, &ghost_user);
+    }
+    let members = |a| {
+        expect(
+            &call_json(
+                a,
+                "GET",
+                &format!("/api/v1/groups/{}/members", id(&group)),
+                None,
+            ),
+            200,
+        )["count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(members(a), 0, "a refused member change stored a member");
+    let r = call_json(
+        a,
+        "POST",
+        &format!("/api/v1/users/{}/groups/add", id(&ghost_user)),
+        Some(&json!({"groupIDs": [raw_id(&group)]})),
+    );
+    expect_missing(&r, &ghost_user);
+    let r = call_json(
+        a,
+        "POST",
+        &format!("/api/v1/users/{}/groups/add", id(&user)),
+        Some(&json!({"groupIDs": [raw_id(&group), raw_id(&ghost_group)]})),
+    );
+    expect_missing(&r, &ghost_group);
+    assert_eq!(members(a), 0);
+
+    // Pool members; a resource registered into a pool that does not exist is not registered.
+    let pool = format!("krn:iam:{t}::pool/later");
+    let ghost_pool = format!("krn:iam:{t}::pool/ghost");
+    let res = json!({"service": "svc", "resourceType": "thing", "name": "r1", "tenantID": t});
+    expect(&call_json(a, "POST", "/api/v1/resources", Some(&res)), 201);
+    let r1 = format!("krn:svc:{t}::thing/r1");
+    let ghost_res = format!("krn:svc:{t}::thing/ghost");
+    for verb in ["add", "remove"] {
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/pools/{}/resources/{verb}", id(&ghost_pool)),
+            Some(&json!({"resourceIDs": [raw_id(&r1)]})),
+        );
+        expect_missing(&r, &ghost_pool);
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/pools/{}/resources/{verb}", id(&pool)),
+            Some(&json!({"resourceIDs": [raw_id(&r1), raw_id(&ghost_res)]})),
+        );
+        expect_missing(&r, &ghost_res);
+    }
+    let got = expect(
+        &call_json(a, "GET", &format!("/api/v1/pools/{}", id(&pool)), None),
+        200,
+    );
+    assert_eq!(got["data"]["resourceIDs"], json!([]));
+    let in_ghost = json!({"service": "svc", "resourceType": "thing", "name": "r2", "tenantID": t,
+        "poolIDs": [raw_id(&ghost_pool)]});
+    let r = call_json(a, "POST", "/api/v1/resources", Some(&in_ghost));
+    expect(&r, 400);
+    assert!(r.json().to_string().contains(&ghost_pool), "{}", text(&r));
+    expect(
+        &call_json(
+            a,
+            "GET",
+            &format!(
+                "/api/v1/resources/{}",
+                id(&format!("krn:svc:{t}::thing/r2"))
+            ),
+            None,
+        ),
+        404,
+    );
+
+    // Bulk deletes name what is missing and delete nothing.
+    for (collection, field, present, ghost) in [
+        ("users", "userIDs", &user, &ghost_user),
+        ("groups", "groupIDs", &group, &ghost_group),
+        ("resources", "resourceIDs", &r1, &ghost_res),
+    ] {
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/{collection}/delete?tenantID={t}"),
+            Some(&json!({ field: [raw_id(present), raw_id(ghost)] })),
+        );
+        expect_missing(&r, ghost);
+        expect(
+            &call_json(
+                a,
+                "GET",
+                &format!("/api/v1/{collection}/{}", id(present)),
+                None,
+            ),
+            200,
+        );
+        let r = call_json(
+            a,
+            "DELETE",
+            &format!("/api/v1/{collection}/{}", id(ghost)),
+            None,
+        );
+        expect_missing(&r, ghost);
+    }
+}
+
+fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// A policy without statements is refused on create and on every update, and changes nothing.
+fn empty_statements(a: SocketAddr) {
+    let t = "t17e";
+    let r = call_json(
+        a,
+        "POST",
+        "/api/v1/policies",
+        Some(&json!({"name": "empty", "tenantID": t, "statements": []})),
+    );
+    expect(&r, 400);
+    assert!(message(&r).contains("`statements`"), "{}", message(&r));
+    let p = format!("krn:iam:{t}::policy/empty");
+    expect(
+        &call_json(a, "GET", &format!("/api/v1/policies/{}", id(&p)), None),
+        404,
+    );
+    let one = json!([{"effect": "allow", "actions": ["svc:thing:read"], "resources": ["*"]}]);
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/policies",
+            Some(&json!({"name": "empty", "tenantID": t, "statements": one})),
+        ),
+        201,
+    );
+    let r = call_json(
+        a,
+        "PUT",
+        &format!("/api/v1/policies/{}", id(&p)),
+        Some(&json!({"statements": []})),
+    );
+    expect(&r, 400);
+    assert!(message(&r).contains("`statements`"), "{}", message(&r));
+    let got = expect(
+        &call_json(a, "GET", &format!("/api/v1/policies/{}", id(&p)), None),
+        200,
+    );
+    assert_eq!(got["data"]["version"], 1);
+    assert_eq!(got["data"]["statements"].as_array().unwrap().len(), 1);
+    // A resource-based policy likewise.
+    let res = json!({"service": "svc", "resourceType": "thing", "name": "e1", "tenantID": t});
+    expect(&call_json(a, "POST", "/api/v1/resources", Some(&res)), 201);
+    let rk = format!("krn:svc:{t}::thing/e1");
+    let r = call_json(
+        a,
+        "PUT",
+        &format!("/api/v1/resources/{}/policy", id(&rk)),
+        Some(&json!({"statements": []})),
+    );
+    expect(&r, 400);
+    expect(
+        &call_json(
+            a,
+            "GET",
+            &format!("/api/v1/resources/{}/policy", id(&rk)),
+            None,
+        ),
+        404,
+    );
+}
+
+#[test]
+fn sqlite_missing_entities_and_empty_policies() {
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), "");
+    missing_entities(svc.addr);
+    empty_statements(svc.addr);
+}
+
+#[test]
+fn postgres_missing_entities_and_empty_policies() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_missing_entities_and_empty_policies");
+    };
+    let svc = support::service::start_iam(&pg.storage(), "");
+    missing_entities(svc.addr);
+    empty_statements(svc.addr);
+}

@@ -338,6 +338,7 @@ fn candidate(raw: &Value, i: usize, tenant: &str) -> Result<StoredPolicy, IamErr
     doc.entry("type").or_insert(Value::from("identity"));
     let document = PolicyDocument::from_json(&Value::Object(doc))
         .map_err(|e| IamError::invalid(format!("add[{i}]: {e}")))?;
+    require_statements(&document).map_err(|e| IamError::invalid(format!("add[{i}]: {e}")))?;
     let Value::Array(targets) = attached else {
         return Err(IamError::invalid(format!(
             "add[{i}]: `attachedTo` must be a list of KRNs"

@@ -52,6 +52,7 @@ impl Iam {
             "statements": statements,
         });
         let d = PolicyDocument::from_json(&doc).map_err(|e| IamError::invalid(e.to_string()))?;
+        require_statements(&d)?;
         let mut errors = Vec::new();
         for (i, st) in d.statements.iter().enumerate() {
             if let Some(r) = st.resources.iter().find(|r| *r != resource) {
@@ -166,13 +167,17 @@ impl Iam {
         };
         let out = self
             .db
-            .insert_resource(&rec, policy.as_ref())
-            .map_err(|e| storage(e, "resource", rk.as_str()))?;
-        for p in &pools {
-            self.db
-                .add_pool_members(&tenant, p, std::slice::from_ref(&out.krn))
-                .map_err(|e| storage(e, "pool", p))?;
-        }
+            .insert_resource(&rec, policy.as_ref(), &pools)
+            .map_err(|e| {
+                let named: Vec<(&str, &str)> = pools.iter().map(|p| ("pool", p.as_str())).collect();
+                self.reference_error(
+                    &tenant,
+                    e,
+                    "`poolIDs` names a pool that does not exist",
+                    &named,
+                    |other| storage(other, "resource", rk.as_str()),
+                )
+            })?;
         self.committed(&tenant);
         let policy = match policy {
             Some(_) => Some(self.db.resource_policy(&tenant, &out.krn)?),
@@ -280,9 +285,10 @@ impl Iam {
             self.authorize(caller, "iam:resource:delete", k)?;
         }
         let list: Vec<String> = krns.iter().map(|k| k.as_str().to_string()).collect();
-        self.db
-            .delete_resources(&tenant, &list)
-            .map_err(|e| storage(e, "resource", "named"))?;
+        self.db.delete_resources(&tenant, &list).map_err(|e| {
+            let named: Vec<(&str, &str)> = list.iter().map(|k| ("resource", k.as_str())).collect();
+            self.write_error(&tenant, e, &named)
+        })?;
         self.committed(&tenant);
         Ok(())
     }
@@ -397,11 +403,16 @@ impl Iam {
             created_ms: now,
             updated_ms: now,
         };
-        let out = self.db.insert_pool(&rec, &members).map_err(|e| match e {
-            StorageError::NotFound => {
-                IamError::invalid("a resource in `resourceIDs` does not exist")
-            }
-            other => storage(other, "pool", &b.name),
+        let out = self.db.insert_pool(&rec, &members).map_err(|e| {
+            let named: Vec<(&str, &str)> =
+                members.iter().map(|m| ("resource", m.as_str())).collect();
+            self.reference_error(
+                &tenant,
+                e,
+                "`resourceIDs` names a resource that does not exist",
+                &named,
+                |other| storage(other, "pool", pk.as_str()),
+            )
         })?;
         self.committed(&tenant);
         let members = self.db.pool_members(&tenant, &out.krn)?;
@@ -515,11 +526,10 @@ impl Iam {
             self.db
                 .remove_pool_members(k.tenant(), k.as_str(), &members)
         };
-        r.map_err(|e| match e {
-            StorageError::NotFound => {
-                IamError::NotFound("the pool or a resource in `resourceIDs` does not exist".into())
-            }
-            other => IamError::Storage(other),
+        r.map_err(|e| {
+            let mut named = vec![("pool", k.as_str())];
+            named.extend(members.iter().map(|m| ("resource", m.as_str())));
+            self.write_error(k.tenant(), e, &named)
         })?;
         self.committed_with(
             k.tenant(),

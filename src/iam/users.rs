@@ -190,18 +190,26 @@ impl Iam {
                     r.remove_quietly(id);
                 }
             })
-            .map_err(|e| match e {
-                crate::storage::StorageError::NotFound => IamError::invalid(
+            .map_err(|e| {
+                let mut named: Vec<(&str, &str)> =
+                    groups.iter().map(|g| ("group", g.as_str())).collect();
+                named.extend(policies.iter().map(|p| ("policy", p.as_str())));
+                self.reference_error(
+                    &tenant,
+                    e,
                     "a group in `groups` or a policy in `policyIDs` does not exist",
-                ),
-                crate::storage::StorageError::Conflict(_) => IamError::Conflict(format!(
-                    "a user with username `{username}`{} already exists",
-                    b.email
-                        .as_deref()
-                        .map(|e| format!(" or e-mail `{e}`"))
-                        .unwrap_or_default()
-                )),
-                other => IamError::Storage(other),
+                    &named,
+                    |other| match other {
+                        crate::storage::StorageError::Conflict(_) => IamError::Conflict(format!(
+                            "a user with username `{username}`{} already exists",
+                            b.email
+                                .as_deref()
+                                .map(|e| format!(" or e-mail `{e}`"))
+                                .unwrap_or_default()
+                        )),
+                        other => IamError::Storage(other),
+                    },
+                )
             })?;
         self.committed_with(
             &tenant,
@@ -386,9 +394,10 @@ impl Iam {
                 realm.delete(id)?;
             }
         }
-        self.db
-            .delete_users(&tenant, &list)
-            .map_err(|e| storage(e, "user", "named"))?;
+        self.db.delete_users(&tenant, &list).map_err(|e| {
+            let named: Vec<(&str, &str)> = list.iter().map(|k| ("user", k.as_str())).collect();
+            self.write_error(&tenant, e, &named)
+        })?;
         self.committed(&tenant);
         Ok(())
     }
@@ -464,11 +473,15 @@ impl Iam {
             created_ms: now,
             updated_ms: now,
         };
-        let out = self.db.insert_group(&rec).map_err(|e| match e {
-            crate::storage::StorageError::NotFound => {
-                IamError::invalid("`parentID` names a group that does not exist")
-            }
-            other => storage(other, "group", gk.as_str()),
+        let out = self.db.insert_group(&rec).map_err(|e| {
+            let parent = rec.parent_krn.as_deref().unwrap_or("");
+            self.reference_error(
+                &tenant,
+                e,
+                "`parentID` names a group that does not exist",
+                &[("group", parent)],
+                |other| storage(other, "group", gk.as_str()),
+            )
         })?;
         self.committed(&tenant);
         Ok(out)
@@ -566,7 +579,11 @@ impl Iam {
                 "a group that still has subgroups cannot be deleted: delete or move its subgroups first"
                     .into(),
             ),
-            other => storage(other, "group", "named"),
+            other => {
+                let named: Vec<(&str, &str)> =
+                    list.iter().map(|k| ("group", k.as_str())).collect();
+                self.write_error(&tenant, other, &named)
+            }
         })?;
         self.committed(&tenant);
         Ok(())
@@ -608,11 +625,10 @@ impl Iam {
         } else {
             self.db.remove_members(g.tenant(), g.as_str(), &users)
         };
-        r.map_err(|e| match e {
-            crate::storage::StorageError::NotFound => {
-                IamError::NotFound("the group or a user in `userIDs` does not exist".into())
-            }
-            other => IamError::Storage(other),
+        r.map_err(|e| {
+            let mut named = vec![("group", g.as_str())];
+            named.extend(users.iter().map(|u| ("user", u.as_str())));
+            self.write_error(g.tenant(), e, &named)
         })?;
         self.committed_with(
             g.tenant(),
@@ -642,11 +658,10 @@ impl Iam {
         }
         self.db
             .join_groups(u.tenant(), u.as_str(), &groups)
-            .map_err(|e| match e {
-                crate::storage::StorageError::NotFound => {
-                    IamError::NotFound("the user or a group in `groupIDs` does not exist".into())
-                }
-                other => IamError::Storage(other),
+            .map_err(|e| {
+                let mut named = vec![("user", u.as_str())];
+                named.extend(groups.iter().map(|g| ("group", g.as_str())));
+                self.write_error(u.tenant(), e, &named)
             })?;
         self.committed_with(
             u.tenant(),

@@ -231,10 +231,13 @@ pub trait AttachmentStore {
 
 pub trait ResourceStore {
     /// Insert the resource and, when given, its resource-based policy, in one transaction.
+    /// Insert a resource, its resource-based policy and its memberships of `pools`, all or
+    /// nothing (`NotFound` when a pool does not exist).
     fn insert_resource(
         &self,
         r: &ResourceRecord,
         policy: Option<&super::NewPolicy>,
+        pools: &[String],
     ) -> Result<ResourceRecord, StorageError>;
     fn get_resource(&self, tenant: &str, krn: &str) -> Result<ResourceRecord, StorageError>;
     fn list_resources(
@@ -944,9 +947,27 @@ impl GroupStore for Database {
 
 // ---------------------------------------------------------------- attachments
 
+/// A policy attachment's target (a user, group or pool) must exist: `NotFound` otherwise.
+fn require_target(tx: &mut dyn Tx, tenant: &str, target: &str) -> Result<(), StorageError> {
+    // `krn:iam:<tenant>::<type>/...`
+    let kind = target
+        .split("::")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let table = match kind {
+        "user" => "users",
+        "group" => "user_groups",
+        "pool" => "pools",
+        _ => return Err(StorageError::NotFound),
+    };
+    require(tx, table, tenant, target)
+}
+
 impl AttachmentStore for Database {
     fn attach(&self, tenant: &str, target: &str, policies: &[String]) -> Result<(), StorageError> {
         self.tx(|tx| {
+            require_target(tx, tenant, target)?;
             attach_tx(tx, tenant, target, policies)?;
             bump_revision(tx, tenant)?;
             Ok(())
@@ -955,6 +976,7 @@ impl AttachmentStore for Database {
 
     fn detach(&self, tenant: &str, target: &str, policies: &[String]) -> Result<(), StorageError> {
         self.tx(|tx| {
+            require_target(tx, tenant, target)?;
             for p in policies {
                 require(tx, "policies", tenant, p)?;
                 tx.execute(
@@ -1052,6 +1074,7 @@ impl ResourceStore for Database {
         &self,
         r: &ResourceRecord,
         policy: Option<&super::NewPolicy>,
+        pools: &[String],
     ) -> Result<ResourceRecord, StorageError> {
         self.tx(|tx| {
             if exists(tx, "resources", &r.tenant, &r.krn)? {
@@ -1078,6 +1101,10 @@ impl ResourceStore for Database {
             )?;
             if let Some(p) = policy {
                 super::policies::insert_tx(tx, p)?;
+            }
+            for pool in pools {
+                require(tx, "pools", &r.tenant, pool)?;
+                add_pool_members_tx(tx, &r.tenant, pool, std::slice::from_ref(&r.krn))?;
             }
             bump_revision(tx, &r.tenant)?;
             get_resource_tx(tx, &r.tenant, &r.krn)
@@ -1374,6 +1401,7 @@ impl PoolStore for Database {
         self.tx(|tx| {
             require(tx, "pools", tenant, pool_krn)?;
             for r in resources {
+                require(tx, "resources", tenant, r)?;
                 tx.execute(
                     "DELETE FROM pool_members WHERE tenant = $1 AND pool_krn = $2 AND resource_krn = $3",
                     &[Val::from(tenant), Val::from(pool_krn), Val::from(r)],
