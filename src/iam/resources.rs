@@ -242,6 +242,24 @@ impl Iam {
     ) -> Result<ResourceRecord, IamError> {
         let k = resource_id(id, caller)?;
         self.authorize(caller, "iam:resource:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_resource(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "resource", k.as_str()))?;
+            let mut stored = view_json(&ResourceView::from(&cur));
+            // The create answer carries the id of the resource-based policy, when there is one.
+            match self.db.resource_policy(k.tenant(), k.as_str()) {
+                Ok(p) => {
+                    if let Value::Object(m) = &mut stored {
+                        m.insert("policyID".into(), Value::from(id_of(&p.krn)));
+                    }
+                }
+                Err(StorageError::NotFound) => {}
+                Err(e) => return Err(IamError::Storage(e)),
+            }
+            b.check_read_only(&stored)?;
+        }
         if let Some(Some(d)) = &b.display_name {
             optional_text("displayName", Some(d), 255)?;
         }
@@ -332,11 +350,33 @@ impl Iam {
         self.db
             .get_resource(k.tenant(), k.as_str())
             .map_err(|e| storage(e, "resource", k.as_str()))?;
+        let pk = resource_policy_krn(&k)?;
+        let current = match self.db.resource_policy(k.tenant(), k.as_str()) {
+            Ok(cur) => Some(cur),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(IamError::Storage(e)),
+        };
+        if b.has_read_only() {
+            let stored = match &current {
+                Some(cur) => view_json(&PolicyView::from(cur)),
+                // What the policy about to be made will be.
+                None => json!({
+                    "id": pk.to_id(),
+                    "krn": pk.as_str(),
+                    "tenantID": k.tenant(),
+                    "name": k.id(),
+                    "type": "resource",
+                    "origin": "api",
+                    "resourceID": k.to_id(),
+                    "created": b.ro_created,
+                }),
+            };
+            b.check_read_only(&stored)?;
+        }
         let doc = self.resource_document(&k, b.description.as_deref(), &b.statements)?;
         let statements = doc.to_json()["statements"].to_string();
-        let pk = resource_policy_krn(&k)?;
-        let out = match self.db.resource_policy(k.tenant(), k.as_str()) {
-            Ok(cur) => self
+        let out = match current {
+            Some(cur) => self
                 .db
                 .replace_policy(
                     k.tenant(),
@@ -347,7 +387,7 @@ impl Iam {
                     now_ms(),
                 )
                 .map_err(|e| storage(e, "policy", &cur.krn))?,
-            Err(StorageError::NotFound) => self
+            None => self
                 .db
                 .insert_policy(&NewPolicy {
                     tenant: k.tenant().to_string(),
@@ -361,7 +401,6 @@ impl Iam {
                     resource_krn: Some(k.as_str().to_string()),
                 })
                 .map_err(|e| storage(e, "policy", pk.as_str()))?,
-            Err(e) => return Err(IamError::Storage(e)),
         };
         self.committed_with(k.tenant(), &Delta::policies(vec![out.krn.clone()]));
         Ok(out)
@@ -467,6 +506,14 @@ impl Iam {
     ) -> Result<(PoolRecord, Vec<String>), IamError> {
         let k = path_id(id, "pool", caller)?;
         self.authorize(caller, "iam:pool:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_pool(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "pool", k.as_str()))?;
+            let members = self.db.pool_members(k.tenant(), k.as_str())?;
+            b.check_read_only(&view_json(&PoolView::new(&cur, &members)))?;
+        }
         if let Some(Some(d)) = &b.display_name {
             optional_text("displayName", Some(d), 255)?;
         }

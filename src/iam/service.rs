@@ -738,6 +738,7 @@ impl Iam {
                 current.name
             )));
         }
+        body.check_read_only(&view_json(&PolicyView::from(&current)))?;
         let doc = self.parse_document(
             &current.name,
             &current.kind,
@@ -941,6 +942,11 @@ pub(crate) fn require_statements(doc: &PolicyDocument) -> Result<(), IamError> {
         ));
     }
     Ok(())
+}
+
+/// An entity as GET returns it, to compare read-only fields against.
+pub(crate) fn view_json(view: &impl serde::Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 pub(crate) fn sort_order(v: Option<&str>) -> Result<crate::storage::SortOrder, IamError> {

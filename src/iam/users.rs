@@ -302,6 +302,13 @@ impl Iam {
     ) -> Result<UserRecord, IamError> {
         let k = path_id(id, "user", caller)?;
         self.authorize(caller, "iam:user:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_user(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "user", k.as_str()))?;
+            b.check_read_only(&view_json(&UserView::from(&cur)))?;
+        }
         if let Some(Some(e)) = &b.email
             && !valid_email(e)
         {
@@ -544,6 +551,13 @@ impl Iam {
     ) -> Result<GroupRecord, IamError> {
         let k = path_id(id, "group", caller)?;
         self.authorize(caller, "iam:group:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_group(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "group", k.as_str()))?;
+            b.check_read_only(&view_json(&GroupView::from(&cur)))?;
+        }
         let metadata = match &b.metadata {
             Some(v) => Some(metadata(Some(v))?),
             None => None,
