@@ -286,8 +286,9 @@ pub struct UserCreate {
     pub password: Option<String>,
     #[serde(default)]
     pub confirm_password: Option<String>,
+    /// Default: enabled.
     #[serde(default)]
-    pub enabled: bool,
+    pub enabled: Option<bool>,
     #[serde(default)]
     pub path: Option<String>,
     #[serde(rename = "policyIDs", default)]

@@ -285,7 +285,14 @@ impl Iam {
                 now_ms(),
             )
             .map_err(|e| storage(e, "resource", k.as_str()))?;
-        self.committed(k.tenant());
+        // Only its enabled state matters to decisions.
+        self.committed_with(
+            k.tenant(),
+            &Delta {
+                resource_states: vec![(out.krn.clone(), out.enabled)],
+                ..Delta::default()
+            },
+        );
         Ok(out)
     }
 

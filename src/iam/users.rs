@@ -139,6 +139,7 @@ impl Iam {
         }
         let required = required_actions(Some(&actions))?.unwrap_or_else(|| "[]".into());
         let password = b.password.as_deref().unwrap_or("");
+        let enabled = b.enabled.unwrap_or(true);
         // Keycloak first: its user exists before IAM's refers to it, and goes again if IAM's
         // cannot be stored.
         let realm = match self.realm_users.get() {
@@ -151,7 +152,7 @@ impl Iam {
                 email: b.email.as_deref(),
                 first_name: b.first_name.as_deref(),
                 last_name: b.last_name.as_deref(),
-                enabled: b.enabled,
+                enabled,
                 password,
                 required_actions: actions.clone(),
                 verify_email_redirect: b.redirect_uri.as_deref(),
@@ -173,7 +174,7 @@ impl Iam {
             email: b.email.clone(),
             first_name: b.first_name.clone(),
             last_name: b.last_name.clone(),
-            enabled: b.enabled,
+            enabled,
             auth_id: auth_id.clone(),
             password_hash,
             metadata: metadata(b.metadata.as_ref())?,
@@ -216,6 +217,7 @@ impl Iam {
             &Delta {
                 users: vec![out.krn.clone()],
                 policies: policies.clone(),
+                user_states: vec![(out.krn.clone(), out.enabled)],
                 ..Delta::default()
             },
         );
@@ -369,7 +371,14 @@ impl Iam {
                     other => storage(other, "user", k.as_str()),
                 }
             })?;
-        self.committed(k.tenant());
+        // Only its enabled state matters to decisions.
+        self.committed_with(
+            k.tenant(),
+            &Delta {
+                user_states: vec![(out.krn.clone(), out.enabled)],
+                ..Delta::default()
+            },
+        );
         Ok(out)
     }
 

@@ -306,6 +306,11 @@ pub enum SnapshotPart {
     Memberships(Vec<(String, String)>),
     /// (resource KRN, pool KRN), all of them.
     PoolMembers(Vec<(String, String)>),
+    /// The users and the registered resources marked disabled.
+    Disabled {
+        users: Vec<String>,
+        resources: Vec<String>,
+    },
     /// Last: the policies, one page at a time, ordered by KRN.
     Policies(Vec<PolicyRecord>),
 }
@@ -314,7 +319,8 @@ pub trait SnapshotStore {
     /// Everything the decision index of `tenant` needs, read in one transaction.
     fn tenant_snapshot(&self, tenant: &str) -> Result<TenantSnapshot, StorageError>;
     /// The same in one transaction, handed to `each` in parts (revision, attachments,
-    /// memberships, pool members, then the policies `page` at a time) so that the caller never
+    /// memberships, pool members, disabled users and resources, then the policies `page` at a
+    /// time) so that the caller never
     /// holds every policy row at once.
     fn tenant_snapshot_paged(
         &self,
@@ -1514,6 +1520,18 @@ impl SnapshotStore for Database {
                 "SELECT resource_krn, pool_krn FROM pool_members WHERE tenant = $1",
                 tenant,
             )?))?;
+            let mut disabled = |table: &str| -> Result<Vec<String>, StorageError> {
+                tx.query(
+                    &format!("SELECT krn FROM {table} WHERE tenant = $1 AND enabled = $2"),
+                    &[Val::from(tenant), Val::Bool(false)],
+                )?
+                .iter()
+                .map(|r| r.string(0))
+                .collect()
+            };
+            let users = disabled("users")?;
+            let resources = disabled("resources")?;
+            each(SnapshotPart::Disabled { users, resources })?;
             let sql = format!(
                 "SELECT {} FROM policies WHERE tenant = $1 AND krn > $2 ORDER BY krn LIMIT $3",
                 super::policies::COLUMNS
