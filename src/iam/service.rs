@@ -540,6 +540,12 @@ impl Iam {
         let set = self
             .state
             .principal_set(&caller.tenant, principal, &caller.roles);
+        if let Some(why) = self.state.disabled_principal(&caller.tenant, &set) {
+            return Err(IamError::Forbidden(format!(
+                "`{action}` on `{target}` is not allowed: {}",
+                why.message()
+            )));
+        }
         if self.state.allows(&caller.tenant, &set, &a, target) {
             Ok(())
         } else {
