@@ -100,17 +100,21 @@ pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
             ops.metrics.set_gauge("http_workers", g(s.workers()));
             ops.metrics
                 .set_gauge("http_body_bytes_in_flight", g(s.body_bytes_in_flight()));
-            ops.metrics.set_gauge(
+            let m = &ops.metrics;
+            m.set_total(
                 "http_busy_rejections_total",
-                i64::try_from(s.busy_rejections()).unwrap_or(i64::MAX),
+                "Requests answered 503 because no handler slot came free in time",
+                s.busy_rejections(),
             );
-            ops.metrics.set_gauge(
+            m.set_total(
                 "http_connections_rejected_total",
-                i64::try_from(s.connections_rejected()).unwrap_or(i64::MAX),
+                "Connections answered 503 at server.max-connections",
+                s.connections_rejected(),
             );
-            ops.metrics.set_gauge(
+            m.set_total(
                 "http_handler_panics_total",
-                i64::try_from(s.handler_panics()).unwrap_or(i64::MAX),
+                "Handlers that panicked (answered 500)",
+                s.handler_panics(),
             );
         }
         if let Some(scrape) = ops.scrape.get() {

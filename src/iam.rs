@@ -102,9 +102,16 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
     let _ = ops.scrape.set(Box::new(move |m| {
         if let Some(iam) = weak.upgrade() {
             let (reloads, deltas) = iam.state.update_counts();
-            let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            m.set_gauge("iam_index_reloads_total", g(reloads));
-            m.set_gauge("iam_index_updates_total", g(deltas));
+            m.set_total(
+                "iam_index_reloads_total",
+                "Whole-tenant reloads of the decision index",
+                reloads,
+            );
+            m.set_total(
+                "iam_index_updates_total",
+                "Incremental updates of the decision index",
+                deltas,
+            );
         }
     }));
     if !config.nats.urls.is_empty() {

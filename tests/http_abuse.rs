@@ -464,4 +464,31 @@ fn connections_beyond_max_connections_get_503_and_the_server_recovers() {
         "max-connections 64 held: 20 of 20 extra connections answered 503; served again {:.1?} after the 64 closed",
         t.elapsed()
     ));
+    // The refusals are counted by a counter of their own name (what the chart's alert reads);
+    // point-in-time values stay gauges.
+    let r = proc::request(addr, "GET", "/metrics", &[], b"", ANSWER_BOUND).unwrap();
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    for counter in [
+        "http_connections_rejected_total",
+        "http_busy_rejections_total",
+        "http_handler_panics_total",
+        "iam_index_reloads_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {counter} counter")),
+            "{counter}:\n{text}"
+        );
+        assert!(
+            !text.contains(&format!("name=\"{counter}\"")),
+            "{counter} is still a gauge:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("http_connections_rejected_total{service=\"iam\"} 20\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("service_gauge{name=\"http_open_connections\""),
+        "{text}"
+    );
 }

@@ -212,7 +212,10 @@ fn story(addr: SocketAddr) {
         "confirmPassword": "secret-pw-1", "tenantID": "t1", "firstName": "Alice"});
     let u = expect(&call_json(a, "POST", "/api/v1/users", Some(&alice)), 201)["data"].clone();
     assert_eq!(u["krn"], "krn:iam:t1::user/alice");
-    assert_eq!(u["enabled"], false, "enabled defaults to false");
+    assert_eq!(
+        u["enabled"], true,
+        "a user is created enabled unless told otherwise"
+    );
     assert!(u.get("password").is_none() && !u.to_string().contains("secret-pw-1"));
     let r = call_json(a, "POST", "/api/v1/users", Some(&alice));
     expect(&r, 409);
@@ -873,4 +876,675 @@ fn interleaved_writes_from_two_clients_and_a_second_replica_all_land() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+fn policy_count(a: SocketAddr, collection: &str, krn: &str) -> u64 {
+    let r = call_json(
+        a,
+        "GET",
+        &format!("/api/v1/{collection}/{}/policies", id(krn)),
+        None,
+    );
+    expect(&r, 200)["count"].as_u64().unwrap()
+}
+
+/// A 404 whose message names the entity by KRN and by id.
+fn expect_missing(r: &Resp, krn: &str) {
+    expect(r, 404);
+    let m = message(r);
+    assert!(m.contains(krn), "{m}");
+    assert!(m.contains(&raw_id(krn)), "{m}");
+    assert!(!m.contains("named"), "{m}");
+}
+
+/// Attaching to, detaching from and changing the members of something that does not exist, or
+/// naming a member or policy that does not exist, answers 404 naming it and stores nothing: an
+/// entity created later under that name is born without the attachment.
+fn missing_entities(a: SocketAddr) {
+    let t = "t17";
+    let policy = json!({"name": "p", "tenantID": t, "statements": [
+        {"effect": "allow", "actions": ["svc:thing:read"], "resources": ["*"]}]});
+    expect(
+        &call_json(a, "POST", "/api/v1/policies", Some(&policy)),
+        201,
+    );
+    let p = format!("krn:iam:{t}::policy/p");
+    let ghost_policy = format!("krn:iam:{t}::policy/ghost");
+    let attach = json!({"policyIDs": [raw_id(&p)]});
+    for (collection, kind, create) in [
+        (
+            "users",
+            "user",
+            json!({"username": "later", "tenantID": t, "password": "pass-word-1", "confirmPassword": "pass-word-1"}),
+        ),
+        ("groups", "group", json!({"name": "later", "tenantID": t})),
+        ("pools", "pool", json!({"name": "later", "tenantID": t})),
+    ] {
+        let krn = format!("krn:iam:{t}::{kind}/later");
+        for (method, verb) in [("PUT", "attach"), ("POST", "detach")] {
+            let r = call_json(
+                a,
+                method,
+                &format!("/api/v1/{collection}/{}/policies/{verb}", id(&krn)),
+                Some(&attach),
+            );
+            expect_missing(&r, &krn);
+        }
+        expect(
+            &call_json(a, "POST", &format!("/api/v1/{collection}"), Some(&create)),
+            201,
+        );
+        assert_eq!(
+            policy_count(a, collection, &krn),
+            0,
+            "{kind} born with a policy"
+        );
+        // A policy that does not exist, beside one that does: 404 naming it, nothing attached.
+        let r = call_json(
+            a,
+            "PUT",
+            &format!("/api/v1/{collection}/{}/policies/attach", id(&krn)),
+            Some(&json!({"policyIDs": [raw_id(&p), raw_id(&ghost_policy)]})),
+        );
+        expect_missing(&r, &ghost_policy);
+        assert!(!message(&r).contains(&format!("`{p}`")), "{}", message(&r));
+        assert_eq!(policy_count(a, collection, &krn), 0);
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/{collection}/{}/policies/detach", id(&krn)),
+            Some(&json!({"policyIDs": [raw_id(&ghost_policy)]})),
+        );
+        expect_missing(&r, &ghost_policy);
+        // The real one attaches.
+        let r = call_json(
+            a,
+            "PUT",
+            &format!("/api/v1/{collection}/{}/policies/attach", id(&krn)),
+            Some(&attach),
+        );
+        expect(&r, 204);
+        assert_eq!(policy_count(a, collection, &krn), 1);
+    }
+
+    // Group members, a user's groups.
+    let user = format!("krn:iam:{t}::user/later");
+    let group = format!("krn:iam:{t}::group/later");
+    let ghost_user = format!("krn:iam:{t}::user/ghost");
+    let ghost_group = format!("krn:iam:{t}::group/ghost");
+    for verb in ["add", "remove"] {
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/groups/{}/members/{verb}", id(&ghost_group)),
+            Some(&json!({"userIDs": [raw_id(&user)]})),
+        );
+        expect_missing(&r, &ghost_group);
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/groups/{}/members/{verb}", id(&group)),
+            Some(&json!({"userIDs": [raw_id(&user), raw_id(&ghost_user)]})),
+        );
+        expect_missing(&r, &ghost_user);
+    }
+    let members = |a| {
+        expect(
+            &call_json(
+                a,
+                "GET",
+                &format!("/api/v1/groups/{}/members", id(&group)),
+                None,
+            ),
+            200,
+        )["count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(members(a), 0, "a refused member change stored a member");
+    let r = call_json(
+        a,
+        "POST",
+        &format!("/api/v1/users/{}/groups/add", id(&ghost_user)),
+        Some(&json!({"groupIDs": [raw_id(&group)]})),
+    );
+    expect_missing(&r, &ghost_user);
+    let r = call_json(
+        a,
+        "POST",
+        &format!("/api/v1/users/{}/groups/add", id(&user)),
+        Some(&json!({"groupIDs": [raw_id(&group), raw_id(&ghost_group)]})),
+    );
+    expect_missing(&r, &ghost_group);
+    assert_eq!(members(a), 0);
+
+    // Pool members; a resource registered into a pool that does not exist is not registered.
+    let pool = format!("krn:iam:{t}::pool/later");
+    let ghost_pool = format!("krn:iam:{t}::pool/ghost");
+    let res = json!({"service": "svc", "resourceType": "thing", "name": "r1", "tenantID": t});
+    expect(&call_json(a, "POST", "/api/v1/resources", Some(&res)), 201);
+    let r1 = format!("krn:svc:{t}::thing/r1");
+    let ghost_res = format!("krn:svc:{t}::thing/ghost");
+    for verb in ["add", "remove"] {
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/pools/{}/resources/{verb}", id(&ghost_pool)),
+            Some(&json!({"resourceIDs": [raw_id(&r1)]})),
+        );
+        expect_missing(&r, &ghost_pool);
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/pools/{}/resources/{verb}", id(&pool)),
+            Some(&json!({"resourceIDs": [raw_id(&r1), raw_id(&ghost_res)]})),
+        );
+        expect_missing(&r, &ghost_res);
+    }
+    let got = expect(
+        &call_json(a, "GET", &format!("/api/v1/pools/{}", id(&pool)), None),
+        200,
+    );
+    assert_eq!(got["data"]["resourceIDs"], json!([]));
+    let in_ghost = json!({"service": "svc", "resourceType": "thing", "name": "r2", "tenantID": t,
+        "poolIDs": [raw_id(&ghost_pool)]});
+    let r = call_json(a, "POST", "/api/v1/resources", Some(&in_ghost));
+    expect(&r, 400);
+    assert!(r.json().to_string().contains(&ghost_pool), "{}", text(&r));
+    expect(
+        &call_json(
+            a,
+            "GET",
+            &format!(
+                "/api/v1/resources/{}",
+                id(&format!("krn:svc:{t}::thing/r2"))
+            ),
+            None,
+        ),
+        404,
+    );
+
+    // Bulk deletes name what is missing and delete nothing.
+    for (collection, field, present, ghost) in [
+        ("users", "userIDs", &user, &ghost_user),
+        ("groups", "groupIDs", &group, &ghost_group),
+        ("resources", "resourceIDs", &r1, &ghost_res),
+    ] {
+        let r = call_json(
+            a,
+            "POST",
+            &format!("/api/v1/{collection}/delete?tenantID={t}"),
+            Some(&json!({ field: [raw_id(present), raw_id(ghost)] })),
+        );
+        expect_missing(&r, ghost);
+        expect(
+            &call_json(
+                a,
+                "GET",
+                &format!("/api/v1/{collection}/{}", id(present)),
+                None,
+            ),
+            200,
+        );
+        let r = call_json(
+            a,
+            "DELETE",
+            &format!("/api/v1/{collection}/{}", id(ghost)),
+            None,
+        );
+        expect_missing(&r, ghost);
+    }
+}
+
+fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// A policy without statements is refused on create and on every update, and changes nothing.
+fn empty_statements(a: SocketAddr) {
+    let t = "t17e";
+    let r = call_json(
+        a,
+        "POST",
+        "/api/v1/policies",
+        Some(&json!({"name": "empty", "tenantID": t, "statements": []})),
+    );
+    expect(&r, 400);
+    assert!(message(&r).contains("`statements`"), "{}", message(&r));
+    let p = format!("krn:iam:{t}::policy/empty");
+    expect(
+        &call_json(a, "GET", &format!("/api/v1/policies/{}", id(&p)), None),
+        404,
+    );
+    let one = json!([{"effect": "allow", "actions": ["svc:thing:read"], "resources": ["*"]}]);
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/policies",
+            Some(&json!({"name": "empty", "tenantID": t, "statements": one})),
+        ),
+        201,
+    );
+    let r = call_json(
+        a,
+        "PUT",
+        &format!("/api/v1/policies/{}", id(&p)),
+        Some(&json!({"statements": []})),
+    );
+    expect(&r, 400);
+    assert!(message(&r).contains("`statements`"), "{}", message(&r));
+    let got = expect(
+        &call_json(a, "GET", &format!("/api/v1/policies/{}", id(&p)), None),
+        200,
+    );
+    assert_eq!(got["data"]["version"], 1);
+    assert_eq!(got["data"]["statements"].as_array().unwrap().len(), 1);
+    // A resource-based policy likewise.
+    let res = json!({"service": "svc", "resourceType": "thing", "name": "e1", "tenantID": t});
+    expect(&call_json(a, "POST", "/api/v1/resources", Some(&res)), 201);
+    let rk = format!("krn:svc:{t}::thing/e1");
+    let r = call_json(
+        a,
+        "PUT",
+        &format!("/api/v1/resources/{}/policy", id(&rk)),
+        Some(&json!({"statements": []})),
+    );
+    expect(&r, 400);
+    expect(
+        &call_json(
+            a,
+            "GET",
+            &format!("/api/v1/resources/{}/policy", id(&rk)),
+            None,
+        ),
+        404,
+    );
+}
+
+#[test]
+fn sqlite_missing_entities_and_empty_policies() {
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), "");
+    missing_entities(svc.addr);
+    empty_statements(svc.addr);
+}
+
+#[test]
+fn postgres_missing_entities_and_empty_policies() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_missing_entities_and_empty_policies");
+    };
+    let svc = support::service::start_iam(&pg.storage(), "");
+    missing_entities(svc.addr);
+    empty_statements(svc.addr);
+}
+
+/// GET an entity, change one field and send the whole representation back: 200, the field
+/// changed; a read-only field changed instead answers 400 naming it and changes nothing.
+fn round_trip(
+    a: SocketAddr,
+    path: &str,
+    method: &str,
+    change: (&str, Value),
+    read_only: &[(&str, Value)],
+) {
+    let before = expect(&call_json(a, "GET", path, None), 200)["data"].clone();
+    for (field, value) in read_only {
+        let mut body = before.clone();
+        body[*field] = value.clone();
+        let r = call_json(a, method, path, Some(&body));
+        expect(&r, 400);
+        assert!(
+            message(&r).contains(&format!("`{field}`")),
+            "{path} {field}: {}",
+            message(&r)
+        );
+        let now = expect(&call_json(a, "GET", path, None), 200)["data"].clone();
+        assert_eq!(
+            now, before,
+            "{path}: a refused `{field}` changed the entity"
+        );
+    }
+    let mut body = before.clone();
+    body[change.0] = change.1.clone();
+    // `updated` is the write's to set: an old one is no reason to refuse.
+    body["updated"] = json!("2000-01-01T00:00:00.000Z");
+    let r = call_json(a, method, path, Some(&body));
+    let after = expect(&r, 200)["data"].clone();
+    assert_eq!(after[change.0], change.1, "{path}");
+    assert_eq!(after["version"], before["version"].as_i64().unwrap() + 1);
+    for k in ["id", "krn", "tenantID", "created"] {
+        assert_eq!(after[k], before[k], "{path}: {k}");
+    }
+    // The answer goes back as it came, too.
+    let mut again = after.clone();
+    again[change.0] = before[change.0].clone();
+    expect(&call_json(a, method, path, Some(&again)), 200);
+}
+
+fn round_trips(a: SocketAddr) {
+    let t = "t17r";
+    let other = |k: &str| format!("krn:iam:{t}::{k}/other");
+    let post = |collection: &str, body: Value| {
+        expect(
+            &call_json(a, "POST", &format!("/api/v1/{collection}"), Some(&body)),
+            201,
+        )["data"]
+            .clone()
+    };
+    let p = post(
+        "policies",
+        json!({"name": "rt", "tenantID": t, "description": "first", "statements": [
+            {"effect": "allow", "actions": ["svc:thing:read"], "resources": ["*"]}]}),
+    );
+    round_trip(
+        a,
+        &format!("/api/v1/policies/{}", id(p["krn"].as_str().unwrap())),
+        "PUT",
+        ("description", json!("second")),
+        &[
+            ("id", json!(raw_id(&other("policy")))),
+            ("krn", json!(other("policy"))),
+            ("tenantID", json!("elsewhere")),
+            ("name", json!("renamed")),
+            ("type", json!("resource")),
+            ("created", json!("2000-01-01T00:00:00.000Z")),
+        ],
+    );
+    let u = post(
+        "users",
+        json!({"username": "rt", "tenantID": t, "password": "pass-word-1", "confirmPassword": "pass-word-1",
+            "firstName": "First"}),
+    );
+    round_trip(
+        a,
+        &format!("/api/v1/users/{}", id(u["krn"].as_str().unwrap())),
+        "PATCH",
+        ("firstName", json!("Second")),
+        &[
+            ("id", json!(raw_id(&other("user")))),
+            ("krn", json!(other("user"))),
+            ("tenantID", json!("elsewhere")),
+            ("username", json!("renamed")),
+            ("path", json!("/elsewhere")),
+        ],
+    );
+    let g = post("groups", json!({"name": "rt", "tenantID": t}));
+    round_trip(
+        a,
+        &format!("/api/v1/groups/{}", id(g["krn"].as_str().unwrap())),
+        "PATCH",
+        ("displayName", json!("Round trip")),
+        &[
+            ("krn", json!(other("group"))),
+            ("name", json!("renamed")),
+            ("parentID", json!(raw_id(&other("group")))),
+        ],
+    );
+    let r = post(
+        "resources",
+        json!({"service": "svc", "resourceType": "thing", "name": "rt", "tenantID": t}),
+    );
+    round_trip(
+        a,
+        &format!("/api/v1/resources/{}", id(r["krn"].as_str().unwrap())),
+        "PATCH",
+        ("description", json!("changed")),
+        &[
+            ("krn", json!(format!("krn:svc:{t}::thing/other"))),
+            ("service", json!("other")),
+            ("resourceType", json!("other")),
+            ("name", json!("renamed")),
+            ("tenantID", json!("elsewhere")),
+        ],
+    );
+    let pool = post("pools", json!({"name": "rt", "tenantID": t}));
+    round_trip(
+        a,
+        &format!("/api/v1/pools/{}", id(pool["krn"].as_str().unwrap())),
+        "PATCH",
+        ("displayName", json!("Pool")),
+        &[
+            ("id", json!(raw_id(&other("pool")))),
+            ("name", json!("renamed")),
+            ("resourceIDs", json!([r["id"]])),
+        ],
+    );
+    // A resource-based policy, read and written back under its resource.
+    let rpath = format!(
+        "/api/v1/resources/{}/policy",
+        id(r["krn"].as_str().unwrap())
+    );
+    expect(
+        &call_json(
+            a,
+            "PUT",
+            &rpath,
+            Some(
+                &json!({"statements": [{"effect": "allow", "actions": ["svc:thing:read"],
+                "principals": [format!("krn:iam:{t}::user/rt")]}]}),
+            ),
+        ),
+        200,
+    );
+    round_trip(
+        a,
+        &rpath,
+        "PUT",
+        ("description", json!("theirs")),
+        &[("krn", json!(other("policy"))), ("name", json!("renamed"))],
+    );
+}
+
+#[test]
+fn sqlite_round_trips() {
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), "");
+    round_trips(svc.addr);
+}
+
+#[test]
+fn postgres_round_trips() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_round_trips");
+    };
+    let svc = support::service::start_iam(&pg.storage(), "");
+    round_trips(svc.addr);
+}
+
+/// A disabled user as principal, or a registered resource marked disabled, is denied in the
+/// whole evaluate family with an explanation naming it; enabling it again allows at once, and a
+/// replica that loads the tenant afresh agrees. A user created without `enabled` is enabled.
+fn disabled_entities(a: SocketAddr, fresh: &dyn Fn() -> support::service::Running) {
+    let t = "t17d";
+    let k = |s: &str| format!("krn:iam:{t}::{s}");
+    let policy = json!({"name": "read", "tenantID": t, "statements": [
+        {"effect": "allow", "actions": ["svc:thing:read", "svc:thing:write"], "resources": ["*"]}]});
+    expect(
+        &call_json(a, "POST", "/api/v1/policies", Some(&policy)),
+        201,
+    );
+    let pid = raw_id(&k("policy/read"));
+    let user = |name: &str, enabled: Option<bool>| {
+        let mut b = json!({"username": name, "tenantID": t, "password": "pass-word-1",
+            "confirmPassword": "pass-word-1", "policyIDs": [pid]});
+        if let Some(e) = enabled {
+            b["enabled"] = json!(e);
+        }
+        expect(&call_json(a, "POST", "/api/v1/users", Some(&b)), 201)["data"].clone()
+    };
+    assert_eq!(user("on", None)["enabled"], true);
+    assert_eq!(user("off", Some(false))["enabled"], false);
+    let resource = |name: &str, enabled: Option<bool>| {
+        let mut b = json!({"service": "svc", "resourceType": "thing", "name": name, "tenantID": t});
+        if let Some(e) = enabled {
+            b["enabled"] = json!(e);
+        }
+        expect(&call_json(a, "POST", "/api/v1/resources", Some(&b)), 201);
+        format!("krn:svc:{t}::thing/{name}")
+    };
+    let (r_on, r_off) = (resource("r-on", None), resource("r-off", Some(false)));
+    let (on, off) = (k("user/on"), k("user/off"));
+    let ask = |path: &str, principal: &str, resources: &[&str]| {
+        call_json(
+            a,
+            "POST",
+            path,
+            Some(
+                &json!({"principal": principal, "action": "svc:thing:read", "resources": resources}),
+            ),
+        )
+    };
+    let principal_off = format!("the principal `{off}` is disabled");
+    let resource_off = format!("the resource `{r_off}` is disabled");
+
+    for path in ["/api/v1/evaluate", "/api/v1/resources/evaluate"] {
+        expect(&ask(path, &on, &[&r_on]), 200);
+        let r = ask(path, &off, &[&r_on]);
+        expect(&r, 403);
+        assert!(message(&r).contains(&principal_off), "{}", message(&r));
+        let r = ask(path, &on, &[&r_on, &r_off]);
+        expect(&r, 403);
+        assert!(message(&r).contains(&resource_off), "{}", message(&r));
+        assert_eq!(r.json()["denied"], json!([r_off]));
+        // Explained.
+        let r = ask(&format!("{path}?explain=true"), &off, &[&r_on]);
+        let d = expect(&r, 403)["decisions"][0].clone();
+        assert_eq!(d["outcome"], "explicitDeny");
+        assert_eq!(d["disabled"], "principal");
+        assert_eq!(d["message"], principal_off);
+        let r = ask(&format!("{path}?explain=true"), &on, &[&r_on, &r_off]);
+        let v = expect(&r, 403);
+        assert_eq!(v["decisions"][0]["outcome"], "allow");
+        assert!(v["decisions"][0].get("disabled").is_none(), "{v}");
+        assert_eq!(v["decisions"][1]["disabled"], "resource");
+        assert_eq!(v["decisions"][1]["message"], resource_off);
+        // Filtered.
+        let r = ask(
+            &format!("{path}?filterResources=true"),
+            &on,
+            &[&r_on, &r_off],
+        );
+        assert_eq!(expect(&r, 200), json!([r_on]));
+        let r = ask(&format!("{path}?filterResources=true"), &off, &[&r_on]);
+        assert_eq!(expect(&r, 200), json!([]));
+        let r = ask(
+            &format!("{path}?filterResources=true&explain=true"),
+            &off,
+            &[&r_on],
+        );
+        assert_eq!(expect(&r, 200)["decisions"][0]["message"], principal_off);
+    }
+    for path in ["/api/v1/evaluate/actions", "/api/v1/evaluate/irns/actions"] {
+        let body = json!({"principal": off, "actions": ["svc:thing:read", "svc:thing:write"],
+            "resources": [r_on]});
+        let v = expect(&call_json(a, "POST", path, Some(&body)), 200);
+        for action in ["svc:thing:read", "svc:thing:write"] {
+            assert_eq!(v[action]["allowed"], json!([]), "{v}");
+            assert_eq!(v[action]["denied"], json!([r_on]), "{v}");
+        }
+        let body =
+            json!({"principal": on, "actions": ["svc:thing:read"], "resources": [r_on, r_off]});
+        let v = expect(
+            &call_json(a, "POST", &format!("{path}?explain=true"), Some(&body)),
+            200,
+        );
+        assert_eq!(v["svc:thing:read"]["allowed"], json!([r_on]), "{v}");
+        assert_eq!(v["svc:thing:read"]["decisions"][1]["message"], resource_off);
+    }
+    let registered = |principal: &str| {
+        let body = json!({"principal": principal, "action": "svc:thing:read",
+            "resourceType": "thing", "tenantID": t});
+        expect(
+            &call_json(a, "POST", "/api/v1/evaluate/resources", Some(&body)),
+            200,
+        )
+    };
+    assert_eq!(registered(&on)["data"], json!([r_on]));
+    let v = registered(&off);
+    assert_eq!(v["count"], 0);
+    assert_eq!(v["message"], principal_off);
+    let sim = |principal: &str, resource: &str| {
+        let body = json!({"principal": principal, "actions": ["svc:thing:read"],
+            "resources": [resource], "add": [{"name": "more", "attachedTo": [principal],
+            "statements": [{"effect": "allow", "actions": ["svc:*"], "resources": ["*"]}]}]});
+        expect(
+            &call_json(a, "POST", "/api/v1/evaluate/simulate", Some(&body)),
+            200,
+        )["data"]["results"][0]
+            .clone()
+    };
+    let s = sim(&off, &r_on);
+    assert_eq!(s["outcome"], "explicitDeny");
+    assert_eq!(s["current"]["outcome"], "explicitDeny");
+    assert_eq!(s["message"], principal_off);
+    let s = sim(&on, &r_off);
+    assert_eq!(s["outcome"], "explicitDeny");
+    assert_eq!(s["message"], resource_off);
+    assert_eq!(sim(&on, &r_on)["outcome"], "allow");
+
+    // A replica that loads the tenant from the database agrees.
+    {
+        let other = fresh();
+        let r = call_json(
+            other.addr,
+            "POST",
+            "/api/v1/evaluate",
+            Some(&json!({"principal": off, "action": "svc:thing:read", "resources": [r_on]})),
+        );
+        expect(&r, 403);
+        assert!(message(&r).contains(&principal_off), "{}", message(&r));
+        let r = call_json(
+            other.addr,
+            "POST",
+            "/api/v1/evaluate",
+            Some(&json!({"principal": on, "action": "svc:thing:read", "resources": [r_off]})),
+        );
+        expect(&r, 403);
+        assert!(message(&r).contains(&resource_off), "{}", message(&r));
+    }
+
+    // Enabling and disabling take effect at once.
+    let patch = |path: String, enabled: bool| {
+        expect(
+            &call_json(a, "PATCH", &path, Some(&json!({"enabled": enabled}))),
+            200,
+        );
+    };
+    patch(format!("/api/v1/users/{}", id(&off)), true);
+    patch(format!("/api/v1/resources/{}", id(&r_off)), true);
+    expect(&ask("/api/v1/evaluate", &off, &[&r_on, &r_off]), 200);
+    patch(format!("/api/v1/users/{}", id(&on)), false);
+    let r = ask("/api/v1/evaluate", &on, &[&r_on]);
+    expect(&r, 403);
+    assert!(message(&r).contains(&format!("the principal `{on}` is disabled")));
+    patch(format!("/api/v1/resources/{}", id(&r_on)), false);
+    let r = ask("/api/v1/evaluate", &off, &[&r_on]);
+    expect(&r, 403);
+    assert!(message(&r).contains(&format!("the resource `{r_on}` is disabled")));
+    // A user deleted and created again is born enabled, whatever the old one was.
+    expect(
+        &call_json(a, "DELETE", &format!("/api/v1/users/{}", id(&on)), None),
+        204,
+    );
+    user("on", None);
+    expect(&ask("/api/v1/evaluate", &on, &[&r_off]), 200);
+}
+
+#[test]
+fn sqlite_disabled_principals_and_resources() {
+    let dir = support::TempDir::new();
+    let storage = support::sqlite_settings(&dir);
+    let svc = support::service::start_iam(&storage, "");
+    disabled_entities(svc.addr, &|| support::service::start_iam(&storage, ""));
+}
+
+#[test]
+fn postgres_disabled_principals_and_resources() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_disabled_principals_and_resources");
+    };
+    let svc = support::service::start_iam(&pg.storage(), "");
+    disabled_entities(svc.addr, &|| support::service::start_iam(&pg.storage(), ""));
 }

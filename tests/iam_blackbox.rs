@@ -238,6 +238,8 @@ struct Model {
     groups_of: BTreeMap<String, BTreeSet<String>>,
     /// Resource -> pools it is a member of.
     pools_of: BTreeMap<String, BTreeSet<String>>,
+    /// Users created with `enabled: false`: every decision for them is a deny.
+    disabled: BTreeSet<String>,
 }
 
 impl Model {
@@ -263,6 +265,12 @@ impl Model {
     }
 
     fn decide(&self, set: &BTreeSet<String>, action: &str, resource: &str) -> MDecision {
+        if set.iter().any(|p| self.disabled.contains(p)) {
+            return MDecision {
+                outcome: "explicitDeny",
+                reasons: Vec::new(),
+            };
+        }
         let none = BTreeSet::new();
         let pools = self.pools_of.get(resource).unwrap_or(&none);
         let (mut allow, mut deny) = (Vec::new(), Vec::new());
@@ -628,6 +636,9 @@ fn build_world(addr: SocketAddr) -> World {
         body["policyIDs"] = json!(policies.iter().map(|p| raw_id(p)).collect::<Vec<_>>());
         let d = create(addr, "users", &body, &format!("create user u{i}"));
         assert_eq!(d["krn"], krn.as_str(), "{d}");
+        if body["enabled"] == false {
+            w.model.disabled.insert(krn.clone());
+        }
         assert_eq!(d["path"], if path.is_empty() { "/" } else { path });
         for g in groups {
             w.model.groups_of.entry(krn.clone()).or_default().insert(g);
@@ -1388,10 +1399,15 @@ fn other_evaluations(addr: SocketAddr, w: &World, seed: u64) -> (usize, usize) {
                 let now = m.decide(&set, a, res);
                 let then = changed.decide(&set, a, res);
                 decisions += 1;
-                want.push(json!({"action": a, "resource": res,
+                let mut one = json!({"action": a, "resource": res,
                     "outcome": then.outcome, "reasons": reasons(&then),
                     "current": {"outcome": now.outcome, "reasons": reasons(&now)},
-                    "changed": now.outcome != then.outcome}));
+                    "changed": now.outcome != then.outcome});
+                if m.disabled.contains(&principal) {
+                    one["disabled"] = json!("principal");
+                    one["message"] = json!(format!("the principal `{principal}` is disabled"));
+                }
+                want.push(one);
             }
         }
         if r.status != 200 || r.json()["data"]["results"] != json!(want) {
@@ -1827,7 +1843,7 @@ fn conflicts_and_versions(addr: SocketAddr, w: &World) {
         ("/api/v1/groups", json!({"name": "g0", "tenantID": T})),
         (
             "/api/v1/policies",
-            json!({"name": "p3", "tenantID": T, "statements": []}),
+            json!({"name": "p3", "tenantID": T, "statements": [{"effect": "allow", "actions": ["other:inert:never"], "resources": ["krn:other:t1::inert/none"]}]}),
         ),
         (
             "/api/v1/resources",
@@ -1873,11 +1889,11 @@ fn conflicts_and_versions(addr: SocketAddr, w: &World) {
     assert_eq!(r.header("etag"), Some(format!("\"{}\"", v0 + 1).as_str()));
     for (body, headers) in [
         (
-            json!({"description": "stale writer", "statements": []}),
+            json!({"description": "stale writer", "statements": [{"effect": "allow", "actions": ["other:inert:never"], "resources": ["krn:other:t1::inert/none"]}]}),
             vec![("If-Match", etag.as_str())],
         ),
         (
-            json!({"description": "stale writer", "statements": [], "version": v0}),
+            json!({"description": "stale writer", "statements": [{"effect": "allow", "actions": ["other:inert:never"], "resources": ["krn:other:t1::inert/none"]}], "version": v0}),
             vec![],
         ),
     ] {
@@ -3277,11 +3293,23 @@ fn mutate(addr: SocketAddr, w: &mut World) -> usize {
 fn story(addr: SocketAddr, backend: &str) {
     let t0 = Instant::now();
     let mut w = build_world(addr);
-    // Two inert policies for the filter and id checks.
+    // Two inert policies for the filter and id checks: one statement about nothing asked.
     let mut rng = Rng::new(1);
+    let inert = vec![MStmt {
+        deny: false,
+        actions: vec!["other:inert:never".into()],
+        resources: vec![format!("krn:other:{T}::inert/none")],
+        principals: Vec::new(),
+    }];
     for name in ["p_under", "pad"] {
-        let krn = post_policy(addr, &mut rng, name, &[]);
-        w.model.policies.insert(krn.clone(), MPolicy::default());
+        let krn = post_policy(addr, &mut rng, name, &inert);
+        w.model.policies.insert(
+            krn.clone(),
+            MPolicy {
+                statements: inert.clone(),
+                ..MPolicy::default()
+            },
+        );
         w.policies.push(krn);
     }
     let built = t0.elapsed();

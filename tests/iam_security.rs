@@ -556,3 +556,76 @@ fn client_credentials_tokens_act_as_the_service_account() {
         403
     );
 }
+
+/// A user marked `enabled: false` is refused with a message that says so, whatever its policies
+/// allow, and is served again once enabled.
+#[test]
+fn a_disabled_user_is_refused_until_enabled_again() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), &config(&kc));
+    let a = svc.addr;
+    let admin = kc.mint("kaa", &Mint::user("admin").roles(&["tenant-admin"]));
+    let carol = kc.mint("kaa", &Mint::user("carol"));
+    let ok = |r: Resp, status: u16| {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        r
+    };
+    let r = ok(
+        call_json_as(
+            a,
+            "POST",
+            "/api/v1/users",
+            Some(&admin),
+            Some(&json!({"username": "carol", "password": "carol-password",
+                "confirmPassword": "carol-password"})),
+        ),
+        201,
+    );
+    assert_eq!(r.json()["data"]["enabled"], true);
+    ok(
+        call_json_as(
+            a,
+            "POST",
+            "/api/v1/policies",
+            Some(&admin),
+            Some(&json!({"name": "readers", "statements": [
+                {"effect": "allow", "actions": ["iam:policy:read"], "resources": ["krn:iam:kaa::policy/*"]}]})),
+        ),
+        201,
+    );
+    let carol_id = id("krn:iam:kaa::user/carol");
+    ok(
+        call_json_as(
+            a,
+            "PUT",
+            &format!("/api/v1/users/{carol_id}/policies/attach"),
+            Some(&admin),
+            Some(&json!({"policyIDs": [raw_id("krn:iam:kaa::policy/readers")]})),
+        ),
+        204,
+    );
+    let read = format!("/api/v1/policies/{}", id("krn:iam:kaa::policy/readers"));
+    ok(call_json_as(a, "GET", &read, Some(&carol), None), 200);
+    let set = |enabled: bool| {
+        ok(
+            call_json_as(
+                a,
+                "PATCH",
+                &format!("/api/v1/users/{carol_id}"),
+                Some(&admin),
+                Some(&json!({ "enabled": enabled })),
+            ),
+            200,
+        )
+    };
+    set(false);
+    let r = ok(call_json_as(a, "GET", &read, Some(&carol), None), 403);
+    let m = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("the principal `krn:iam:kaa::user/carol` is disabled"),
+        "{m}"
+    );
+    set(true);
+    ok(call_json_as(a, "GET", &read, Some(&carol), None), 200);
+}

@@ -19,17 +19,21 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Res
     call_json_with(addr, method, path, None, &[], body, Duration::from_secs(30)).unwrap()
 }
 
-/// A gauge of `/metrics`.
-fn gauge(addr: SocketAddr, name: &str) -> u64 {
+/// A counter of `/metrics`, exported under its own name.
+fn counter(addr: SocketAddr, name: &str) -> u64 {
     let r = call(addr, "GET", "/metrics", None);
     assert_eq!(r.status, 200);
     let text = String::from_utf8(r.body).unwrap();
-    let key = format!("service_gauge{{name=\"{name}\",");
+    assert!(
+        text.contains(&format!("# TYPE {name} counter")),
+        "{name} is not a counter:\n{text}"
+    );
+    let key = format!("{name}{{");
     text.lines()
         .find(|l| l.starts_with(&key))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no gauge {name} in /metrics:\n{text}"))
+        .unwrap_or_else(|| panic!("no counter {name} in /metrics:\n{text}"))
 }
 
 fn allowed(addr: SocketAddr, k: &str) -> bool {
@@ -61,8 +65,8 @@ fn writes_apply_without_reloads(storage: &StorageSettings) {
         call(one.addr, "POST", "/api/v1/policies", Some(&policy("seed"))).status,
         201
     );
-    let reloads = gauge(one.addr, "iam_index_reloads_total");
-    let updates = gauge(one.addr, "iam_index_updates_total");
+    let reloads = counter(one.addr, "iam_index_reloads_total");
+    let updates = counter(one.addr, "iam_index_updates_total");
     let until = Instant::now() + WRITING;
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
@@ -97,13 +101,13 @@ fn writes_apply_without_reloads(storage: &StorageSettings) {
     // Past two refresher rounds after the last write.
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(
-        gauge(one.addr, "iam_index_reloads_total"),
+        counter(one.addr, "iam_index_reloads_total"),
         reloads,
         "{} concurrent writes made the replica reload the tenant",
         written.len()
     );
     assert_eq!(
-        gauge(one.addr, "iam_index_updates_total") - updates,
+        counter(one.addr, "iam_index_updates_total") - updates,
         written.len() as u64,
         "each write applies as one incremental update"
     );

@@ -476,8 +476,8 @@ mod directory {
         rp.krn = "krn:iam:t1::policy/resource/epr/endpoint/e1".into();
         rp.kind = "resource".into();
         rp.resource_krn = Some("krn:epr:t1::endpoint/e1".into());
-        db.insert_resource(&resource("e1"), Some(&rp)).unwrap();
-        db.insert_resource(&resource("e2"), None).unwrap();
+        db.insert_resource(&resource("e1"), Some(&rp), &[]).unwrap();
+        db.insert_resource(&resource("e2"), None, &[]).unwrap();
         assert_eq!(
             db.resource_policy("t1", "krn:epr:t1::endpoint/e1")
                 .unwrap()

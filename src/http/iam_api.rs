@@ -424,7 +424,16 @@ fn explained(d: &Decided, ai: usize) -> Vec<Value> {
         .resources
         .iter()
         .zip(&d.decisions[ai])
-        .map(|(r, x)| json!({ "resource": r.as_str(), "outcome": x.outcome, "reasons": x.reasons }))
+        .enumerate()
+        .map(|(ri, (r, x))| {
+            let mut v =
+                json!({ "resource": r.as_str(), "outcome": x.outcome, "reasons": x.reasons });
+            if let (Some((kind, message)), Value::Object(m)) = (d.disabled_fields(ri), &mut v) {
+                m.insert("disabled".into(), Value::from(kind));
+                m.insert("message".into(), Value::from(message));
+            }
+            v
+        })
         .collect()
 }
 
@@ -483,17 +492,26 @@ fn evaluate(c: &IamCtx, req: &Request, _: &Params) -> R {
         .filter(|(_, x)| !x.is_allowed())
         .map(|(r, _)| r.as_str())
         .collect();
+    // A disabled principal or resource is said, once each.
+    let mut why: Vec<String> = Vec::new();
+    for m in d.disabled.iter().flatten().map(|x| x.message()) {
+        if !why.contains(&m) {
+            why.push(m);
+        }
+    }
+    let mut message = format!(
+        "`{}` is denied on {} of {} resources",
+        d.eval.actions[0].as_str(),
+        denied.len(),
+        row.len()
+    );
+    if !why.is_empty() {
+        message.push_str(": ");
+        message.push_str(&why.join(", "));
+    }
     Ok(Response::json(
         403,
-        &json!({
-            "message": format!(
-                "`{}` is denied on {} of {} resources",
-                d.eval.actions[0].as_str(),
-                denied.len(),
-                row.len()
-            ),
-            "denied": denied,
-        }),
+        &json!({ "message": message, "denied": denied }),
     ))
 }
 
@@ -529,9 +547,13 @@ fn evaluate_actions(c: &IamCtx, req: &Request, _: &Params) -> R {
 fn evaluate_resources(c: &IamCtx, req: &Request, _: &Params) -> R {
     let who = caller(c, req)?;
     let b: EvaluateBody = body(req)?;
-    let (items, count, page) = c.iam.allowed_registered(&who, &b, &query(req))?;
+    let (items, count, page, disabled) = c.iam.allowed_registered(&who, &b, &query(req))?;
     let krns: Vec<&str> = items.iter().map(Krn::as_str).collect();
-    Ok(Response::json(200, &listed(krns, count, page)))
+    let mut out = listed(krns, count, page);
+    if let (Some(d), Value::Object(m)) = (disabled, &mut out) {
+        m.insert("message".into(), Value::from(d.message()));
+    }
+    Ok(Response::json(200, &out))
 }
 
 fn evaluate_simulate(c: &IamCtx, req: &Request, _: &Params) -> R {

@@ -1,10 +1,14 @@
 //! Prometheus metrics: requests by route, method and status, latency histograms by route,
-//! decisions by outcome, and gauges read at scrape time (connections, workers, pool).
+//! decisions by outcome, gauges read at scrape time (connections, workers, pool) and counters
+//! read at scrape time from the server's and the index's running totals, each under its own name.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -13,6 +17,8 @@ pub struct Metrics {
     latency: HistogramVec,
     decisions: IntCounterVec,
     gauges: IntGaugeVec,
+    /// Counters that follow a running total kept elsewhere, by name (registered on first use).
+    totals: Mutex<HashMap<&'static str, IntCounter>>,
 }
 
 impl Metrics {
@@ -58,6 +64,7 @@ impl Metrics {
             latency,
             decisions,
             gauges,
+            totals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -76,8 +83,37 @@ impl Metrics {
         self.decisions.with_label_values(&[outcome]).inc_by(n);
     }
 
+    /// A point-in-time value: `service_gauge{name="<name>"}`.
     pub fn set_gauge(&self, name: &str, value: i64) {
         self.gauges.with_label_values(&[name]).set(value);
+    }
+
+    /// A running total kept elsewhere (it only grows), exported as the counter `name` (which
+    /// ends in `_total`): brought up to `total` at each scrape.
+    pub fn set_total(&self, name: &'static str, help: &str, total: u64) {
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let counter = match totals.get(name) {
+            Some(c) => c.clone(),
+            None => {
+                let c = match IntCounter::with_opts(Opts::new(name, help)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::error!("metrics: counter `{name}`: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = self.registry.register(Box::new(c.clone())) {
+                    log::error!("metrics: counter `{name}`: {e}");
+                    return;
+                }
+                totals.insert(name, c.clone());
+                c
+            }
+        };
+        let now = counter.get();
+        if total > now {
+            counter.inc_by(total - now);
+        }
     }
 
     /// The text exposition format.
@@ -110,6 +146,8 @@ mod tests {
         m.observe_request("/health", "GET", 200, Duration::from_micros(80));
         m.observe_decision("allow", 3);
         m.set_gauge("http_open_connections", 5);
+        m.set_total("http_connections_rejected_total", "Connections refused", 4);
+        m.set_total("http_connections_rejected_total", "Connections refused", 7);
         let text = String::from_utf8(m.render()).unwrap();
         assert!(
             text.contains(
@@ -127,6 +165,18 @@ mod tests {
         );
         assert!(
             text.contains(r#"service_gauge{name="http_open_connections",service="iam"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE http_connections_rejected_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_connections_rejected_total{service="iam"} 7"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"name="http_connections_rejected_total""#),
             "{text}"
         );
     }

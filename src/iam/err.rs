@@ -31,10 +31,26 @@ impl IamError {
     }
 }
 
+/// The message of an entity that does not exist: its kind and KRN (or name), and the id a
+/// client uses in paths when `name` is a KRN.
+pub fn not_found_message(entity: &str, name: &str) -> String {
+    match crate::policy::Krn::parse(name) {
+        Ok(k) if !k.is_wildcard() => {
+            format!("{entity} `{name}` (id `{}`) not found", k.to_id())
+        }
+        _ => format!("{entity} `{name}` not found"),
+    }
+}
+
+/// [`not_found_message`] as a 404.
+pub fn not_found(entity: &str, name: &str) -> IamError {
+    IamError::NotFound(not_found_message(entity, name))
+}
+
 /// Map a storage error with entity-specific words for the kinds a client can cause.
 pub fn storage(e: StorageError, entity: &str, name: &str) -> IamError {
     match e {
-        StorageError::NotFound => IamError::NotFound(format!("{entity} `{name}` not found")),
+        StorageError::NotFound => not_found(entity, name),
         StorageError::Conflict(_) => {
             IamError::Conflict(format!("{entity} `{name}` already exists"))
         }

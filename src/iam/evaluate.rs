@@ -9,7 +9,7 @@ use super::caller::Caller;
 use super::err::IamError;
 use super::model::EvaluateBody;
 use super::service::*;
-use super::state::is_pool;
+use super::state::{Disabled, is_pool};
 use crate::policy::{Action, Decision, Krn, Outcome, PolicyDocument, StoredPolicy};
 use crate::storage::{Page, ResourceFilter, ResourceStore};
 
@@ -21,10 +21,22 @@ pub struct Evaluation {
     pub resources: Vec<Krn>,
 }
 
-/// Decisions of an evaluation: `[action][resource]`.
+/// Decisions of an evaluation: `[action][resource]`, and per resource why it is denied whatever
+/// the policies say (a disabled principal or resource).
 pub struct Decided {
     pub eval: Evaluation,
     pub decisions: Vec<Vec<Decision>>,
+    pub disabled: Vec<Option<Disabled>>,
+}
+
+impl Decided {
+    /// The explanation of a decision denied because something is disabled, as JSON fields.
+    pub fn disabled_fields(&self, resource: usize) -> Option<(&'static str, String)> {
+        self.disabled
+            .get(resource)
+            .and_then(Option::as_ref)
+            .map(|d| (d.kind(), d.message()))
+    }
 }
 
 fn parse_actions(b: &EvaluateBody, many: bool) -> Result<Vec<Action>, IamError> {
@@ -177,13 +189,17 @@ impl Iam {
         many_actions: bool,
     ) -> Result<Decided, IamError> {
         let eval = self.evaluation(caller, b, many_actions)?;
-        let decisions = self.state.decide_matrix(
+        let (decisions, disabled) = self.state.decide_matrix(
             &eval.tenant,
             &eval.principals,
             &eval.actions,
             &eval.resources,
         );
-        Ok(Decided { eval, decisions })
+        Ok(Decided {
+            eval,
+            decisions,
+            disabled,
+        })
     }
 
     /// [`Iam::evaluate`] for a caller that does not ask for an explanation: the decisions carry
@@ -195,14 +211,13 @@ impl Iam {
         many_actions: bool,
     ) -> Result<Decided, IamError> {
         let eval = self.evaluation(caller, b, many_actions)?;
-        let decisions = self
-            .state
-            .decide_outcomes(
-                &eval.tenant,
-                &eval.principals,
-                &eval.actions,
-                &eval.resources,
-            )
+        let (outcomes, disabled) = self.state.decide_outcomes(
+            &eval.tenant,
+            &eval.principals,
+            &eval.actions,
+            &eval.resources,
+        );
+        let decisions = outcomes
             .into_iter()
             .map(|row| {
                 row.into_iter()
@@ -213,16 +228,21 @@ impl Iam {
                     .collect()
             })
             .collect();
-        Ok(Decided { eval, decisions })
+        Ok(Decided {
+            eval,
+            decisions,
+            disabled,
+        })
     }
 
-    /// `/evaluate/resources`: registered resources of a type the principal may act on.
+    /// `/evaluate/resources`: registered resources of a type the principal may act on (none
+    /// when it is disabled: the reason comes last).
     pub fn allowed_registered(
         &self,
         caller: &Caller,
         b: &EvaluateBody,
         m: &HashMap<String, String>,
-    ) -> Result<(Vec<Krn>, u64, Page), IamError> {
+    ) -> Result<(Vec<Krn>, u64, Page, Option<Disabled>), IamError> {
         let actions = parse_actions(b, false)?;
         let Some(rtype) = b.resource_type.clone() else {
             return Err(IamError::invalid("`resourceType` is required"));
@@ -232,6 +252,9 @@ impl Iam {
             m.get("page").map(String::as_str),
             m.get("pageSize").map(String::as_str),
         )?;
+        if let Some(why) = self.state.disabled_principal(&tenant, &principals) {
+            return Ok((Vec::new(), 0, page, Some(why)));
+        }
         let mut allowed = Vec::new();
         let mut scan = Page {
             page: 1,
@@ -249,7 +272,7 @@ impl Iam {
                 .iter()
                 .filter_map(|r| Krn::parse(&r.krn).ok())
                 .collect();
-            let d = self
+            let (d, _) = self
                 .state
                 .decide_outcomes(&tenant, &principals, &actions, &krns);
             if let Some(row) = d.first() {
@@ -271,7 +294,7 @@ impl Iam {
             .skip(start)
             .take(page.size as usize)
             .collect();
-        Ok((items, count, page))
+        Ok((items, count, page, None))
     }
 
     /// `/evaluate/simulate`: each decision now and with the candidate changes.
@@ -294,7 +317,7 @@ impl Iam {
             remove.push(k.as_str().to_string());
         }
         let remove_refs: Vec<&str> = remove.iter().map(String::as_str).collect();
-        let now = self.state.decide_matrix(
+        let (now, _) = self.state.decide_matrix(
             &eval.tenant,
             &eval.principals,
             &eval.actions,
@@ -303,18 +326,23 @@ impl Iam {
         let mut results = Vec::new();
         for (ai, a) in eval.actions.iter().enumerate() {
             for (ri, r) in eval.resources.iter().enumerate() {
-                let sim =
+                let (sim, disabled) =
                     self.state
                         .simulate(&eval.tenant, &eval.principals, a, r, &add, &remove_refs);
                 let cur = &now[ai][ri];
-                results.push(json!({
+                let mut result = json!({
                     "action": a.as_str(),
                     "resource": r.as_str(),
                     "outcome": sim.outcome,
                     "reasons": sim.reasons,
                     "current": { "outcome": cur.outcome, "reasons": cur.reasons },
                     "changed": sim.outcome != cur.outcome,
-                }));
+                });
+                if let (Some(d), Value::Object(m)) = (disabled, &mut result) {
+                    m.insert("disabled".into(), Value::from(d.kind()));
+                    m.insert("message".into(), Value::from(d.message()));
+                }
+                results.push(result);
             }
         }
         Ok(json!({
@@ -338,6 +366,7 @@ fn candidate(raw: &Value, i: usize, tenant: &str) -> Result<StoredPolicy, IamErr
     doc.entry("type").or_insert(Value::from("identity"));
     let document = PolicyDocument::from_json(&Value::Object(doc))
         .map_err(|e| IamError::invalid(format!("add[{i}]: {e}")))?;
+    require_statements(&document).map_err(|e| IamError::invalid(format!("add[{i}]: {e}")))?;
     let Value::Array(targets) = attached else {
         return Err(IamError::invalid(format!(
             "add[{i}]: `attachedTo` must be a list of KRNs"

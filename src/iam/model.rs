@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::err::IamError;
 use crate::clock::rfc3339_ms;
 use crate::policy::Krn;
 use crate::storage::{GroupRecord, PolicyRecord, PoolRecord, ResourceRecord, UserRecord};
@@ -248,6 +249,25 @@ pub struct PolicyReplace {
     pub statements: Value,
     #[serde(default)]
     pub version: Option<i64>,
+    // Read-only fields, as GET returns them: accepted when they match the stored entity.
+    #[serde(rename = "id", default)]
+    pub ro_id: Option<Value>,
+    #[serde(rename = "krn", default)]
+    pub ro_krn: Option<Value>,
+    #[serde(rename = "tenantID", default)]
+    pub ro_tenant_id: Option<Value>,
+    #[serde(rename = "created", default)]
+    pub ro_created: Option<Value>,
+    #[serde(rename = "updated", default)]
+    pub ro_updated: Option<Value>,
+    #[serde(rename = "name", default)]
+    pub ro_name: Option<Value>,
+    #[serde(rename = "type", default)]
+    pub ro_kind: Option<Value>,
+    #[serde(rename = "origin", default)]
+    pub ro_origin: Option<Value>,
+    #[serde(rename = "resourceID", default)]
+    pub ro_resource_id: Option<Value>,
 }
 
 /// `POST /users`.
@@ -266,8 +286,9 @@ pub struct UserCreate {
     pub password: Option<String>,
     #[serde(default)]
     pub confirm_password: Option<String>,
+    /// Default: enabled.
     #[serde(default)]
-    pub enabled: bool,
+    pub enabled: Option<bool>,
     #[serde(default)]
     pub path: Option<String>,
     #[serde(rename = "policyIDs", default)]
@@ -304,6 +325,23 @@ pub struct UserUpdate {
     pub required_actions: Option<Vec<String>>,
     #[serde(default)]
     pub version: Option<i64>,
+    // Read-only fields, as GET returns them: accepted when they match the stored entity.
+    #[serde(rename = "id", default)]
+    pub ro_id: Option<Value>,
+    #[serde(rename = "krn", default)]
+    pub ro_krn: Option<Value>,
+    #[serde(rename = "tenantID", default)]
+    pub ro_tenant_id: Option<Value>,
+    #[serde(rename = "created", default)]
+    pub ro_created: Option<Value>,
+    #[serde(rename = "updated", default)]
+    pub ro_updated: Option<Value>,
+    #[serde(rename = "username", default)]
+    pub ro_username: Option<Value>,
+    #[serde(rename = "path", default)]
+    pub ro_path: Option<Value>,
+    #[serde(rename = "authID", default)]
+    pub ro_auth_id: Option<Value>,
 }
 
 /// `POST /groups`.
@@ -331,6 +369,23 @@ pub struct GroupUpdate {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub version: Option<i64>,
+    // Read-only fields, as GET returns them: accepted when they match the stored entity.
+    #[serde(rename = "id", default)]
+    pub ro_id: Option<Value>,
+    #[serde(rename = "krn", default)]
+    pub ro_krn: Option<Value>,
+    #[serde(rename = "tenantID", default)]
+    pub ro_tenant_id: Option<Value>,
+    #[serde(rename = "created", default)]
+    pub ro_created: Option<Value>,
+    #[serde(rename = "updated", default)]
+    pub ro_updated: Option<Value>,
+    #[serde(rename = "name", default)]
+    pub ro_name: Option<Value>,
+    #[serde(rename = "path", default)]
+    pub ro_path: Option<Value>,
+    #[serde(rename = "parentID", default)]
+    pub ro_parent_id: Option<Value>,
 }
 
 /// `POST /resources`.
@@ -372,6 +427,27 @@ pub struct ResourceUpdate {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub version: Option<i64>,
+    // Read-only fields, as GET returns them: accepted when they match the stored entity.
+    #[serde(rename = "id", default)]
+    pub ro_id: Option<Value>,
+    #[serde(rename = "krn", default)]
+    pub ro_krn: Option<Value>,
+    #[serde(rename = "tenantID", default)]
+    pub ro_tenant_id: Option<Value>,
+    #[serde(rename = "created", default)]
+    pub ro_created: Option<Value>,
+    #[serde(rename = "updated", default)]
+    pub ro_updated: Option<Value>,
+    #[serde(rename = "service", default)]
+    pub ro_service: Option<Value>,
+    #[serde(rename = "resourceType", default)]
+    pub ro_resource_type: Option<Value>,
+    #[serde(rename = "name", default)]
+    pub ro_name: Option<Value>,
+    #[serde(rename = "path", default)]
+    pub ro_path: Option<Value>,
+    #[serde(rename = "policyID", default)]
+    pub ro_policy_id: Option<Value>,
 }
 
 /// `POST /pools`.
@@ -399,6 +475,21 @@ pub struct PoolUpdate {
     pub description: Option<Option<String>>,
     #[serde(default)]
     pub version: Option<i64>,
+    // Read-only fields, as GET returns them: accepted when they match the stored entity.
+    #[serde(rename = "id", default)]
+    pub ro_id: Option<Value>,
+    #[serde(rename = "krn", default)]
+    pub ro_krn: Option<Value>,
+    #[serde(rename = "tenantID", default)]
+    pub ro_tenant_id: Option<Value>,
+    #[serde(rename = "created", default)]
+    pub ro_created: Option<Value>,
+    #[serde(rename = "updated", default)]
+    pub ro_updated: Option<Value>,
+    #[serde(rename = "name", default)]
+    pub ro_name: Option<Value>,
+    #[serde(rename = "resourceIDs", default)]
+    pub ro_resource_ids: Option<Value>,
 }
 
 /// Lists of ids in attach/detach/member/bulk bodies (`userIDS` is the iamcore SDK's spelling).
@@ -444,6 +535,124 @@ pub struct EvaluateBody {
     pub service: Option<String>,
     #[serde(rename = "tenantID", default)]
     pub tenant_id: Option<String>,
+}
+
+/// The read-only fields an update body may carry back as GET returned them (`id`, `krn`,
+/// `tenantID`, `created`, `updated`, names and paths, ...).
+pub trait ReadOnly {
+    /// (JSON name, the value sent, if any).
+    fn read_only(&self) -> Vec<(&'static str, Option<&Value>)>;
+
+    /// Whether the body carries any of them.
+    fn has_read_only(&self) -> bool {
+        self.read_only().iter().any(|(_, v)| v.is_some())
+    }
+
+    /// Every read-only field sent must equal the stored entity's (`stored`: its JSON as GET
+    /// returns it; a field GET leaves out counts as `null`). `updated` is the write's to set
+    /// and is not compared.
+    fn check_read_only(&self, stored: &Value) -> Result<(), IamError> {
+        let mut errors = Vec::new();
+        let mut fields = Vec::new();
+        for (name, sent) in self.read_only() {
+            let Some(sent) = sent else { continue };
+            if name == "updated" {
+                continue;
+            }
+            let cur = stored.get(name).unwrap_or(&Value::Null);
+            if sent != cur {
+                fields.push(format!("`{name}`"));
+                errors.push(format!(
+                    "`{name}` is read-only: it is {cur} and cannot change to {sent}"
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(IamError::Invalid(
+                format!("read-only fields cannot change: {}", fields.join(", ")),
+                errors,
+            ))
+        }
+    }
+}
+
+impl ReadOnly for PolicyReplace {
+    fn read_only(&self) -> Vec<(&'static str, Option<&Value>)> {
+        vec![
+            ("id", self.ro_id.as_ref()),
+            ("krn", self.ro_krn.as_ref()),
+            ("tenantID", self.ro_tenant_id.as_ref()),
+            ("created", self.ro_created.as_ref()),
+            ("updated", self.ro_updated.as_ref()),
+            ("name", self.ro_name.as_ref()),
+            ("type", self.ro_kind.as_ref()),
+            ("origin", self.ro_origin.as_ref()),
+            ("resourceID", self.ro_resource_id.as_ref()),
+        ]
+    }
+}
+
+impl ReadOnly for UserUpdate {
+    fn read_only(&self) -> Vec<(&'static str, Option<&Value>)> {
+        vec![
+            ("id", self.ro_id.as_ref()),
+            ("krn", self.ro_krn.as_ref()),
+            ("tenantID", self.ro_tenant_id.as_ref()),
+            ("created", self.ro_created.as_ref()),
+            ("updated", self.ro_updated.as_ref()),
+            ("username", self.ro_username.as_ref()),
+            ("path", self.ro_path.as_ref()),
+            ("authID", self.ro_auth_id.as_ref()),
+        ]
+    }
+}
+
+impl ReadOnly for GroupUpdate {
+    fn read_only(&self) -> Vec<(&'static str, Option<&Value>)> {
+        vec![
+            ("id", self.ro_id.as_ref()),
+            ("krn", self.ro_krn.as_ref()),
+            ("tenantID", self.ro_tenant_id.as_ref()),
+            ("created", self.ro_created.as_ref()),
+            ("updated", self.ro_updated.as_ref()),
+            ("name", self.ro_name.as_ref()),
+            ("path", self.ro_path.as_ref()),
+            ("parentID", self.ro_parent_id.as_ref()),
+        ]
+    }
+}
+
+impl ReadOnly for ResourceUpdate {
+    fn read_only(&self) -> Vec<(&'static str, Option<&Value>)> {
+        vec![
+            ("id", self.ro_id.as_ref()),
+            ("krn", self.ro_krn.as_ref()),
+            ("tenantID", self.ro_tenant_id.as_ref()),
+            ("created", self.ro_created.as_ref()),
+            ("updated", self.ro_updated.as_ref()),
+            ("service", self.ro_service.as_ref()),
+            ("resourceType", self.ro_resource_type.as_ref()),
+            ("name", self.ro_name.as_ref()),
+            ("path", self.ro_path.as_ref()),
+            ("policyID", self.ro_policy_id.as_ref()),
+        ]
+    }
+}
+
+impl ReadOnly for PoolUpdate {
+    fn read_only(&self) -> Vec<(&'static str, Option<&Value>)> {
+        vec![
+            ("id", self.ro_id.as_ref()),
+            ("krn", self.ro_krn.as_ref()),
+            ("tenantID", self.ro_tenant_id.as_ref()),
+            ("created", self.ro_created.as_ref()),
+            ("updated", self.ro_updated.as_ref()),
+            ("name", self.ro_name.as_ref()),
+            ("resourceIDs", self.ro_resource_ids.as_ref()),
+        ]
+    }
 }
 
 /// `Option<Option<T>>` that tells an absent field (`None`) from an explicit `null` (`Some(None)`).

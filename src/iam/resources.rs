@@ -52,6 +52,7 @@ impl Iam {
             "statements": statements,
         });
         let d = PolicyDocument::from_json(&doc).map_err(|e| IamError::invalid(e.to_string()))?;
+        require_statements(&d)?;
         let mut errors = Vec::new();
         for (i, st) in d.statements.iter().enumerate() {
             if let Some(r) = st.resources.iter().find(|r| *r != resource) {
@@ -166,13 +167,17 @@ impl Iam {
         };
         let out = self
             .db
-            .insert_resource(&rec, policy.as_ref())
-            .map_err(|e| storage(e, "resource", rk.as_str()))?;
-        for p in &pools {
-            self.db
-                .add_pool_members(&tenant, p, std::slice::from_ref(&out.krn))
-                .map_err(|e| storage(e, "pool", p))?;
-        }
+            .insert_resource(&rec, policy.as_ref(), &pools)
+            .map_err(|e| {
+                let named: Vec<(&str, &str)> = pools.iter().map(|p| ("pool", p.as_str())).collect();
+                self.reference_error(
+                    &tenant,
+                    e,
+                    "`poolIDs` names a pool that does not exist",
+                    &named,
+                    |other| storage(other, "resource", rk.as_str()),
+                )
+            })?;
         self.committed(&tenant);
         let policy = match policy {
             Some(_) => Some(self.db.resource_policy(&tenant, &out.krn)?),
@@ -237,6 +242,24 @@ impl Iam {
     ) -> Result<ResourceRecord, IamError> {
         let k = resource_id(id, caller)?;
         self.authorize(caller, "iam:resource:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_resource(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "resource", k.as_str()))?;
+            let mut stored = view_json(&ResourceView::from(&cur));
+            // The create answer carries the id of the resource-based policy, when there is one.
+            match self.db.resource_policy(k.tenant(), k.as_str()) {
+                Ok(p) => {
+                    if let Value::Object(m) = &mut stored {
+                        m.insert("policyID".into(), Value::from(id_of(&p.krn)));
+                    }
+                }
+                Err(StorageError::NotFound) => {}
+                Err(e) => return Err(IamError::Storage(e)),
+            }
+            b.check_read_only(&stored)?;
+        }
         if let Some(Some(d)) = &b.display_name {
             optional_text("displayName", Some(d), 255)?;
         }
@@ -262,7 +285,14 @@ impl Iam {
                 now_ms(),
             )
             .map_err(|e| storage(e, "resource", k.as_str()))?;
-        self.committed(k.tenant());
+        // Only its enabled state matters to decisions.
+        self.committed_with(
+            k.tenant(),
+            &Delta {
+                resource_states: vec![(out.krn.clone(), out.enabled)],
+                ..Delta::default()
+            },
+        );
         Ok(out)
     }
 
@@ -280,9 +310,10 @@ impl Iam {
             self.authorize(caller, "iam:resource:delete", k)?;
         }
         let list: Vec<String> = krns.iter().map(|k| k.as_str().to_string()).collect();
-        self.db
-            .delete_resources(&tenant, &list)
-            .map_err(|e| storage(e, "resource", "named"))?;
+        self.db.delete_resources(&tenant, &list).map_err(|e| {
+            let named: Vec<(&str, &str)> = list.iter().map(|k| ("resource", k.as_str())).collect();
+            self.write_error(&tenant, e, &named)
+        })?;
         self.committed(&tenant);
         Ok(())
     }
@@ -326,11 +357,33 @@ impl Iam {
         self.db
             .get_resource(k.tenant(), k.as_str())
             .map_err(|e| storage(e, "resource", k.as_str()))?;
+        let pk = resource_policy_krn(&k)?;
+        let current = match self.db.resource_policy(k.tenant(), k.as_str()) {
+            Ok(cur) => Some(cur),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(IamError::Storage(e)),
+        };
+        if b.has_read_only() {
+            let stored = match &current {
+                Some(cur) => view_json(&PolicyView::from(cur)),
+                // What the policy about to be made will be.
+                None => json!({
+                    "id": pk.to_id(),
+                    "krn": pk.as_str(),
+                    "tenantID": k.tenant(),
+                    "name": k.id(),
+                    "type": "resource",
+                    "origin": "api",
+                    "resourceID": k.to_id(),
+                    "created": b.ro_created,
+                }),
+            };
+            b.check_read_only(&stored)?;
+        }
         let doc = self.resource_document(&k, b.description.as_deref(), &b.statements)?;
         let statements = doc.to_json()["statements"].to_string();
-        let pk = resource_policy_krn(&k)?;
-        let out = match self.db.resource_policy(k.tenant(), k.as_str()) {
-            Ok(cur) => self
+        let out = match current {
+            Some(cur) => self
                 .db
                 .replace_policy(
                     k.tenant(),
@@ -341,7 +394,7 @@ impl Iam {
                     now_ms(),
                 )
                 .map_err(|e| storage(e, "policy", &cur.krn))?,
-            Err(StorageError::NotFound) => self
+            None => self
                 .db
                 .insert_policy(&NewPolicy {
                     tenant: k.tenant().to_string(),
@@ -355,7 +408,6 @@ impl Iam {
                     resource_krn: Some(k.as_str().to_string()),
                 })
                 .map_err(|e| storage(e, "policy", pk.as_str()))?,
-            Err(e) => return Err(IamError::Storage(e)),
         };
         self.committed_with(k.tenant(), &Delta::policies(vec![out.krn.clone()]));
         Ok(out)
@@ -397,11 +449,16 @@ impl Iam {
             created_ms: now,
             updated_ms: now,
         };
-        let out = self.db.insert_pool(&rec, &members).map_err(|e| match e {
-            StorageError::NotFound => {
-                IamError::invalid("a resource in `resourceIDs` does not exist")
-            }
-            other => storage(other, "pool", &b.name),
+        let out = self.db.insert_pool(&rec, &members).map_err(|e| {
+            let named: Vec<(&str, &str)> =
+                members.iter().map(|m| ("resource", m.as_str())).collect();
+            self.reference_error(
+                &tenant,
+                e,
+                "`resourceIDs` names a resource that does not exist",
+                &named,
+                |other| storage(other, "pool", pk.as_str()),
+            )
         })?;
         self.committed(&tenant);
         let members = self.db.pool_members(&tenant, &out.krn)?;
@@ -456,6 +513,14 @@ impl Iam {
     ) -> Result<(PoolRecord, Vec<String>), IamError> {
         let k = path_id(id, "pool", caller)?;
         self.authorize(caller, "iam:pool:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_pool(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "pool", k.as_str()))?;
+            let members = self.db.pool_members(k.tenant(), k.as_str())?;
+            b.check_read_only(&view_json(&PoolView::new(&cur, &members)))?;
+        }
         if let Some(Some(d)) = &b.display_name {
             optional_text("displayName", Some(d), 255)?;
         }
@@ -515,11 +580,10 @@ impl Iam {
             self.db
                 .remove_pool_members(k.tenant(), k.as_str(), &members)
         };
-        r.map_err(|e| match e {
-            StorageError::NotFound => {
-                IamError::NotFound("the pool or a resource in `resourceIDs` does not exist".into())
-            }
-            other => IamError::Storage(other),
+        r.map_err(|e| {
+            let mut named = vec![("pool", k.as_str())];
+            named.extend(members.iter().map(|m| ("resource", m.as_str())));
+            self.write_error(k.tenant(), e, &named)
         })?;
         self.committed_with(
             k.tenant(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::caller::{Caller, SYSTEM_TENANT};
-use super::err::{IamError, storage};
+use super::err::{IamError, not_found_message, storage};
 use super::model::*;
 use super::state::{DecisionState, Delta};
 use crate::clock::now_ms;
@@ -416,6 +416,74 @@ impl Iam {
         }
     }
 
+    /// Does the entity of `kind` (`user`, `group`, `pool`, `policy`, else a resource) exist?
+    pub(crate) fn exists(&self, tenant: &str, kind: &str, krn: &str) -> Result<bool, IamError> {
+        use crate::storage::ResourceStore;
+        let read = match kind {
+            "user" => self.db.get_user(tenant, krn).map(|_| ()),
+            "group" => self.db.get_group(tenant, krn).map(|_| ()),
+            "pool" => self.db.get_pool(tenant, krn).map(|_| ()),
+            "policy" => self.db.get_policy(tenant, krn).map(|_| ()),
+            _ => self.db.get_resource(tenant, krn).map(|_| ()),
+        };
+        match read {
+            Ok(()) => Ok(true),
+            Err(StorageError::NotFound) => Ok(false),
+            Err(e) => Err(IamError::Storage(e)),
+        }
+    }
+
+    /// Each entity of `named` (kind, KRN) that does not exist, by kind, KRN and id.
+    fn absent(&self, tenant: &str, named: &[(&str, &str)]) -> Result<Vec<String>, IamError> {
+        let mut gone = Vec::new();
+        for (kind, krn) in named {
+            if !self.exists(tenant, kind, krn)? {
+                gone.push(not_found_message(kind, krn));
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Map the error of a write over `named` (kind, KRN) that the store refused and rolled
+    /// back: `NotFound` becomes a 404 naming every entity that does not exist.
+    pub(crate) fn write_error(
+        &self,
+        tenant: &str,
+        e: StorageError,
+        named: &[(&str, &str)],
+    ) -> IamError {
+        if !matches!(e, StorageError::NotFound) {
+            return IamError::Storage(e);
+        }
+        match self.absent(tenant, named) {
+            Err(e) => e,
+            Ok(gone) if gone.is_empty() => IamError::NotFound(
+                "an entity the request names was removed while it was written: nothing changed"
+                    .into(),
+            ),
+            Ok(gone) => IamError::NotFound(gone.join("; ")),
+        }
+    }
+
+    /// Map the error of a create whose body refers to `named` (kind, KRN): a reference to
+    /// something that does not exist is a 400 naming each; `other` maps the rest.
+    pub(crate) fn reference_error(
+        &self,
+        tenant: &str,
+        e: StorageError,
+        message: &str,
+        named: &[(&str, &str)],
+        other: impl FnOnce(StorageError) -> IamError,
+    ) -> IamError {
+        if !matches!(e, StorageError::NotFound) {
+            return other(e);
+        }
+        match self.absent(tenant, named) {
+            Err(e) => e,
+            Ok(gone) => IamError::Invalid(message.to_string(), gone),
+        }
+    }
+
     /// The caller a verified token describes: the IAM user whose `authID` is the token's
     /// subject, else `user/<preferred_username>`; its realm roles as `role/<name>` principals.
     pub fn caller_for(&self, id: &super::caller::Identity) -> Result<Caller, IamError> {
@@ -472,6 +540,12 @@ impl Iam {
         let set = self
             .state
             .principal_set(&caller.tenant, principal, &caller.roles);
+        if let Some(why) = self.state.disabled_principal(&caller.tenant, &set) {
+            return Err(IamError::Forbidden(format!(
+                "`{action}` on `{target}` is not allowed: {}",
+                why.message()
+            )));
+        }
         if self.state.allows(&caller.tenant, &set, &a, target) {
             Ok(())
         } else {
@@ -545,7 +619,9 @@ impl Iam {
         statements: &Value,
     ) -> Result<PolicyDocument, IamError> {
         let doc = json!({ "name": name, "type": kind, "description": description, "statements": statements });
-        PolicyDocument::from_json(&doc).map_err(|e| IamError::invalid(e.to_string()))
+        let doc = PolicyDocument::from_json(&doc).map_err(|e| IamError::invalid(e.to_string()))?;
+        require_statements(&doc)?;
+        Ok(doc)
     }
 
     pub fn create_policy(
@@ -668,6 +744,7 @@ impl Iam {
                 current.name
             )));
         }
+        body.check_read_only(&view_json(&PolicyView::from(&current)))?;
         let doc = self.parse_document(
             &current.name,
             &current.kind,
@@ -747,6 +824,10 @@ impl Iam {
         }
         let kind = target.resource_type();
         let verb = if attach { "attach" } else { "detach" };
+        self.authorize(caller, &format!("iam:policy:{kind}:{verb}"), target)?;
+        if !self.exists(&tenant, kind, target.as_str())? {
+            return Err(IamError::NotFound(not_found_message(kind, target.as_str())));
+        }
         for p in &policies {
             let pk = krn(p)?;
             let rec = self
@@ -761,13 +842,16 @@ impl Iam {
             }
             self.authorize(caller, &format!("iam:policy:{kind}:{verb}"), &pk)?;
         }
-        self.authorize(caller, &format!("iam:policy:{kind}:{verb}"), target)?;
         let r = if attach {
             self.db.attach(&tenant, target.as_str(), &policies)
         } else {
             self.db.detach(&tenant, target.as_str(), &policies)
         };
-        r.map_err(|e| storage(e, "policy", "in policyIDs"))?;
+        r.map_err(|e| {
+            let mut named = vec![(kind, target.as_str())];
+            named.extend(policies.iter().map(|p| ("policy", p.as_str())));
+            self.write_error(&tenant, e, &named)
+        })?;
         self.committed_with(&tenant, &Delta::policies(policies.clone()));
         Ok(())
     }
@@ -853,6 +937,22 @@ impl Iam {
         }
         Ok(())
     }
+}
+
+/// A stored policy says something: a document without statements is refused (it would
+/// decide nothing, and usually means a client lost its statements on the way).
+pub(crate) fn require_statements(doc: &PolicyDocument) -> Result<(), IamError> {
+    if doc.statements.is_empty() {
+        return Err(IamError::invalid(
+            "`statements` must hold at least one statement",
+        ));
+    }
+    Ok(())
+}
+
+/// An entity as GET returns it, to compare read-only fields against.
+pub(crate) fn view_json(view: &impl serde::Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 pub(crate) fn sort_order(v: Option<&str>) -> Result<crate::storage::SortOrder, IamError> {

@@ -13,7 +13,7 @@
 //! `refresh` (polled, and on NATS notice), which leaves alone the revisions this process
 //! announced. A reload reads and builds the tenant outside every lock and swaps it in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,83 @@ struct TenantDir {
     /// Per user: its groups and their ancestors, each once (engine-ready principals).
     principals_of_user: HashMap<String, Vec<Krn>>,
     pools_of_resource: HashMap<String, Vec<Krn>>,
+    /// Users marked `enabled: false`: denied as principals.
+    disabled_users: HashSet<String>,
+    /// Registered resources marked `enabled: false`: denied as resources.
+    disabled_resources: HashSet<String>,
+}
+
+/// Why a decision is a deny before any policy is asked: its principal or its resource is
+/// disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disabled {
+    /// A user of the principal set (the principal itself) is disabled.
+    Principal(String),
+    /// The resource is registered and disabled.
+    Resource(String),
+}
+
+impl Disabled {
+    /// `principal` or `resource`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Disabled::Principal(_) => "principal",
+            Disabled::Resource(_) => "resource",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Disabled::Principal(k) => format!("the principal `{k}` is disabled"),
+            Disabled::Resource(k) => format!("the resource `{k}` is disabled"),
+        }
+    }
+
+    /// The decision it makes: a deny no policy can turn, without statements.
+    pub fn decision() -> Decision {
+        Decision {
+            outcome: Outcome::ExplicitDeny,
+            reasons: Vec::new(),
+        }
+    }
+}
+
+impl TenantDir {
+    /// The disabled user among `principals`, if any.
+    fn disabled_principal(&self, principals: &[Krn]) -> Option<Disabled> {
+        if self.disabled_users.is_empty() {
+            return None;
+        }
+        principals
+            .iter()
+            .find(|p| self.disabled_users.contains(p.as_str()))
+            .map(|p| Disabled::Principal(p.as_str().to_string()))
+    }
+
+    fn disabled_resource(&self, resource: &Krn) -> Option<Disabled> {
+        if self.disabled_resources.is_empty()
+            || !self.disabled_resources.contains(resource.as_str())
+        {
+            return None;
+        }
+        Some(Disabled::Resource(resource.as_str().to_string()))
+    }
+}
+
+/// Per resource: why it is denied whatever the policies say (`None`: the policies decide).
+fn blocked(
+    dir: Option<&TenantDir>,
+    principals: &[Krn],
+    resources: &[Krn],
+) -> Vec<Option<Disabled>> {
+    let Some(dir) = dir else {
+        return vec![None; resources.len()];
+    };
+    let principal = dir.disabled_principal(principals);
+    resources
+        .iter()
+        .map(|r| principal.clone().or_else(|| dir.disabled_resource(r)))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -58,6 +135,9 @@ struct Prepared {
     users: Vec<(String, Vec<Krn>)>,
     /// Resource KRN and its pools.
     resources: Vec<(String, Vec<Krn>)>,
+    /// Users and resources whose enabled state the write set.
+    user_states: Vec<(String, bool)>,
+    resource_states: Vec<(String, bool)>,
 }
 
 /// A revision of this process not applied yet.
@@ -154,6 +234,10 @@ pub struct Delta {
     pub users: Vec<String>,
     /// Resources whose pool memberships to read again.
     pub resources: Vec<String>,
+    /// Users whose enabled state the write set: (KRN, enabled).
+    pub user_states: Vec<(String, bool)>,
+    /// Registered resources whose enabled state the write set: (KRN, enabled).
+    pub resource_states: Vec<(String, bool)>,
     /// The change is wider than these: reload the tenant.
     pub reload: bool,
 }
@@ -465,7 +549,11 @@ impl DecisionState {
             page: 1,
             size: 100_000,
         };
-        let mut out = Prepared::default();
+        let mut out = Prepared {
+            user_states: delta.user_states.clone(),
+            resource_states: delta.resource_states.clone(),
+            ..Prepared::default()
+        };
         let index_entry = |rec: &PolicyRecord, targets: Vec<String>| {
             if rec.kind == PolicyKind::Base.as_str() {
                 return None;
@@ -637,6 +725,10 @@ impl DecisionState {
                             })
                             .collect();
                     }
+                    SnapshotPart::Disabled { users, resources } => {
+                        dir.disabled_users = users.into_iter().collect();
+                        dir.disabled_resources = resources.into_iter().collect();
+                    }
                     SnapshotPart::PoolMembers(pairs) => {
                         for (resource, pool) in pairs {
                             if let Ok(p) = Krn::parse(&pool) {
@@ -775,6 +867,14 @@ impl DecisionState {
         out
     }
 
+    /// The disabled user among `principals`, if any.
+    pub fn disabled_principal(&self, tenant: &str, principals: &[Krn]) -> Option<Disabled> {
+        self.read()
+            .tenants
+            .get(tenant)
+            .and_then(|d| d.disabled_principal(principals))
+    }
+
     /// Pools a resource is a member of.
     pub fn pools_of(&self, tenant: &str, resource: &Krn) -> Vec<Krn> {
         self.read()
@@ -785,16 +885,23 @@ impl DecisionState {
             .unwrap_or_default()
     }
 
-    /// Decide every (action, resource) pair for one principal set: `[action][resource]`.
+    /// Decide every (action, resource) pair for one principal set: `[action][resource]`, and
+    /// per resource why it is denied whatever the policies say (a disabled principal or
+    /// resource: those decisions are `ExplicitDeny` without statements).
     pub fn decide_matrix(
         &self,
         tenant: &str,
         principals: &[Krn],
         actions: &[Action],
         resources: &[Krn],
-    ) -> Vec<Vec<Decision>> {
+    ) -> (Vec<Vec<Decision>>, Vec<Option<Disabled>>) {
         let inner = self.read();
         let dir = inner.tenants.get(tenant);
+        let disabled = blocked(dir, principals, resources);
+        if disabled.iter().all(Option::is_some) {
+            let row = vec![Disabled::decision(); resources.len()];
+            return (vec![row; actions.len()], disabled);
+        }
         let with_pools: Vec<(Krn, Vec<Krn>)> = resources
             .iter()
             .map(|r| {
@@ -805,22 +912,36 @@ impl DecisionState {
                 (r.clone(), pools)
             })
             .collect();
-        inner
+        let mut decisions = inner
             .engine
-            .decide_matrix(tenant, principals, actions, &with_pools)
+            .decide_matrix(tenant, principals, actions, &with_pools);
+        for row in &mut decisions {
+            for (d, why) in row.iter_mut().zip(&disabled) {
+                if why.is_some() {
+                    *d = Disabled::decision();
+                }
+            }
+        }
+        (decisions, disabled)
     }
 
-    /// The outcomes of [`DecisionState::decide_matrix`] without reasons: `[action][resource]`.
-    /// Nothing is cloned and no reason is built.
+    /// The outcomes of [`DecisionState::decide_matrix`] without reasons: `[action][resource]`,
+    /// and per resource why it is denied whatever the policies say. Nothing is cloned and no
+    /// reason is built.
     pub fn decide_outcomes(
         &self,
         tenant: &str,
         principals: &[Krn],
         actions: &[Action],
         resources: &[Krn],
-    ) -> Vec<Vec<Outcome>> {
+    ) -> (Vec<Vec<Outcome>>, Vec<Option<Disabled>>) {
         let inner = self.read();
         let dir = inner.tenants.get(tenant);
+        let disabled = blocked(dir, principals, resources);
+        if disabled.iter().all(Option::is_some) {
+            let row = vec![Outcome::ExplicitDeny; resources.len()];
+            return (vec![row; actions.len()], disabled);
+        }
         let with_pools: Vec<(&Krn, &[Krn])> = resources
             .iter()
             .map(|r| {
@@ -830,9 +951,20 @@ impl DecisionState {
                 (r, pools)
             })
             .collect();
-        inner
-            .engine
-            .decide_matrix_outcomes(tenant, principals, actions, &with_pools)
+        let mut outcomes =
+            inner
+                .engine
+                .decide_matrix_outcomes(tenant, principals, actions, &with_pools);
+        if disabled.iter().any(Option::is_some) {
+            for row in &mut outcomes {
+                for (o, why) in row.iter_mut().zip(&disabled) {
+                    if why.is_some() {
+                        *o = Outcome::ExplicitDeny;
+                    }
+                }
+            }
+        }
+        (outcomes, disabled)
     }
 
     /// The one query about `resource` (with its pools), handed to `f` with the engine.
@@ -842,23 +974,23 @@ impl DecisionState {
         principals: &[Krn],
         action: &Action,
         resource: &Krn,
-        f: impl FnOnce(&Engine, &Query) -> R,
+        f: impl FnOnce(&Engine, &Query, Option<&TenantDir>) -> R,
     ) -> R {
         let inner = self.read();
-        let pools = inner
-            .tenants
-            .get(tenant)
-            .and_then(|d| d.pools_of_resource.get(resource.as_str()));
+        let dir = inner.tenants.get(tenant);
+        let pools = dir.and_then(|d| d.pools_of_resource.get(resource.as_str()));
         let q = Query {
             principals,
             action,
             resource,
             resource_pools: pools.map_or(&[], Vec::as_slice),
         };
-        f(&inner.engine, &q)
+        f(&inner.engine, &q, dir)
     }
 
-    /// True when the one decision is `Allow` (no reasons built).
+    /// True when the one decision is `Allow` (no reasons built). The service's own checks of
+    /// its callers: a disabled user is refused, while a disabled resource stays manageable
+    /// (enabling it again is an update of it).
     pub fn allows(
         &self,
         tenant: &str,
@@ -866,8 +998,9 @@ impl DecisionState {
         action: &Action,
         resource: &Krn,
     ) -> bool {
-        self.with_query(tenant, principals, action, resource, |e, q| {
-            e.decide_outcome(tenant, q) == Outcome::Allow
+        self.with_query(tenant, principals, action, resource, |e, q, dir| {
+            dir.and_then(|d| d.disabled_principal(principals)).is_none()
+                && e.decide_outcome(tenant, q) == Outcome::Allow
         })
     }
 
@@ -879,9 +1012,19 @@ impl DecisionState {
         action: &Action,
         resource: &Krn,
     ) -> Decision {
-        self.with_query(tenant, principals, action, resource, |e, q| {
-            e.decide(tenant, q)
-        })
+        self.with_query(
+            tenant,
+            principals,
+            action,
+            resource,
+            |e, q, dir| match blocked(dir, principals, std::slice::from_ref(resource))
+                .pop()
+                .flatten()
+            {
+                Some(_) => Disabled::decision(),
+                None => e.decide(tenant, q),
+            },
+        )
     }
 
     /// A decision against the stored policies plus `add` minus `remove`, index unchanged.
@@ -893,19 +1036,20 @@ impl DecisionState {
         resource: &Krn,
         add: &[StoredPolicy],
         remove: &[&str],
-    ) -> Decision {
-        let inner = self.read();
-        let pools = inner
-            .tenants
-            .get(tenant)
-            .and_then(|d| d.pools_of_resource.get(resource.as_str()));
-        let q = Query {
+    ) -> (Decision, Option<Disabled>) {
+        self.with_query(
+            tenant,
             principals,
             action,
             resource,
-            resource_pools: pools.map_or(&[], Vec::as_slice),
-        };
-        inner.engine.simulate(tenant, &q, add, remove)
+            |e, q, dir| match blocked(dir, principals, std::slice::from_ref(resource))
+                .pop()
+                .flatten()
+            {
+                Some(why) => (Disabled::decision(), Some(why)),
+                None => (e.simulate(tenant, q, add, remove), None),
+            },
+        )
     }
 }
 
@@ -937,6 +1081,20 @@ fn apply_prepared(inner: &mut Inner, tenant: &str, p: Prepared) {
             dir.pools_of_resource.remove(&r);
         } else {
             dir.pools_of_resource.insert(r, pools);
+        }
+    }
+    for (u, enabled) in p.user_states {
+        if enabled {
+            dir.disabled_users.remove(&u);
+        } else {
+            dir.disabled_users.insert(u);
+        }
+    }
+    for (r, enabled) in p.resource_states {
+        if enabled {
+            dir.disabled_resources.remove(&r);
+        } else {
+            dir.disabled_resources.insert(r);
         }
     }
 }

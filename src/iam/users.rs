@@ -139,6 +139,7 @@ impl Iam {
         }
         let required = required_actions(Some(&actions))?.unwrap_or_else(|| "[]".into());
         let password = b.password.as_deref().unwrap_or("");
+        let enabled = b.enabled.unwrap_or(true);
         // Keycloak first: its user exists before IAM's refers to it, and goes again if IAM's
         // cannot be stored.
         let realm = match self.realm_users.get() {
@@ -151,7 +152,7 @@ impl Iam {
                 email: b.email.as_deref(),
                 first_name: b.first_name.as_deref(),
                 last_name: b.last_name.as_deref(),
-                enabled: b.enabled,
+                enabled,
                 password,
                 required_actions: actions.clone(),
                 verify_email_redirect: b.redirect_uri.as_deref(),
@@ -173,7 +174,7 @@ impl Iam {
             email: b.email.clone(),
             first_name: b.first_name.clone(),
             last_name: b.last_name.clone(),
-            enabled: b.enabled,
+            enabled,
             auth_id: auth_id.clone(),
             password_hash,
             metadata: metadata(b.metadata.as_ref())?,
@@ -190,24 +191,33 @@ impl Iam {
                     r.remove_quietly(id);
                 }
             })
-            .map_err(|e| match e {
-                crate::storage::StorageError::NotFound => IamError::invalid(
+            .map_err(|e| {
+                let mut named: Vec<(&str, &str)> =
+                    groups.iter().map(|g| ("group", g.as_str())).collect();
+                named.extend(policies.iter().map(|p| ("policy", p.as_str())));
+                self.reference_error(
+                    &tenant,
+                    e,
                     "a group in `groups` or a policy in `policyIDs` does not exist",
-                ),
-                crate::storage::StorageError::Conflict(_) => IamError::Conflict(format!(
-                    "a user with username `{username}`{} already exists",
-                    b.email
-                        .as_deref()
-                        .map(|e| format!(" or e-mail `{e}`"))
-                        .unwrap_or_default()
-                )),
-                other => IamError::Storage(other),
+                    &named,
+                    |other| match other {
+                        crate::storage::StorageError::Conflict(_) => IamError::Conflict(format!(
+                            "a user with username `{username}`{} already exists",
+                            b.email
+                                .as_deref()
+                                .map(|e| format!(" or e-mail `{e}`"))
+                                .unwrap_or_default()
+                        )),
+                        other => IamError::Storage(other),
+                    },
+                )
             })?;
         self.committed_with(
             &tenant,
             &Delta {
                 users: vec![out.krn.clone()],
                 policies: policies.clone(),
+                user_states: vec![(out.krn.clone(), out.enabled)],
                 ..Delta::default()
             },
         );
@@ -294,6 +304,13 @@ impl Iam {
     ) -> Result<UserRecord, IamError> {
         let k = path_id(id, "user", caller)?;
         self.authorize(caller, "iam:user:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_user(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "user", k.as_str()))?;
+            b.check_read_only(&view_json(&UserView::from(&cur)))?;
+        }
         if let Some(Some(e)) = &b.email
             && !valid_email(e)
         {
@@ -354,7 +371,14 @@ impl Iam {
                     other => storage(other, "user", k.as_str()),
                 }
             })?;
-        self.committed(k.tenant());
+        // Only its enabled state matters to decisions.
+        self.committed_with(
+            k.tenant(),
+            &Delta {
+                user_states: vec![(out.krn.clone(), out.enabled)],
+                ..Delta::default()
+            },
+        );
         Ok(out)
     }
 
@@ -386,9 +410,10 @@ impl Iam {
                 realm.delete(id)?;
             }
         }
-        self.db
-            .delete_users(&tenant, &list)
-            .map_err(|e| storage(e, "user", "named"))?;
+        self.db.delete_users(&tenant, &list).map_err(|e| {
+            let named: Vec<(&str, &str)> = list.iter().map(|k| ("user", k.as_str())).collect();
+            self.write_error(&tenant, e, &named)
+        })?;
         self.committed(&tenant);
         Ok(())
     }
@@ -464,11 +489,15 @@ impl Iam {
             created_ms: now,
             updated_ms: now,
         };
-        let out = self.db.insert_group(&rec).map_err(|e| match e {
-            crate::storage::StorageError::NotFound => {
-                IamError::invalid("`parentID` names a group that does not exist")
-            }
-            other => storage(other, "group", gk.as_str()),
+        let out = self.db.insert_group(&rec).map_err(|e| {
+            let parent = rec.parent_krn.as_deref().unwrap_or("");
+            self.reference_error(
+                &tenant,
+                e,
+                "`parentID` names a group that does not exist",
+                &[("group", parent)],
+                |other| storage(other, "group", gk.as_str()),
+            )
         })?;
         self.committed(&tenant);
         Ok(out)
@@ -531,6 +560,13 @@ impl Iam {
     ) -> Result<GroupRecord, IamError> {
         let k = path_id(id, "group", caller)?;
         self.authorize(caller, "iam:group:update", &k)?;
+        if b.has_read_only() {
+            let cur = self
+                .db
+                .get_group(k.tenant(), k.as_str())
+                .map_err(|e| storage(e, "group", k.as_str()))?;
+            b.check_read_only(&view_json(&GroupView::from(&cur)))?;
+        }
         let metadata = match &b.metadata {
             Some(v) => Some(metadata(Some(v))?),
             None => None,
@@ -566,7 +602,11 @@ impl Iam {
                 "a group that still has subgroups cannot be deleted: delete or move its subgroups first"
                     .into(),
             ),
-            other => storage(other, "group", "named"),
+            other => {
+                let named: Vec<(&str, &str)> =
+                    list.iter().map(|k| ("group", k.as_str())).collect();
+                self.write_error(&tenant, other, &named)
+            }
         })?;
         self.committed(&tenant);
         Ok(())
@@ -608,11 +648,10 @@ impl Iam {
         } else {
             self.db.remove_members(g.tenant(), g.as_str(), &users)
         };
-        r.map_err(|e| match e {
-            crate::storage::StorageError::NotFound => {
-                IamError::NotFound("the group or a user in `userIDs` does not exist".into())
-            }
-            other => IamError::Storage(other),
+        r.map_err(|e| {
+            let mut named = vec![("group", g.as_str())];
+            named.extend(users.iter().map(|u| ("user", u.as_str())));
+            self.write_error(g.tenant(), e, &named)
         })?;
         self.committed_with(
             g.tenant(),
@@ -642,11 +681,10 @@ impl Iam {
         }
         self.db
             .join_groups(u.tenant(), u.as_str(), &groups)
-            .map_err(|e| match e {
-                crate::storage::StorageError::NotFound => {
-                    IamError::NotFound("the user or a group in `groupIDs` does not exist".into())
-                }
-                other => IamError::Storage(other),
+            .map_err(|e| {
+                let mut named = vec![("user", u.as_str())];
+                named.extend(groups.iter().map(|g| ("group", g.as_str())));
+                self.write_error(u.tenant(), e, &named)
             })?;
         self.committed_with(
             u.tenant(),

@@ -231,10 +231,13 @@ pub trait AttachmentStore {
 
 pub trait ResourceStore {
     /// Insert the resource and, when given, its resource-based policy, in one transaction.
+    /// Insert a resource, its resource-based policy and its memberships of `pools`, all or
+    /// nothing (`NotFound` when a pool does not exist).
     fn insert_resource(
         &self,
         r: &ResourceRecord,
         policy: Option<&super::NewPolicy>,
+        pools: &[String],
     ) -> Result<ResourceRecord, StorageError>;
     fn get_resource(&self, tenant: &str, krn: &str) -> Result<ResourceRecord, StorageError>;
     fn list_resources(
@@ -303,6 +306,11 @@ pub enum SnapshotPart {
     Memberships(Vec<(String, String)>),
     /// (resource KRN, pool KRN), all of them.
     PoolMembers(Vec<(String, String)>),
+    /// The users and the registered resources marked disabled.
+    Disabled {
+        users: Vec<String>,
+        resources: Vec<String>,
+    },
     /// Last: the policies, one page at a time, ordered by KRN.
     Policies(Vec<PolicyRecord>),
 }
@@ -311,7 +319,8 @@ pub trait SnapshotStore {
     /// Everything the decision index of `tenant` needs, read in one transaction.
     fn tenant_snapshot(&self, tenant: &str) -> Result<TenantSnapshot, StorageError>;
     /// The same in one transaction, handed to `each` in parts (revision, attachments,
-    /// memberships, pool members, then the policies `page` at a time) so that the caller never
+    /// memberships, pool members, disabled users and resources, then the policies `page` at a
+    /// time) so that the caller never
     /// holds every policy row at once.
     fn tenant_snapshot_paged(
         &self,
@@ -944,9 +953,27 @@ impl GroupStore for Database {
 
 // ---------------------------------------------------------------- attachments
 
+/// A policy attachment's target (a user, group or pool) must exist: `NotFound` otherwise.
+fn require_target(tx: &mut dyn Tx, tenant: &str, target: &str) -> Result<(), StorageError> {
+    // `krn:iam:<tenant>::<type>/...`
+    let kind = target
+        .split("::")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let table = match kind {
+        "user" => "users",
+        "group" => "user_groups",
+        "pool" => "pools",
+        _ => return Err(StorageError::NotFound),
+    };
+    require(tx, table, tenant, target)
+}
+
 impl AttachmentStore for Database {
     fn attach(&self, tenant: &str, target: &str, policies: &[String]) -> Result<(), StorageError> {
         self.tx(|tx| {
+            require_target(tx, tenant, target)?;
             attach_tx(tx, tenant, target, policies)?;
             bump_revision(tx, tenant)?;
             Ok(())
@@ -955,6 +982,7 @@ impl AttachmentStore for Database {
 
     fn detach(&self, tenant: &str, target: &str, policies: &[String]) -> Result<(), StorageError> {
         self.tx(|tx| {
+            require_target(tx, tenant, target)?;
             for p in policies {
                 require(tx, "policies", tenant, p)?;
                 tx.execute(
@@ -1052,6 +1080,7 @@ impl ResourceStore for Database {
         &self,
         r: &ResourceRecord,
         policy: Option<&super::NewPolicy>,
+        pools: &[String],
     ) -> Result<ResourceRecord, StorageError> {
         self.tx(|tx| {
             if exists(tx, "resources", &r.tenant, &r.krn)? {
@@ -1078,6 +1107,10 @@ impl ResourceStore for Database {
             )?;
             if let Some(p) = policy {
                 super::policies::insert_tx(tx, p)?;
+            }
+            for pool in pools {
+                require(tx, "pools", &r.tenant, pool)?;
+                add_pool_members_tx(tx, &r.tenant, pool, std::slice::from_ref(&r.krn))?;
             }
             bump_revision(tx, &r.tenant)?;
             get_resource_tx(tx, &r.tenant, &r.krn)
@@ -1374,6 +1407,7 @@ impl PoolStore for Database {
         self.tx(|tx| {
             require(tx, "pools", tenant, pool_krn)?;
             for r in resources {
+                require(tx, "resources", tenant, r)?;
                 tx.execute(
                     "DELETE FROM pool_members WHERE tenant = $1 AND pool_krn = $2 AND resource_krn = $3",
                     &[Val::from(tenant), Val::from(pool_krn), Val::from(r)],
@@ -1486,6 +1520,18 @@ impl SnapshotStore for Database {
                 "SELECT resource_krn, pool_krn FROM pool_members WHERE tenant = $1",
                 tenant,
             )?))?;
+            let mut disabled = |table: &str| -> Result<Vec<String>, StorageError> {
+                tx.query(
+                    &format!("SELECT krn FROM {table} WHERE tenant = $1 AND enabled = $2"),
+                    &[Val::from(tenant), Val::Bool(false)],
+                )?
+                .iter()
+                .map(|r| r.string(0))
+                .collect()
+            };
+            let users = disabled("users")?;
+            let resources = disabled("resources")?;
+            each(SnapshotPart::Disabled { users, resources })?;
             let sql = format!(
                 "SELECT {} FROM policies WHERE tenant = $1 AND krn > $2 ORDER BY krn LIMIT $3",
                 super::policies::COLUMNS
