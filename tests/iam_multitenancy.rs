@@ -101,6 +101,22 @@ fn tenants_act_in_their_own_tenant_only() {
     assert_eq!(r.status, 200, "{}", body(&r));
     assert_eq!(r.json()["count"], 1);
 
+    // Tokens naming realms no tenant has (unverifiable: IAM would have to ask the Tenant
+    // Manager first) are refused, and do not push the tenant's issuer out of the cache.
+    for i in 0..200 {
+        let stray = kc.mint(
+            "acme",
+            &Mint {
+                iss: Some(kc.issuer(&format!("stray-{i}"))),
+                ..Mint::user("mallory").roles(&["tenant-admin"])
+            },
+        );
+        let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(&stray), None);
+        assert_eq!(r.status, 401, "{}", body(&r));
+    }
+    let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(&acme_admin), None);
+    assert_eq!(r.json()["data"], "krn:iam:acme::user/boss");
+
     // ...and nowhere else.
     let before = call_json_as(
         a,

@@ -76,6 +76,61 @@ struct Cached {
     at: Instant,
 }
 
+/// Realms (tenants) whose issuer is kept at most; beyond it the oldest entry goes, one at a time.
+const KNOWN_MAX: usize = 100_000;
+/// Realms remembered as unknown at most: an attacker's tokens naming random realms fill only
+/// this part, and push out only each other, never a tenant's keys.
+const UNKNOWN_MAX: usize = 1_000;
+/// Questions to the Tenant Manager about realms not cached, per second at most; beyond it a
+/// token of such a realm is refused without asking (a new tenant's first token may need a retry
+/// while tokens of random realms arrive faster than this).
+const LOOKUPS_PER_SECOND: u32 = 20;
+
+/// Inserts into a map bounded at `max` entries: when full, the entry with the oldest time goes.
+fn insert_bounded<V>(
+    m: &mut HashMap<String, V>,
+    max: usize,
+    key: &str,
+    value: V,
+    at: impl Fn(&V) -> Instant,
+) {
+    if !m.contains_key(key)
+        && m.len() >= max
+        && let Some(oldest) = m.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| k.clone())
+    {
+        m.remove(&oldest);
+    }
+    m.insert(key.to_string(), value);
+}
+
+/// A budget of `per_second` events in each one-second window.
+struct RateBudget {
+    per_second: u32,
+    window: Mutex<(Instant, u32)>,
+}
+
+impl RateBudget {
+    fn new(per_second: u32) -> RateBudget {
+        RateBudget {
+            per_second,
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Takes one event from the budget; false when this second's budget is spent.
+    fn take(&self) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            *w = (Instant::now(), 0);
+        }
+        if w.1 >= self.per_second {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+}
+
 struct Token {
     value: String,
     until: Instant,
@@ -89,7 +144,11 @@ pub struct TenantManagerClient {
     client_id: String,
     client_secret: String,
     token: Mutex<Option<Token>>,
+    /// Realms of tenants, with their issuer.
     cache: RwLock<HashMap<String, Cached>>,
+    /// Realms the Tenant Manager did not know (or not as available), when it was asked.
+    unknown: RwLock<HashMap<String, Instant>>,
+    lookups: RateBudget,
     /// Realm access by tenant id (None: the tenant has no Keycloak realm or is not available).
     access: RwLock<HashMap<String, (Option<RealmAccess>, Instant)>>,
     ttl: Duration,
@@ -138,6 +197,8 @@ impl TenantManagerClient {
             client_secret: client_secret.to_string(),
             token: Mutex::new(None),
             cache: RwLock::new(HashMap::new()),
+            unknown: RwLock::new(HashMap::new()),
+            lookups: RateBudget::new(LOOKUPS_PER_SECOND),
             access: RwLock::new(HashMap::new()),
             ttl,
             jwks_refresh,
@@ -217,17 +278,23 @@ impl TenantManagerClient {
         let negative_ttl = self.ttl.min(Duration::from_secs(5));
         if let Some(c) = self.cache.read().ok().and_then(|m| {
             m.get(realm)
-                .filter(|c| {
-                    let ttl = if c.issuer.is_some() {
-                        self.ttl
-                    } else {
-                        negative_ttl
-                    };
-                    c.at.elapsed() < ttl
-                })
+                .filter(|c| c.at.elapsed() < self.ttl)
                 .map(|c| c.issuer.clone())
         }) {
             return Ok(c);
+        }
+        if self
+            .unknown
+            .read()
+            .ok()
+            .and_then(|m| m.get(realm).copied())
+            .is_some_and(|at| at.elapsed() < negative_ttl)
+        {
+            return Ok(None);
+        }
+        if !self.lookups.take() {
+            log::warn!("auth: realm `{realm}` not cached and the look-up budget is spent");
+            return Ok(None);
         }
         let enc = super::keycloak::encode(realm);
         let list: Option<TenantList> =
@@ -247,17 +314,25 @@ impl TenantManagerClient {
                     })
             }
         };
-        if let Ok(mut m) = self.cache.write() {
-            if m.len() > 10_000 {
-                m.clear();
+        let now = Instant::now();
+        if issuer.is_some() {
+            if let Ok(mut m) = self.unknown.write() {
+                m.remove(realm);
             }
-            m.insert(
-                realm.to_string(),
-                Cached {
+            if let Ok(mut m) = self.cache.write() {
+                let cached = Cached {
                     issuer: issuer.clone(),
-                    at: Instant::now(),
-                },
-            );
+                    at: now,
+                };
+                insert_bounded(&mut m, KNOWN_MAX, realm, cached, |c| c.at);
+            }
+        } else {
+            if let Ok(mut m) = self.cache.write() {
+                m.remove(realm);
+            }
+            if let Ok(mut m) = self.unknown.write() {
+                insert_bounded(&mut m, UNKNOWN_MAX, realm, now, |at| *at);
+            }
         }
         Ok(issuer)
     }
@@ -299,10 +374,13 @@ impl TenantManagerClient {
                 })
             });
         if let Ok(mut m) = self.access.write() {
-            if m.len() > 10_000 {
-                m.clear();
-            }
-            m.insert(tenant.to_string(), (access.clone(), Instant::now()));
+            insert_bounded(
+                &mut m,
+                KNOWN_MAX,
+                tenant,
+                (access.clone(), Instant::now()),
+                |(_, at)| *at,
+            );
         }
         Ok(access)
     }
@@ -320,5 +398,45 @@ impl TenantManagerClient {
                         .is_none_or(|i| i.context.tenant_id != tenant)
             });
         }
+        if let Ok(mut m) = self.unknown.write() {
+            m.remove(tenant);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_map_drops_its_oldest_entry_only() {
+        let t0 = Instant::now();
+        let mut m: HashMap<String, Instant> = HashMap::new();
+        for i in 0..3u64 {
+            insert_bounded(
+                &mut m,
+                3,
+                &format!("r{i}"),
+                t0 + Duration::from_secs(i),
+                |a| *a,
+            );
+        }
+        insert_bounded(&mut m, 3, "r9", t0 + Duration::from_secs(9), |a| *a);
+        let mut keys: Vec<&String> = m.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["r1", "r2", "r9"]);
+        // Replacing a key that is there drops nothing.
+        insert_bounded(&mut m, 3, "r1", t0 + Duration::from_secs(10), |a| *a);
+        assert_eq!(m.len(), 3);
+        assert!(m.contains_key("r2"));
+    }
+
+    #[test]
+    fn the_lookup_budget_refills_each_second() {
+        let b = RateBudget::new(2);
+        assert!(b.take() && b.take());
+        assert!(!b.take());
+        b.window.lock().unwrap().0 = Instant::now() - Duration::from_secs(2);
+        assert!(b.take());
     }
 }
