@@ -26,9 +26,9 @@ pub use directory::{
 pub use err::StorageError;
 pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
 pub use tenants::{
-    CatalogRecord, CatalogStore, KeycloakServerRecord, KeycloakServerStore, NewTask, OutboxEvent,
-    OutboxRecord, OutboxStore, TaskOutcome, TaskRecord, TaskStore, TenantFilter, TenantRecord,
-    TenantStore,
+    CatalogRecord, CatalogStore, EntryEffect, EntryWrite, EventFor, KeycloakServerRecord,
+    KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, TaskOutcome, TaskRecord,
+    TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore,
 };
 pub use value::{Row, Val};
 

@@ -61,6 +61,36 @@ pub struct OutboxEvent {
     pub payload: Vec<u8>,
 }
 
+/// A tenant's new record, with the task and the event its change enqueues.
+pub type TenantChange = (TenantRecord, Option<NewTask>, Option<OutboxEvent>);
+
+/// Makes a tenant's `updated` event (`None`: events are off), for changes whose tenants are
+/// found inside the transaction.
+pub type EventFor<'a> = &'a dyn Fn(&str) -> Result<Option<OutboxEvent>, StorageError>;
+
+/// A catalogue write.
+#[derive(Debug, Clone, Copy)]
+pub enum EntryWrite<'a> {
+    Insert(&'a CatalogRecord),
+    Update(&'a CatalogRecord),
+    Delete { kind: &'a str, id: &'a str },
+}
+
+/// What a catalogue write does to tenants, in its own transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum EntryEffect<'a> {
+    /// Nothing (templates and other entries that apply to tenants made afterwards).
+    None,
+    /// The tenant's realm follows the entry (an IDP): an `AVAILABLE` tenant goes `UPDATING`
+    /// with the task; a tenant being created or updated gets the task queued after its current
+    /// one; a failed or deleted tenant reads the catalogue on its retry, or never.
+    Resync { tenant: &'a str, task: &'a NewTask },
+    /// The tenant's `updated` event (its subscription).
+    Notify(&'a str),
+    /// The `updated` event of every tenant subscribed to the package type.
+    NotifySubscribers(&'a str),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRecord {
     pub id: i64,
@@ -126,6 +156,14 @@ pub trait TenantStore {
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
     ) -> Result<TenantRecord, StorageError>;
+    /// Read-modify-write of a tenant in one transaction (its row locked on PostgreSQL; SQLite's
+    /// write transactions are serial): `change` gets the current record and gives the new one
+    /// with the task and event to enqueue, or `None` when nothing changes.
+    fn modify_tenant(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&TenantRecord) -> Result<Option<TenantChange>, StorageError>,
+    ) -> Result<TenantRecord, StorageError>;
     /// Realm counts per Keycloak server (for the least-loaded choice).
     fn realms_per_server(&self) -> Result<Vec<(i64, i64)>, StorageError>;
 }
@@ -147,13 +185,14 @@ pub trait TaskStore {
         event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError>;
-    /// Record a failed attempt: run again at `retry_at_ms`, or (no retry) delete the task and set
-    /// the tenant `FAILED` with the reason.
+    /// Record a failed attempt: run again at `retry_at_ms`, or (no retry) delete the tenant's
+    /// tasks, set it `FAILED` with the reason and enqueue the event, in one transaction.
     fn fail_task(
         &self,
         task: &TaskRecord,
         error: &str,
         retry_at_ms: Option<i64>,
+        event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError>;
     fn pending_tasks(&self, tenant_id: &str) -> Result<Vec<TaskRecord>, StorageError>;
@@ -166,8 +205,15 @@ pub trait TaskStore {
 }
 
 pub trait OutboxStore {
-    /// Oldest unpublished events first.
+    /// Oldest unpublished events first (held events once their hold ended).
     fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StorageError>;
+    /// Write an event that is not published before `until_ms` (the event of a change made
+    /// outside the database, written before it); returns its id.
+    fn hold_event(&self, e: &OutboxEvent, until_ms: i64, now_ms: i64) -> Result<i64, StorageError>;
+    /// The change a held event reports is done: publish it now.
+    fn release_event(&self, id: i64, now_ms: i64) -> Result<(), StorageError>;
+    /// The change a held event reports was not made: remove it (unless already published).
+    fn drop_event(&self, id: i64) -> Result<(), StorageError>;
     fn mark_published(&self, ids: &[i64], now_ms: i64) -> Result<(), StorageError>;
     /// Events not yet published (a gauge).
     fn outbox_backlog(&self) -> Result<i64, StorageError>;
@@ -178,8 +224,13 @@ pub trait KeycloakServerStore {
     -> Result<KeycloakServerRecord, StorageError>;
     fn get_server(&self, id: i64) -> Result<KeycloakServerRecord, StorageError>;
     fn list_servers(&self) -> Result<Vec<KeycloakServerRecord>, StorageError>;
-    fn update_server(&self, s: &KeycloakServerRecord)
-    -> Result<KeycloakServerRecord, StorageError>;
+    /// Replace a server's record and enqueue the `updated` event of every tenant on it, in one
+    /// transaction.
+    fn update_server(
+        &self,
+        s: &KeycloakServerRecord,
+        events: EventFor,
+    ) -> Result<KeycloakServerRecord, StorageError>;
     /// `Conflict` while tenants use it.
     fn delete_server(&self, id: i64) -> Result<(), StorageError>;
 }
@@ -193,6 +244,14 @@ pub trait CatalogStore {
     fn delete_entry(&self, kind: &str, id: &str) -> Result<(), StorageError>;
     /// Insert when absent (bootstrap); returns whether it was inserted.
     fn ensure_entry(&self, e: &CatalogRecord) -> Result<bool, StorageError>;
+    /// A catalogue write and what it does to tenants (tasks, events), in one transaction; the
+    /// entry as written (`None` for a delete).
+    fn write_entry(
+        &self,
+        w: EntryWrite,
+        effect: EntryEffect,
+        events: EventFor,
+    ) -> Result<Option<CatalogRecord>, StorageError>;
 }
 
 // ---------------------------------------------------------------- tenants
@@ -313,6 +372,38 @@ fn emit(tx: &mut dyn Tx, e: &OutboxEvent, now_ms: i64) -> Result<(), StorageErro
     Ok(())
 }
 
+/// Write `t` over `cur` (the version moves on by one), with its task and event.
+fn write_tenant_tx(
+    tx: &mut dyn Tx,
+    cur: &TenantRecord,
+    t: &TenantRecord,
+    task: Option<&NewTask>,
+    event: Option<&OutboxEvent>,
+) -> Result<TenantRecord, StorageError> {
+    let mut p = tenant_params(t);
+    p[17] = Val::I64(cur.version + 1);
+    p.push(Val::I64(cur.version));
+    let n = tx.execute(
+        "UPDATE tenants SET realm_name = $2, client_frontend_id = $3, client_backend_id = $4, \
+         client_backend_secret = $5, realm_template_version = $6, realm_scopes_version = $7, \
+         client_backend_version = $8, client_frontend_version = $9, roles_version = $10, \
+         resources_version = $11, keycloak_server_id = $12, opendistro_enabled = $13, \
+         subscription_type = $14, status = $15, failure_reason = $16, display_name = $17, \
+         version = $18, created_ms = $19, updated_ms = $20 WHERE id = $1 AND version = $21",
+        &p,
+    )?;
+    if n == 0 {
+        return Err(StorageError::Stale);
+    }
+    if let Some(task) = task {
+        enqueue(tx, &t.id, task, t.updated_ms)?;
+    }
+    if let Some(e) = event {
+        emit(tx, e, t.updated_ms)?;
+    }
+    get_tenant_tx(tx, &t.id)
+}
+
 impl TenantStore for Database {
     fn insert_tenant(
         &self,
@@ -409,28 +500,34 @@ impl TenantStore for Database {
             if expected.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
-            let mut p = tenant_params(t);
-            p[17] = Val::I64(cur.version + 1);
-            p.push(Val::I64(cur.version));
-            let n = tx.execute(
-                "UPDATE tenants SET realm_name = $2, client_frontend_id = $3, client_backend_id = $4, \
-                 client_backend_secret = $5, realm_template_version = $6, realm_scopes_version = $7, \
-                 client_backend_version = $8, client_frontend_version = $9, roles_version = $10, \
-                 resources_version = $11, keycloak_server_id = $12, opendistro_enabled = $13, \
-                 subscription_type = $14, status = $15, failure_reason = $16, display_name = $17, \
-                 version = $18, created_ms = $19, updated_ms = $20 WHERE id = $1 AND version = $21",
-                &p,
-            )?;
-            if n == 0 {
-                return Err(StorageError::Stale);
+            write_tenant_tx(tx, &cur, t, task, event)
+        })
+    }
+
+    fn modify_tenant(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&TenantRecord) -> Result<Option<TenantChange>, StorageError>,
+    ) -> Result<TenantRecord, StorageError> {
+        self.tx(|tx| {
+            let lock = match tx.dialect() {
+                Dialect::Postgres => " FOR UPDATE",
+                Dialect::Sqlite => "",
+            };
+            let cur = tx
+                .query(
+                    &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1{lock}"),
+                    &[Val::from(id)],
+                )?
+                .first()
+                .map(tenant)
+                .ok_or(StorageError::NotFound)??;
+            match change(&cur)? {
+                None => Ok(cur),
+                Some((t, task, event)) => {
+                    write_tenant_tx(tx, &cur, &t, task.as_ref(), event.as_ref())
+                }
             }
-            if let Some(task) = task {
-                enqueue(tx, &t.id, task, t.updated_ms)?;
-            }
-            if let Some(e) = event {
-                emit(tx, e, t.updated_ms)?;
-            }
-            get_tenant_tx(tx, &t.id)
         })
     }
 
@@ -545,10 +642,26 @@ impl TaskStore for Database {
             }
             match outcome {
                 TaskOutcome::Status(s) => {
+                    // A tenant with another change queued (an IDP changed while this run was
+                    // under way) stays UPDATING until its last task.
+                    let queued = tx
+                        .query(
+                            "SELECT COUNT(*) FROM tasks WHERE tenant_id = $1",
+                            &[Val::from(&t.tenant_id)],
+                        )?
+                        .first()
+                        .map(|r| r.i64(0))
+                        .transpose()?
+                        .unwrap_or(0);
+                    let status = if queued > 0 && s == "AVAILABLE" {
+                        "UPDATING"
+                    } else {
+                        s.as_str()
+                    };
                     tx.execute(
                         "UPDATE tenants SET status = $1, failure_reason = NULL, updated_ms = $2, \
                          version = version + 1 WHERE id = $3",
-                        &[Val::from(s), Val::I64(now_ms), Val::from(&t.tenant_id)],
+                        &[Val::from(status), Val::I64(now_ms), Val::from(&t.tenant_id)],
                     )?;
                 }
                 TaskOutcome::Removed => {
@@ -578,6 +691,7 @@ impl TaskStore for Database {
         t: &TaskRecord,
         error: &str,
         retry_at_ms: Option<i64>,
+        event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError> {
         self.tx(|tx| {
@@ -590,12 +704,25 @@ impl TaskStore for Database {
                     )?;
                 }
                 None => {
-                    tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+                    let n = tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+                    if n == 0 {
+                        // Finished by another worker meanwhile: its outcome stands.
+                        return Ok(());
+                    }
+                    // A failed tenant runs nothing more until its retry (which reads the plan
+                    // anew), so changes queued behind this task go with it.
+                    tx.execute(
+                        "DELETE FROM tasks WHERE tenant_id = $1",
+                        &[Val::from(&t.tenant_id)],
+                    )?;
                     tx.execute(
                         "UPDATE tenants SET status = 'FAILED', failure_reason = $1, updated_ms = $2, \
                          version = version + 1 WHERE id = $3",
                         &[Val::from(error), Val::I64(now_ms), Val::from(&t.tenant_id)],
                     )?;
+                    if let Some(e) = event {
+                        emit(tx, e, now_ms)?;
+                    }
                 }
             }
             Ok(())
@@ -622,8 +749,8 @@ impl OutboxStore for Database {
         self.tx(|tx| {
             tx.query(
                 "SELECT id, subject, payload, created_ms FROM outbox WHERE published_ms IS NULL \
-                 ORDER BY id LIMIT $1",
-                &[Val::I64(limit)],
+                 AND (not_before_ms IS NULL OR not_before_ms <= $2) ORDER BY id LIMIT $1",
+                &[Val::I64(limit), Val::I64(crate::clock::now_ms())],
             )?
             .iter()
             .map(|r| {
@@ -635,6 +762,45 @@ impl OutboxStore for Database {
                 })
             })
             .collect()
+        })
+    }
+
+    fn hold_event(&self, e: &OutboxEvent, until_ms: i64, now_ms: i64) -> Result<i64, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                "INSERT INTO outbox (subject, payload, created_ms, not_before_ms) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+                &[
+                    Val::from(&e.subject),
+                    Val::from(hex(&e.payload)),
+                    Val::I64(now_ms),
+                    Val::I64(until_ms),
+                ],
+            )?
+            .first()
+            .map(|r| r.i64(0))
+            .transpose()?
+            .ok_or_else(|| StorageError::Internal("outbox insert returned no id".into()))
+        })
+    }
+
+    fn release_event(&self, id: i64, now_ms: i64) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            tx.execute(
+                "UPDATE outbox SET not_before_ms = $1 WHERE id = $2 AND published_ms IS NULL",
+                &[Val::I64(now_ms), Val::I64(id)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn drop_event(&self, id: i64) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            tx.execute(
+                "DELETE FROM outbox WHERE id = $1 AND published_ms IS NULL",
+                &[Val::I64(id)],
+            )?;
+            Ok(())
         })
     }
 
@@ -754,9 +920,19 @@ impl KeycloakServerStore for Database {
     fn update_server(
         &self,
         s: &KeycloakServerRecord,
+        events: EventFor,
     ) -> Result<KeycloakServerRecord, StorageError> {
         self.tx(|tx| {
             get_server_tx(tx, s.id)?;
+            let hosted = tx.query(
+                "SELECT id FROM tenants WHERE keycloak_server_id = $1 ORDER BY id",
+                &[Val::I64(s.id)],
+            )?;
+            for row in hosted {
+                if let Some(e) = events(&row.string(0)?)? {
+                    emit(tx, &e, s.updated_ms)?;
+                }
+            }
             if s.is_default {
                 tx.execute("UPDATE keycloak_servers SET is_default = $1", &[Val::Bool(false)])?;
             }
@@ -810,24 +986,125 @@ fn get_entry_tx(tx: &mut dyn Tx, kind: &str, id: &str) -> Result<CatalogRecord, 
     .ok_or(StorageError::NotFound)?
 }
 
+fn insert_entry_tx(tx: &mut dyn Tx, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
+    if get_entry_tx(tx, &e.kind, &e.id).is_ok() {
+        return Err(StorageError::Conflict(format!(
+            "{} `{}` exists",
+            e.kind, e.id
+        )));
+    }
+    tx.execute(
+        "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            Val::from(&e.kind),
+            Val::from(&e.id),
+            Val::from(&e.body),
+            Val::I64(e.created_ms),
+            Val::I64(e.updated_ms),
+        ],
+    )?;
+    get_entry_tx(tx, &e.kind, &e.id)
+}
+
+fn update_entry_tx(tx: &mut dyn Tx, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
+    get_entry_tx(tx, &e.kind, &e.id)?;
+    tx.execute(
+        "UPDATE catalog SET body = $1, updated_ms = $2 WHERE kind = $3 AND id = $4",
+        &[
+            Val::from(&e.body),
+            Val::I64(e.updated_ms),
+            Val::from(&e.kind),
+            Val::from(&e.id),
+        ],
+    )?;
+    get_entry_tx(tx, &e.kind, &e.id)
+}
+
+fn delete_entry_tx(tx: &mut dyn Tx, kind: &str, id: &str) -> Result<(), StorageError> {
+    let n = tx.execute(
+        "DELETE FROM catalog WHERE kind = $1 AND id = $2",
+        &[Val::from(kind), Val::from(id)],
+    )?;
+    if n == 0 {
+        Err(StorageError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+/// The `updated` event of a tenant, when it (still) exists.
+fn notify_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    events: EventFor,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    match get_tenant_tx(tx, tenant) {
+        Ok(_) => {
+            if let Some(e) = events(tenant)? {
+                emit(tx, &e, now_ms)?;
+            }
+            Ok(())
+        }
+        Err(StorageError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn effect_tx(
+    tx: &mut dyn Tx,
+    effect: EntryEffect,
+    events: EventFor,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    match effect {
+        EntryEffect::None => Ok(()),
+        EntryEffect::Notify(tenant) => notify_tx(tx, tenant, events, now_ms),
+        EntryEffect::NotifySubscribers(package) => {
+            let subs = tx.query(
+                "SELECT id FROM catalog WHERE kind = 'tenant-subscription' ORDER BY id",
+                &[],
+            )?;
+            let mut tenants: Vec<String> = Vec::new();
+            for r in subs {
+                let id = r.string(0)?;
+                if let Some((tenant, p)) = id.split_once('/')
+                    && p == package
+                    && !tenants.iter().any(|t| t == tenant)
+                {
+                    tenants.push(tenant.to_string());
+                }
+            }
+            for t in tenants {
+                notify_tx(tx, &t, events, now_ms)?;
+            }
+            Ok(())
+        }
+        EntryEffect::Resync { tenant, task } => {
+            let cur = match get_tenant_tx(tx, tenant) {
+                Ok(t) => t,
+                Err(StorageError::NotFound) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            match cur.status.as_str() {
+                "AVAILABLE" => {
+                    tx.execute(
+                        "UPDATE tenants SET status = 'UPDATING', updated_ms = $1, \
+                         version = version + 1 WHERE id = $2",
+                        &[Val::I64(now_ms), Val::from(tenant)],
+                    )?;
+                    enqueue(tx, tenant, task, now_ms)
+                }
+                "CREATING" | "UPDATING" => enqueue(tx, tenant, task, now_ms),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
 impl CatalogStore for Database {
     fn insert_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
-        self.tx(|tx| {
-            if get_entry_tx(tx, &e.kind, &e.id).is_ok() {
-                return Err(StorageError::Conflict(format!("{} `{}` exists", e.kind, e.id)));
-            }
-            tx.execute(
-                "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    Val::from(&e.kind),
-                    Val::from(&e.id),
-                    Val::from(&e.body),
-                    Val::I64(e.created_ms),
-                    Val::I64(e.updated_ms),
-                ],
-            )?;
-            get_entry_tx(tx, &e.kind, &e.id)
-        })
+        self.tx(|tx| insert_entry_tx(tx, e))
     }
 
     fn get_entry(&self, kind: &str, id: &str) -> Result<CatalogRecord, StorageError> {
@@ -847,32 +1124,30 @@ impl CatalogStore for Database {
     }
 
     fn update_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
-        self.tx(|tx| {
-            get_entry_tx(tx, &e.kind, &e.id)?;
-            tx.execute(
-                "UPDATE catalog SET body = $1, updated_ms = $2 WHERE kind = $3 AND id = $4",
-                &[
-                    Val::from(&e.body),
-                    Val::I64(e.updated_ms),
-                    Val::from(&e.kind),
-                    Val::from(&e.id),
-                ],
-            )?;
-            get_entry_tx(tx, &e.kind, &e.id)
-        })
+        self.tx(|tx| update_entry_tx(tx, e))
     }
 
     fn delete_entry(&self, kind: &str, id: &str) -> Result<(), StorageError> {
+        self.tx(|tx| delete_entry_tx(tx, kind, id))
+    }
+
+    fn write_entry(
+        &self,
+        w: EntryWrite,
+        effect: EntryEffect,
+        events: EventFor,
+    ) -> Result<Option<CatalogRecord>, StorageError> {
         self.tx(|tx| {
-            let n = tx.execute(
-                "DELETE FROM catalog WHERE kind = $1 AND id = $2",
-                &[Val::from(kind), Val::from(id)],
-            )?;
-            if n == 0 {
-                Err(StorageError::NotFound)
-            } else {
-                Ok(())
-            }
+            let (out, now) = match w {
+                EntryWrite::Insert(e) => (Some(insert_entry_tx(tx, e)?), e.updated_ms),
+                EntryWrite::Update(e) => (Some(update_entry_tx(tx, e)?), e.updated_ms),
+                EntryWrite::Delete { kind, id } => {
+                    delete_entry_tx(tx, kind, id)?;
+                    (None, crate::clock::now_ms())
+                }
+            };
+            effect_tx(tx, effect, events, now)?;
+            Ok(out)
         })
     }
 
