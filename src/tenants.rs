@@ -146,6 +146,61 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
     }))
 }
 
+/// The keys stored secrets are sealed with: `tenant-manager.secret-key` (32 bytes, base64) and
+/// the decrypt-only `tenant-manager.previous-secret-keys` (a list, or comma-separated).
+fn secret_keys(config: &Config) -> Result<crate::storage::SecretKeys, String> {
+    let tm = &config.tenant_manager;
+    let current = match tm.get("secret-key") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err("config: `tenant-manager.secret-key` (KAA_TENANT_MANAGER_SECRET_KEY): \
+                        must be a string"
+                .into());
+        }
+    };
+    let previous: Vec<String> = match tm.get("previous-secret-keys") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or("config: `tenant-manager.previous-secret-keys`: must be a list of strings")?,
+        Some(_) => {
+            return Err("config: `tenant-manager.previous-secret-keys` \
+                        (KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS): must be a list of strings"
+                .into());
+        }
+    };
+    crate::storage::SecretKeys::parse(&current, &previous).map_err(|e| {
+        format!(
+            "config: `tenant-manager.secret-key` / `tenant-manager.previous-secret-keys` \
+             (KAA_TENANT_MANAGER_SECRET_KEY / KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS): {e}"
+        )
+    })
+}
+
+/// Seal the stored secrets with the configured key: rows of a previous key, or from before
+/// encryption, are sealed again with the current one before anything else runs.
+fn seal_secrets(config: &Config, db: &crate::storage::Database) -> Result<(), String> {
+    let keys = secret_keys(config)?;
+    let id = keys.current_id().map(str::to_string);
+    db.set_secret_keys(keys);
+    let n = db.reseal_secrets().map_err(|e| format!("stored secrets: {e}"))?;
+    match id {
+        Some(id) if n > 0 => {
+            log::info!("secrets: {n} stored secrets sealed again with key `{id}`")
+        }
+        Some(_) => {}
+        None => log::warn!(
+            "secrets: `tenant-manager.secret-key` is not set: client secrets and Keycloak admin \
+             credentials are stored unencrypted (set KAA_TENANT_MANAGER_SECRET_KEY in production)"
+        ),
+    }
+    Ok(())
+}
+
 /// Wire the Tenant Manager: bootstrap, workers, outbox publisher, API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
     build_with_signal(config, ops).map(|(handler, _)| handler)
@@ -165,6 +220,7 @@ pub fn build_with_signal(
         timeout: keycloak_timeout(config)?,
         servers: Mutex::new(HashMap::new()),
     });
+    seal_secrets(config, &ops.db)?;
     let tm = Arc::new(Tm {
         db: Arc::clone(&ops.db),
         settings,

@@ -3,7 +3,9 @@
 //! with a lease, `FOR UPDATE SKIP LOCKED` on PostgreSQL), the event outbox (written in the same
 //! transaction as the change it reports), Keycloak servers, and the catalogue.
 
-use super::{Database, Dialect, Row, StorageError, Tx, Val};
+use std::sync::Arc;
+
+use super::{Database, Dialect, Row, SecretKeys, StorageError, Tx, Val};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRecord {
@@ -254,6 +256,108 @@ pub trait CatalogStore {
     ) -> Result<Option<CatalogRecord>, StorageError>;
 }
 
+// ---------------------------------------------------------------- secrets at rest
+
+fn tenant_aad(id: &str) -> String {
+    format!("tenants.client_backend_secret/{id}")
+}
+
+fn server_aad(column: &str, id: i64) -> String {
+    format!("keycloak_servers.{column}/{id}")
+}
+
+fn seal_tenant(k: &SecretKeys, t: &TenantRecord) -> Result<TenantRecord, StorageError> {
+    Ok(TenantRecord {
+        client_backend_secret: k.seal(&tenant_aad(&t.id), &t.client_backend_secret)?,
+        ..t.clone()
+    })
+}
+
+fn open_tenant(k: &SecretKeys, t: TenantRecord) -> Result<TenantRecord, StorageError> {
+    Ok(TenantRecord {
+        client_backend_secret: k.open(&tenant_aad(&t.id), &t.client_backend_secret)?,
+        ..t
+    })
+}
+
+fn map_server_secrets(
+    s: &KeycloakServerRecord,
+    f: &dyn Fn(&str, &str) -> Result<String, StorageError>,
+) -> Result<KeycloakServerRecord, StorageError> {
+    let one = |column: &str, v: &Option<String>| -> Result<Option<String>, StorageError> {
+        v.as_deref()
+            .map(|v| f(&server_aad(column, s.id), v))
+            .transpose()
+    };
+    Ok(KeycloakServerRecord {
+        password: one("password", &s.password)?,
+        client_secret: one("client_secret", &s.client_secret)?,
+        ..s.clone()
+    })
+}
+
+fn seal_server(k: &SecretKeys, s: &KeycloakServerRecord) -> Result<KeycloakServerRecord, StorageError> {
+    map_server_secrets(s, &|aad, v| k.seal(aad, v))
+}
+
+fn open_server(k: &SecretKeys, s: &KeycloakServerRecord) -> Result<KeycloakServerRecord, StorageError> {
+    map_server_secrets(s, &|aad, v| k.open(aad, v))
+}
+
+impl Database {
+    /// Seal the Tenant Manager's stored secrets with these keys from now on.
+    pub fn set_secret_keys(&self, keys: SecretKeys) {
+        *self.secret_keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
+    pub fn secret_keys(&self) -> Arc<SecretKeys> {
+        Arc::clone(&self.secret_keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Seal again, with the current key, every stored secret that is not sealed with it (plain
+    /// rows from before encryption, rows of a previous key), in one transaction; returns how
+    /// many values changed. A value no configured key opens fails it, changing nothing.
+    pub fn reseal_secrets(&self) -> Result<u64, StorageError> {
+        let k = self.secret_keys();
+        self.tx(|tx| {
+            let mut n = 0u64;
+            for r in tx.query("SELECT id, client_backend_secret FROM tenants ORDER BY id", &[])? {
+                let (id, stored) = (r.string(0)?, r.string(1)?);
+                if k.is_current(&stored) {
+                    continue;
+                }
+                let aad = tenant_aad(&id);
+                let fresh = k.seal(&aad, &k.open(&aad, &stored)?)?;
+                tx.execute(
+                    "UPDATE tenants SET client_backend_secret = $1 WHERE id = $2",
+                    &[Val::from(fresh), Val::from(&id)],
+                )?;
+                n += 1;
+            }
+            for r in tx.query(
+                "SELECT id, password, client_secret FROM keycloak_servers ORDER BY id",
+                &[],
+            )? {
+                let id = r.i64(0)?;
+                for (i, column) in [(1, "password"), (2, "client_secret")] {
+                    let Some(stored) = r.opt_string(i)? else { continue };
+                    if k.is_current(&stored) {
+                        continue;
+                    }
+                    let aad = server_aad(column, id);
+                    let fresh = k.seal(&aad, &k.open(&aad, &stored)?)?;
+                    tx.execute(
+                        &format!("UPDATE keycloak_servers SET {column} = $1 WHERE id = $2"),
+                        &[Val::from(fresh), Val::I64(id)],
+                    )?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+}
+
 // ---------------------------------------------------------------- tenants
 
 const TENANT_COLS: &str = "id, realm_name, client_frontend_id, client_backend_id, client_backend_secret, \
@@ -411,7 +515,10 @@ impl TenantStore for Database {
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
     ) -> Result<TenantRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let sealed = seal_tenant(&k, t)?;
+        let t = &sealed;
+        let out = self.tx(|tx| {
             let clash = tx.query(
                 "SELECT id FROM tenants WHERE id = $1 OR realm_name = $2",
                 &[Val::from(&t.id), Val::from(&t.realm_name)],
@@ -434,11 +541,12 @@ impl TenantStore for Database {
                 emit(tx, e, t.created_ms)?;
             }
             get_tenant_tx(tx, &t.id)
-        })
+        })?;
+        open_tenant(&k, out)
     }
 
     fn get_tenant(&self, id: &str) -> Result<TenantRecord, StorageError> {
-        self.tx(|tx| get_tenant_tx(tx, id))
+        open_tenant(&self.secret_keys(), self.tx(|tx| get_tenant_tx(tx, id))?)
     }
 
     fn list_tenants(
@@ -481,8 +589,11 @@ impl TenantStore for Database {
                 ),
                 &p,
             )?;
+            let k = self.secret_keys();
             Ok((
-                rows.iter().map(tenant).collect::<Result<_, _>>()?,
+                rows.iter()
+                    .map(|r| open_tenant(&k, tenant(r)?))
+                    .collect::<Result<_, _>>()?,
                 u64::try_from(total).unwrap_or(0),
             ))
         })
@@ -495,13 +606,16 @@ impl TenantStore for Database {
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
     ) -> Result<TenantRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let t = seal_tenant(&k, t)?;
+        let out = self.tx(|tx| {
             let cur = get_tenant_tx(tx, &t.id)?;
             if expected.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
-            write_tenant_tx(tx, &cur, t, task, event)
-        })
+            write_tenant_tx(tx, &cur, &t, task, event)
+        })?;
+        open_tenant(&k, out)
     }
 
     fn modify_tenant(
@@ -509,7 +623,8 @@ impl TenantStore for Database {
         id: &str,
         change: &mut dyn FnMut(&TenantRecord) -> Result<Option<TenantChange>, StorageError>,
     ) -> Result<TenantRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let out = self.tx(|tx| {
             let lock = match tx.dialect() {
                 Dialect::Postgres => " FOR UPDATE",
                 Dialect::Sqlite => "",
@@ -522,13 +637,15 @@ impl TenantStore for Database {
                 .first()
                 .map(tenant)
                 .ok_or(StorageError::NotFound)??;
-            match change(&cur)? {
+            match change(&open_tenant(&k, cur.clone())?)? {
                 None => Ok(cur),
                 Some((t, task, event)) => {
+                    let t = seal_tenant(&k, &t)?;
                     write_tenant_tx(tx, &cur, &t, task.as_ref(), event.as_ref())
                 }
             }
-        })
+        })?;
+        open_tenant(&k, out)
     }
 
     fn realms_per_server(&self) -> Result<Vec<(i64, i64)>, StorageError> {
@@ -881,7 +998,9 @@ impl KeycloakServerStore for Database {
         &self,
         s: &KeycloakServerRecord,
     ) -> Result<KeycloakServerRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let s = &seal_server(&k, s)?;
+        let out = self.tx(|tx| {
             if !tx
                 .query("SELECT 1 FROM keycloak_servers WHERE id = $1", &[Val::I64(s.id)])?
                 .is_empty()
@@ -898,11 +1017,12 @@ impl KeycloakServerStore for Database {
                 &server_params(s),
             )?;
             get_server_tx(tx, s.id)
-        })
+        })?;
+        open_server(&k, &out)
     }
 
     fn get_server(&self, id: i64) -> Result<KeycloakServerRecord, StorageError> {
-        self.tx(|tx| get_server_tx(tx, id))
+        open_server(&self.secret_keys(), &self.tx(|tx| get_server_tx(tx, id))?)
     }
 
     fn list_servers(&self) -> Result<Vec<KeycloakServerRecord>, StorageError> {
@@ -912,7 +1032,7 @@ impl KeycloakServerStore for Database {
                 &[],
             )?
             .iter()
-            .map(server)
+            .map(|r| open_server(&self.secret_keys(), &server(r)?))
             .collect()
         })
     }
@@ -922,7 +1042,9 @@ impl KeycloakServerStore for Database {
         s: &KeycloakServerRecord,
         events: EventFor,
     ) -> Result<KeycloakServerRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let s = &seal_server(&k, s)?;
+        let out = self.tx(|tx| {
             get_server_tx(tx, s.id)?;
             let hosted = tx.query(
                 "SELECT id FROM tenants WHERE keycloak_server_id = $1 ORDER BY id",
@@ -942,7 +1064,8 @@ impl KeycloakServerStore for Database {
                 &server_params(s),
             )?;
             get_server_tx(tx, s.id)
-        })
+        })?;
+        open_server(&k, &out)
     }
 
     fn delete_server(&self, id: i64) -> Result<(), StorageError> {
