@@ -106,10 +106,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "KAA_KEYCLOAK_ADMIN_PASSWORD",
         "tenant-manager.keycloak.password",
     ),
-    (
-        "KAA_TENANT_MANAGER_SECRET_KEY",
-        "tenant-manager.secret-key",
-    ),
+    ("KAA_TENANT_MANAGER_SECRET_KEY", "tenant-manager.secret-key"),
     (
         "KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS",
         "tenant-manager.previous-secret-keys",

@@ -26,12 +26,12 @@ pub use directory::{
 };
 pub use err::StorageError;
 pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
+pub use sealed::SecretKeys;
 pub use tenants::{
     CatalogRecord, CatalogStore, EntryEffect, EntryWrite, EventFor, KeycloakServerRecord,
     KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, TaskOutcome, TaskRecord,
     TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore,
 };
-pub use sealed::SecretKeys;
 pub use value::{Row, Val};
 
 use crate::config::StorageSettings;

@@ -154,9 +154,11 @@ fn secret_keys(config: &Config) -> Result<crate::storage::SecretKeys, String> {
         None | Some(serde_json::Value::Null) => String::new(),
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(_) => {
-            return Err("config: `tenant-manager.secret-key` (KAA_TENANT_MANAGER_SECRET_KEY): \
+            return Err(
+                "config: `tenant-manager.secret-key` (KAA_TENANT_MANAGER_SECRET_KEY): \
                         must be a string"
-                .into());
+                    .into(),
+            );
         }
     };
     let previous: Vec<String> = match tm.get("previous-secret-keys") {
@@ -187,7 +189,9 @@ fn seal_secrets(config: &Config, db: &crate::storage::Database) -> Result<(), St
     let keys = secret_keys(config)?;
     let id = keys.current_id().map(str::to_string);
     db.set_secret_keys(keys);
-    let n = db.reseal_secrets().map_err(|e| format!("stored secrets: {e}"))?;
+    let n = db
+        .reseal_secrets()
+        .map_err(|e| format!("stored secrets: {e}"))?;
     match id {
         Some(id) if n > 0 => {
             log::info!("secrets: {n} stored secrets sealed again with key `{id}`")

@@ -828,9 +828,11 @@ fn secrets_are_sealed_at_rest_and_rotated() {
             )
             .unwrap();
         let p: String = c
-            .query_row("SELECT password FROM keycloak_servers WHERE id = 7", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT password FROM keycloak_servers WHERE id = 7",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         (t, p)
     };
@@ -864,8 +866,10 @@ fn secrets_are_sealed_at_rest_and_rotated() {
             svc.addr,
             "POST",
             "/api/v1/keycloak-servers",
-            Some(&json!({"id": 7, "url": "http://127.0.0.1:9", "username": "admin",
-                         "password": "kc-admin-password"})),
+            Some(
+                &json!({"id": 7, "url": "http://127.0.0.1:9", "username": "admin",
+                         "password": "kc-admin-password"}),
+            ),
         ),
         201,
     );
@@ -883,8 +887,14 @@ fn secrets_are_sealed_at_rest_and_rotated() {
     assert_eq!(s["password_set"], true);
     assert!(svc.terminate(Duration::from_secs(10)).success());
     let (t_a, p_a) = raw();
-    assert!(t_a.starts_with("enc:v1:") && !t_a.contains(&secret), "{t_a}");
-    assert!(p_a.starts_with("enc:v1:") && !p_a.contains("kc-admin"), "{p_a}");
+    assert!(
+        t_a.starts_with("enc:v1:") && !t_a.contains(&secret),
+        "{t_a}"
+    );
+    assert!(
+        p_a.starts_with("enc:v1:") && !p_a.contains("kc-admin"),
+        "{p_a}"
+    );
 
     // A key that opens nothing, or none at all, stops the start and changes nothing.
     for env in [vec![("KAA_TENANT_MANAGER_SECRET_KEY", b.as_str())], vec![]] {
@@ -900,9 +910,7 @@ fn secrets_are_sealed_at_rest_and_rotated() {
         .expect("a bad key is refused");
     assert_eq!(status.code(), Some(2), "{lines:?}");
     assert!(
-        lines
-            .join("\n")
-            .contains("KAA_TENANT_MANAGER_SECRET_KEY"),
+        lines.join("\n").contains("KAA_TENANT_MANAGER_SECRET_KEY"),
         "{lines:?}"
     );
 

@@ -42,9 +42,9 @@ impl std::fmt::Debug for SecretKeys {
 }
 
 fn key(text: &str) -> Result<Key, String> {
-    let bytes = STANDARD
-        .decode(text.trim())
-        .map_err(|_| "must be 32 bytes in standard base64 (`openssl rand -base64 32`)".to_string())?;
+    let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+        "must be 32 bytes in standard base64 (`openssl rand -base64 32`)".to_string()
+    })?;
     let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
         format!(
             "must be 32 bytes in standard base64 (`openssl rand -base64 32`), got {} bytes",

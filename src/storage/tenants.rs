@@ -296,11 +296,17 @@ fn map_server_secrets(
     })
 }
 
-fn seal_server(k: &SecretKeys, s: &KeycloakServerRecord) -> Result<KeycloakServerRecord, StorageError> {
+fn seal_server(
+    k: &SecretKeys,
+    s: &KeycloakServerRecord,
+) -> Result<KeycloakServerRecord, StorageError> {
     map_server_secrets(s, &|aad, v| k.seal(aad, v))
 }
 
-fn open_server(k: &SecretKeys, s: &KeycloakServerRecord) -> Result<KeycloakServerRecord, StorageError> {
+fn open_server(
+    k: &SecretKeys,
+    s: &KeycloakServerRecord,
+) -> Result<KeycloakServerRecord, StorageError> {
     map_server_secrets(s, &|aad, v| k.open(aad, v))
 }
 
@@ -321,7 +327,10 @@ impl Database {
         let k = self.secret_keys();
         self.tx(|tx| {
             let mut n = 0u64;
-            for r in tx.query("SELECT id, client_backend_secret FROM tenants ORDER BY id", &[])? {
+            for r in tx.query(
+                "SELECT id, client_backend_secret FROM tenants ORDER BY id",
+                &[],
+            )? {
                 let (id, stored) = (r.string(0)?, r.string(1)?);
                 if k.is_current(&stored) {
                     continue;
@@ -340,7 +349,9 @@ impl Database {
             )? {
                 let id = r.i64(0)?;
                 for (i, column) in [(1, "password"), (2, "client_secret")] {
-                    let Some(stored) = r.opt_string(i)? else { continue };
+                    let Some(stored) = r.opt_string(i)? else {
+                        continue;
+                    };
                     if k.is_current(&stored) {
                         continue;
                     }

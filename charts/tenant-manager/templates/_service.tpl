@@ -21,7 +21,8 @@ What is particular to the Tenant Manager (the iam chart has its own _service.tpl
 {{/*
 Service-specific environment, as a JSON object of name -> env body: the default Keycloak server
 the Tenant Manager creates realms on (tenant-manager.keycloak.* in the configuration file) and
-its admin credentials (secret keys username and password).
+its admin credentials (secret keys username and password), and the key its stored secrets are
+sealed with (secretKey.existingSecret, keys secret-key and the optional previous-secret-keys).
   not applicable: KAA_SECURITY_MULTITENANCY_ENABLED, KAA_SECURITY_MULTITENANCY_TENANT_MANAGER_URL
   (the Tenant Manager is the service that multitenancy is resolved against).
 */}}
@@ -41,6 +42,10 @@ its admin credentials (secret keys username and password).
 {{- with include "tenant-manager.keycloakAdminSecret" . -}}
 {{- $_ := set $env "KAA_KEYCLOAK_ADMIN_USERNAME" (dict "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "username"))) -}}
 {{- $_ := set $env "KAA_KEYCLOAK_ADMIN_PASSWORD" (dict "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "password"))) -}}
+{{- end -}}
+{{- with include "tenant-manager.releaseName" (dict "value" .Values.secretKey.existingSecret "root" .) -}}
+{{- $_ := set $env "KAA_TENANT_MANAGER_SECRET_KEY" (dict "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "secret-key"))) -}}
+{{- $_ := set $env "KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS" (dict "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "previous-secret-keys" "optional" true))) -}}
 {{- end -}}
 {{- $env | toJson -}}
 {{- end -}}
