@@ -30,7 +30,7 @@ pub use sealed::SecretKeys;
 pub use tenants::{
     CatalogRecord, CatalogStore, EntryEffect, EntryWrite, EventFor, KeycloakServerRecord,
     KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, TaskOutcome, TaskRecord,
-    TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore,
+    TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore, TmStats,
 };
 pub use value::{Row, Val};
 

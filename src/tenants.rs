@@ -205,6 +205,50 @@ fn seal_secrets(config: &Config, db: &crate::storage::Database) -> Result<(), St
     Ok(())
 }
 
+/// The queue, outbox and tenant gauges of `/metrics`, read from the database at scrape time
+/// (`service_gauge{name=...}`; `tm_stats_up` 0 when the database did not answer).
+fn spawn_gauges(tm: &Arc<Tm>, ops: &Arc<Ops>) {
+    let weak = Arc::downgrade(tm);
+    let _ = ops.scrape.set(Box::new(move |m| {
+        let Some(tm) = weak.upgrade() else { return };
+        match tm.db.tenant_manager_stats(crate::clock::now_ms()) {
+            Ok(st) => {
+                m.set_gauge("tm_stats_up", 1);
+                m.set_gauge("tm_tasks_queued", st.tasks);
+                m.set_gauge(
+                    "tm_tasks_oldest_due_age_seconds",
+                    st.oldest_due_task_ms / 1000,
+                );
+                m.set_gauge("tm_tasks_attempts", st.task_attempts);
+                m.set_gauge("tm_tasks_failing", st.failing_tasks);
+                m.set_gauge("tm_outbox_pending", st.outbox_pending);
+                m.set_gauge(
+                    "tm_outbox_oldest_pending_age_seconds",
+                    st.oldest_pending_event_ms / 1000,
+                );
+                for status in [
+                    service::CREATING,
+                    service::AVAILABLE,
+                    service::UPDATING,
+                    service::DELETING,
+                    service::FAILED,
+                ] {
+                    let n = st
+                        .tenants
+                        .iter()
+                        .find(|(s, _)| s == status)
+                        .map_or(0, |(_, n)| *n);
+                    m.set_gauge(&format!("tm_tenants_{}", status.to_lowercase()), n);
+                }
+            }
+            Err(e) => {
+                log::warn!("metrics: tenant manager gauges: {e}");
+                m.set_gauge("tm_stats_up", 0);
+            }
+        }
+    }));
+}
+
 /// Wire the Tenant Manager: bootstrap, workers, outbox publisher, API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
     build_with_signal(config, ops).map(|(handler, _)| handler)
@@ -231,6 +275,7 @@ pub fn build_with_signal(
         provisioners,
     });
     bootstrap::run(&tm).map_err(|e| format!("bootstrap: {e}"))?;
+    spawn_gauges(&tm, ops);
     let signal = Signal::new();
     worker::spawn_workers(&tm, &signal);
     if !config.nats.urls.is_empty() {

@@ -932,3 +932,78 @@ fn secrets_are_sealed_at_rest_and_rotated() {
     assert_eq!(context_secret(&svc), secret);
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }
+
+/// `/metrics` shows the task queue (depth, attempts, failing tasks, the oldest due task's age),
+/// the outbox (pending events, the oldest one's age) and tenants by status.
+#[test]
+fn metrics_show_the_queue_the_outbox_and_tenants_by_status() {
+    let dir = support::TempDir::new();
+    // NATS that never answers: events stay in the outbox.
+    let svc = proc::start(
+        TM,
+        &dir.0,
+        &[
+            ("SERVER_PORT", "0"),
+            ("KAA_NATS_URLS", "nats://127.0.0.1:1"),
+        ],
+    )
+    .unwrap();
+    let a = svc.addr;
+    let gauge = |name: &str| -> i64 {
+        let r = proc::get(a, "/metrics");
+        assert_eq!(r.status, 200);
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("service_gauge{") && l.contains(&format!("name=\"{name}\"")))
+            .unwrap_or_else(|| panic!("no gauge {name} in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(gauge("tm_stats_up"), 1);
+    assert_eq!(gauge("tm_tenants_available"), 1, "the system tenant");
+    assert_eq!(gauge("tm_tasks_queued"), 0);
+    assert_eq!(gauge("tm_outbox_pending"), 0);
+
+    expect(
+        &call_json(a, "POST", "/api/v1/tenants", Some(&json!({"id": "m1"}))),
+        202,
+    );
+    wait_status(a, "m1", "AVAILABLE");
+    // A Keycloak server that refuses connections: its tenant's task keeps failing and waits.
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(
+                &json!({"id": 9, "url": "http://127.0.0.1:1", "username": "admin",
+                         "password": "admin-password"}),
+            ),
+        ),
+        201,
+    );
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(&json!({"id": "m2", "keycloak_server_id": 9})),
+        ),
+        202,
+    );
+    let started = Instant::now();
+    while gauge("tm_tasks_failing") < 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never failing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(gauge("tm_tasks_queued"), 1);
+    assert!(gauge("tm_tasks_attempts") >= 1);
+    assert_eq!(gauge("tm_tenants_available"), 2);
+    assert_eq!(gauge("tm_tenants_creating"), 1);
+    assert_eq!(gauge("tm_tenants_failed"), 0);
+    assert_eq!(gauge("tm_outbox_pending"), 1, "m1's updated event");
+    assert!(gauge("tm_outbox_oldest_pending_age_seconds") >= 1);
+    assert!(gauge("tm_tasks_oldest_due_age_seconds") >= 0);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}

@@ -22,3 +22,6 @@ Service-specific environment, as a JSON object of name -> env body.
 {{- define "iam.serviceEnv" -}}
 {{- dict | toJson -}}
 {{- end -}}
+
+{{/* The service's own alerts beside the shared ones (prometheusrule.yaml): none. */}}
+{{- define "iam.serviceAlerts" -}}[]{{- end -}}

@@ -49,3 +49,34 @@ sealed with (secretKey.existingSecret, keys secret-key and the optional previous
 {{- end -}}
 {{- $env | toJson -}}
 {{- end -}}
+
+{{/*
+The Tenant Manager's own alerts beside the shared ones (prometheusrule.yaml), from the gauges of
+its task queue, outbox and tenants; the argument is the series selector. Runbooks in
+docs/DEPLOYMENT.md.
+*/}}
+{{- define "tenant-manager.serviceAlerts" -}}
+{{- $sel := . -}}
+{{- list
+  (list "TaskBacklog" "warning" "10m"
+    (printf "max(service_gauge{%s, name=\"tm_tasks_oldest_due_age_seconds\"}) > 300" $sel)
+    "Provisioning tasks wait for a worker"
+    "A due task has waited {{ $value }} s: workers are busy, stuck or down (tenant-manager.tasks.workers).")
+  (list "TasksFailing" "warning" "15m"
+    (printf "max(service_gauge{%s, name=\"tm_tasks_failing\"}) > 0" $sel)
+    "Provisioning tasks keep failing"
+    "{{ $value }} tasks are waiting to retry after a failed attempt (Keycloak unreachable or refusing).")
+  (list "TenantsFailed" "warning" "5m"
+    (printf "max(service_gauge{%s, name=\"tm_tenants_failed\"}) > 0" $sel)
+    "Tenants are FAILED"
+    "{{ $value }} tenants are FAILED: GET /api/v1/tenants?status=FAILED shows why; POST /tenants/{id}/retry after fixing.")
+  (list "OutboxStuck" "critical" "10m"
+    (printf "max(service_gauge{%s, name=\"tm_outbox_oldest_pending_age_seconds\"}) > 300" $sel)
+    "Tenant lifecycle events are not published"
+    "The oldest unpublished event has waited {{ $value }} s: NATS is unreachable or refuses the publisher.")
+  (list "StatsUnavailable" "warning" "10m"
+    (printf "min(service_gauge{%s, name=\"tm_stats_up\"}) == 0" $sel)
+    "Queue and outbox gauges cannot be read"
+    "A replica could not read its task queue and outbox from the database at scrape time.")
+  | toJson -}}
+{{- end -}}
