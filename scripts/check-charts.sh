@@ -219,6 +219,10 @@ def assertions(chart, c, set_name, docs):
             check(set(r) == {"alert", "expr", "for", "labels", "annotations"}, f"rule keys {sorted(r)}")
             check(r["labels"]["severity"] in ("warning", "critical"), "severity")
             check(r["annotations"]["runbook_url"] == "https://runbooks.example.com/kaa#" + r["alert"].lower(), "runbook_url")
+        if chart == "tenant-manager":
+            names = {r["alert"] for r in rules}
+            for a in ("TaskBacklog", "TasksFailing", "TenantsFailed", "OutboxStuck", "StatsUnavailable"):
+                check("KaaTenantManager" + a in names, f"alert KaaTenantManager{a}")
     if set_name == "external-postgresql":
         check(value(env, "KAA_POSTGRESQL_HOST") == "db.example", "external host")
         check(value(env, "KAA_POSTGRESQL_PORT") == "5432", "external port")

@@ -106,6 +106,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "KAA_KEYCLOAK_ADMIN_PASSWORD",
         "tenant-manager.keycloak.password",
     ),
+    ("KAA_TENANT_MANAGER_SECRET_KEY", "tenant-manager.secret-key"),
+    (
+        "KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS",
+        "tenant-manager.previous-secret-keys",
+    ),
     ("NATS_USERNAME", "nats.username"),
     ("NATS_PASSWORD", "nats.password"),
 ];
@@ -117,6 +122,8 @@ const SECRET_ENVS: &[&str] = &[
     "KAA_LICENSE_CERT_PASSWORD",
     "NATS_PASSWORD",
     "KAA_KEYCLOAK_ADMIN_PASSWORD",
+    "KAA_TENANT_MANAGER_SECRET_KEY",
+    "KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS",
 ];
 
 /// Variables read outside the table (not reported as unknown).

@@ -11,6 +11,7 @@ mod err;
 mod migrate;
 mod policies;
 mod postgres;
+mod sealed;
 mod sqlite;
 mod tenants;
 mod value;
@@ -25,10 +26,11 @@ pub use directory::{
 };
 pub use err::StorageError;
 pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
+pub use sealed::SecretKeys;
 pub use tenants::{
-    CatalogRecord, CatalogStore, KeycloakServerRecord, KeycloakServerStore, NewTask, OutboxEvent,
-    OutboxRecord, OutboxStore, TaskOutcome, TaskRecord, TaskStore, TenantFilter, TenantRecord,
-    TenantStore,
+    CatalogRecord, CatalogStore, EntryEffect, EntryWrite, EventFor, KeycloakServerRecord,
+    KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, TaskOutcome, TaskRecord,
+    TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore, TmStats,
 };
 pub use value::{Row, Val};
 
@@ -162,6 +164,8 @@ pub struct Database {
     /// its commit to flush, the next one runs its statements; SQLite has one writer anyway).
     group_leaders: usize,
     observers: std::sync::RwLock<Vec<std::sync::Weak<dyn RevisionObserver>>>,
+    /// The keys the Tenant Manager's stored secrets are sealed with (none: stored as they are).
+    secret_keys: std::sync::RwLock<std::sync::Arc<SecretKeys>>,
 }
 
 /// A write that may share its transaction with others ([`Database::tx_grouped`]).
@@ -209,6 +213,7 @@ impl Database {
             group: Group::default(),
             group_leaders,
             observers: std::sync::RwLock::new(Vec::new()),
+            secret_keys: std::sync::RwLock::new(std::sync::Arc::new(SecretKeys::none())),
         };
         db.migrate()?;
         Ok(db)

@@ -146,6 +146,109 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
     }))
 }
 
+/// The keys stored secrets are sealed with: `tenant-manager.secret-key` (32 bytes, base64) and
+/// the decrypt-only `tenant-manager.previous-secret-keys` (a list, or comma-separated).
+fn secret_keys(config: &Config) -> Result<crate::storage::SecretKeys, String> {
+    let tm = &config.tenant_manager;
+    let current = match tm.get("secret-key") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(
+                "config: `tenant-manager.secret-key` (KAA_TENANT_MANAGER_SECRET_KEY): \
+                        must be a string"
+                    .into(),
+            );
+        }
+    };
+    let previous: Vec<String> = match tm.get("previous-secret-keys") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or("config: `tenant-manager.previous-secret-keys`: must be a list of strings")?,
+        Some(_) => {
+            return Err("config: `tenant-manager.previous-secret-keys` \
+                        (KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS): must be a list of strings"
+                .into());
+        }
+    };
+    crate::storage::SecretKeys::parse(&current, &previous).map_err(|e| {
+        format!(
+            "config: `tenant-manager.secret-key` / `tenant-manager.previous-secret-keys` \
+             (KAA_TENANT_MANAGER_SECRET_KEY / KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS): {e}"
+        )
+    })
+}
+
+/// Seal the stored secrets with the configured key: rows of a previous key, or from before
+/// encryption, are sealed again with the current one before anything else runs.
+fn seal_secrets(config: &Config, db: &crate::storage::Database) -> Result<(), String> {
+    let keys = secret_keys(config)?;
+    let id = keys.current_id().map(str::to_string);
+    db.set_secret_keys(keys);
+    let n = db
+        .reseal_secrets()
+        .map_err(|e| format!("stored secrets: {e}"))?;
+    match id {
+        Some(id) if n > 0 => {
+            log::info!("secrets: {n} stored secrets sealed again with key `{id}`")
+        }
+        Some(_) => {}
+        None => log::warn!(
+            "secrets: `tenant-manager.secret-key` is not set: client secrets and Keycloak admin \
+             credentials are stored unencrypted (set KAA_TENANT_MANAGER_SECRET_KEY in production)"
+        ),
+    }
+    Ok(())
+}
+
+/// The queue, outbox and tenant gauges of `/metrics`, read from the database at scrape time
+/// (`service_gauge{name=...}`; `tm_stats_up` 0 when the database did not answer).
+fn spawn_gauges(tm: &Arc<Tm>, ops: &Arc<Ops>) {
+    let weak = Arc::downgrade(tm);
+    let _ = ops.scrape.set(Box::new(move |m| {
+        let Some(tm) = weak.upgrade() else { return };
+        match tm.db.tenant_manager_stats(crate::clock::now_ms()) {
+            Ok(st) => {
+                m.set_gauge("tm_stats_up", 1);
+                m.set_gauge("tm_tasks_queued", st.tasks);
+                m.set_gauge(
+                    "tm_tasks_oldest_due_age_seconds",
+                    st.oldest_due_task_ms / 1000,
+                );
+                m.set_gauge("tm_tasks_attempts", st.task_attempts);
+                m.set_gauge("tm_tasks_failing", st.failing_tasks);
+                m.set_gauge("tm_outbox_pending", st.outbox_pending);
+                m.set_gauge(
+                    "tm_outbox_oldest_pending_age_seconds",
+                    st.oldest_pending_event_ms / 1000,
+                );
+                for status in [
+                    service::CREATING,
+                    service::AVAILABLE,
+                    service::UPDATING,
+                    service::DELETING,
+                    service::FAILED,
+                ] {
+                    let n = st
+                        .tenants
+                        .iter()
+                        .find(|(s, _)| s == status)
+                        .map_or(0, |(_, n)| *n);
+                    m.set_gauge(&format!("tm_tenants_{}", status.to_lowercase()), n);
+                }
+            }
+            Err(e) => {
+                log::warn!("metrics: tenant manager gauges: {e}");
+                m.set_gauge("tm_stats_up", 0);
+            }
+        }
+    }));
+}
+
 /// Wire the Tenant Manager: bootstrap, workers, outbox publisher, API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
     build_with_signal(config, ops).map(|(handler, _)| handler)
@@ -165,12 +268,14 @@ pub fn build_with_signal(
         timeout: keycloak_timeout(config)?,
         servers: Mutex::new(HashMap::new()),
     });
+    seal_secrets(config, &ops.db)?;
     let tm = Arc::new(Tm {
         db: Arc::clone(&ops.db),
         settings,
         provisioners,
     });
     bootstrap::run(&tm).map_err(|e| format!("bootstrap: {e}"))?;
+    spawn_gauges(&tm, ops);
     let signal = Signal::new();
     worker::spawn_workers(&tm, &signal);
     if !config.nats.urls.is_empty() {

@@ -69,7 +69,7 @@ fn story(a: SocketAddr) {
     assert_eq!(t["status"], "CREATING");
     assert_eq!(t["realm_name"], "acme");
     assert_eq!(t["realm_template_version"], 1);
-    assert_eq!(t["client_backend_secret"].as_str().unwrap().len(), 48);
+    assert!(t.get("client_backend_secret").is_none(), "{t}");
     assert_ne!(t["client_frontend_id"], t["client_backend_id"]);
     assert_eq!(r.header("location"), Some("/api/v1/tenants/acme"));
     let t = wait_status(a, "acme", "AVAILABLE");
@@ -231,16 +231,23 @@ fn story(a: SocketAddr) {
         200,
     );
     assert_eq!(sc["client_id"], t["client_backend_id"]);
-    assert_eq!(sc["client_secret"], t["client_backend_secret"]);
+    let secret = sc["client_secret"].as_str().unwrap();
+    assert_eq!(secret.len(), 48);
     let pc = expect(
         &call_json(a, "GET", "/api/v1/tenants/acme/public-config", None),
         200,
     );
     assert_eq!(pc["client_id"], t["client_frontend_id"]);
-    assert!(
-        !pc.to_string()
-            .contains(t["client_backend_secret"].as_str().unwrap())
-    );
+    // Only the security context carries the secret: not the public config, the tenant or the
+    // list of tenants.
+    for path in [
+        "/api/v1/tenants/acme/public-config",
+        "/api/v1/tenants/acme",
+        "/api/v1/tenants?limit=0",
+    ] {
+        let r = expect(&call_json(a, "GET", path, None), 200);
+        assert!(!r.to_string().contains(secret), "{path}: {r}");
+    }
 
     // Catalogue: bootstrap content, references, conflicts.
     let roles = expect(&call_json(a, "GET", "/api/v1/roles?limit=0", None), 200);
@@ -791,5 +798,212 @@ fn lifecycle_events_reach_nats_and_survive_an_outage() {
         ));
     }
     assert!(got.len() <= 8, "too many duplicates: {got:?}");
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}
+
+/// Client secrets and Keycloak admin credentials are sealed at rest with the configured key;
+/// rows from before are sealed at the next start; a new key with the old one kept as a
+/// previous key seals every row again; a key that opens nothing stops the start, changing
+/// nothing.
+#[test]
+fn secrets_are_sealed_at_rest_and_rotated() {
+    use base64::Engine;
+    let dir = support::TempDir::new();
+    let db_path = dir.0.join("tm.db");
+    let db = db_path.to_str().unwrap().to_string();
+    let key = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+    let (a, b) = (key(1), key(2));
+    let start = |env: &[(&str, &str)]| {
+        let mut all = vec![("SERVER_PORT", "0"), ("KAA_SQLITE_PATH", db.as_str())];
+        all.extend_from_slice(env);
+        proc::start(TM, &dir.0, &all)
+    };
+    let raw = || -> (String, String) {
+        let c = rusqlite::Connection::open(&db_path).unwrap();
+        let t: String = c
+            .query_row(
+                "SELECT client_backend_secret FROM tenants WHERE id = 'sealed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let p: String = c
+            .query_row(
+                "SELECT password FROM keycloak_servers WHERE id = 7",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (t, p)
+    };
+    let context_secret = |svc: &proc::Service| -> String {
+        let sc = expect(
+            &call_json(
+                svc.addr,
+                "GET",
+                "/api/v1/tenants/sealed/security-context",
+                None,
+            ),
+            200,
+        );
+        sc["client_secret"].as_str().unwrap().to_string()
+    };
+
+    // Without a key (the embedded default) values are stored as they are.
+    let svc = start(&[]).unwrap();
+    expect(
+        &call_json(
+            svc.addr,
+            "POST",
+            "/api/v1/tenants",
+            Some(&json!({"id": "sealed"})),
+        ),
+        202,
+    );
+    wait_status(svc.addr, "sealed", "AVAILABLE");
+    expect(
+        &call_json(
+            svc.addr,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(
+                &json!({"id": 7, "url": "http://127.0.0.1:9", "username": "admin",
+                         "password": "kc-admin-password"}),
+            ),
+        ),
+        201,
+    );
+    let secret = context_secret(&svc);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+    assert_eq!(raw(), (secret.clone(), "kc-admin-password".to_string()));
+
+    // With key A: the rows are sealed at start, and read back the same.
+    let svc = start(&[("KAA_TENANT_MANAGER_SECRET_KEY", &a)]).unwrap();
+    assert_eq!(context_secret(&svc), secret);
+    let s = expect(
+        &call_json(svc.addr, "GET", "/api/v1/keycloak-servers/7", None),
+        200,
+    );
+    assert_eq!(s["password_set"], true);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+    let (t_a, p_a) = raw();
+    assert!(
+        t_a.starts_with("enc:v1:") && !t_a.contains(&secret),
+        "{t_a}"
+    );
+    assert!(
+        p_a.starts_with("enc:v1:") && !p_a.contains("kc-admin"),
+        "{p_a}"
+    );
+
+    // A key that opens nothing, or none at all, stops the start and changes nothing.
+    for env in [vec![("KAA_TENANT_MANAGER_SECRET_KEY", b.as_str())], vec![]] {
+        let (status, lines) = start(&env).err().expect("the start is refused");
+        assert!(!status.success());
+        let text = lines.join("\n");
+        assert!(text.contains("not configured"), "{text}");
+        assert!(!text.contains(&secret) && !text.contains(&a), "{text}");
+    }
+    assert_eq!(raw(), (t_a.clone(), p_a.clone()));
+    let (status, lines) = start(&[("KAA_TENANT_MANAGER_SECRET_KEY", "too-short")])
+        .err()
+        .expect("a bad key is refused");
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(
+        lines.join("\n").contains("KAA_TENANT_MANAGER_SECRET_KEY"),
+        "{lines:?}"
+    );
+
+    // Rotation: B current, A kept to open old rows: every row is sealed with B.
+    let svc = start(&[
+        ("KAA_TENANT_MANAGER_SECRET_KEY", &b),
+        ("KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS", &a),
+    ])
+    .unwrap();
+    assert_eq!(context_secret(&svc), secret);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+    let (t_b, p_b) = raw();
+    let key_id = |v: &str| v.split(':').nth(2).unwrap().to_string();
+    assert_ne!(key_id(&t_b), key_id(&t_a));
+    assert_eq!(key_id(&p_b), key_id(&t_b));
+
+    // A is no longer needed.
+    let svc = start(&[("KAA_TENANT_MANAGER_SECRET_KEY", &b)]).unwrap();
+    assert_eq!(context_secret(&svc), secret);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}
+
+/// `/metrics` shows the task queue (depth, attempts, failing tasks, the oldest due task's age),
+/// the outbox (pending events, the oldest one's age) and tenants by status.
+#[test]
+fn metrics_show_the_queue_the_outbox_and_tenants_by_status() {
+    let dir = support::TempDir::new();
+    // NATS that never answers: events stay in the outbox.
+    let svc = proc::start(
+        TM,
+        &dir.0,
+        &[
+            ("SERVER_PORT", "0"),
+            ("KAA_NATS_URLS", "nats://127.0.0.1:1"),
+        ],
+    )
+    .unwrap();
+    let a = svc.addr;
+    let gauge = |name: &str| -> i64 {
+        let r = proc::get(a, "/metrics");
+        assert_eq!(r.status, 200);
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("service_gauge{") && l.contains(&format!("name=\"{name}\"")))
+            .unwrap_or_else(|| panic!("no gauge {name} in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(gauge("tm_stats_up"), 1);
+    assert_eq!(gauge("tm_tenants_available"), 1, "the system tenant");
+    assert_eq!(gauge("tm_tasks_queued"), 0);
+    assert_eq!(gauge("tm_outbox_pending"), 0);
+
+    expect(
+        &call_json(a, "POST", "/api/v1/tenants", Some(&json!({"id": "m1"}))),
+        202,
+    );
+    wait_status(a, "m1", "AVAILABLE");
+    // A Keycloak server that refuses connections: its tenant's task keeps failing and waits.
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(
+                &json!({"id": 9, "url": "http://127.0.0.1:1", "username": "admin",
+                         "password": "admin-password"}),
+            ),
+        ),
+        201,
+    );
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(&json!({"id": "m2", "keycloak_server_id": 9})),
+        ),
+        202,
+    );
+    let started = Instant::now();
+    while gauge("tm_tasks_failing") < 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never failing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(gauge("tm_tasks_queued"), 1);
+    assert!(gauge("tm_tasks_attempts") >= 1);
+    assert_eq!(gauge("tm_tenants_available"), 2);
+    assert_eq!(gauge("tm_tenants_creating"), 1);
+    assert_eq!(gauge("tm_tenants_failed"), 0);
+    assert_eq!(gauge("tm_outbox_pending"), 1, "m1's updated event");
+    assert!(gauge("tm_outbox_oldest_pending_age_seconds") >= 1);
+    assert!(gauge("tm_tasks_oldest_due_age_seconds") >= 0);
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }

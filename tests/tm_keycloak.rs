@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kaa::clients::keycloak::{AdminCredentials, KeycloakAdmin, KeycloakError, NewUser};
+use kaa::clients::nats::{NatsClient, NatsSubscription};
 use kaa::clients::oidc::{Jwks, KeyLookup};
+use kaa::clients::tle::LifecycleEvent;
 use kaa::tenants::bootstrap::{ROLES, SCOPES};
 use kaa::tenants::keycloak::{permission_name, policy_name};
 use serde_json::{Value, json};
@@ -113,10 +115,9 @@ fn assert_realm_is_the_plan(kc: &Keycloak, t: &Value) {
         .client(t["client_backend_id"].as_str().unwrap())
         .expect("backend client");
     assert!(!backend.public_client);
-    assert_eq!(
-        backend.secret.as_deref(),
-        t["client_backend_secret"].as_str()
-    );
+    // The tenant as read shows no secret; the realm's client has the 48 hex digits made for it.
+    assert!(t.get("client_backend_secret").is_none(), "{t}");
+    assert_eq!(backend.secret.as_deref().map(str::len), Some(48));
     assert!(backend.authorization && backend.service_accounts);
     assert_eq!(backend.representation["standardFlowEnabled"], false);
     // Its service account manages the realm's users (IAM creates users through it).
@@ -246,7 +247,16 @@ fn happy_path(storage: &kaa::config::StorageSettings) {
     assert_eq!(ctx["issuer"], kc.issuer("acme"));
     assert_eq!(ctx["keycloak_url"], kc.url());
     assert_eq!(ctx["client_id"], t["client_backend_id"]);
-    assert_eq!(ctx["client_secret"], t["client_backend_secret"]);
+    // Only the security context carries the secret: the one the realm's backend client has.
+    let secret = kc
+        .realm_snapshot("acme")
+        .unwrap()
+        .client(t["client_backend_id"].as_str().unwrap())
+        .unwrap()
+        .secret
+        .clone()
+        .unwrap();
+    assert_eq!(ctx["client_secret"], secret.as_str());
     let public = expect(
         &call_json(a, "GET", "/api/v1/tenants/acme/public-config", None),
         200,
@@ -257,7 +267,7 @@ fn happy_path(storage: &kaa::config::StorageSettings) {
     let form = format!(
         "grant_type=client_credentials&client_id={}&client_secret={}",
         t["client_backend_id"].as_str().unwrap(),
-        t["client_backend_secret"].as_str().unwrap()
+        ctx["client_secret"].as_str().unwrap()
     );
     let r = request(
         kc.addr,
@@ -1156,4 +1166,353 @@ fn users_credentials_mails_and_role_mappings() {
         admin.get_idp("acme", "corp"),
         Err(KeycloakError::NotFound(_))
     ));
+}
+
+/// Events of one write: read until each wanted `(kind, tenant)` came, then 400 ms more; the
+/// events must be exactly the wanted ones.
+fn expect_events(sub: &mut NatsSubscription, want: &[(&str, &str)], what: &str) {
+    let mut want: Vec<(String, String)> = want
+        .iter()
+        .map(|(k, t)| (k.to_string(), t.to_string()))
+        .collect();
+    want.sort();
+    let mut got: Vec<(String, String)> = Vec::new();
+    let started = Instant::now();
+    loop {
+        let complete = want.iter().all(|w| got.contains(w));
+        let wait = if complete {
+            Duration::from_millis(400)
+        } else {
+            Duration::from_secs(15).saturating_sub(started.elapsed())
+        };
+        match sub.next_timeout(wait) {
+            Some(m) => {
+                let kind = m.subject.rsplit('.').next().unwrap().to_string();
+                let tenant = LifecycleEvent::decode(&m.payload).unwrap().tenant_id;
+                got.push((kind, tenant));
+            }
+            None if complete => break,
+            None => panic!("{what}: only {got:?} of {want:?} arrived"),
+        }
+    }
+    got.sort();
+    assert_eq!(got, want, "{what}: events");
+}
+
+/// Every write that changes what `GET /tenants/{id}` or the tenant's security context shows, or
+/// its users, IDPs, subscription, package or Keycloak server, sends exactly one `updated` event
+/// through the outbox to a real NATS subscriber; reads, refused writes and writes that change
+/// nothing send none.
+#[test]
+fn every_tenant_change_sends_one_updated_event() {
+    let Ok(nats) = std::env::var("IAM_TEST_NATS_URL") else {
+        return support::skip_because(
+            "every_tenant_change_sends_one_updated_event",
+            "set IAM_TEST_NATS_URL to run it",
+        );
+    };
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let instance = support::unique("tm-ev").replace('_', "-");
+    let yaml = format!(
+        "service:\n  instance:\n    name: {instance}\nnats:\n  urls: {nats}\n{}",
+        tm_yaml(&kc, "")
+    );
+    let tm = start_tm(&support::sqlite_settings(&dir), &yaml);
+    let a = tm.addr;
+    let listener = NatsClient::connect(&[nats], "", "", Duration::from_secs(3)).unwrap();
+    let mut sub = listener
+        .subscribe(&format!("kaa.v1.events.{instance}.tenant.lifecycle.>"))
+        .unwrap();
+    const EV: &[(&str, &str)] = &[("updated", "ev")];
+    const NONE: &[(&str, &str)] = &[];
+
+    create(a, json!({"id": "ev"}));
+    create(a, json!({"id": "ev2"}));
+    wait_status(a, "ev", "AVAILABLE");
+    wait_status(a, "ev2", "AVAILABLE");
+    expect_events(
+        &mut sub,
+        &[("updated", "ev"), ("updated", "ev2")],
+        "tenants became AVAILABLE",
+    );
+
+    // One write, its answer, and the events it must send.
+    let mut step = |method: &str, path: &str, body: Option<Value>, status: u16, want| -> Value {
+        let what = format!("{method} {path} {}", body.clone().unwrap_or(Value::Null));
+        let r = call_json(a, method, path, body.as_ref());
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        expect_events(&mut sub, want, &what);
+        wait_status(a, "ev", "AVAILABLE");
+        if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json()
+        }
+    };
+    let t = "/api/v1/tenants/ev";
+
+    // The tenant itself: flags, names, template versions (through UPDATING: the event comes
+    // when the realm is done).
+    step(
+        "PATCH",
+        t,
+        Some(json!({"opendistro_enabled": true})),
+        200,
+        EV,
+    );
+    step("PUT", t, Some(json!({"display_name": "Event Co"})), 200, EV);
+    step(
+        "PUT",
+        t,
+        Some(json!({"display_name": "Event Co"})),
+        200,
+        NONE,
+    );
+    step("PATCH", t, Some(json!({"no_such_field": 1})), 400, NONE);
+    step("GET", t, None, 200, NONE);
+    step("GET", &format!("{t}/security-context"), None, 200, NONE);
+    step(
+        "POST",
+        "/api/v1/realm-templates",
+        Some(json!({"version": 2, "template": {"displayName": "v2"}})),
+        201,
+        NONE,
+    );
+    step(
+        "PATCH",
+        t,
+        Some(json!({"realm_template_version": 2})),
+        202,
+        EV,
+    );
+    step("POST", &format!("{t}/retry"), None, 409, NONE);
+
+    // Its users (in Keycloak).
+    let users = format!("{t}/users");
+    let ann = step(
+        "POST",
+        &users,
+        Some(json!({"username": "ann", "password": "long-enough"})),
+        201,
+        EV,
+    );
+    step(
+        "POST",
+        &users,
+        Some(json!({"username": "bob", "password": "short"})),
+        400,
+        NONE,
+    );
+    step(
+        "POST",
+        &users,
+        Some(json!({"username": "ann", "password": "long-enough"})),
+        409,
+        NONE,
+    );
+    let ann = format!("{users}/{}", ann["id"].as_str().unwrap());
+    step("PUT", &ann, Some(json!({"first_name": "Ann"})), 200, EV);
+    step(
+        "PATCH",
+        &ann,
+        Some(json!({"roles": ["tenant-admin"]})),
+        200,
+        EV,
+    );
+    step("GET", &ann, None, 200, NONE);
+    step("DELETE", &ann, None, 204, EV);
+    step("DELETE", &ann, None, 404, NONE);
+
+    // Its IDPs, under the tenant and in the catalogue.
+    let idp = |alias: &str, enabled: bool| {
+        json!({"alias": alias, "provider_id": "oidc", "enabled": enabled,
+               "config": {"clientId": "kaa", "issuer": "https://idp.example.com"}})
+    };
+    step(
+        "POST",
+        &format!("{t}/idps"),
+        Some(idp("corp", true)),
+        201,
+        EV,
+    );
+    step(
+        "PUT",
+        &format!("{t}/idps/corp"),
+        Some(idp("corp", false)),
+        200,
+        EV,
+    );
+    step("DELETE", &format!("{t}/idps/corp"), None, 204, EV);
+    let mut global = idp("gl", true);
+    global["tenant_id"] = json!("ev");
+    step("POST", "/api/v1/idps", Some(global), 201, EV);
+    step("DELETE", "/api/v1/idps/ev%2Fgl", None, 204, EV);
+
+    // Its subscription and the package type it names.
+    step(
+        "POST",
+        "/api/v1/package-types",
+        Some(json!({"name": "gold", "limits": {"devices": 10}})),
+        201,
+        NONE,
+    );
+    let sub_body = |end: &str| {
+        json!({"tenant_id": "ev", "package_type_id": "gold", "subscription_type": "TRIAL",
+               "end_date": end})
+    };
+    step(
+        "POST",
+        "/api/v1/tenant-subscriptions",
+        Some(sub_body("2027-01-01")),
+        201,
+        EV,
+    );
+    step(
+        "PUT",
+        "/api/v1/tenant-subscriptions/ev%2Fgold",
+        Some(sub_body("2028-01-01")),
+        200,
+        EV,
+    );
+    step(
+        "PUT",
+        "/api/v1/package-types/gold",
+        Some(json!({"name": "gold", "limits": {"devices": 20}})),
+        200,
+        EV,
+    );
+    step(
+        "PUT",
+        "/api/v1/package-types/unlimited",
+        Some(json!({"name": "unlimited", "description": "none", "limits": {}})),
+        200,
+        NONE,
+    );
+    step("DELETE", "/api/v1/package-types/gold", None, 409, NONE);
+    step(
+        "DELETE",
+        "/api/v1/tenant-subscriptions/ev%2Fgold",
+        None,
+        204,
+        EV,
+    );
+
+    // The Keycloak server both tenants (and the system tenant) live on: every tenant on it
+    // hears of an edit.
+    let both: &[(&str, &str)] = &[("updated", "ev"), ("updated", "ev2"), ("updated", "kaa")];
+    let mut server = step("GET", "/api/v1/keycloak-servers/1", None, 200, NONE);
+    server["is_default"] = json!(false);
+    step(
+        "PUT",
+        "/api/v1/keycloak-servers/1",
+        Some(server.clone()),
+        200,
+        both,
+    );
+    step(
+        "PUT",
+        "/api/v1/keycloak-servers/1",
+        Some(server.clone()),
+        200,
+        NONE,
+    );
+    server["url"] = json!("not a url");
+    step("PUT", "/api/v1/keycloak-servers/1", Some(server), 400, NONE);
+
+    // Deleting a tenant sends `unregistered`, not `updated`.
+    step(
+        "DELETE",
+        "/api/v1/tenants/ev2",
+        None,
+        202,
+        &[("unregistered", "ev2")],
+    );
+}
+
+/// A Keycloak server read, changed and written back keeps its admin credentials (GET never
+/// shows them): tenants are still provisioned on it. A secret named `null` is cleared.
+#[test]
+fn a_keycloak_server_read_and_written_back_keeps_its_credentials() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&kc, &dir);
+    let a = tm.addr;
+    let mut s = expect(
+        &call_json(a, "GET", "/api/v1/keycloak-servers/1", None),
+        200,
+    );
+    assert!(
+        s.get("password").is_none() && s.get("client_secret").is_none(),
+        "{s}"
+    );
+    assert_eq!(s["password_set"], true, "{s}");
+    assert_eq!(s["client_secret_set"], false, "{s}");
+    s["admin_realm"] = json!("master");
+    s["is_default"] = json!(true);
+    s["url"] = json!(format!("{}/", kc.url()));
+    let put = expect(
+        &call_json(a, "PUT", "/api/v1/keycloak-servers/1", Some(&s)),
+        200,
+    );
+    assert_eq!(put["password_set"], true, "{put}");
+    assert_eq!(put["url"], kc.url());
+    create(a, json!({"id": "kept"}));
+    let t = wait_status(a, "kept", "AVAILABLE");
+    assert_realm_is_the_plan(&kc, &t);
+
+    // Bad input changes nothing.
+    for (field, bad) in [
+        ("password", json!(5)),
+        ("id", json!(2)),
+        ("is_default", json!("yes")),
+        ("url", json!("ftp://x")),
+        ("surprise", json!(1)),
+    ] {
+        let mut b = s.clone();
+        b[field] = bad;
+        let r = call_json(a, "PUT", "/api/v1/keycloak-servers/1", Some(&b));
+        let e = expect(&r, 400);
+        assert_eq!(e["details"]["field"], field, "{e}");
+    }
+    assert_eq!(
+        expect(
+            &call_json(a, "GET", "/api/v1/keycloak-servers/1", None),
+            200
+        )["password_set"],
+        true
+    );
+
+    // `null` clears a secret: the server then refuses the admin login, the tenant fails.
+    s["password"] = Value::Null;
+    let put = expect(
+        &call_json(a, "PUT", "/api/v1/keycloak-servers/1", Some(&s)),
+        200,
+    );
+    assert_eq!(put["password_set"], false, "{put}");
+    create(a, json!({"id": "no-secret"}));
+    let failed = wait_status(a, "no-secret", "FAILED");
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("create_realm"),
+        "{failed}"
+    );
+    // And setting it again brings the server back.
+    s["password"] = json!(ADMIN_PASSWORD);
+    expect(
+        &call_json(a, "PUT", "/api/v1/keycloak-servers/1", Some(&s)),
+        200,
+    );
+    expect(
+        &call_json(a, "POST", "/api/v1/tenants/no-secret/retry", None),
+        202,
+    );
+    wait_status(a, "no-secret", "AVAILABLE");
 }

@@ -71,6 +71,8 @@ fn json_body(req: &Request) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A tenant as lists and reads show it: never its backend client's secret (only the security
+/// context carries that).
 pub fn tenant_view(t: &TenantRecord) -> Value {
     json!({
         "id": t.id,
@@ -78,7 +80,6 @@ pub fn tenant_view(t: &TenantRecord) -> Value {
         "display_name": t.display_name,
         "client_frontend_id": t.client_frontend_id,
         "client_backend_id": t.client_backend_id,
-        "client_backend_secret": t.client_backend_secret,
         "realm_template_version": t.realm_template_version,
         "realm_scopes_version": t.realm_scopes_version,
         "client_backend_version": t.client_backend_version,
@@ -103,6 +104,8 @@ fn server_view(s: &KeycloakServerRecord) -> Value {
         "admin_realm": s.admin_realm,
         "username": s.username,
         "client_id": s.client_id,
+        "password_set": s.password.is_some(),
+        "client_secret_set": s.client_secret.is_some(),
         "is_default": s.is_default,
         "created": rfc3339_ms(s.created_ms),
         "updated": rfc3339_ms(s.updated_ms),
@@ -208,7 +211,9 @@ fn create_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
     let body = json_body(req)?;
     let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
     let input = crate::tenants::users::parse_input(&body, true, &roles)?;
-    let u = users.create(&t.realm_name, &roles, &input)?;
+    let u =
+        c.tm.with_event(&t.id, || users.create(&t.realm_name, &roles, &input))?;
+    c.signal.notify();
     Ok(Response::json(201, &u.view(&t.id)).with_header(
         "Location",
         &format!("/api/v1/tenants/{}/users/{}", t.id, u.id),
@@ -227,14 +232,18 @@ fn update_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
     let body = json_body(req)?;
     let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
     let input = crate::tenants::users::parse_input(&body, false, &roles)?;
-    let u = users.update(&t.realm_name, &roles, p.req("user_id"), &input)?;
+    let u = c.tm.with_event(&t.id, || {
+        users.update(&t.realm_name, &roles, p.req("user_id"), &input)
+    })?;
+    c.signal.notify();
     Ok(Response::json(200, &u.view(&t.id)))
 }
 
 fn delete_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
     guard(c, req, "kaa:tenant:tenant-user:delete")?;
     let (t, users, _) = c.tm.tenant_users(p.req("id"))?;
-    users.delete(&t.realm_name, p.req("user_id"))?;
+    c.tm.with_event(&t.id, || users.delete(&t.realm_name, p.req("user_id")))?;
+    c.signal.notify();
     Ok(Response::new(204))
 }
 
@@ -342,7 +351,14 @@ fn limits(c: &TenantCtx, req: &Request, p: &Params) -> R {
 
 // ---------------------------------------------------------------- Keycloak servers
 
-fn server_body(req: &Request, id_from_path: Option<i64>) -> Result<KeycloakServerRecord, ApiError> {
+/// A Keycloak server from a body. `current` is the stored record on PUT: the secrets
+/// (`password`, `client_secret`) are never shown, so a secret the body does not name is kept
+/// (`null` clears it); `created` and `updated`, as GET shows them, are accepted and ignored.
+fn server_body(
+    req: &Request,
+    id_from_path: Option<i64>,
+    current: Option<&KeycloakServerRecord>,
+) -> Result<KeycloakServerRecord, ApiError> {
     let b = json_body(req)?;
     const KNOWN: &[&str] = &[
         "id",
@@ -353,6 +369,10 @@ fn server_body(req: &Request, id_from_path: Option<i64>) -> Result<KeycloakServe
         "client_id",
         "client_secret",
         "is_default",
+        "password_set",
+        "client_secret_set",
+        "created",
+        "updated",
     ];
     if let Some(k) = b
         .as_object()
@@ -360,38 +380,80 @@ fn server_body(req: &Request, id_from_path: Option<i64>) -> Result<KeycloakServe
     {
         return Err(TmError::field(k, "unknown field").into());
     }
-    let id = match (id_from_path, b.get("id").and_then(Value::as_i64)) {
+    let body_id = match b.get("id") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .filter(|i| *i >= 1)
+                .ok_or_else(|| TmError::field("id", "must be a positive integer"))?,
+        ),
+    };
+    let id = match (id_from_path, body_id) {
         (Some(p), Some(i)) if p != i => {
-            return Err(TmError::field("id", "differs from the path").into());
+            return Err(TmError::field("id", format!("differs from the path (`{p}`)")).into());
         }
         (Some(p), _) => p,
-        (None, Some(i)) if i >= 1 => i,
-        _ => return Err(TmError::field("id", "is required (a positive integer)").into()),
+        (None, Some(i)) => i,
+        (None, None) => {
+            return Err(TmError::field("id", "is required (a positive integer)").into());
+        }
     };
-    let url = b
-        .get("url")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_string();
+    let url = match b.get("url") {
+        Some(Value::String(u)) => u.trim_end_matches('/').to_string(),
+        _ => String::new(),
+    };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(TmError::field("url", "must be an http(s) URL").into());
     }
-    let s = |k: &str| b.get(k).and_then(Value::as_str).map(String::from);
+    // A text field: absent or null is None, a string is kept as given, anything else is refused.
+    let text = |k: &str| -> Result<Option<Option<String>>, ApiError> {
+        match b.get(k) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) if s.len() <= 4096 => Ok(Some(Some(s.clone()))),
+            Some(_) => Err(TmError::field(k, "must be a string (at most 4096 bytes)").into()),
+        }
+    };
+    for k in ["password_set", "client_secret_set", "is_default"] {
+        if b.get(k).is_some_and(|v| !v.is_null() && !v.is_boolean()) {
+            return Err(TmError::field(k, "must be true or false").into());
+        }
+    }
+    for k in ["created", "updated"] {
+        if b.get(k).is_some_and(|v| !v.is_null() && !v.is_string()) {
+            return Err(TmError::field(k, "must be a string (read-only, ignored)").into());
+        }
+    }
+    let admin_realm = text("admin_realm")?
+        .flatten()
+        .unwrap_or_else(|| "master".into());
+    if admin_realm.is_empty() {
+        return Err(TmError::field("admin_realm", "must not be empty").into());
+    }
+    // Secrets: what the body names, else what is stored.
+    let secret = |k: &str, kept: Option<&String>| -> Result<Option<String>, ApiError> {
+        Ok(match text(k)? {
+            Some(v) => v,
+            None => kept.cloned(),
+        })
+    };
     let now = crate::clock::now_ms();
     Ok(KeycloakServerRecord {
         id,
         url,
-        admin_realm: s("admin_realm").unwrap_or_else(|| "master".into()),
-        username: s("username"),
-        password: s("password"),
-        client_id: s("client_id"),
-        client_secret: s("client_secret"),
+        admin_realm,
+        username: text("username")?.flatten(),
+        password: secret("password", current.and_then(|c| c.password.as_ref()))?,
+        client_id: text("client_id")?.flatten(),
+        client_secret: secret(
+            "client_secret",
+            current.and_then(|c| c.client_secret.as_ref()),
+        )?,
         is_default: b
             .get("is_default")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        created_ms: now,
+        created_ms: current.map_or(now, |c| c.created_ms),
         updated_ms: now,
     })
 }
@@ -410,7 +472,7 @@ fn list_servers(c: &TenantCtx, req: &Request, _: &Params) -> R {
 
 fn create_server(c: &TenantCtx, req: &Request, _: &Params) -> R {
     guard(c, req, "kaa:tenant:keycloak-server:create")?;
-    let s = server_body(req, None)?;
+    let s = server_body(req, None, None)?;
     let id = s.id.to_string();
     let out =
         c.tm.db
@@ -432,11 +494,13 @@ fn get_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
 fn update_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
     guard(c, req, "kaa:tenant:keycloak-server:update")?;
     let id = server_id(p)?;
-    let s = server_body(req, Some(id))?;
-    let out =
+    let current =
         c.tm.db
-            .update_server(&s)
+            .get_server(id)
             .map_err(|e| storage(e, "keycloak server", &id.to_string()))?;
+    let s = server_body(req, Some(id), Some(&current))?;
+    let out = c.tm.update_server(&current, &s)?;
+    c.signal.notify();
     Ok(Response::json(200, &server_view(&out)))
 }
 

@@ -3,7 +3,9 @@
 //! with a lease, `FOR UPDATE SKIP LOCKED` on PostgreSQL), the event outbox (written in the same
 //! transaction as the change it reports), Keycloak servers, and the catalogue.
 
-use super::{Database, Dialect, Row, StorageError, Tx, Val};
+use std::sync::Arc;
+
+use super::{Database, Dialect, Row, SecretKeys, StorageError, Tx, Val};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRecord {
@@ -59,6 +61,36 @@ pub struct NewTask {
 pub struct OutboxEvent {
     pub subject: String,
     pub payload: Vec<u8>,
+}
+
+/// A tenant's new record, with the task and the event its change enqueues.
+pub type TenantChange = (TenantRecord, Option<NewTask>, Option<OutboxEvent>);
+
+/// Makes a tenant's `updated` event (`None`: events are off), for changes whose tenants are
+/// found inside the transaction.
+pub type EventFor<'a> = &'a dyn Fn(&str) -> Result<Option<OutboxEvent>, StorageError>;
+
+/// A catalogue write.
+#[derive(Debug, Clone, Copy)]
+pub enum EntryWrite<'a> {
+    Insert(&'a CatalogRecord),
+    Update(&'a CatalogRecord),
+    Delete { kind: &'a str, id: &'a str },
+}
+
+/// What a catalogue write does to tenants, in its own transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum EntryEffect<'a> {
+    /// Nothing (templates and other entries that apply to tenants made afterwards).
+    None,
+    /// The tenant's realm follows the entry (an IDP): an `AVAILABLE` tenant goes `UPDATING`
+    /// with the task; a tenant being created or updated gets the task queued after its current
+    /// one; a failed or deleted tenant reads the catalogue on its retry, or never.
+    Resync { tenant: &'a str, task: &'a NewTask },
+    /// The tenant's `updated` event (its subscription).
+    Notify(&'a str),
+    /// The `updated` event of every tenant subscribed to the package type.
+    NotifySubscribers(&'a str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +158,14 @@ pub trait TenantStore {
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
     ) -> Result<TenantRecord, StorageError>;
+    /// Read-modify-write of a tenant in one transaction (its row locked on PostgreSQL; SQLite's
+    /// write transactions are serial): `change` gets the current record and gives the new one
+    /// with the task and event to enqueue, or `None` when nothing changes.
+    fn modify_tenant(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&TenantRecord) -> Result<Option<TenantChange>, StorageError>,
+    ) -> Result<TenantRecord, StorageError>;
     /// Realm counts per Keycloak server (for the least-loaded choice).
     fn realms_per_server(&self) -> Result<Vec<(i64, i64)>, StorageError>;
 }
@@ -147,13 +187,14 @@ pub trait TaskStore {
         event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError>;
-    /// Record a failed attempt: run again at `retry_at_ms`, or (no retry) delete the task and set
-    /// the tenant `FAILED` with the reason.
+    /// Record a failed attempt: run again at `retry_at_ms`, or (no retry) delete the tenant's
+    /// tasks, set it `FAILED` with the reason and enqueue the event, in one transaction.
     fn fail_task(
         &self,
         task: &TaskRecord,
         error: &str,
         retry_at_ms: Option<i64>,
+        event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError>;
     fn pending_tasks(&self, tenant_id: &str) -> Result<Vec<TaskRecord>, StorageError>;
@@ -166,8 +207,15 @@ pub trait TaskStore {
 }
 
 pub trait OutboxStore {
-    /// Oldest unpublished events first.
+    /// Oldest unpublished events first (held events once their hold ended).
     fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StorageError>;
+    /// Write an event that is not published before `until_ms` (the event of a change made
+    /// outside the database, written before it); returns its id.
+    fn hold_event(&self, e: &OutboxEvent, until_ms: i64, now_ms: i64) -> Result<i64, StorageError>;
+    /// The change a held event reports is done: publish it now.
+    fn release_event(&self, id: i64, now_ms: i64) -> Result<(), StorageError>;
+    /// The change a held event reports was not made: remove it (unless already published).
+    fn drop_event(&self, id: i64) -> Result<(), StorageError>;
     fn mark_published(&self, ids: &[i64], now_ms: i64) -> Result<(), StorageError>;
     /// Events not yet published (a gauge).
     fn outbox_backlog(&self) -> Result<i64, StorageError>;
@@ -178,8 +226,13 @@ pub trait KeycloakServerStore {
     -> Result<KeycloakServerRecord, StorageError>;
     fn get_server(&self, id: i64) -> Result<KeycloakServerRecord, StorageError>;
     fn list_servers(&self) -> Result<Vec<KeycloakServerRecord>, StorageError>;
-    fn update_server(&self, s: &KeycloakServerRecord)
-    -> Result<KeycloakServerRecord, StorageError>;
+    /// Replace a server's record and enqueue the `updated` event of every tenant on it, in one
+    /// transaction.
+    fn update_server(
+        &self,
+        s: &KeycloakServerRecord,
+        events: EventFor,
+    ) -> Result<KeycloakServerRecord, StorageError>;
     /// `Conflict` while tenants use it.
     fn delete_server(&self, id: i64) -> Result<(), StorageError>;
 }
@@ -193,6 +246,127 @@ pub trait CatalogStore {
     fn delete_entry(&self, kind: &str, id: &str) -> Result<(), StorageError>;
     /// Insert when absent (bootstrap); returns whether it was inserted.
     fn ensure_entry(&self, e: &CatalogRecord) -> Result<bool, StorageError>;
+    /// A catalogue write and what it does to tenants (tasks, events), in one transaction; the
+    /// entry as written (`None` for a delete).
+    fn write_entry(
+        &self,
+        w: EntryWrite,
+        effect: EntryEffect,
+        events: EventFor,
+    ) -> Result<Option<CatalogRecord>, StorageError>;
+}
+
+// ---------------------------------------------------------------- secrets at rest
+
+fn tenant_aad(id: &str) -> String {
+    format!("tenants.client_backend_secret/{id}")
+}
+
+fn server_aad(column: &str, id: i64) -> String {
+    format!("keycloak_servers.{column}/{id}")
+}
+
+fn seal_tenant(k: &SecretKeys, t: &TenantRecord) -> Result<TenantRecord, StorageError> {
+    Ok(TenantRecord {
+        client_backend_secret: k.seal(&tenant_aad(&t.id), &t.client_backend_secret)?,
+        ..t.clone()
+    })
+}
+
+fn open_tenant(k: &SecretKeys, t: TenantRecord) -> Result<TenantRecord, StorageError> {
+    Ok(TenantRecord {
+        client_backend_secret: k.open(&tenant_aad(&t.id), &t.client_backend_secret)?,
+        ..t
+    })
+}
+
+fn map_server_secrets(
+    s: &KeycloakServerRecord,
+    f: &dyn Fn(&str, &str) -> Result<String, StorageError>,
+) -> Result<KeycloakServerRecord, StorageError> {
+    let one = |column: &str, v: &Option<String>| -> Result<Option<String>, StorageError> {
+        v.as_deref()
+            .map(|v| f(&server_aad(column, s.id), v))
+            .transpose()
+    };
+    Ok(KeycloakServerRecord {
+        password: one("password", &s.password)?,
+        client_secret: one("client_secret", &s.client_secret)?,
+        ..s.clone()
+    })
+}
+
+fn seal_server(
+    k: &SecretKeys,
+    s: &KeycloakServerRecord,
+) -> Result<KeycloakServerRecord, StorageError> {
+    map_server_secrets(s, &|aad, v| k.seal(aad, v))
+}
+
+fn open_server(
+    k: &SecretKeys,
+    s: &KeycloakServerRecord,
+) -> Result<KeycloakServerRecord, StorageError> {
+    map_server_secrets(s, &|aad, v| k.open(aad, v))
+}
+
+impl Database {
+    /// Seal the Tenant Manager's stored secrets with these keys from now on.
+    pub fn set_secret_keys(&self, keys: SecretKeys) {
+        *self.secret_keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
+    pub fn secret_keys(&self) -> Arc<SecretKeys> {
+        Arc::clone(&self.secret_keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Seal again, with the current key, every stored secret that is not sealed with it (plain
+    /// rows from before encryption, rows of a previous key), in one transaction; returns how
+    /// many values changed. A value no configured key opens fails it, changing nothing.
+    pub fn reseal_secrets(&self) -> Result<u64, StorageError> {
+        let k = self.secret_keys();
+        self.tx(|tx| {
+            let mut n = 0u64;
+            for r in tx.query(
+                "SELECT id, client_backend_secret FROM tenants ORDER BY id",
+                &[],
+            )? {
+                let (id, stored) = (r.string(0)?, r.string(1)?);
+                if k.is_current(&stored) {
+                    continue;
+                }
+                let aad = tenant_aad(&id);
+                let fresh = k.seal(&aad, &k.open(&aad, &stored)?)?;
+                tx.execute(
+                    "UPDATE tenants SET client_backend_secret = $1 WHERE id = $2",
+                    &[Val::from(fresh), Val::from(&id)],
+                )?;
+                n += 1;
+            }
+            for r in tx.query(
+                "SELECT id, password, client_secret FROM keycloak_servers ORDER BY id",
+                &[],
+            )? {
+                let id = r.i64(0)?;
+                for (i, column) in [(1, "password"), (2, "client_secret")] {
+                    let Some(stored) = r.opt_string(i)? else {
+                        continue;
+                    };
+                    if k.is_current(&stored) {
+                        continue;
+                    }
+                    let aad = server_aad(column, id);
+                    let fresh = k.seal(&aad, &k.open(&aad, &stored)?)?;
+                    tx.execute(
+                        &format!("UPDATE keycloak_servers SET {column} = $1 WHERE id = $2"),
+                        &[Val::from(fresh), Val::I64(id)],
+                    )?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
 }
 
 // ---------------------------------------------------------------- tenants
@@ -313,6 +487,38 @@ fn emit(tx: &mut dyn Tx, e: &OutboxEvent, now_ms: i64) -> Result<(), StorageErro
     Ok(())
 }
 
+/// Write `t` over `cur` (the version moves on by one), with its task and event.
+fn write_tenant_tx(
+    tx: &mut dyn Tx,
+    cur: &TenantRecord,
+    t: &TenantRecord,
+    task: Option<&NewTask>,
+    event: Option<&OutboxEvent>,
+) -> Result<TenantRecord, StorageError> {
+    let mut p = tenant_params(t);
+    p[17] = Val::I64(cur.version + 1);
+    p.push(Val::I64(cur.version));
+    let n = tx.execute(
+        "UPDATE tenants SET realm_name = $2, client_frontend_id = $3, client_backend_id = $4, \
+         client_backend_secret = $5, realm_template_version = $6, realm_scopes_version = $7, \
+         client_backend_version = $8, client_frontend_version = $9, roles_version = $10, \
+         resources_version = $11, keycloak_server_id = $12, opendistro_enabled = $13, \
+         subscription_type = $14, status = $15, failure_reason = $16, display_name = $17, \
+         version = $18, created_ms = $19, updated_ms = $20 WHERE id = $1 AND version = $21",
+        &p,
+    )?;
+    if n == 0 {
+        return Err(StorageError::Stale);
+    }
+    if let Some(task) = task {
+        enqueue(tx, &t.id, task, t.updated_ms)?;
+    }
+    if let Some(e) = event {
+        emit(tx, e, t.updated_ms)?;
+    }
+    get_tenant_tx(tx, &t.id)
+}
+
 impl TenantStore for Database {
     fn insert_tenant(
         &self,
@@ -320,7 +526,10 @@ impl TenantStore for Database {
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
     ) -> Result<TenantRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let sealed = seal_tenant(&k, t)?;
+        let t = &sealed;
+        let out = self.tx(|tx| {
             let clash = tx.query(
                 "SELECT id FROM tenants WHERE id = $1 OR realm_name = $2",
                 &[Val::from(&t.id), Val::from(&t.realm_name)],
@@ -343,11 +552,12 @@ impl TenantStore for Database {
                 emit(tx, e, t.created_ms)?;
             }
             get_tenant_tx(tx, &t.id)
-        })
+        })?;
+        open_tenant(&k, out)
     }
 
     fn get_tenant(&self, id: &str) -> Result<TenantRecord, StorageError> {
-        self.tx(|tx| get_tenant_tx(tx, id))
+        open_tenant(&self.secret_keys(), self.tx(|tx| get_tenant_tx(tx, id))?)
     }
 
     fn list_tenants(
@@ -390,8 +600,11 @@ impl TenantStore for Database {
                 ),
                 &p,
             )?;
+            let k = self.secret_keys();
             Ok((
-                rows.iter().map(tenant).collect::<Result<_, _>>()?,
+                rows.iter()
+                    .map(|r| open_tenant(&k, tenant(r)?))
+                    .collect::<Result<_, _>>()?,
                 u64::try_from(total).unwrap_or(0),
             ))
         })
@@ -404,34 +617,46 @@ impl TenantStore for Database {
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
     ) -> Result<TenantRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let t = seal_tenant(&k, t)?;
+        let out = self.tx(|tx| {
             let cur = get_tenant_tx(tx, &t.id)?;
             if expected.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
-            let mut p = tenant_params(t);
-            p[17] = Val::I64(cur.version + 1);
-            p.push(Val::I64(cur.version));
-            let n = tx.execute(
-                "UPDATE tenants SET realm_name = $2, client_frontend_id = $3, client_backend_id = $4, \
-                 client_backend_secret = $5, realm_template_version = $6, realm_scopes_version = $7, \
-                 client_backend_version = $8, client_frontend_version = $9, roles_version = $10, \
-                 resources_version = $11, keycloak_server_id = $12, opendistro_enabled = $13, \
-                 subscription_type = $14, status = $15, failure_reason = $16, display_name = $17, \
-                 version = $18, created_ms = $19, updated_ms = $20 WHERE id = $1 AND version = $21",
-                &p,
-            )?;
-            if n == 0 {
-                return Err(StorageError::Stale);
+            write_tenant_tx(tx, &cur, &t, task, event)
+        })?;
+        open_tenant(&k, out)
+    }
+
+    fn modify_tenant(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&TenantRecord) -> Result<Option<TenantChange>, StorageError>,
+    ) -> Result<TenantRecord, StorageError> {
+        let k = self.secret_keys();
+        let out = self.tx(|tx| {
+            let lock = match tx.dialect() {
+                Dialect::Postgres => " FOR UPDATE",
+                Dialect::Sqlite => "",
+            };
+            let cur = tx
+                .query(
+                    &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1{lock}"),
+                    &[Val::from(id)],
+                )?
+                .first()
+                .map(tenant)
+                .ok_or(StorageError::NotFound)??;
+            match change(&open_tenant(&k, cur.clone())?)? {
+                None => Ok(cur),
+                Some((t, task, event)) => {
+                    let t = seal_tenant(&k, &t)?;
+                    write_tenant_tx(tx, &cur, &t, task.as_ref(), event.as_ref())
+                }
             }
-            if let Some(task) = task {
-                enqueue(tx, &t.id, task, t.updated_ms)?;
-            }
-            if let Some(e) = event {
-                emit(tx, e, t.updated_ms)?;
-            }
-            get_tenant_tx(tx, &t.id)
-        })
+        })?;
+        open_tenant(&k, out)
     }
 
     fn realms_per_server(&self) -> Result<Vec<(i64, i64)>, StorageError> {
@@ -545,10 +770,26 @@ impl TaskStore for Database {
             }
             match outcome {
                 TaskOutcome::Status(s) => {
+                    // A tenant with another change queued (an IDP changed while this run was
+                    // under way) stays UPDATING until its last task.
+                    let queued = tx
+                        .query(
+                            "SELECT COUNT(*) FROM tasks WHERE tenant_id = $1",
+                            &[Val::from(&t.tenant_id)],
+                        )?
+                        .first()
+                        .map(|r| r.i64(0))
+                        .transpose()?
+                        .unwrap_or(0);
+                    let status = if queued > 0 && s == "AVAILABLE" {
+                        "UPDATING"
+                    } else {
+                        s.as_str()
+                    };
                     tx.execute(
                         "UPDATE tenants SET status = $1, failure_reason = NULL, updated_ms = $2, \
                          version = version + 1 WHERE id = $3",
-                        &[Val::from(s), Val::I64(now_ms), Val::from(&t.tenant_id)],
+                        &[Val::from(status), Val::I64(now_ms), Val::from(&t.tenant_id)],
                     )?;
                 }
                 TaskOutcome::Removed => {
@@ -578,6 +819,7 @@ impl TaskStore for Database {
         t: &TaskRecord,
         error: &str,
         retry_at_ms: Option<i64>,
+        event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError> {
         self.tx(|tx| {
@@ -590,12 +832,25 @@ impl TaskStore for Database {
                     )?;
                 }
                 None => {
-                    tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+                    let n = tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+                    if n == 0 {
+                        // Finished by another worker meanwhile: its outcome stands.
+                        return Ok(());
+                    }
+                    // A failed tenant runs nothing more until its retry (which reads the plan
+                    // anew), so changes queued behind this task go with it.
+                    tx.execute(
+                        "DELETE FROM tasks WHERE tenant_id = $1",
+                        &[Val::from(&t.tenant_id)],
+                    )?;
                     tx.execute(
                         "UPDATE tenants SET status = 'FAILED', failure_reason = $1, updated_ms = $2, \
                          version = version + 1 WHERE id = $3",
                         &[Val::from(error), Val::I64(now_ms), Val::from(&t.tenant_id)],
                     )?;
+                    if let Some(e) = event {
+                        emit(tx, e, now_ms)?;
+                    }
                 }
             }
             Ok(())
@@ -622,8 +877,8 @@ impl OutboxStore for Database {
         self.tx(|tx| {
             tx.query(
                 "SELECT id, subject, payload, created_ms FROM outbox WHERE published_ms IS NULL \
-                 ORDER BY id LIMIT $1",
-                &[Val::I64(limit)],
+                 AND (not_before_ms IS NULL OR not_before_ms <= $2) ORDER BY id LIMIT $1",
+                &[Val::I64(limit), Val::I64(crate::clock::now_ms())],
             )?
             .iter()
             .map(|r| {
@@ -635,6 +890,45 @@ impl OutboxStore for Database {
                 })
             })
             .collect()
+        })
+    }
+
+    fn hold_event(&self, e: &OutboxEvent, until_ms: i64, now_ms: i64) -> Result<i64, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                "INSERT INTO outbox (subject, payload, created_ms, not_before_ms) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+                &[
+                    Val::from(&e.subject),
+                    Val::from(hex(&e.payload)),
+                    Val::I64(now_ms),
+                    Val::I64(until_ms),
+                ],
+            )?
+            .first()
+            .map(|r| r.i64(0))
+            .transpose()?
+            .ok_or_else(|| StorageError::Internal("outbox insert returned no id".into()))
+        })
+    }
+
+    fn release_event(&self, id: i64, now_ms: i64) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            tx.execute(
+                "UPDATE outbox SET not_before_ms = $1 WHERE id = $2 AND published_ms IS NULL",
+                &[Val::I64(now_ms), Val::I64(id)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn drop_event(&self, id: i64) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            tx.execute(
+                "DELETE FROM outbox WHERE id = $1 AND published_ms IS NULL",
+                &[Val::I64(id)],
+            )?;
+            Ok(())
         })
     }
 
@@ -715,7 +1009,9 @@ impl KeycloakServerStore for Database {
         &self,
         s: &KeycloakServerRecord,
     ) -> Result<KeycloakServerRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let s = &seal_server(&k, s)?;
+        let out = self.tx(|tx| {
             if !tx
                 .query("SELECT 1 FROM keycloak_servers WHERE id = $1", &[Val::I64(s.id)])?
                 .is_empty()
@@ -732,11 +1028,12 @@ impl KeycloakServerStore for Database {
                 &server_params(s),
             )?;
             get_server_tx(tx, s.id)
-        })
+        })?;
+        open_server(&k, &out)
     }
 
     fn get_server(&self, id: i64) -> Result<KeycloakServerRecord, StorageError> {
-        self.tx(|tx| get_server_tx(tx, id))
+        open_server(&self.secret_keys(), &self.tx(|tx| get_server_tx(tx, id))?)
     }
 
     fn list_servers(&self) -> Result<Vec<KeycloakServerRecord>, StorageError> {
@@ -746,7 +1043,7 @@ impl KeycloakServerStore for Database {
                 &[],
             )?
             .iter()
-            .map(server)
+            .map(|r| open_server(&self.secret_keys(), &server(r)?))
             .collect()
         })
     }
@@ -754,9 +1051,21 @@ impl KeycloakServerStore for Database {
     fn update_server(
         &self,
         s: &KeycloakServerRecord,
+        events: EventFor,
     ) -> Result<KeycloakServerRecord, StorageError> {
-        self.tx(|tx| {
+        let k = self.secret_keys();
+        let s = &seal_server(&k, s)?;
+        let out = self.tx(|tx| {
             get_server_tx(tx, s.id)?;
+            let hosted = tx.query(
+                "SELECT id FROM tenants WHERE keycloak_server_id = $1 ORDER BY id",
+                &[Val::I64(s.id)],
+            )?;
+            for row in hosted {
+                if let Some(e) = events(&row.string(0)?)? {
+                    emit(tx, &e, s.updated_ms)?;
+                }
+            }
             if s.is_default {
                 tx.execute("UPDATE keycloak_servers SET is_default = $1", &[Val::Bool(false)])?;
             }
@@ -766,7 +1075,8 @@ impl KeycloakServerStore for Database {
                 &server_params(s),
             )?;
             get_server_tx(tx, s.id)
-        })
+        })?;
+        open_server(&k, &out)
     }
 
     fn delete_server(&self, id: i64) -> Result<(), StorageError> {
@@ -810,24 +1120,125 @@ fn get_entry_tx(tx: &mut dyn Tx, kind: &str, id: &str) -> Result<CatalogRecord, 
     .ok_or(StorageError::NotFound)?
 }
 
+fn insert_entry_tx(tx: &mut dyn Tx, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
+    if get_entry_tx(tx, &e.kind, &e.id).is_ok() {
+        return Err(StorageError::Conflict(format!(
+            "{} `{}` exists",
+            e.kind, e.id
+        )));
+    }
+    tx.execute(
+        "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            Val::from(&e.kind),
+            Val::from(&e.id),
+            Val::from(&e.body),
+            Val::I64(e.created_ms),
+            Val::I64(e.updated_ms),
+        ],
+    )?;
+    get_entry_tx(tx, &e.kind, &e.id)
+}
+
+fn update_entry_tx(tx: &mut dyn Tx, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
+    get_entry_tx(tx, &e.kind, &e.id)?;
+    tx.execute(
+        "UPDATE catalog SET body = $1, updated_ms = $2 WHERE kind = $3 AND id = $4",
+        &[
+            Val::from(&e.body),
+            Val::I64(e.updated_ms),
+            Val::from(&e.kind),
+            Val::from(&e.id),
+        ],
+    )?;
+    get_entry_tx(tx, &e.kind, &e.id)
+}
+
+fn delete_entry_tx(tx: &mut dyn Tx, kind: &str, id: &str) -> Result<(), StorageError> {
+    let n = tx.execute(
+        "DELETE FROM catalog WHERE kind = $1 AND id = $2",
+        &[Val::from(kind), Val::from(id)],
+    )?;
+    if n == 0 {
+        Err(StorageError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+/// The `updated` event of a tenant, when it (still) exists.
+fn notify_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    events: EventFor,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    match get_tenant_tx(tx, tenant) {
+        Ok(_) => {
+            if let Some(e) = events(tenant)? {
+                emit(tx, &e, now_ms)?;
+            }
+            Ok(())
+        }
+        Err(StorageError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn effect_tx(
+    tx: &mut dyn Tx,
+    effect: EntryEffect,
+    events: EventFor,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    match effect {
+        EntryEffect::None => Ok(()),
+        EntryEffect::Notify(tenant) => notify_tx(tx, tenant, events, now_ms),
+        EntryEffect::NotifySubscribers(package) => {
+            let subs = tx.query(
+                "SELECT id FROM catalog WHERE kind = 'tenant-subscription' ORDER BY id",
+                &[],
+            )?;
+            let mut tenants: Vec<String> = Vec::new();
+            for r in subs {
+                let id = r.string(0)?;
+                if let Some((tenant, p)) = id.split_once('/')
+                    && p == package
+                    && !tenants.iter().any(|t| t == tenant)
+                {
+                    tenants.push(tenant.to_string());
+                }
+            }
+            for t in tenants {
+                notify_tx(tx, &t, events, now_ms)?;
+            }
+            Ok(())
+        }
+        EntryEffect::Resync { tenant, task } => {
+            let cur = match get_tenant_tx(tx, tenant) {
+                Ok(t) => t,
+                Err(StorageError::NotFound) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            match cur.status.as_str() {
+                "AVAILABLE" => {
+                    tx.execute(
+                        "UPDATE tenants SET status = 'UPDATING', updated_ms = $1, \
+                         version = version + 1 WHERE id = $2",
+                        &[Val::I64(now_ms), Val::from(tenant)],
+                    )?;
+                    enqueue(tx, tenant, task, now_ms)
+                }
+                "CREATING" | "UPDATING" => enqueue(tx, tenant, task, now_ms),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
 impl CatalogStore for Database {
     fn insert_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
-        self.tx(|tx| {
-            if get_entry_tx(tx, &e.kind, &e.id).is_ok() {
-                return Err(StorageError::Conflict(format!("{} `{}` exists", e.kind, e.id)));
-            }
-            tx.execute(
-                "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    Val::from(&e.kind),
-                    Val::from(&e.id),
-                    Val::from(&e.body),
-                    Val::I64(e.created_ms),
-                    Val::I64(e.updated_ms),
-                ],
-            )?;
-            get_entry_tx(tx, &e.kind, &e.id)
-        })
+        self.tx(|tx| insert_entry_tx(tx, e))
     }
 
     fn get_entry(&self, kind: &str, id: &str) -> Result<CatalogRecord, StorageError> {
@@ -847,32 +1258,30 @@ impl CatalogStore for Database {
     }
 
     fn update_entry(&self, e: &CatalogRecord) -> Result<CatalogRecord, StorageError> {
-        self.tx(|tx| {
-            get_entry_tx(tx, &e.kind, &e.id)?;
-            tx.execute(
-                "UPDATE catalog SET body = $1, updated_ms = $2 WHERE kind = $3 AND id = $4",
-                &[
-                    Val::from(&e.body),
-                    Val::I64(e.updated_ms),
-                    Val::from(&e.kind),
-                    Val::from(&e.id),
-                ],
-            )?;
-            get_entry_tx(tx, &e.kind, &e.id)
-        })
+        self.tx(|tx| update_entry_tx(tx, e))
     }
 
     fn delete_entry(&self, kind: &str, id: &str) -> Result<(), StorageError> {
+        self.tx(|tx| delete_entry_tx(tx, kind, id))
+    }
+
+    fn write_entry(
+        &self,
+        w: EntryWrite,
+        effect: EntryEffect,
+        events: EventFor,
+    ) -> Result<Option<CatalogRecord>, StorageError> {
         self.tx(|tx| {
-            let n = tx.execute(
-                "DELETE FROM catalog WHERE kind = $1 AND id = $2",
-                &[Val::from(kind), Val::from(id)],
-            )?;
-            if n == 0 {
-                Err(StorageError::NotFound)
-            } else {
-                Ok(())
-            }
+            let (out, now) = match w {
+                EntryWrite::Insert(e) => (Some(insert_entry_tx(tx, e)?), e.updated_ms),
+                EntryWrite::Update(e) => (Some(update_entry_tx(tx, e)?), e.updated_ms),
+                EntryWrite::Delete { kind, id } => {
+                    delete_entry_tx(tx, kind, id)?;
+                    (None, crate::clock::now_ms())
+                }
+            };
+            effect_tx(tx, effect, events, now)?;
+            Ok(out)
         })
     }
 
@@ -890,6 +1299,70 @@ impl CatalogStore for Database {
                 ],
             )?;
             Ok(n > 0)
+        })
+    }
+}
+
+// ---------------------------------------------------------------- gauges
+
+/// What `/metrics` shows of the Tenant Manager's queue, outbox and tenants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TmStats {
+    /// Tasks in the queue (due, waiting for a retry, or running).
+    pub tasks: i64,
+    /// How long the task that has been due the longest has waited, ms (0: none due).
+    pub oldest_due_task_ms: i64,
+    /// Attempts made by the queued tasks together.
+    pub task_attempts: i64,
+    /// Queued tasks whose last attempt failed (waiting for a retry).
+    pub failing_tasks: i64,
+    /// Events not yet published, and how long the oldest due one has waited, ms.
+    pub outbox_pending: i64,
+    pub oldest_pending_event_ms: i64,
+    /// Tenants by status.
+    pub tenants: Vec<(String, i64)>,
+}
+
+impl Database {
+    /// The gauges of `/metrics`, read in one transaction.
+    pub fn tenant_manager_stats(&self, now_ms: i64) -> Result<TmStats, StorageError> {
+        self.tx(|tx| {
+            let one = |rows: Vec<Row>, i: usize| -> Result<i64, StorageError> {
+                match rows.first().map(|r| r.0.get(i).cloned()) {
+                    Some(Some(Val::Null)) | Some(None) | None => Ok(0),
+                    Some(Some(_)) => rows[0].i64(i),
+                }
+            };
+            let q = tx.query(
+                "SELECT COUNT(*), SUM(attempts), \
+                 SUM(CASE WHEN last_error IS NOT NULL THEN 1 ELSE 0 END), \
+                 MIN(CASE WHEN next_run_ms <= $1 AND (locked_until_ms IS NULL OR locked_until_ms < $1) \
+                     THEN next_run_ms END) FROM tasks",
+                &[Val::I64(now_ms)],
+            )?;
+            let oldest_due = one(q.clone(), 3)?;
+            let mut st = TmStats {
+                tasks: one(q.clone(), 0)?,
+                task_attempts: one(q.clone(), 1)?,
+                failing_tasks: one(q, 2)?,
+                oldest_due_task_ms: if oldest_due > 0 { (now_ms - oldest_due).max(0) } else { 0 },
+                ..TmStats::default()
+            };
+            let o = tx.query(
+                "SELECT COUNT(*), MIN(CASE WHEN not_before_ms IS NULL OR not_before_ms <= $1 \
+                 THEN COALESCE(not_before_ms, created_ms) END) FROM outbox WHERE published_ms IS NULL",
+                &[Val::I64(now_ms)],
+            )?;
+            st.outbox_pending = one(o.clone(), 0)?;
+            let oldest = one(o, 1)?;
+            st.oldest_pending_event_ms = if oldest > 0 { (now_ms - oldest).max(0) } else { 0 };
+            for r in tx.query(
+                "SELECT status, COUNT(*) FROM tenants GROUP BY status ORDER BY status",
+                &[],
+            )? {
+                st.tenants.push((r.string(0)?, r.i64(1)?));
+            }
+            Ok(st)
         })
     }
 }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 use super::err::{TmError, storage};
 use super::service::{TEMPLATE_VERSIONS, Tm, valid_tenant_id};
 use crate::clock::now_ms;
-use crate::storage::{CatalogRecord, CatalogStore, TenantFilter, TenantStore};
+use crate::storage::{
+    CatalogRecord, CatalogStore, EntryEffect, EntryWrite, NewTask, TenantFilter, TenantStore,
+};
 
 /// How the id of an entry is formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,29 +337,55 @@ impl Tm {
         let (id, m) = kind.check(body)?;
         self.check_refs(kind, &m)?;
         let now = now_ms();
-        let e = self
-            .db
-            .insert_entry(&CatalogRecord {
+        let e = self.write(
+            kind,
+            &id,
+            EntryWrite::Insert(&CatalogRecord {
                 kind: kind.kind.into(),
                 id: id.clone(),
                 body: Value::Object(m).to_string(),
                 created_ms: now,
                 updated_ms: now,
-            })
-            .map_err(|e| storage(e, kind.kind, &id))?;
-        self.realm_changed(kind, &id)?;
+            }),
+        )?;
         view(&e)
     }
 
-    /// An IDP belongs to its tenant's realm: a change to one brings an `AVAILABLE` tenant
-    /// through `UPDATING` (a tenant in another state picks it up on its next run).
-    fn realm_changed(&self, kind: &Kind, id: &str) -> Result<(), TmError> {
-        if kind.kind != "idp" {
-            return Ok(());
-        }
-        match id.split_once('/') {
-            Some((tenant, _)) => self.resync_tenant(tenant),
-            None => Ok(()),
+    /// A catalogue write with what it does to tenants, in one transaction: an IDP brings an
+    /// `AVAILABLE` tenant through `UPDATING` (its realm follows; the `updated` event comes
+    /// when the realm is done), a subscription sends its tenant's `updated` event, a package
+    /// type's change that of every tenant subscribed to it. The entry as written.
+    fn write(&self, kind: &Kind, id: &str, w: EntryWrite) -> Result<CatalogRecord, TmError> {
+        let task: NewTask = self.task(super::service::TASK_UPDATE);
+        let tenant = id.split_once('/').map(|(t, _)| t);
+        let effect = match (kind.kind, tenant, w) {
+            ("idp", Some(tenant), _) => EntryEffect::Resync {
+                tenant,
+                task: &task,
+            },
+            ("tenant-subscription", Some(tenant), _) => EntryEffect::Notify(tenant),
+            ("package-type", _, EntryWrite::Update(_) | EntryWrite::Delete { .. }) => {
+                EntryEffect::NotifySubscribers(id)
+            }
+            _ => EntryEffect::None,
+        };
+        let events = |t: &str| self.updated_event(t);
+        let written = self
+            .db
+            .write_entry(w, effect, &events)
+            .map_err(|e| storage(e, kind.kind, id))?;
+        match (written, w) {
+            (Some(e), _) => Ok(e),
+            (None, EntryWrite::Delete { kind, id }) => Ok(CatalogRecord {
+                kind: kind.into(),
+                id: id.into(),
+                body: "{}".into(),
+                created_ms: 0,
+                updated_ms: 0,
+            }),
+            (None, _) => Err(TmError::Storage(crate::storage::StorageError::Internal(
+                format!("{} `{id}` was not written", kind.kind),
+            ))),
         }
     }
 
@@ -375,15 +403,15 @@ impl Tm {
             )));
         }
         self.check_refs(kind, &m)?;
-        let e = self
-            .db
-            .update_entry(&CatalogRecord {
+        let e = self.write(
+            kind,
+            id,
+            EntryWrite::Update(&CatalogRecord {
                 body: Value::Object(m).to_string(),
                 updated_ms: now_ms(),
                 ..cur
-            })
-            .map_err(|e| storage(e, kind.kind, id))?;
-        self.realm_changed(kind, id)?;
+            }),
+        )?;
         view(&e)
     }
 
@@ -424,10 +452,15 @@ impl Tm {
                 }
             }
         }
-        self.db
-            .delete_entry(kind.kind, id)
-            .map_err(|e| storage(e, kind.kind, id))?;
-        self.realm_changed(kind, id)
+        self.write(
+            kind,
+            id,
+            EntryWrite::Delete {
+                kind: kind.kind,
+                id,
+            },
+        )?;
+        Ok(())
     }
 }
 

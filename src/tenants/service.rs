@@ -14,7 +14,8 @@ use crate::clients::tle::{self, LifecycleEvent, LifecycleKind};
 use crate::clock::now_ms;
 use crate::storage::{
     CatalogStore, Database, KeycloakServerRecord, KeycloakServerStore, NewTask, OutboxEvent,
-    StorageError, TaskOutcome, TaskRecord, TaskStore, TenantFilter, TenantRecord, TenantStore,
+    OutboxStore, StorageError, TaskOutcome, TaskRecord, TaskStore, TenantChange, TenantFilter,
+    TenantRecord, TenantStore,
 };
 
 pub const CREATING: &str = "CREATING";
@@ -22,6 +23,10 @@ pub const AVAILABLE: &str = "AVAILABLE";
 pub const UPDATING: &str = "UPDATING";
 pub const DELETING: &str = "DELETING";
 pub const FAILED: &str = "FAILED";
+
+/// How long the event of a change made outside the database is held back before it goes out
+/// anyway (the change's outcome never came back: at least once).
+pub const EVENT_HOLD_MS: i64 = 5 * 60 * 1000;
 
 /// Task kinds of the queue.
 pub const TASK_CREATE: &str = "create_realm";
@@ -252,7 +257,69 @@ impl Tm {
         }))
     }
 
-    fn task(&self, kind: &str) -> NewTask {
+    /// The `updated` event of a tenant, for writes that find their tenants in the transaction.
+    pub fn updated_event(&self, tenant: &str) -> Result<Option<OutboxEvent>, StorageError> {
+        self.event(LifecycleKind::Updated, tenant)
+            .map_err(|e| match e {
+                TmError::Storage(s) => s,
+                other => StorageError::Internal(other.to_string()),
+            })
+    }
+
+    /// Run a change made outside the database (a tenant user in Keycloak) with its `updated`
+    /// event: the event is written first, held back, and released once the change is done, or
+    /// removed when it failed. A process that dies in between leaves the event to go out when
+    /// the hold ends ([`EVENT_HOLD_MS`]): late, never lost.
+    pub fn with_event<T>(
+        &self,
+        tenant: &str,
+        change: impl FnOnce() -> Result<T, TmError>,
+    ) -> Result<T, TmError> {
+        let Some(event) = self.event(LifecycleKind::Updated, tenant)? else {
+            return change();
+        };
+        let now = now_ms();
+        let held = self.db.hold_event(&event, now + EVENT_HOLD_MS, now)?;
+        match change() {
+            Ok(v) => {
+                if let Err(e) = self.db.release_event(held, now_ms()) {
+                    log::warn!(
+                        "outbox: the event of tenant `{tenant}` goes out when its hold ends: {e}"
+                    );
+                }
+                Ok(v)
+            }
+            Err(err) => {
+                if let Err(e) = self.db.drop_event(held) {
+                    log::warn!("outbox: a held event of tenant `{tenant}` stays: {e}");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// `PUT /keycloak-servers/{id}`: the new record and the `updated` event of every tenant on
+    /// the server, in one transaction; nothing when nothing changed.
+    pub fn update_server(
+        &self,
+        current: &KeycloakServerRecord,
+        new: &KeycloakServerRecord,
+    ) -> Result<KeycloakServerRecord, TmError> {
+        let same = KeycloakServerRecord {
+            updated_ms: current.updated_ms,
+            created_ms: current.created_ms,
+            ..new.clone()
+        };
+        if &same == current {
+            return Ok(current.clone());
+        }
+        let events = |t: &str| self.updated_event(t);
+        self.db
+            .update_server(new, &events)
+            .map_err(|e| storage(e, "keycloak server", &new.id.to_string()))
+    }
+
+    pub(crate) fn task(&self, kind: &str) -> NewTask {
         NewTask {
             kind: kind.to_string(),
             max_attempts: self.settings.max_attempts,
@@ -489,76 +556,91 @@ impl Tm {
                     .ok_or_else(|| TmError::field("version", "must be an integer"))?,
             ),
         };
-        // Without a version the change applies to the tenant as it is: it is made on the record
-        // just read, written only if that is still the latest, and made again on the newer one
-        // otherwise, so a concurrent change is never overwritten.
-        for _ in 0..5 {
-            if let Some(done) = self.update_tenant_once(id, b, asked)? {
-                return Ok(done);
-            }
-        }
-        Err(storage(StorageError::Stale, "tenant", id))
-    }
-
-    /// One try of [`Tm::update_tenant`]; `None` when the tenant changed since it was read and
-    /// the caller named no version (the change is then made again on the newer record).
-    fn update_tenant_once(
-        &self,
-        id: &str,
-        b: &serde_json::Map<String, Value>,
-        asked: Option<i64>,
-    ) -> Result<Option<TenantRecord>, TmError> {
-        let cur = self.get_tenant(id)?;
-        if cur.status != AVAILABLE {
-            return Err(TmError::Conflict(format!(
-                "tenant `{id}` is {}: only an AVAILABLE tenant can be changed",
-                cur.status
-            )));
-        }
-        let mut t = cur.clone();
-        let reprovision = self.apply_versions(&mut t, b)?;
-        if let Some(v) = b.get("opendistro_enabled").filter(|v| !v.is_null()) {
-            t.opendistro_enabled = v
-                .as_bool()
-                .ok_or_else(|| TmError::field("opendistro_enabled", "must be true or false"))?;
-        }
-        if let Some(v) = b.get("subscription_type").filter(|v| !v.is_null()) {
-            t.subscription_type = v
-                .as_str()
-                .filter(|s| !s.is_empty() && s.len() <= 64)
-                .ok_or_else(|| TmError::field("subscription_type", "must be a non-empty string"))?
-                .to_string();
-        }
-        if let Some(v) = b.get("display_name") {
-            t.display_name = match v {
-                Value::Null => None,
-                Value::String(s) if s.chars().count() <= 255 => Some(s.clone()),
-                _ => {
-                    return Err(TmError::field(
-                        "display_name",
-                        "must be a string of at most 255 characters",
-                    ));
-                }
-            };
-        }
-        let expected = Some(asked.unwrap_or(cur.version));
-        t.updated_ms = now_ms();
-        let (task, event) = if reprovision {
-            t.status = UPDATING.into();
-            (Some(self.task(TASK_UPDATE)), None)
-        } else if t == cur {
-            return Ok(Some(cur));
-        } else {
-            (None, self.event(LifecycleKind::Updated, id)?)
+        // Every field is checked once, against the tenant as it is now; the change is then
+        // applied to the record read inside the write's transaction, so a concurrent change to
+        // another field is never overwritten and never makes this one fail.
+        let mut probe = self.get_tenant(id)?;
+        self.apply_versions(&mut probe, b)?;
+        let versions: Vec<(&str, i64)> = TEMPLATE_VERSIONS
+            .iter()
+            .map(|(field, _)| (*field, version_field(&probe, field)))
+            .filter(|(field, _)| b.get(*field).is_some_and(|v| !v.is_null()))
+            .collect();
+        let opendistro = match b.get("opendistro_enabled").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => Some(
+                v.as_bool()
+                    .ok_or_else(|| TmError::field("opendistro_enabled", "must be true or false"))?,
+            ),
         };
-        match self
-            .db
-            .save_tenant(&t, expected, task.as_ref(), event.as_ref())
-        {
-            Ok(saved) => Ok(Some(saved)),
-            Err(StorageError::Stale) if asked.is_none() => Ok(None),
-            Err(e) => Err(storage(e, "tenant", id)),
+        let subscription = match b.get("subscription_type").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .filter(|s| !s.is_empty() && s.len() <= 64)
+                    .ok_or_else(|| {
+                        TmError::field("subscription_type", "must be a non-empty string")
+                    })?
+                    .to_string(),
+            ),
+        };
+        let display_name = match b.get("display_name") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if s.chars().count() <= 255 => Some(Some(s.clone())),
+            Some(_) => {
+                return Err(TmError::field(
+                    "display_name",
+                    "must be a string of at most 255 characters",
+                ));
+            }
+        };
+        let mut refused: Option<TmError> = None;
+        let mut change = |cur: &TenantRecord| -> Result<Option<TenantChange>, StorageError> {
+            if cur.status != AVAILABLE {
+                refused = Some(TmError::Conflict(format!(
+                    "tenant `{id}` is {}: only an AVAILABLE tenant can be changed",
+                    cur.status
+                )));
+                return Err(StorageError::Stale);
+            }
+            if asked.is_some_and(|v| v != cur.version) {
+                return Err(StorageError::Stale);
+            }
+            let mut t = cur.clone();
+            let mut reprovision = false;
+            for (field, n) in &versions {
+                reprovision |= version_field(&t, field) != *n;
+                set_version(&mut t, field, *n);
+            }
+            if let Some(v) = opendistro {
+                t.opendistro_enabled = v;
+            }
+            if let Some(v) = &subscription {
+                t.subscription_type = v.clone();
+            }
+            if let Some(v) = &display_name {
+                t.display_name = v.clone();
+            }
+            // A write that changes nothing is no change: no new version, no event.
+            if !reprovision && t == *cur {
+                return Ok(None);
+            }
+            t.updated_ms = now_ms();
+            if reprovision {
+                // The `updated` event comes when the realm is done.
+                t.status = UPDATING.into();
+                Ok(Some((t, Some(self.task(TASK_UPDATE)), None)))
+            } else {
+                let event = self.updated_event(id)?;
+                Ok(Some((t, None, event)))
+            }
+        };
+        let result = self.db.modify_tenant(id, &mut change);
+        if let Some(e) = refused {
+            return Err(e);
         }
+        result.map_err(|e| storage(e, "tenant", id))
     }
 
     /// `DELETE /tenants/{id}`: `DELETING` and a task; the row goes when the realm is gone.
@@ -786,39 +868,25 @@ impl Tm {
                         task,
                         &reason,
                         Some(now + self.settings.max_backoff_ms),
+                        None,
                         now,
                     )?;
                 } else {
-                    self.db.fail_task(task, &reason, retry_at, now)?;
+                    // An update that fails for good ends the change that asked for it: the
+                    // tenant was registered, so its consumers hear of it. A create that fails
+                    // never registered the tenant.
+                    let event = if retry_at.is_none() && task.kind == TASK_UPDATE {
+                        self.event(LifecycleKind::Updated, &t.id)?
+                    } else {
+                        None
+                    };
+                    self.db
+                        .fail_task(task, &reason, retry_at, event.as_ref(), now)?;
                 }
                 log::warn!("tasks: tenant `{}`: {reason}", t.id);
             }
         }
         Ok(())
-    }
-
-    /// Bring an `AVAILABLE` tenant's realm to its plan again (`UPDATING` and an update task);
-    /// a tenant in another state is left alone (its next run reads the plan anew).
-    pub fn resync_tenant(&self, id: &str) -> Result<(), TmError> {
-        let cur = match self.db.get_tenant(id) {
-            Ok(t) => t,
-            Err(StorageError::NotFound) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        if cur.status != AVAILABLE {
-            return Ok(());
-        }
-        let mut t = cur.clone();
-        t.status = UPDATING.into();
-        t.updated_ms = now_ms();
-        match self
-            .db
-            .save_tenant(&t, Some(cur.version), Some(&self.task(TASK_UPDATE)), None)
-        {
-            // Changed meanwhile: whoever changed it queued its own run.
-            Ok(_) | Err(StorageError::Stale) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// The users of a tenant's realm, and the roles of its plan (what users may be given).

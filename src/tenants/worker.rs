@@ -157,7 +157,7 @@ fn hand_back(tm: &Tm, signal: &Signal, task: &TaskRecord, error: &str) {
         let now = now_ms();
         match tm
             .db
-            .fail_task(task, error, Some(now + tm.settings.backoff_ms), now)
+            .fail_task(task, error, Some(now + tm.settings.backoff_ms), None, now)
         {
             Ok(()) => return,
             Err(e) => {

@@ -16,9 +16,12 @@ What is particular to the IAM service (the tenant-manager chart has its own _ser
 
 {{/*
 Service-specific environment, as a JSON object of name -> env body.
-  binary default: KAA_SECURITY_MULTITENANCY_ENABLED (false; this build refuses true for now)
+  binary default: KAA_SECURITY_MULTITENANCY_ENABLED (false; `env` turns it on)
   binary default: KAA_SECURITY_MULTITENANCY_TENANT_MANAGER_URL (http://tenant-manager)
 */}}
 {{- define "iam.serviceEnv" -}}
 {{- dict | toJson -}}
 {{- end -}}
+
+{{/* The service's own alerts beside the shared ones (prometheusrule.yaml): none. */}}
+{{- define "iam.serviceAlerts" -}}[]{{- end -}}
