@@ -4,7 +4,8 @@
 //! Access-log lines (target `access`, one per HTTP exchange) are formatted into a shared buffer
 //! that a writer thread hands to stderr in one `write` per batch: a busy server writes its access
 //! log in a few large writes instead of one system call per request under the stderr lock, and
-//! an idle one still writes each line right away (the writer wakes on the first line). Every
+//! an idle one still writes each line within 2 ms (the writer wakes on the first line and lets
+//! others gather for that long). Every
 //! other record drains that buffer and is written at once, so nothing is held back behind it
 //! (docs/DECISIONS.md, 2026-11-26).
 
@@ -26,6 +27,9 @@ struct Batch {
 const BATCH_MAX: usize = 1 << 20;
 
 static BATCH: OnceLock<Batch> = OnceLock::new();
+
+/// How long the writer lets access lines gather after the first one arrives.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 thread_local! {
     /// Each thread's access line, formatted before the shared buffer is locked.
@@ -55,6 +59,10 @@ fn write_batches() {
                 lines = b.ready.wait(lines).unwrap_or_else(|p| p.into_inner());
             }
         }
+        // Let a busy server's lines gather for a moment: one wake-up and one write per
+        // `GATHER` instead of one per request (each wake-up is a context switch on a core the
+        // requests need).
+        std::thread::sleep(GATHER);
         // stderr first, then the buffer (as `drain` does), so batches keep their order.
         let mut err = std::io::stderr().lock();
         std::mem::swap(
