@@ -303,6 +303,32 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
         json!(["ldap://ldap.example.com:389"])
     );
 
+    // A role's and a default resource's `template` go into the realm with the next provisioning.
+    let role = expect(&call(a, "GET", "/api/v1/roles/tenant-admin", None), 200);
+    let mut role_body = json!({"name": "tenant-admin",
+        "template": {"attributes": {"kaa-origin": ["role template"]}}});
+    if let Some(d) = role.get("description").filter(|d| d.is_string()) {
+        role_body["description"] = d.clone();
+    }
+    expect(
+        &call(a, "PUT", "/api/v1/roles/tenant-admin", Some(&role_body)),
+        200,
+    );
+    let res = expect(
+        &call(a, "GET", "/api/v1/default-resources/tenant-system", None),
+        200,
+    );
+    expect(
+        &call(
+            a,
+            "PUT",
+            "/api/v1/default-resources/tenant-system",
+            Some(&json!({"name": "tenant-system", "type": res["type"],
+                         "template": {"displayName": "Tenant system", "uris": ["/tenant/*"]}})),
+        ),
+        200,
+    );
+
     // Provisioning run again (a new realm template version: the whole plan is applied again)
     // recreates nothing: every object keeps its id.
     let before = shape(&admin, &realm, &backend);
@@ -333,6 +359,19 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
         admin.get_realm(&realm).unwrap()["displayName"],
         "Real Co v2"
     );
+    let role = admin.get_role(&realm, "tenant-admin").unwrap();
+    assert_eq!(
+        role["attributes"]["kaa-origin"],
+        json!(["role template"]),
+        "{role}"
+    );
+    let ts = admin
+        .find_resource(&realm, uuid, "tenant-system")
+        .unwrap()
+        .expect("tenant-system");
+    assert_eq!(ts["displayName"], "Tenant system", "{ts}");
+    assert_eq!(ts["uris"], json!(["/tenant/*"]), "{ts}");
+    assert_eq!(ts["type"], "tenant");
 
     // The realm issues tokens to its backend client, signed with a key its JWKS publishes.
     let (status, body) = token(

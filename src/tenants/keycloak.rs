@@ -97,6 +97,21 @@ pub fn federation_component(idp: &Value) -> Value {
 }
 
 /// Scope → the roles that grant it, in plan order of scopes (only scopes some role grants).
+/// A representation: the catalogue entry's `template` with `own` over it (the fields the plan
+/// decides always win).
+fn with_template(template: Option<&Value>, own: Value) -> Value {
+    let mut rep = match template {
+        Some(Value::Object(t)) => t.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Value::Object(own) = own {
+        for (k, v) in own {
+            rep.insert(k, v);
+        }
+    }
+    Value::Object(rep)
+}
+
 /// The attributes of Keycloak's default user profile that tenant users may leave out.
 const OPTIONAL_PROFILE_ATTRIBUTES: [&str; 3] = ["email", "firstName", "lastName"];
 
@@ -409,7 +424,7 @@ impl KeycloakProvisioner {
 
         // 2. Realm roles, then their ids (role policies name roles by id).
         for r in &plan.roles {
-            let mut rep = json!({"name": r.name});
+            let mut rep = with_template(r.template.as_ref(), json!({"name": r.name}));
             if let Some(d) = &r.description {
                 rep["description"] = Value::from(d.clone());
             }
@@ -452,11 +467,14 @@ impl KeycloakProvisioner {
 
         // 5. Default resources.
         for res in &plan.resources {
-            let mut rep = json!({
-                "name": res.name,
-                "ownerManagedAccess": false,
-                "scopes": res.scopes.iter().map(|s| json!({"name": s})).collect::<Vec<_>>(),
-            });
+            let mut rep = with_template(
+                res.template.as_ref(),
+                json!({
+                    "name": res.name,
+                    "ownerManagedAccess": false,
+                    "scopes": res.scopes.iter().map(|s| json!({"name": s})).collect::<Vec<_>>(),
+                }),
+            );
             if !res.resource_type.is_empty() {
                 rep["type"] = Value::from(res.resource_type.clone());
             }
@@ -602,6 +620,7 @@ mod tests {
             name: n.into(),
             description: None,
             scopes: s.iter().map(|x| x.to_string()).collect(),
+            template: None,
         };
         let plan = Plan {
             realm: json!({}),
@@ -628,6 +647,18 @@ mod tests {
         );
         assert_eq!(permission_name("a:read"), "a:read-permission");
         assert_eq!(policy_name("admin"), "admin-policy");
+    }
+
+    #[test]
+    fn templates_fill_in_what_the_plan_does_not_decide() {
+        let t = json!({"name": "other", "attributes": {"k": ["v"]}, "composite": false});
+        let rep = with_template(Some(&t), json!({"name": "tenant-admin"}));
+        assert_eq!(rep["name"], "tenant-admin");
+        assert_eq!(rep["attributes"], json!({"k": ["v"]}));
+        assert_eq!(
+            with_template(None, json!({"name": "x"})),
+            json!({"name": "x"})
+        );
     }
 
     #[test]

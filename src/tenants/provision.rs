@@ -35,6 +35,9 @@ pub struct PlannedRole {
     pub name: String,
     pub description: Option<String>,
     pub scopes: Vec<String>,
+    /// The role's `template`: more of Keycloak's role representation (attributes, ...);
+    /// the name and description above win over it.
+    pub template: Option<Value>,
 }
 
 /// A default resource of the realm's resource server.
@@ -43,6 +46,9 @@ pub struct PlannedResource {
     pub name: String,
     pub resource_type: String,
     pub scopes: Vec<String>,
+    /// The resource's `template`: more of Keycloak's resource representation (displayName,
+    /// uris, attributes, ...); the name, type and scopes above win over it.
+    pub template: Option<Value>,
 }
 
 /// Everything a tenant's realm is made of.

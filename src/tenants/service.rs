@@ -737,6 +737,7 @@ impl Tm {
             .map(|name| {
                 let body = self.body("role", &name).unwrap_or(json!({}));
                 PlannedRole {
+                    template: body.get("template").filter(|t| t.is_object()).cloned(),
                     description: body
                         .get("description")
                         .and_then(Value::as_str)
@@ -760,6 +761,7 @@ impl Tm {
         .map(|name| {
             let body = self.body("default-resource", &name).unwrap_or(json!({}));
             PlannedResource {
+                template: body.get("template").filter(|t| t.is_object()).cloned(),
                 resource_type: body
                     .get("type")
                     .and_then(Value::as_str)
