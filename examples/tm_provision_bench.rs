@@ -9,6 +9,12 @@
 //!
 //! `cargo run --release --example tm_provision_bench -- [TENANTS] [WORKERS]...`
 //! (defaults: 50 tenants; workers 2 and 4, the task workers of `tenant-manager.tasks.workers`).
+//!
+//! With `IAM_TEST_KEYCLOAK_URL` set (`scripts/dev-services.sh`), the same runs go against the real
+//! Keycloak as well, beside the stand-in, SQLite only; then `KC_REALMS` (default 200) realms
+//! are reached in steps of TENANTS, printing after each step the tenants per second of that
+//! step and Keycloak's resident memory (`VmRSS` of the PID in `$KAA_DEV_DIR/keycloak.pid`,
+//! default `/tmp/kaa-dev`), and every tenant of the run is deleted at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -53,12 +59,64 @@ struct Run {
     failed: usize,
 }
 
+/// The Keycloak a run provisions on: the stand-in (which counts admin calls) or the real server.
+enum Target {
+    StandIn(Keycloak),
+    Real(support::RealKeycloak),
+}
+
+impl Target {
+    fn yaml(&self, workers: usize) -> String {
+        let (url, user, password) = match self {
+            Target::StandIn(kc) => (kc.url(), ADMIN_USER.to_string(), ADMIN_PASSWORD.to_string()),
+            Target::Real(kc) => (
+                kc.url.clone(),
+                kc.admin_username.clone(),
+                kc.admin_password.clone(),
+            ),
+        };
+        format!(
+            "tenant-manager:\n  keycloak:\n    url: {url}\n    username: {user}\n    password: {password}\n  tasks:\n    workers: {workers}\n    backoff-ms: 50\n    max-backoff-ms: 500\n"
+        )
+    }
+
+    fn calls(&self) -> usize {
+        match self {
+            Target::StandIn(kc) => kc.calls().len(),
+            Target::Real(_) => 0,
+        }
+    }
+}
+
+/// Keycloak's resident memory in MiB (the dev-services PID file), if it can be read.
+fn keycloak_rss_mib() -> Option<u64> {
+    let dir = std::env::var("KAA_DEV_DIR").unwrap_or_else(|_| "/tmp/kaa-dev".into());
+    let pid = std::fs::read_to_string(format!("{dir}/keycloak.pid")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
 fn run(storage: &kaa::config::StorageSettings, tenants: usize, workers: usize) -> Run {
-    let kc = Keycloak::start();
-    let yaml = format!(
-        "tenant-manager:\n  keycloak:\n    url: {}\n    username: {ADMIN_USER}\n    password: {ADMIN_PASSWORD}\n  tasks:\n    workers: {workers}\n    backoff-ms: 50\n    max-backoff-ms: 500\n",
-        kc.url()
-    );
+    let kc = Target::StandIn(Keycloak::start());
+    run_on(&kc, storage, tenants, workers, "t")
+}
+
+fn run_on(
+    kc: &Target,
+    storage: &kaa::config::StorageSettings,
+    tenants: usize,
+    workers: usize,
+    prefix: &str,
+) -> Run {
+    let yaml = kc.yaml(workers);
     let tm = support::service::start_tm(storage, &yaml);
     let a = tm.addr;
     let db = &tm.ops.db;
@@ -75,14 +133,15 @@ fn run(storage: &kaa::config::StorageSettings, tenants: usize, workers: usize) -
         .unwrap_or(0)
     };
     // Warm up: the admin token, the master realm's key, connections.
-    assert_eq!(post(a, &json!({"id": "warmup"})), 202);
-    while available("warmup") < 1 {
+    let warmup = format!("{prefix}-warmup");
+    assert_eq!(post(a, &json!({"id": warmup})), 202);
+    while available(&warmup) < 1 {
         std::thread::sleep(Duration::from_millis(5));
     }
     // One at a time: the latency of a tenant with nothing queued before it.
     let mut alone_ms = Vec::new();
     for i in 0..10 {
-        let id = format!("solo{i:02}");
+        let id = format!("{prefix}-solo{i:02}");
         let t0 = Instant::now();
         assert_eq!(post(a, &json!({ "id": id })), 202);
         while available(&id) < 1 && t0.elapsed() < Duration::from_secs(60) {
@@ -91,11 +150,12 @@ fn run(storage: &kaa::config::StorageSettings, tenants: usize, workers: usize) -
         alone_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     alone_ms.sort_by(f64::total_cmp);
-    let calls_before = kc.calls().len();
+    let calls_before = kc.calls();
 
     let started = Instant::now();
+    let batch = format!("{prefix}-t");
     for i in 0..tenants {
-        let status = post(a, &json!({"id": format!("t{i:04}")}));
+        let status = post(a, &json!({"id": format!("{batch}{i:04}")}));
         assert_eq!(status, 202, "POST tenant {i}");
     }
     let deadline = started + Duration::from_secs(600);
@@ -111,7 +171,7 @@ fn run(storage: &kaa::config::StorageSettings, tenants: usize, workers: usize) -
         .map(|(l, _)| l.len())
         .unwrap_or(0)
     };
-    while available("t") + failed_now() < tenants && Instant::now() < deadline {
+    while available(&batch) + failed_now() < tenants && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     let wall = started.elapsed();
@@ -120,7 +180,7 @@ fn run(storage: &kaa::config::StorageSettings, tenants: usize, workers: usize) -
         .expect("tenants");
     let mut latencies_ms: Vec<i64> = list
         .iter()
-        .filter(|t| t.id.starts_with('t') && t.status == "AVAILABLE")
+        .filter(|t| t.id.starts_with(&batch) && t.status == "AVAILABLE")
         .map(|t| t.updated_ms - t.created_ms)
         .collect();
     latencies_ms.sort_unstable();
@@ -128,7 +188,7 @@ fn run(storage: &kaa::config::StorageSettings, tenants: usize, workers: usize) -
         wall,
         alone_ms,
         latencies_ms,
-        calls: kc.calls().len() - calls_before,
+        calls: kc.calls() - calls_before,
         failed: failed_now(),
     }
 }
@@ -194,4 +254,113 @@ fn main() {
             );
         }
     }
+    real_keycloak(tenants, &workers);
+}
+
+/// The same runs against the real Keycloak, then realms up to `KC_REALMS` with Keycloak's memory.
+fn real_keycloak(tenants: usize, workers: &[usize]) {
+    let Some(kc) = support::real_keycloak("provisioning against the real Keycloak") else {
+        return;
+    };
+    let target = Target::Real(kc);
+    let run_id = std::process::id();
+    println!(
+        "\ntenants provisioned end to end against the real Keycloak ({tenants} tenants per run, \
+         SQLite; Keycloak resident before: {} MiB)",
+        keycloak_rss_mib().map_or("?".into(), |m| m.to_string())
+    );
+    for &w in workers {
+        let dir = support::TempDir::new();
+        let prefix = format!("b{run_id}w{w}");
+        let r = run_on(
+            &target,
+            &support::sqlite_settings(&dir),
+            tenants,
+            w,
+            &prefix,
+        );
+        let secs = r.wall.as_secs_f64();
+        println!(
+            "real      workers {w}: wall {secs:.1} s, {:.2} tenants/s, POST to AVAILABLE p50 {} ms \
+             p99 {} ms max {} ms, failed {}, alone p50 {:.0} ms; Keycloak resident {} MiB",
+            r.latencies_ms.len() as f64 / secs,
+            percentile(&r.latencies_ms, 0.5),
+            percentile(&r.latencies_ms, 0.99),
+            r.latencies_ms.last().copied().unwrap_or(0),
+            r.failed,
+            r.alone_ms[r.alone_ms.len() / 2],
+            keycloak_rss_mib().map_or("?".into(), |m| m.to_string())
+        );
+        drop(dir);
+    }
+    // Realms up to KC_REALMS in steps, on one Tenant Manager, then all deleted.
+    let goal: usize = std::env::var("KC_REALMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = support::TempDir::new();
+    let tm = support::service::start_tm(&support::sqlite_settings(&dir), &target.yaml(2));
+    let a = tm.addr;
+    let db = &tm.ops.db;
+    let count = |status: &str| {
+        db.list_tenants(
+            &TenantFilter {
+                status: Some(status.into()),
+                ..TenantFilter::default()
+            },
+            0,
+            None,
+        )
+        .map(|(l, _)| l.len())
+        .unwrap_or(0)
+    };
+    let mut made = 0;
+    while made < goal {
+        let step = tenants.min(goal - made);
+        let started = Instant::now();
+        for i in made..made + step {
+            assert_eq!(post(a, &json!({"id": format!("m{run_id}-{i:04}")})), 202);
+        }
+        while count("AVAILABLE") + count("FAILED") < made + step
+            && started.elapsed() < Duration::from_secs(1800)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        made += step;
+        println!(
+            "real      {made} realms of this run: last {step} at {:.2} tenants/s, failed {}, \
+             Keycloak resident {} MiB",
+            step as f64 / started.elapsed().as_secs_f64(),
+            count("FAILED"),
+            keycloak_rss_mib().map_or("?".into(), |m| m.to_string())
+        );
+    }
+    let (list, _) = db
+        .list_tenants(&TenantFilter::default(), 0, None)
+        .expect("tenants");
+    let started = Instant::now();
+    for t in list.iter().filter(|t| t.id.starts_with('m')) {
+        let _ = request(
+            a,
+            "DELETE",
+            &format!("/api/v1/tenants/{}", t.id),
+            &[],
+            b"",
+            Duration::from_secs(10),
+        );
+    }
+    while db
+        .list_tenants(&TenantFilter::default(), 0, None)
+        .map(|(l, _)| l.iter().filter(|t| t.id.starts_with('m')).count())
+        .unwrap_or(0)
+        > 0
+        && started.elapsed() < Duration::from_secs(1800)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "real      {made} realms deleted in {:.1} s; Keycloak resident {} MiB",
+        started.elapsed().as_secs_f64(),
+        keycloak_rss_mib().map_or("?".into(), |m| m.to_string())
+    );
 }
