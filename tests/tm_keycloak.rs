@@ -1516,3 +1516,43 @@ fn a_keycloak_server_read_and_written_back_keeps_its_credentials() {
     );
     wait_status(a, "no-secret", "AVAILABLE");
 }
+
+#[test]
+fn new_tenants_fill_the_default_server_up_to_its_bound_then_go_to_the_least_loaded() {
+    let first = Keycloak::start();
+    let second = Keycloak::start();
+    let third = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start_tm(
+        &support::sqlite_settings(&dir),
+        &tm_yaml(&first, "    max-realms-per-server: 2\n"),
+    );
+    let a = tm.addr;
+    for (id, kc) in [(2, &second), (3, &third)] {
+        expect(
+            &call_json(
+                a,
+                "POST",
+                "/api/v1/keycloak-servers",
+                Some(&json!({"id": id, "url": kc.url(), "username": ADMIN_USER,
+                            "password": ADMIN_PASSWORD})),
+            ),
+            201,
+        );
+    }
+    // The system tenant `kaa` already lives on the default server: one more fits there.
+    let mut placed = Vec::new();
+    for id in ["t1", "t2", "t3", "t4"] {
+        create(a, json!({"id": id}));
+        let t = wait_status(a, id, "AVAILABLE");
+        placed.push(t["keycloak_server_id"].as_i64().unwrap());
+    }
+    assert_eq!(placed[0], 1, "{placed:?}");
+    assert_eq!(&placed[1..3], &[2, 3], "{placed:?}");
+    assert_eq!(placed[3], 2, "{placed:?}");
+    assert!(first.has_realm("t1") && second.has_realm("t2") && third.has_realm("t3"));
+    assert!(second.has_realm("t4"));
+    // A tenant that names its server goes there, bound or not.
+    create(a, json!({"id": "t5", "keycloak_server_id": 1}));
+    assert_eq!(wait_status(a, "t5", "AVAILABLE")["keycloak_server_id"], 1);
+}

@@ -46,6 +46,8 @@ pub struct TmSettings {
     pub keycloak: Option<KeycloakServerRecord>,
     /// Public URL of the Keycloak of the local provisioner (security contexts of the dev run).
     pub public_keycloak_url: String,
+    /// Realms a Keycloak server takes before new tenants go to another one (0: no bound).
+    pub max_realms_per_server: i64,
     /// Originator instance name in event subjects.
     pub instance: String,
     pub replica: String,
@@ -121,6 +123,8 @@ impl TmSettings {
             public_keycloak_url: text(&kc, "public-url")
                 .or_else(|| keycloak.as_ref().map(|k| k.url.clone()))
                 .unwrap_or_default(),
+            max_realms_per_server: num(&kc, "max-realms-per-server", 0, 0, 1_000_000)
+                .map_err(|e| err("keycloak.max-realms-per-server", e))?,
             keycloak,
             instance: c.service.instance_name.clone(),
             replica: c.service.replica_id.clone(),
@@ -129,6 +133,32 @@ impl TmSettings {
             system_client_secret: c.security.client_secret.expose().to_string(),
         })
     }
+}
+
+/// The server a new tenant goes to (see [`Tm::choose_server`]): `default` while it has room,
+/// else the least loaded server with room, else the least loaded; `counts` is (server, realms).
+pub fn pick_server(default: Option<i64>, counts: &[(i64, i64)], max_realms: i64) -> Option<i64> {
+    let has_room = |n: i64| max_realms == 0 || n < max_realms;
+    if let Some(d) = default
+        && counts.iter().any(|(id, n)| *id == d && has_room(*n))
+    {
+        return Some(d);
+    }
+    let least = |room_only: bool| {
+        counts
+            .iter()
+            .filter(|(_, n)| !room_only || has_room(*n))
+            .min_by_key(|(id, n)| (*n, *id))
+            .map(|(id, _)| *id)
+    };
+    let chosen = least(true).or_else(|| least(false));
+    if chosen.is_some() && least(true).is_none() {
+        log::warn!(
+            "every Keycloak server holds {max_realms} realms or more: the new tenant goes to the \
+             least loaded one; register another server"
+        );
+    }
+    chosen.or(default)
 }
 
 /// `count` random bytes as lowercase hex, from OpenSSL's CSPRNG.
@@ -326,7 +356,9 @@ impl Tm {
         }
     }
 
-    /// Choose the Keycloak server: explicit, else the default, else the least loaded.
+    /// Choose the Keycloak server: explicit, else the default while it has room, else the one
+    /// with the fewest realms among those with room, else (every server full) the one with the
+    /// fewest realms. Room: fewer realms than `keycloak.max-realms-per-server` (no bound at 0).
     fn choose_server(&self, explicit: Option<i64>) -> Result<Option<i64>, TmError> {
         if let Some(id) = explicit {
             self.db.get_server(id).map_err(|e| match e {
@@ -338,14 +370,12 @@ impl Tm {
             return Ok(Some(id));
         }
         let servers = self.db.list_servers()?;
-        if let Some(d) = servers.iter().find(|s| s.is_default) {
-            return Ok(Some(d.id));
-        }
         let counts = self.db.realms_per_server()?;
-        Ok(counts
-            .iter()
-            .min_by_key(|(id, n)| (*n, *id))
-            .map(|(id, _)| *id))
+        Ok(pick_server(
+            servers.iter().find(|s| s.is_default).map(|s| s.id),
+            &counts,
+            self.settings.max_realms_per_server,
+        ))
     }
 
     /// `POST /tenants`: the tenant in `CREATING`, its provisioning task queued with it.
@@ -955,7 +985,6 @@ impl Tm {
         }))
     }
 
-    /// (public URL, private URL) of the tenant's Keycloak.
     /// The public and the private address of the Keycloak a tenant's realm lives on: the
     /// configured public URL belongs to the default server (and to the local provisioner's
     /// realms); every other server is reached, and seen, at its own URL.
@@ -1058,6 +1087,29 @@ pub fn paging(q: &HashMap<String, String>) -> Result<(i64, Option<i64>), TmError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_tenants_fill_the_default_server_then_spread_over_the_others() {
+        // No bound: the default server always.
+        assert_eq!(pick_server(Some(1), &[(1, 900), (2, 0)], 0), Some(1));
+        // The default while it has room.
+        assert_eq!(
+            pick_server(Some(1), &[(1, 299), (2, 0), (3, 5)], 300),
+            Some(1)
+        );
+        // Then the least loaded with room.
+        assert_eq!(
+            pick_server(Some(1), &[(1, 300), (2, 7), (3, 5)], 300),
+            Some(3)
+        );
+        assert_eq!(
+            pick_server(Some(1), &[(1, 300), (2, 300), (3, 301)], 300),
+            Some(1)
+        );
+        // No default: the least loaded.
+        assert_eq!(pick_server(None, &[(1, 3), (2, 2)], 0), Some(2));
+        assert_eq!(pick_server(None, &[], 0), None);
+    }
 
     #[test]
     fn ids_and_randomness() {
