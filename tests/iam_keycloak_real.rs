@@ -306,6 +306,73 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // IAM users of the tenant are users of its realm: created, logged in, disabled, deleted.
+    let r = call_json_as(
+        a,
+        "POST",
+        "/api/v1/users",
+        Some(&access),
+        Some(
+            &json!({"username": "alice", "email": "alice@example.com", "firstName": "Alice",
+                     "password": "alice-password", "confirmPassword": "alice-password"}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let alice = r.json()["data"].clone();
+    let auth_id = alice["authID"].as_str().expect("authID").to_string();
+    let kc_alice = admin
+        .find_user(&realm, "alice")
+        .unwrap()
+        .expect("alice in the realm");
+    assert_eq!(kc_alice["id"], auth_id.as_str());
+    assert_eq!(kc_alice["email"], "alice@example.com");
+    assert_eq!(kc_alice["enabled"], true);
+    let alice_login = || {
+        token(
+            &kc,
+            &realm,
+            &[
+                ("grant_type", "password"),
+                ("client_id", &frontend),
+                ("username", "alice"),
+                ("password", "alice-password"),
+            ],
+        )
+    };
+    let (status, body) = alice_login();
+    assert_eq!(status, 200, "{body}");
+    let alice_token = body["access_token"].as_str().unwrap().to_string();
+    let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(&alice_token), None);
+    assert_eq!(r.json()["data"], format!("krn:iam:{id}::user/alice"));
+    let path = format!(
+        "/api/v1/users/{}",
+        alice["id"]
+            .as_str()
+            .unwrap()
+            .replace('/', "%2F")
+            .replace('+', "%2B")
+            .replace('=', "%3D")
+    );
+    let r = call_json_as(
+        a,
+        "PATCH",
+        &path,
+        Some(&access),
+        Some(&json!({"enabled": false, "lastName": "Builder"})),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let kc_alice = admin.get_user(&realm, &auth_id).unwrap();
+    assert_eq!(kc_alice["enabled"], false);
+    assert_eq!(kc_alice["lastName"], "Builder");
+    assert_ne!(alice_login().0, 200, "a disabled user cannot log in");
+    let r = call_json_as(a, "DELETE", &path, Some(&access), None);
+    assert!(
+        r.status == 204 || r.status == 200,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(admin.find_user(&realm, "alice").unwrap().is_none());
+
     for r in [&realm, &system, &stranger_realm] {
         let _ = admin.delete_realm(r);
     }
