@@ -282,6 +282,7 @@ impl Iam {
         }
         let filter = UserFilter {
             tenant,
+            krn: krn_filter(m)?,
             username: m.get("username").cloned(),
             email: m.get("email").cloned(),
             path_prefix: m.get("path").cloned(),
@@ -540,6 +541,7 @@ impl Iam {
         };
         let filter = GroupFilter {
             tenant,
+            krn: krn_filter(m)?,
             name: m.get("name").cloned(),
             display_name: m.get("displayName").cloned(),
             path_prefix: m.get("path").cloned(),
