@@ -1747,6 +1747,79 @@ fn kaa_client_calls(a: SocketAddr) {
     );
     expect(&r, 400);
 
+    // `keycloakIDAsUsername` without a Keycloak realm: the username is a fresh UUID, as a
+    // Keycloak id would be; `email` is required and `username` may not be sent.
+    let users = || {
+        expect(&get(&format!("/api/v1/users?tenantID={t}")), 200)["count"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = users();
+    let by_id = |email: Option<&str>, username: Option<&str>| {
+        let mut b = json!({"tenantID": t, "password": "pass-word-1", "confirmPassword": "pass-word-1",
+                           "keycloakIDAsUsername": true, "path": "/org1"});
+        if let Some(e) = email {
+            b["email"] = json!(e);
+        }
+        if let Some(u) = username {
+            b["username"] = json!(u);
+        }
+        post("/api/v1/users", b)
+    };
+    let mut names = Vec::new();
+    for email in ["kc1@example.com", "kc2@example.com"] {
+        let u = expect(&by_id(Some(email), None), 201)["data"].clone();
+        let name = u["username"].as_str().unwrap().to_string();
+        let hex: String = name.chars().filter(|c| *c != '-').collect();
+        assert_eq!(
+            (name.len(), hex.len(), &name[8..9], &name[14..15]),
+            (36, 32, "-", "4"),
+            "a UUID: {name}"
+        );
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+        assert_eq!(u["krn"], format!("krn:iam:{t}::user/org1/{name}"));
+        assert_eq!(u["email"], email);
+        assert!(u.get("authID").is_none(), "{u}");
+        names.push(name);
+    }
+    assert_ne!(names[0], names[1]);
+    let r = by_id(None, None);
+    expect(&r, 400);
+    assert!(
+        r.json()["errors"]
+            .to_string()
+            .contains("`email` is required"),
+        "{}",
+        r.json()
+    );
+    let r = by_id(Some("kc3@example.com"), Some("chosen"));
+    expect(&r, 400);
+    assert!(
+        r.json()["errors"]
+            .to_string()
+            .contains("`username` `chosen`"),
+        "{}",
+        r.json()
+    );
+    let r = post(
+        "/api/v1/users",
+        json!({"tenantID": t, "password": "pass-word-1", "confirmPassword": "pass-word-1",
+               "email": "kc4@example.com", "keycloakIDAsUsername": false}),
+    );
+    expect(&r, 400);
+    assert!(
+        r.json()["errors"]
+            .to_string()
+            .contains("`username` is required"),
+        "{}",
+        r.json()
+    );
+    assert_eq!(
+        users(),
+        before + 2,
+        "only the two good requests stored a user"
+    );
+
     // `/evaluate/actions`: the default shape, and the Kaa UI's with `?shape=kaa`.
     let body = json!({"principal": ann, "actions": ["epr:endpoint:read", "epr:endpoint:delete"],
                       "resources": [e1, ghost]});
