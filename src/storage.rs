@@ -136,6 +136,8 @@ pub trait PolicyStore {
         now_ms: i64,
     ) -> Result<PolicyRecord, StorageError>;
     fn delete_policy(&self, tenant: &str, krn: &str) -> Result<(), StorageError>;
+    /// Delete all of `krns` or none (`NotFound` when one is missing).
+    fn delete_policies(&self, tenant: &str, krns: &[String]) -> Result<(), StorageError>;
     /// Every policy of every tenant (index load at start).
     fn all_policies(&self) -> Result<Vec<PolicyRecord>, StorageError>;
 }

@@ -1548,3 +1548,319 @@ fn postgres_disabled_principals_and_resources() {
     let svc = support::service::start_iam(&pg.storage(), "");
     disabled_entities(svc.addr, &|| support::service::start_iam(&pg.storage(), ""));
 }
+
+/// The calls Kaa's own clients make (the web UI, the iamcore SDKs, downstream services), in
+/// the shapes they read.
+fn kaa_client_calls(a: SocketAddr) {
+    let t = "t18";
+    let post = |path: &str, body: Value| call_json(a, "POST", path, Some(&body));
+    let get = |path: &str| call_json(a, "GET", path, None);
+
+    // `/users/me/irn` is `/users/me/krn` under iamcore's name: security off, no IAM user.
+    let r = get("/api/v1/users/me/irn");
+    expect(&r, 404);
+    assert!(message(&r).contains("not an IAM user"), "{}", message(&r));
+
+    // Entities to filter, delete and decide on.
+    for name in ["p1", "p2", "p3"] {
+        expect(
+            &post(
+                "/api/v1/policies",
+                json!({"name": name, "tenantID": t, "statements": [
+                    {"effect": "allow", "actions": ["epr:endpoint:read"], "resources": [format!("krn:epr:{t}::endpoint/e1")]}]}),
+            ),
+            201,
+        );
+    }
+    for name in ["ann", "ben"] {
+        expect(
+            &post(
+                "/api/v1/users",
+                json!({"username": name, "tenantID": t, "password": "pass-word-1",
+                       "confirmPassword": "pass-word-1", "policyIDs": [raw_id(&format!("krn:iam:{t}::policy/p1"))]}),
+            ),
+            201,
+        );
+    }
+    for name in ["g1", "g2"] {
+        expect(
+            &post("/api/v1/groups", json!({"name": name, "tenantID": t})),
+            201,
+        );
+    }
+    for name in ["e1", "e2"] {
+        expect(
+            &post(
+                "/api/v1/resources",
+                json!({"service": "epr", "resourceType": "endpoint", "name": name, "tenantID": t}),
+            ),
+            201,
+        );
+    }
+    for name in ["pool1", "pool2"] {
+        expect(
+            &post("/api/v1/pools", json!({"name": name, "tenantID": t})),
+            201,
+        );
+    }
+
+    // List filters by exact KRN (`krn`, or iamcore's `irn`; the KRN or its id).
+    for (collection, kind, name, other) in [
+        ("users", "user", "ann", "ben"),
+        ("groups", "group", "g1", "g2"),
+        ("policies", "policy", "p2", "p1"),
+        ("pools", "pool", "pool1", "pool2"),
+    ] {
+        let k = format!("krn:iam:{t}::{kind}/{name}");
+        for (param, value) in [("krn", k.clone()), ("irn", k.clone()), ("irn", id(&k))] {
+            let list = expect(
+                &get(&format!(
+                    "/api/v1/{collection}?tenantID={t}&{param}={value}"
+                )),
+                200,
+            );
+            assert_eq!(list["count"], 1, "{collection} {param}={value}: {list}");
+            assert_eq!(list["data"][0]["krn"], k.as_str());
+        }
+        // Another entity of the same list is not it; one of another kind matches nothing.
+        let list = expect(
+            &get(&format!(
+                "/api/v1/{collection}?tenantID={t}&krn=krn:iam:{t}::{kind}/{other}x"
+            )),
+            200,
+        );
+        assert_eq!(list["count"], 0, "{collection}: {list}");
+        let list = expect(
+            &get(&format!(
+                "/api/v1/{collection}?tenantID={t}&krn=krn:epr:{t}::endpoint/e1"
+            )),
+            200,
+        );
+        assert_eq!(list["count"], 0, "{collection}: {list}");
+        // Malformed or a pattern: 400 naming the value.
+        for bad in ["krn:iam", "not-a-krn!", &format!("krn:iam:{t}::{kind}/*")] {
+            let r = get(&format!("/api/v1/{collection}?tenantID={t}&krn={bad}"));
+            expect(&r, 400);
+            assert!(message(&r).contains(&format!("`{bad}`")), "{}", message(&r));
+        }
+    }
+    let e1 = format!("krn:epr:{t}::endpoint/e1");
+    let list = expect(
+        &get(&format!("/api/v1/resources?tenantID={t}&irn={e1}")),
+        200,
+    );
+    assert_eq!(
+        (list["count"].as_u64(), list["data"][0]["krn"].as_str()),
+        (Some(1), Some(e1.as_str()))
+    );
+    let r = get(&format!("/api/v1/resources?tenantID={t}&krn=krn:epr"));
+    expect(&r, 400);
+
+    // Bulk policy delete: all or nothing, 404 naming every missing id.
+    let p = |n: &str| format!("krn:iam:{t}::policy/{n}");
+    let count = |k: &str| {
+        expect(&get(&format!("/api/v1/policies?tenantID={t}&krn={k}")), 200)["count"]
+            .as_u64()
+            .unwrap()
+    };
+    let r = post(
+        &format!("/api/v1/policies/delete?tenantID={t}"),
+        json!({"policyIDs": [raw_id(&p("p2")), raw_id(&p("ghost1")), raw_id(&p("ghost2"))]}),
+    );
+    expect_missing(&r, &p("ghost1"));
+    expect_missing(&r, &p("ghost2"));
+    assert_eq!(
+        count(&p("p2")),
+        1,
+        "nothing is deleted when one id is missing"
+    );
+    let r = post("/api/v1/policies/delete", json!({}));
+    expect(&r, 400);
+    assert!(message(&r).contains("`policyIDs`"), "{}", message(&r));
+    let r = post(
+        "/api/v1/policies/delete",
+        json!({"policyIDs": [raw_id(&format!("krn:iam:{t}::user/ann"))]}),
+    );
+    expect(&r, 400);
+    // A resource's own policy goes with its resource: 409, and nothing else goes either.
+    let res_policy =
+        expect(&get(&format!("/api/v1/resources/{}/policy", id(&e1))), 200)["data"]["krn"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let r = post(
+        &format!("/api/v1/policies/delete?tenantID={t}"),
+        json!({"policyIDs": [raw_id(&p("p2")), raw_id(&res_policy)]}),
+    );
+    expect(&r, 409);
+    assert_eq!(count(&p("p2")), 1);
+    assert_eq!(count(&res_policy), 1);
+    expect(
+        &post(
+            &format!("/api/v1/policies/delete?tenantID={t}"),
+            json!({"policyIDs": [raw_id(&p("p2")), raw_id(&p("p3"))]}),
+        ),
+        204,
+    );
+    assert_eq!(
+        (count(&p("p2")), count(&p("p3")), count(&p("p1"))),
+        (0, 0, 1)
+    );
+
+    // `/resources/evaluate` decides on registered resources only; `/evaluate` on any KRN.
+    let ann = format!("krn:iam:{t}::user/ann");
+    let ghost = format!("krn:epr:{t}::endpoint/ghost");
+    let body = json!({"principal": ann, "action": "epr:endpoint:read", "resources": [e1, ghost]});
+    let r = post("/api/v1/resources/evaluate", body.clone());
+    expect(&r, 404);
+    assert!(message(&r).contains(&ghost), "{}", message(&r));
+    assert!(!message(&r).contains(&format!("`{e1}`")), "{}", message(&r));
+    let r = post(
+        "/api/v1/resources/evaluate?filterResources=true",
+        body.clone(),
+    );
+    expect(&r, 404);
+    let r = post("/api/v1/evaluate?filterResources=true", body.clone());
+    assert_eq!(expect(&r, 200), json!([e1]));
+    let r = post(
+        "/api/v1/resources/evaluate?filterResources=true",
+        json!({"principal": ann, "action": "epr:endpoint:read",
+               "resources": [e1, format!("krn:epr:{t}::endpoint/e2"), ann]}),
+    );
+    assert_eq!(expect(&r, 200), json!([e1]));
+    let r = post(
+        "/api/v1/resources/evaluate",
+        json!({"principal": ann, "action": "epr:endpoint:read", "resources": [e1]}),
+    );
+    assert_eq!(expect(&r, 200), json!([e1]));
+    // IAM's own entities count as registered when they exist.
+    let r = post(
+        "/api/v1/resources/evaluate?filterResources=true",
+        json!({"principal": ann, "action": "iam:user:read",
+               "resources": [format!("krn:iam:{t}::user/nobody")]}),
+    );
+    expect_missing(&r, &format!("krn:iam:{t}::user/nobody"));
+    // A malformed KRN stays a 400.
+    let r = post(
+        "/api/v1/resources/evaluate",
+        json!({"principal": ann, "action": "epr:endpoint:read", "resources": ["krn:epr"]}),
+    );
+    expect(&r, 400);
+
+    // `keycloakIDAsUsername` without a Keycloak realm: the username is a fresh UUID, as a
+    // Keycloak id would be; `email` is required and `username` may not be sent.
+    let users = || {
+        expect(&get(&format!("/api/v1/users?tenantID={t}")), 200)["count"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = users();
+    let by_id = |email: Option<&str>, username: Option<&str>| {
+        let mut b = json!({"tenantID": t, "password": "pass-word-1", "confirmPassword": "pass-word-1",
+                           "keycloakIDAsUsername": true, "path": "/org1"});
+        if let Some(e) = email {
+            b["email"] = json!(e);
+        }
+        if let Some(u) = username {
+            b["username"] = json!(u);
+        }
+        post("/api/v1/users", b)
+    };
+    let mut names = Vec::new();
+    for email in ["kc1@example.com", "kc2@example.com"] {
+        let u = expect(&by_id(Some(email), None), 201)["data"].clone();
+        let name = u["username"].as_str().unwrap().to_string();
+        let hex: String = name.chars().filter(|c| *c != '-').collect();
+        assert_eq!(
+            (name.len(), hex.len(), &name[8..9], &name[14..15]),
+            (36, 32, "-", "4"),
+            "a UUID: {name}"
+        );
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+        assert_eq!(u["krn"], format!("krn:iam:{t}::user/org1/{name}"));
+        assert_eq!(u["email"], email);
+        assert!(u.get("authID").is_none(), "{u}");
+        names.push(name);
+    }
+    assert_ne!(names[0], names[1]);
+    let r = by_id(None, None);
+    expect(&r, 400);
+    assert!(
+        r.json()["errors"]
+            .to_string()
+            .contains("`email` is required"),
+        "{}",
+        r.json()
+    );
+    let r = by_id(Some("kc3@example.com"), Some("chosen"));
+    expect(&r, 400);
+    assert!(
+        r.json()["errors"]
+            .to_string()
+            .contains("`username` `chosen`"),
+        "{}",
+        r.json()
+    );
+    let r = post(
+        "/api/v1/users",
+        json!({"tenantID": t, "password": "pass-word-1", "confirmPassword": "pass-word-1",
+               "email": "kc4@example.com", "keycloakIDAsUsername": false}),
+    );
+    expect(&r, 400);
+    assert!(
+        r.json()["errors"]
+            .to_string()
+            .contains("`username` is required"),
+        "{}",
+        r.json()
+    );
+    assert_eq!(
+        users(),
+        before + 2,
+        "only the two good requests stored a user"
+    );
+
+    // `/evaluate/actions`: the default shape, and the Kaa UI's with `?shape=kaa`.
+    let body = json!({"principal": ann, "actions": ["epr:endpoint:read", "epr:endpoint:delete"],
+                      "resources": [e1, ghost]});
+    let d = expect(&post("/api/v1/evaluate/actions", body.clone()), 200);
+    assert_eq!(
+        d["epr:endpoint:read"],
+        json!({"allowed": [e1], "denied": [ghost]})
+    );
+    for path in ["/api/v1/evaluate/actions", "/api/v1/evaluate/irns/actions"] {
+        let d = expect(&post(&format!("{path}?shape=kaa"), body.clone()), 200);
+        assert_eq!(
+            d,
+            json!({"epr:endpoint:read": [e1], "epr:endpoint:delete": []}),
+            "{path}"
+        );
+        assert_eq!(
+            expect(&post(&format!("{path}?shape=design"), body.clone()), 200),
+            expect(&post(path, body.clone()), 200)
+        );
+        let r = post(&format!("{path}?shape=ui"), body.clone());
+        expect(&r, 400);
+        assert!(message(&r).contains("`ui`"), "{}", message(&r));
+        expect(
+            &post(&format!("{path}?shape=kaa&explain=true"), body.clone()),
+            400,
+        );
+    }
+}
+
+#[test]
+fn sqlite_kaa_client_calls() {
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), CONFIG);
+    kaa_client_calls(svc.addr);
+}
+
+#[test]
+fn postgres_kaa_client_calls() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("postgres_kaa_client_calls");
+    };
+    let svc = support::service::start_iam(&pg.storage(), CONFIG);
+    kaa_client_calls(svc.addr);
+}

@@ -362,3 +362,51 @@ fn kc_admin_delete(kc: &Keycloak, realm: &str, id: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// `keycloakIDAsUsername`: the Keycloak user is made with the e-mail as its username and IAM's
+/// username is Keycloak's id (also its `authID`); the user logs in with the e-mail and its token
+/// is the IAM user. Without an e-mail nothing is made anywhere.
+#[test]
+fn keycloak_id_as_username_names_the_user_by_its_keycloak_id() {
+    let w = World::start();
+    let body = |email: Option<&str>| {
+        let mut b = json!({"password": "Passw0rd-long", "confirmPassword": "Passw0rd-long",
+                           "keycloakIDAsUsername": true, "firstName": "Kay"});
+        if let Some(e) = email {
+            b["email"] = json!(e);
+        }
+        b
+    };
+    let r = w.call("POST", "/api/v1/users", Some(body(None)));
+    assert_eq!(r.status, 400, "{}", text(&r));
+    assert!(w.iam_usernames().is_empty());
+    assert!(w.kc_user("kay@example.com").is_none());
+
+    let r = w.call("POST", "/api/v1/users", Some(body(Some("Kay@Example.com"))));
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let kay = r.json()["data"].clone();
+    let kc_kay = w
+        .kc_user("kay@example.com")
+        .expect("Keycloak user named by the e-mail");
+    assert_eq!(kay["username"], kc_kay.id.as_str());
+    assert_eq!(kay["authID"], kc_kay.id.as_str());
+    assert_eq!(kay["krn"], format!("krn:iam:acme::user/{}", kc_kay.id));
+    assert_eq!(w.iam_usernames(), vec![kc_kay.id.clone()]);
+    let token = w.kc.mint(
+        "acme",
+        &Mint {
+            sub: kc_kay.id.clone(),
+            aud: Some(vec![w.tenant["client_backend_id"].as_str().unwrap().into()]),
+            ..Mint::user("kay@example.com")
+        },
+    );
+    let r = call(
+        w.iam.addr,
+        "GET",
+        "/api/v1/users/me/irn",
+        Some(&token),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["data"], kay["krn"]);
+}

@@ -624,6 +624,18 @@ fn every_route_answers_as_documented() {
     );
     c.call("GET", "/api/v1/users/me", None, 404);
     c.call("GET", "/api/v1/users/me/krn", None, 404);
+    c.call("GET", "/api/v1/users/me/irn", None, 404);
+    let v = c.call(
+        "GET",
+        &format!(
+            "/api/v1/users?tenantID=t1&krn={}",
+            id("krn:iam:t1::user/alice")
+        ),
+        None,
+        200,
+    );
+    assert_eq!(v["count"], 1, "{v}");
+    c.call("GET", "/api/v1/users?krn=krn:iam", None, 400);
     let alice_id = id("krn:iam:t1::user/alice");
     let bob_id = id("krn:iam:t1::user/org1/bob");
     c.call("GET", &format!("/api/v1/users/{alice_id}"), None, 200);
@@ -915,16 +927,49 @@ fn every_route_answers_as_documented() {
         Some(json!({"action": "iam:user:read", "resources": ["krn:iam:t1::user/x"]})),
         400,
     );
+    // Not registered: the user and group asked about do not exist.
     c.call(
         "POST",
         "/api/v1/resources/evaluate?filterResources=true",
         Some(ask),
+        404,
+    );
+    let v = c.call(
+        "POST",
+        "/api/v1/resources/evaluate?filterResources=true",
+        Some(
+            json!({"principal": "krn:iam:t1::user/alice", "action": "epr:endpoint:read",
+            "resources": ["krn:epr:t1::endpoint/e2"]}),
+        ),
         200,
     );
+    assert_eq!(v, json!(["krn:epr:t1::endpoint/e2"]));
     let many = json!({"principal": "krn:iam:t1::user/org1/bob",
         "actions": ["iam:user:read", "iam:user:delete"], "resources": ["krn:iam:t1::user/alice"]});
     let v = c.call("POST", "/api/v1/evaluate/actions", Some(many.clone()), 200);
     assert!(v["iam:user:read"]["allowed"].is_array(), "{v}");
+    let v = c.call(
+        "POST",
+        "/api/v1/evaluate/actions?shape=kaa",
+        Some(many.clone()),
+        200,
+    );
+    assert!(v["iam:user:read"].is_array(), "{v}");
+    c.call(
+        "POST",
+        "/api/v1/evaluate/actions?shape=other",
+        Some(many.clone()),
+        400,
+    );
+    c.call(
+        "POST",
+        "/api/v1/resources/evaluate",
+        Some(
+            json!({"principal": "krn:iam:t1::user/org1/bob", "action": "epr:endpoint:read",
+            "resources": ["krn:epr:t1::endpoint/not-registered"]}),
+        ),
+        404,
+    );
     let v = c.call(
         "POST",
         "/api/v1/evaluate/actions?explain=true",
@@ -979,6 +1024,13 @@ fn every_route_answers_as_documented() {
         Some(json!({"resourceIDs": [raw_id("krn:epr:t1::endpoint/e2"), raw_id("krn:epr:t1::sensor/site1/s1")]})),
         204,
     );
+    c.call(
+        "POST",
+        "/api/v1/policies/delete?tenantID=t1",
+        Some(json!({"policyIDs": [raw_id("krn:iam:t1::policy/temp"), raw_id("krn:iam:t1::policy/ghost")]})),
+        404,
+    );
+    c.call("POST", "/api/v1/policies/delete", Some(json!({})), 400);
     c.call("DELETE", &format!("/api/v1/policies/{temp_id}"), None, 204);
     c.call("DELETE", &format!("/api/v1/policies/{temp_id}"), None, 404);
     c.call("DELETE", &format!("/api/v1/users/{alice_id}"), None, 204);

@@ -493,6 +493,14 @@ fn attack_catalogue() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(&bob), None);
     assert_eq!(r.json()["data"], "krn:iam:kaa::user/bob");
+    // iamcore's name for the same question, which Kaa's downstream services ask.
+    let r = call_json_as(a, "GET", "/api/v1/users/me/irn", Some(&bob), None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), json!({"data": "krn:iam:kaa::user/bob"}));
+    assert_eq!(
+        call_json_as(a, "GET", "/api/v1/users/me/irn", None, None).status,
+        401
+    );
     let r = call_json_as(a, "GET", "/api/v1/users/me", Some(&bob), None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["data"]["username"], "bob");
@@ -547,6 +555,11 @@ fn client_credentials_tokens_act_as_the_service_account() {
     assert_eq!(r.status, 200);
     let token = r.json()["access_token"].as_str().unwrap().to_string();
     let r = call_json_as(svc.addr, "GET", "/api/v1/users/me/krn", Some(&token), None);
+    assert_eq!(
+        r.json()["data"],
+        "krn:iam:kaa::user/service-account-kaa-iam"
+    );
+    let r = call_json_as(svc.addr, "GET", "/api/v1/users/me/irn", Some(&token), None);
     assert_eq!(
         r.json()["data"],
         "krn:iam:kaa::user/service-account-kaa-iam"

@@ -527,7 +527,7 @@ mod directory {
         )
         .unwrap();
         let (pools, _) = db
-            .list_pools("t1", None, Some("krn:epr:t1::endpoint/e2"), P1)
+            .list_pools("t1", None, Some("krn:epr:t1::endpoint/e2"), None, P1)
             .unwrap();
         assert_eq!(pools.len(), 1);
 

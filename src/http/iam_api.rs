@@ -129,6 +129,19 @@ fn delete_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
     Ok(no_content())
 }
 
+fn bulk_delete_policies(c: &IamCtx, req: &Request, _: &Params) -> R {
+    let who = caller(c, req)?;
+    let b: Ids = body(req)?;
+    let list = b
+        .policy_ids
+        .ok_or_else(|| ApiError::bad_request("`policyIDs` is required"))?;
+    let krns = c
+        .iam
+        .policy_ids(&who, &list, req.query_param("tenantID").as_deref())?;
+    c.iam.delete_policies(&who, &krns)?;
+    Ok(no_content())
+}
+
 /// Attach/detach for users, groups and pools.
 fn attachment(c: &IamCtx, req: &Request, p: &Params, kind: &str, attach: bool) -> R {
     let who = caller(c, req)?;
@@ -438,6 +451,16 @@ fn explained(d: &Decided, ai: usize) -> Vec<Value> {
 }
 
 fn evaluate(c: &IamCtx, req: &Request, _: &Params) -> R {
+    evaluate_on(c, req, false)
+}
+
+/// `POST /resources/evaluate`: `/evaluate` over registered resources only; a resource that is
+/// not registered answers 404 naming it (the in-memory `/evaluate` decides on any KRN).
+fn evaluate_registered(c: &IamCtx, req: &Request, _: &Params) -> R {
+    evaluate_on(c, req, true)
+}
+
+fn evaluate_on(c: &IamCtx, req: &Request, registered: bool) -> R {
     let who = caller(c, req)?;
     let filter = flag(req, "filterResources")?;
     let explain = flag(req, "explain")?;
@@ -447,6 +470,15 @@ fn evaluate(c: &IamCtx, req: &Request, _: &Params) -> R {
     } else {
         c.iam.evaluate_outcomes(&who, &b, false)?
     };
+    if registered {
+        let gone = c.iam.unregistered(&d.eval.resources)?;
+        if !gone.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "not registered: {}",
+                gone.join("; ")
+            )));
+        }
+    }
     count_outcomes(c, &d);
     let row = &d.decisions[0];
     let allowed: Vec<&str> = d
@@ -515,9 +547,28 @@ fn evaluate(c: &IamCtx, req: &Request, _: &Params) -> R {
     ))
 }
 
+/// The answer shape of `/evaluate/actions` a client asks for with `?shape=`: `design` (the
+/// default: per action `{"allowed", "denied"}`) or `kaa` (per action the list of allowed
+/// resources, what the Kaa web UI's `evaluateActions` reads).
+fn actions_shape(req: &Request) -> Result<bool, ApiError> {
+    match req.query_param("shape").as_deref() {
+        None | Some("design") => Ok(false),
+        Some("kaa") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "`shape` must be `design` or `kaa`, got `{other}`"
+        ))),
+    }
+}
+
 fn evaluate_actions(c: &IamCtx, req: &Request, _: &Params) -> R {
     let who = caller(c, req)?;
     let explain = flag(req, "explain")?;
+    let kaa = actions_shape(req)?;
+    if kaa && explain {
+        return Err(ApiError::bad_request(
+            "`explain` has no place in `shape=kaa` (a list of allowed resources per action): use the default shape",
+        ));
+    }
     let b: EvaluateBody = body(req)?;
     let d = if explain {
         c.iam.evaluate(&who, &b, true)?
@@ -534,6 +585,10 @@ fn evaluate_actions(c: &IamCtx, req: &Request, _: &Params) -> R {
             } else {
                 denied.push(r.as_str());
             }
+        }
+        if kaa {
+            out.insert(a.as_str().to_string(), json!(allowed));
+            continue;
         }
         let mut entry = json!({ "allowed": allowed, "denied": denied });
         if explain && let Value::Object(m) = &mut entry {
@@ -589,6 +644,7 @@ pub fn router() -> Router<IamCtx> {
 
     r.route("POST", "/api/v1/policies", create_policy);
     r.route("GET", "/api/v1/policies", list_policies);
+    r.route("POST", "/api/v1/policies/delete", bulk_delete_policies);
     r.route("GET", "/api/v1/policies/{id}", get_policy);
     r.route("PUT", "/api/v1/policies/{id}", replace_policy);
     r.route("DELETE", "/api/v1/policies/{id}", delete_policy);
@@ -597,6 +653,8 @@ pub fn router() -> Router<IamCtx> {
     r.route("GET", "/api/v1/users", list_users);
     r.route("GET", "/api/v1/users/me", |c, q, _| me(c, q, false));
     r.route("GET", "/api/v1/users/me/krn", |c, q, _| me(c, q, true));
+    // Kaa's downstream services and the iamcore SDKs ask for the caller's name under `irn`.
+    r.route("GET", "/api/v1/users/me/irn", |c, q, _| me(c, q, true));
     r.route("POST", "/api/v1/users/delete", bulk_delete_users);
     r.route("GET", "/api/v1/users/{id}", get_user);
     r.route("PATCH", "/api/v1/users/{id}", update_user);
@@ -639,7 +697,7 @@ pub fn router() -> Router<IamCtx> {
     r.route("POST", "/api/v1/resources", create_resource);
     r.route("GET", "/api/v1/resources", list_resources);
     r.route("POST", "/api/v1/resources/delete", bulk_delete_resources);
-    r.route("POST", "/api/v1/resources/evaluate", evaluate);
+    r.route("POST", "/api/v1/resources/evaluate", evaluate_registered);
     r.route("GET", "/api/v1/resources/{id}", get_resource);
     r.route("PATCH", "/api/v1/resources/{id}", update_resource);
     r.route("DELETE", "/api/v1/resources/{id}", delete_resource);

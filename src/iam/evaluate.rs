@@ -202,6 +202,23 @@ impl Iam {
         })
     }
 
+    /// Each of `resources` that is not registered, as a 404 message names it: IAM's own
+    /// entities (users, groups, policies, pools) by their records, anything else by the resource
+    /// registry. Reads storage: never for the in-memory decision routes.
+    pub fn unregistered(&self, resources: &[Krn]) -> Result<Vec<String>, IamError> {
+        let mut gone = Vec::new();
+        for r in resources {
+            let kind = match (r.service(), r.resource_type()) {
+                ("iam", t @ ("user" | "group" | "policy" | "pool")) => t,
+                _ => "resource",
+            };
+            if !self.exists(r.tenant(), kind, r.as_str())? {
+                gone.push(super::err::not_found_message(kind, r.as_str()));
+            }
+        }
+        Ok(gone)
+    }
+
     /// [`Iam::evaluate`] for a caller that does not ask for an explanation: the decisions carry
     /// their outcomes only (no reasons).
     pub fn evaluate_outcomes(

@@ -305,6 +305,10 @@ pub struct UserCreate {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub required_actions: Option<Vec<String>>,
+    /// Kaa's switch: the username is the Keycloak user id (a fresh UUID where the tenant has no
+    /// Keycloak realm); `email` is then required and `username` must not be sent.
+    #[serde(rename = "keycloakIDAsUsername", default)]
+    pub keycloak_id_as_username: bool,
 }
 
 /// `PATCH /users/{id}`: only the fields sent change; `null` clears an optional field.

@@ -221,6 +221,7 @@ impl Iam {
         };
         let filter = ResourceFilter {
             tenant,
+            krn: krn_filter(m)?,
             service: m.get("service").or_else(|| m.get("application")).cloned(),
             resource_type: m.get("resourceType").cloned(),
             path_prefix: m.get("path").cloned(),
@@ -493,9 +494,14 @@ impl Iam {
             None => None,
             Some(r) => Some(krn(r)?.as_str().to_string()),
         };
-        let (items, count) =
-            self.db
-                .list_pools(&tenant, q(m, "name"), resource.as_deref(), page)?;
+        let exact = krn_filter(m)?;
+        let (items, count) = self.db.list_pools(
+            &tenant,
+            q(m, "name"),
+            resource.as_deref(),
+            exact.as_deref(),
+            page,
+        )?;
         let mut out = Vec::with_capacity(items.len());
         for p in items {
             let members = self.db.pool_members(&tenant, &p.krn)?;

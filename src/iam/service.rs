@@ -354,6 +354,36 @@ pub(crate) fn q<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> 
     m.get(k).map(String::as_str)
 }
 
+/// The `krn` (or iamcore's `irn`) list filter: the exact KRN of one entity, as the KRN itself or
+/// its base64 id (the iamcore Go SDK sends the id, the Java SDK the name). A value that is
+/// neither, or a pattern, is a 400.
+pub(crate) fn krn_filter(m: &HashMap<String, String>) -> Result<Option<String>, IamError> {
+    let (field, text) = match (q(m, "krn"), q(m, "irn")) {
+        (None, None) => return Ok(None),
+        (Some(a), Some(b)) if a != b => {
+            return Err(IamError::invalid(
+                "`krn` and `irn` name the same filter: send one of them",
+            ));
+        }
+        (Some(a), _) => ("krn", a),
+        (None, Some(b)) => ("irn", b),
+    };
+    let parsed = if text.starts_with("krn:") {
+        Krn::parse(text)
+    } else {
+        Krn::from_id(text)
+    };
+    match parsed {
+        Ok(k) if k.is_wildcard() => Err(IamError::invalid(format!(
+            "`{field}` `{text}` is a pattern: the filter takes the exact KRN of one entity"
+        ))),
+        Ok(k) => Ok(Some(k.as_str().to_string())),
+        Err(e) => Err(IamError::invalid(format!(
+            "`{field}` `{text}` is neither a KRN nor an entity id: {e}"
+        ))),
+    }
+}
+
 /// A page request, clamped to the server's maximum page size.
 pub fn page(page: Option<&str>, size: Option<&str>, max: u32) -> Result<Page, IamError> {
     let num = |field: &str, v: Option<&str>, default: u32| -> Result<u32, IamError> {
@@ -700,6 +730,7 @@ impl Iam {
         )?;
         let filter = PolicyFilter {
             tenant,
+            krn: krn_filter(q)?,
             name_contains: q.get("name").cloned(),
             kind: q.get("type").cloned(),
             origin: q.get("origin").cloned(),
@@ -777,34 +808,68 @@ impl Iam {
 
     pub fn delete_policy(&self, caller: &Caller, id: &str) -> Result<(), IamError> {
         let k = path_id(id, "policy", caller)?;
-        self.authorize(caller, "iam:policy:delete", &k)?;
-        let current = self
-            .db
-            .get_policy(k.tenant(), k.as_str())
-            .map_err(|e| storage(e, "policy", k.as_str()))?;
-        if current.origin == "config" || current.kind == "base" {
-            return Err(IamError::Conflict(format!(
-                "policy `{}` comes from the service configuration and is read-only",
-                current.name
-            )));
+        self.delete_policies(caller, &[k])
+    }
+
+    /// Delete all of `krns` or none: every one must exist (404 naming each that does not) and
+    /// be an API policy (409 for a base or resource-based one).
+    pub fn delete_policies(&self, caller: &Caller, krns: &[Krn]) -> Result<(), IamError> {
+        let Some(first) = krns.first() else {
+            return Err(IamError::invalid("name at least one policy"));
+        };
+        let tenant = first.tenant().to_string();
+        for k in krns {
+            self.authorize(caller, "iam:policy:delete", k)?;
         }
-        if current.kind == "resource" {
-            return Err(IamError::Conflict(format!(
-                "policy `{}` belongs to a resource and goes with it",
-                current.name
-            )));
+        let list: Vec<String> = krns.iter().map(|k| k.as_str().to_string()).collect();
+        let named: Vec<(&str, &str)> = list.iter().map(|k| ("policy", k.as_str())).collect();
+        let gone = self.absent(&tenant, &named)?;
+        if !gone.is_empty() {
+            return Err(IamError::NotFound(gone.join("; ")));
+        }
+        for k in &list {
+            let current = self
+                .db
+                .get_policy(&tenant, k)
+                .map_err(|e| self.write_error(&tenant, e, &named))?;
+            if current.origin == "config" || current.kind == "base" {
+                return Err(IamError::Conflict(format!(
+                    "policy `{}` comes from the service configuration and is read-only",
+                    current.name
+                )));
+            }
+            if current.kind == "resource" {
+                return Err(IamError::Conflict(format!(
+                    "policy `{}` belongs to a resource and goes with it",
+                    current.name
+                )));
+            }
         }
         self.db
-            .delete_policy(k.tenant(), k.as_str())
-            .map_err(|e| storage(e, "policy", k.as_str()))?;
+            .delete_policies(&tenant, &list)
+            .map_err(|e| self.write_error(&tenant, e, &named))?;
         self.committed_with(
-            k.tenant(),
+            &tenant,
             &Delta {
-                deleted: vec![k.as_str().to_string()],
+                deleted: list.clone(),
                 ..Delta::default()
             },
         );
         Ok(())
+    }
+
+    /// Parse `{"policyIDs": [...]}` of a bulk delete in the caller's tenant.
+    pub fn policy_ids(
+        &self,
+        caller: &Caller,
+        list: &[String],
+        tenant: Option<&str>,
+    ) -> Result<Vec<Krn>, IamError> {
+        let tenant = self.tenant_for(caller, tenant)?;
+        ids(list, "policyIDs", "policy", &tenant)?
+            .iter()
+            .map(|s| krn(s))
+            .collect()
     }
 
     /// Attach or detach policies to a user, group or pool (`target`).

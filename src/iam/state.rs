@@ -597,7 +597,7 @@ impl DecisionState {
             out.users.push((u.clone(), expanded));
         }
         for r in &delta.resources {
-            let (pools, _) = db.list_pools(tenant, None, Some(r), ALL)?;
+            let (pools, _) = db.list_pools(tenant, None, Some(r), None, ALL)?;
             let pools: Vec<Krn> = pools
                 .iter()
                 .filter_map(|p| Krn::parse(&p.krn).ok())

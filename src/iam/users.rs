@@ -63,14 +63,47 @@ fn keycloak_change(p: &UserPatch, before: &UserRecord) -> (serde_json::Value, se
     (Value::Object(change), Value::Object(undo))
 }
 
+/// A random (version 4) UUID, as Keycloak makes its user ids.
+fn random_uuid() -> Result<String, IamError> {
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b).map_err(|e| {
+        IamError::Storage(crate::storage::StorageError::Internal(format!(
+            "no random bytes for a user id: {e}"
+        )))
+    })?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
 impl Iam {
     // ------------------------------------------------------------ users
 
     pub fn create_user(&self, caller: &Caller, b: UserCreate) -> Result<UserRecord, IamError> {
         let tenant = self.tenant_for(caller, b.tenant_id.as_deref())?;
         let mut errors = Vec::new();
-        let username = b.username.clone().unwrap_or_default();
-        if username.is_empty() {
+        let by_id = b.keycloak_id_as_username;
+        let mut username = b.username.clone().unwrap_or_default();
+        if by_id {
+            if !username.is_empty() {
+                errors.push(format!(
+                    "`username` `{username}` cannot be sent with `keycloakIDAsUsername`: the username is the Keycloak user id"
+                ));
+            }
+            if b.email.as_deref().is_none_or(str::is_empty) {
+                errors.push("`email` is required when `keycloakIDAsUsername` is true".into());
+            }
+            // Where the tenant has a realm, Keycloak's id replaces it below.
+            username = random_uuid()?;
+        } else if username.is_empty() {
             errors.push("`username` is required".to_string());
         } else if !valid_token(&username) {
             errors.push(format!(
@@ -115,7 +148,7 @@ impl Iam {
             return Err(IamError::Invalid("invalid user".into(), errors));
         }
         let (path, segs) = parse_path("path", b.path.as_deref())?;
-        let user_krn = entity_krn(&tenant, "user", &segs, &username)?;
+        let mut user_krn = entity_krn(&tenant, "user", &segs, &username)?;
         self.authorize(caller, "iam:user:create", &user_krn)?;
         let groups = ids(&b.groups, "groups", "group", &tenant)?;
         let policies = ids(&b.policy_ids, "policyIDs", "policy", &tenant)?;
@@ -146,9 +179,15 @@ impl Iam {
             Some(r) => r.realm(&tenant)?,
             None => None,
         };
+        // With `keycloakIDAsUsername` Keycloak's username is the e-mail (the login name the
+        // user knows) and IAM's is Keycloak's id.
+        let kc_username = match (by_id, b.email.as_deref()) {
+            (true, Some(e)) => e.to_lowercase(),
+            _ => username.clone(),
+        };
         let auth_id = match &realm {
             Some(r) => Some(r.create(&super::realm_users::NewRealmUser {
-                username: &username,
+                username: &kc_username,
                 email: b.email.as_deref(),
                 first_name: b.first_name.as_deref(),
                 last_name: b.last_name.as_deref(),
@@ -160,6 +199,20 @@ impl Iam {
             })?),
             None => None,
         };
+        if let (true, Some(r), Some(id)) = (by_id, &realm, &auth_id) {
+            let named = entity_krn(&tenant, "user", &segs, id)
+                .and_then(|k| self.authorize(caller, "iam:user:create", &k).map(|()| k));
+            match named {
+                Ok(k) => {
+                    user_krn = k;
+                    username = id.clone();
+                }
+                Err(e) => {
+                    r.remove_quietly(id);
+                    return Err(e);
+                }
+            }
+        }
         let password_hash = match auth_id {
             // Keycloak keeps the credential.
             Some(_) => None,
@@ -282,6 +335,7 @@ impl Iam {
         }
         let filter = UserFilter {
             tenant,
+            krn: krn_filter(m)?,
             username: m.get("username").cloned(),
             email: m.get("email").cloned(),
             path_prefix: m.get("path").cloned(),
@@ -540,6 +594,7 @@ impl Iam {
         };
         let filter = GroupFilter {
             tenant,
+            krn: krn_filter(m)?,
             name: m.get("name").cloned(),
             display_name: m.get("displayName").cloned(),
             path_prefix: m.get("path").cloned(),

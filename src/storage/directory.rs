@@ -43,6 +43,8 @@ pub struct UserPatch {
 #[derive(Debug, Clone, Default)]
 pub struct UserFilter {
     pub tenant: String,
+    /// Exactly this entity (its canonical KRN).
+    pub krn: Option<String>,
     pub username: Option<String>,
     pub email: Option<String>,
     pub path_prefix: Option<String>,
@@ -71,6 +73,8 @@ pub struct GroupRecord {
 #[derive(Debug, Clone, Default)]
 pub struct GroupFilter {
     pub tenant: String,
+    /// Exactly this entity (its canonical KRN).
+    pub krn: Option<String>,
     pub name: Option<String>,
     pub display_name: Option<String>,
     pub path_prefix: Option<String>,
@@ -108,6 +112,8 @@ pub struct ResourcePatch {
 #[derive(Debug, Clone, Default)]
 pub struct ResourceFilter {
     pub tenant: String,
+    /// Exactly this entity (its canonical KRN).
+    pub krn: Option<String>,
     pub service: Option<String>,
     pub resource_type: Option<String>,
     pub path_prefix: Option<String>,
@@ -268,6 +274,7 @@ pub trait PoolStore {
         tenant: &str,
         name_contains: Option<&str>,
         resource: Option<&str>,
+        krn: Option<&str>,
         page: Page,
     ) -> Result<(Vec<PoolRecord>, u64), StorageError>;
     fn update_pool(
@@ -586,6 +593,7 @@ impl UserStore for Database {
         page: Page,
     ) -> Result<(Vec<UserRecord>, u64), StorageError> {
         let mut w = Where::tenant(&f.tenant);
+        w.eq("krn", f.krn.as_ref());
         w.eq("username", f.username.as_ref());
         w.eq("email", f.email.as_ref());
         w.eq("first_name", f.first_name.as_ref());
@@ -777,6 +785,7 @@ impl GroupStore for Database {
         page: Page,
     ) -> Result<(Vec<GroupRecord>, u64), StorageError> {
         let mut w = Where::tenant(&f.tenant);
+        w.eq("krn", f.krn.as_ref());
         w.eq("name", f.name.as_ref());
         w.contains("display_name", f.display_name.as_ref());
         w.prefix("path", f.path_prefix.as_ref());
@@ -1127,6 +1136,7 @@ impl ResourceStore for Database {
         page: Page,
     ) -> Result<(Vec<ResourceRecord>, u64), StorageError> {
         let mut w = Where::tenant(&f.tenant);
+        w.eq("krn", f.krn.as_ref());
         w.eq("service", f.service.as_ref());
         w.eq("resource_type", f.resource_type.as_ref());
         w.prefix("path", f.path_prefix.as_ref());
@@ -1321,9 +1331,11 @@ impl PoolStore for Database {
         tenant: &str,
         name_contains: Option<&str>,
         resource_krn: Option<&str>,
+        krn: Option<&str>,
         page: Page,
     ) -> Result<(Vec<PoolRecord>, u64), StorageError> {
         let mut w = Where::tenant(tenant);
+        w.eq("krn", krn.map(str::to_string).as_ref());
         w.contains("name", name_contains.map(str::to_string).as_ref());
         if let Some(r) = resource_krn {
             w.params.push(Val::from(r));

@@ -46,6 +46,8 @@ pub enum PolicySort {
 #[derive(Debug, Clone, Default)]
 pub struct PolicyFilter {
     pub tenant: String,
+    /// Exactly this policy (its canonical KRN).
+    pub krn: Option<String>,
     /// Substring of the name (case-sensitive).
     pub name_contains: Option<String>,
     pub kind: Option<String>,
@@ -157,6 +159,10 @@ impl PolicyStore for Database {
     ) -> Result<(Vec<PolicyRecord>, u64), StorageError> {
         let mut cond = String::from("tenant = $1");
         let mut params = vec![Val::from(&f.tenant)];
+        if let Some(k) = &f.krn {
+            params.push(Val::from(k));
+            cond.push_str(&format!(" AND krn = ${}", params.len()));
+        }
         if let Some(n) = &f.name_contains {
             params.push(Val::from(like_contains(n)));
             cond.push_str(&format!(" AND name LIKE ${} ESCAPE '\\'", params.len()));
@@ -254,6 +260,24 @@ impl PolicyStore for Database {
             )?;
             if n == 0 {
                 return Err(StorageError::NotFound);
+            }
+            bump_revision(tx, tenant)?;
+            Ok(())
+        })
+    }
+
+    fn delete_policies(&self, tenant: &str, krns: &[String]) -> Result<(), StorageError> {
+        let (tenant, krns) = (tenant.to_string(), krns.to_vec());
+        self.tx_grouped(move |tx| {
+            let tenant = tenant.as_str();
+            for krn in &krns {
+                let n = tx.execute(
+                    "DELETE FROM policies WHERE tenant = $1 AND krn = $2",
+                    &[Val::from(tenant), Val::from(krn)],
+                )?;
+                if n == 0 {
+                    return Err(StorageError::NotFound);
+                }
             }
             bump_revision(tx, tenant)?;
             Ok(())
