@@ -99,9 +99,29 @@ schemas = {
         "client_secret": {"type": "string"}, "frontend_client_id": {"type": "string"}}},
     "PublicConfig": {"type": "object", "required": ["tenant_id", "realm_name"], "properties": {
         "tenant_id": {"type": "string"}, "realm_name": {"type": "string"}}},
-    "Limits": {"type": "object", "required": ["tenant_id", "subscription_type", "limits"], "properties": {
+    "Limits": {"type": "object", "required": ["tenant_id", "subscription_type", "state", "limits"],
+        "description": "The limits in force now: the subscribed package type's while the subscription is in force (`ACTIVE`); before its start or after its end the configured fallback package type's (`FALLBACK`), or every limit 0 (`SUSPENDED`) without one, the subscribed package's limit names kept at 0; `NONE` without a subscription.",
+        "properties": {
         "tenant_id": {"type": "string"}, "subscription_type": {"type": "string"},
-        "package_type_id": {"nullable": True}, "limits": {"type": "object"}}},
+        "state": {"type": "string", "enum": ["ACTIVE", "FALLBACK", "SUSPENDED", "NONE"]},
+        "package_type_id": {"type": "string", "nullable": True, "description": "the package type whose limits apply"},
+        "subscription": {"type": "object", "nullable": True, "properties": {
+            "id": {"type": "string"}, "package_type_id": {"type": "string"},
+            "subscription_type": nullable_str, "start_date": nullable_str, "end_date": nullable_str,
+            "phase": {"type": "string", "enum": ["NOT_STARTED", "ACTIVE", "EXPIRED"]}}},
+        "limits": {"type": "object"}}},
+    "LimitCheck": {"type": "object", "required": ["limit", "current", "requested"], "properties": {
+        "limit": {"type": "string", "description": "the name of one of the tenant's limits"},
+        "current": {"type": "integer", "minimum": 0, "description": "how many the tenant has now"},
+        "requested": {"type": "integer", "minimum": 1, "description": "how many more it asks for"}}},
+    "LimitAnswer": {"type": "object", "required": ["tenant_id", "limit", "maximum", "allowed", "remaining", "state"], "properties": {
+        "tenant_id": {"type": "string"}, "limit": {"type": "string"},
+        "maximum": {"type": "integer", "minimum": 0}, "current": {"type": "integer", "minimum": 0},
+        "requested": {"type": "integer", "minimum": 1},
+        "allowed": {"type": "boolean", "description": "current + requested <= maximum"},
+        "remaining": {"type": "integer", "minimum": 0, "description": "maximum - current, at least 0"},
+        "state": {"type": "string", "enum": ["ACTIVE", "FALLBACK", "SUSPENDED", "NONE"]},
+        "package_type_id": nullable_str}},
     "KeycloakServer": {"type": "object", "required": ["id", "url", "admin_realm", "is_default"], "properties": {
         "id": {"type": "integer"}, "url": {"type": "string"}, "admin_realm": {"type": "string"},
         "username": nullable_str, "client_id": nullable_str,
@@ -204,6 +224,10 @@ paths = {
     "/api/v1/tenants/{id}/limits": {"get": op("tenantLimits", "the limits of a tenant's package", "tenants",
         {"200": {"description": "the limits", "content": json_content(ref("Limits"))}, **errs("401", "403", "404", "503")},
         [id_param()])},
+    "/api/v1/tenants/{id}/limits/check": {"post": op("checkTenantLimit", "may the tenant have `requested` more of a limit's things (scope `kaa:tenant:read`)", "tenants",
+        {"200": {"description": "the answer, allowed or not", "content": json_content(ref("LimitAnswer"))},
+         **errs("400", "401", "403", "404", "413", "415", "503")},
+        [id_param()], ref("LimitCheck"))},
     "/api/v1/tenants/{id}/users": {
         "get": op("listTenantUsers", "the users of a tenant's realm", "tenant-users",
                   {"200": {"description": "a page", "content": json_content(page(ref("TenantUser")))},
@@ -253,6 +277,12 @@ for kind, path, fields in KINDS:
     # Optional fields may be sent and come back as null.
     props = {f: dict(TYPES[t], **({} if r == "true" else {"nullable": True})) for f, t, r in fields}
     required = [f for f, _, r in fields if r == "true"]
+    if kind == "tenant-subscription":
+        for f in ("start_date", "end_date"):
+            props[f]["description"] = ("`2026-12-07` (midnight UTC) or an RFC 3339 date-time; the subscription is in force "
+                                       "from `start_date` up to `end_date` (which must be later)")
+        props["subscription_type"]["description"] = ("the tenant's `subscription_type`, kept equal to it (a subscription "
+                                                     "without one takes the tenant's); a tenant has one subscription (409 for a second)")
     schemas[f"New{name}"] = {"type": "object", "required": required, "properties": props}
     schemas[name] = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, **props}}
     list_params = list(PAGING)

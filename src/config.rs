@@ -108,6 +108,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("KAA_TENANT_MANAGER_SECRET_KEY", "tenant-manager.secret-key"),
     (
+        "KAA_TENANT_MANAGER_FALLBACK_PACKAGE_TYPE",
+        "tenant-manager.subscriptions.fallback-package-type",
+    ),
+    (
         "KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS",
         "tenant-manager.previous-secret-keys",
     ),

@@ -28,9 +28,10 @@ pub use err::StorageError;
 pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
 pub use sealed::SecretKeys;
 pub use tenants::{
-    CatalogRecord, CatalogStore, EntryEffect, EntryWrite, EventFor, KeycloakServerRecord,
-    KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, TaskOutcome, TaskRecord,
-    TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore, TmStats,
+    CatalogRecord, CatalogStore, DuePhase, EntryEffect, EntryWrite, EventFor, KeycloakServerRecord,
+    KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, SubscriptionStore,
+    TaskOutcome, TaskRecord, TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore,
+    TmStats,
 };
 pub use value::{Row, Val};
 

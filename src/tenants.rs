@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod err;
 pub mod keycloak;
+pub mod limits;
 pub mod provision;
 pub mod service;
 pub mod users;
@@ -278,6 +279,7 @@ pub fn build_with_signal(
     spawn_gauges(&tm, ops);
     let signal = Signal::new();
     worker::spawn_workers(&tm, &signal);
+    worker::spawn_subscription_sweep(&tm, &signal);
     if !config.nats.urls.is_empty() {
         worker::spawn_publisher(
             &tm,

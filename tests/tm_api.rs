@@ -1007,3 +1007,372 @@ fn metrics_show_the_queue_the_outbox_and_tenants_by_status() {
     assert!(gauge("tm_tasks_oldest_due_age_seconds") >= 0);
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }
+
+/// `updated` events of `tenant` that arrive within `within`.
+fn events_of(
+    sub: &mut kaa::clients::nats::NatsSubscription,
+    tenant: &str,
+    within: Duration,
+) -> usize {
+    let until = Instant::now() + within;
+    let mut n = 0;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Some(m) = sub.next_timeout(left) else {
+            break;
+        };
+        if m.subject.ends_with(".updated")
+            && LifecycleEvent::decode(&m.payload).unwrap().tenant_id == tenant
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A tenant's subscription type is its subscription's; a subscription has dates, and a read
+/// after its end shows the fallback limits at once (here the sweep of the first process never
+/// runs after its start); the next start applies the end with exactly one `updated` event, also
+/// with two replicas sweeping the same database; `limits/check` answers from the limits in force.
+fn subscriptions_story(env: &[(&str, &str)], replicas: usize) {
+    let nats = std::env::var("IAM_TEST_NATS_URL").ok();
+    let dir = support::TempDir::new();
+    let instance = support::unique("tmsub").replace('_', "-");
+    let lazy = dir.0.join("lazy.yml");
+    std::fs::write(
+        &lazy,
+        "tenant-manager:\n  subscriptions:\n    sweep-ms: 3600000\n",
+    )
+    .unwrap();
+    let lazy = lazy.to_str().unwrap().to_string();
+    let mut base: Vec<(&str, &str)> = env.to_vec();
+    base.push(("SERVICE_INSTANCE_NAME", &instance));
+    if let Some(url) = &nats {
+        base.push(("KAA_NATS_URLS", url));
+    }
+    let listener = nats.as_ref().map(|url| {
+        NatsClient::connect(std::slice::from_ref(url), "", "", Duration::from_secs(3)).unwrap()
+    });
+    let mut sub = listener.as_ref().map(|l| {
+        l.subscribe(&format!("kaa.v1.events.{instance}.tenant.lifecycle.>"))
+            .unwrap()
+    });
+    let mut first_env = base.clone();
+    first_env.push(("APP_CONFIG_PATH", &lazy));
+    let svc = proc::start(TM, &dir.0, &first_env).unwrap();
+    let a = svc.addr;
+    for id in ["lim", "other"] {
+        expect(
+            &call_json(a, "POST", "/api/v1/tenants", Some(&json!({"id": id}))),
+            202,
+        );
+        wait_status(a, id, "AVAILABLE");
+    }
+    for (name, limits) in [
+        (
+            "gold",
+            json!({"max_endpoints": 10, "max_applications": 2, "retention": "30d"}),
+        ),
+        ("free", json!({"max_endpoints": 1})),
+    ] {
+        expect(
+            &call_json(
+                a,
+                "POST",
+                "/api/v1/package-types",
+                Some(&json!({"name": name, "limits": limits})),
+            ),
+            201,
+        );
+    }
+
+    // Bad dates and types: 400 naming the field, nothing stored.
+    for (body, field) in [
+        (json!({"end_date": "soon"}), "end_date"),
+        (json!({"start_date": "2026-02-30"}), "start_date"),
+        (
+            json!({"start_date": "2030-01-02", "end_date": "2030-01-01"}),
+            "end_date",
+        ),
+        (json!({"subscription_type": ""}), "subscription_type"),
+    ] {
+        let mut b = json!({"tenant_id": "lim", "package_type_id": "gold"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        let e = expect(
+            &call_json(a, "POST", "/api/v1/tenant-subscriptions", Some(&b)),
+            400,
+        );
+        assert_eq!(e["details"]["field"], field, "{b}: {e}");
+    }
+    expect(
+        &call_json(a, "GET", "/api/v1/tenant-subscriptions/lim%2Fgold", None),
+        404,
+    );
+    let limits = expect(
+        &call_json(a, "GET", "/api/v1/tenants/lim/limits", None),
+        200,
+    );
+    assert_eq!(limits["state"], "NONE", "{limits}");
+
+    // One subscription type: the subscription's becomes the tenant's, and the tenant's the
+    // subscription's; a second subscription is refused.
+    let end_ms = kaa::clock::now_ms() + 4000;
+    let end = kaa::clock::rfc3339_ms(end_ms);
+    let s = expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/tenant-subscriptions",
+            Some(&json!({"tenant_id": "lim", "package_type_id": "gold",
+                "subscription_type": "TRIAL", "start_date": "2026-01-01", "end_date": end})),
+        ),
+        201,
+    );
+    assert_eq!(s["subscription_type"], "TRIAL");
+    let t = expect(&call_json(a, "GET", "/api/v1/tenants/lim", None), 200);
+    assert_eq!(t["subscription_type"], "TRIAL", "{t}");
+    let listed = expect(
+        &call_json(a, "GET", "/api/v1/tenants?subscription_type=TRIAL", None),
+        200,
+    );
+    assert_eq!(listed["count"], 1, "{listed}");
+    let t = expect(
+        &call_json(
+            a,
+            "PATCH",
+            "/api/v1/tenants/lim",
+            Some(&json!({"subscription_type": "PAID"})),
+        ),
+        200,
+    );
+    assert_eq!(t["subscription_type"], "PAID");
+    let s = expect(
+        &call_json(a, "GET", "/api/v1/tenant-subscriptions/lim%2Fgold", None),
+        200,
+    );
+    assert_eq!(s["subscription_type"], "PAID", "{s}");
+    let e = expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/tenant-subscriptions",
+            Some(&json!({"tenant_id": "lim", "package_type_id": "free"})),
+        ),
+        409,
+    );
+    assert!(e["error"].as_str().unwrap().contains("lim/gold"), "{e}");
+    // A subscription without a type takes its tenant's.
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/tenant-subscriptions",
+            Some(&json!({"tenant_id": "other", "package_type_id": "free"})),
+        ),
+        201,
+    );
+    let s = expect(
+        &call_json(a, "GET", "/api/v1/tenant-subscriptions/other%2Ffree", None),
+        200,
+    );
+    assert_eq!(s["subscription_type"], "PERMANENT", "{s}");
+
+    // The limit check, from the limits in force.
+    let check = |body: Value| call_json(a, "POST", "/api/v1/tenants/lim/limits/check", Some(&body));
+    let r = expect(
+        &check(json!({"limit": "max_endpoints", "current": 8, "requested": 2})),
+        200,
+    );
+    assert_eq!(
+        (
+            r["allowed"].clone(),
+            r["maximum"].clone(),
+            r["remaining"].clone(),
+            r["state"].clone()
+        ),
+        (json!(true), json!(10), json!(2), json!("ACTIVE")),
+        "{r}"
+    );
+    let r = expect(
+        &check(json!({"limit": "max_endpoints", "current": 8, "requested": 3})),
+        200,
+    );
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["remaining"], 2, "{r}");
+    let r = expect(
+        &check(json!({"limit": "max_applications", "current": 5, "requested": 1})),
+        200,
+    );
+    assert_eq!(
+        (r["allowed"].clone(), r["remaining"].clone()),
+        (json!(false), json!(0)),
+        "{r}"
+    );
+    for (body, field) in [
+        (
+            json!({"limit": "max_devices", "current": 0, "requested": 1}),
+            Some("limit"),
+        ),
+        (json!({"current": 0, "requested": 1}), Some("limit")),
+        (
+            json!({"limit": "max_endpoints", "current": -1, "requested": 1}),
+            Some("current"),
+        ),
+        (
+            json!({"limit": "max_endpoints", "current": 1.5, "requested": 1}),
+            Some("current"),
+        ),
+        (
+            json!({"limit": "max_endpoints", "current": 0, "requested": 0}),
+            Some("requested"),
+        ),
+        (
+            json!({"limit": "max_endpoints", "current": 0, "requested": "2"}),
+            Some("requested"),
+        ),
+        (
+            json!({"limit": "max_endpoints", "current": 0}),
+            Some("requested"),
+        ),
+        (
+            json!({"limit": "max_endpoints", "current": 0, "requested": 1, "x": 1}),
+            Some("x"),
+        ),
+        (
+            json!({"limit": "retention", "current": 0, "requested": 1}),
+            None,
+        ),
+    ] {
+        let e = expect(&check(body.clone()), 400);
+        assert!(e["error"].as_str().unwrap().contains('`'), "{body}: {e}");
+        if let Some(f) = field {
+            assert_eq!(e["details"]["field"], f, "{body}: {e}");
+        }
+    }
+    let r = call_json(
+        a,
+        "POST",
+        "/api/v1/tenants/nobody/limits/check",
+        Some(&json!({"limit": "max_endpoints", "current": 0, "requested": 1})),
+    );
+    expect(&r, 404);
+
+    // The end passes: the very next read shows the tenant suspended (no fallback configured),
+    // though this process's sweep does not run again.
+    let wait = end_ms - kaa::clock::now_ms();
+    if wait > 0 {
+        std::thread::sleep(Duration::from_millis(u64::try_from(wait).unwrap() + 50));
+    }
+    let limits = expect(
+        &call_json(a, "GET", "/api/v1/tenants/lim/limits", None),
+        200,
+    );
+    assert_eq!(limits["state"], "SUSPENDED", "{limits}");
+    assert_eq!(limits["subscription"]["phase"], "EXPIRED", "{limits}");
+    assert_eq!(limits["limits"]["max_endpoints"], 0, "{limits}");
+    let r = expect(
+        &check(json!({"limit": "max_endpoints", "current": 0, "requested": 1})),
+        200,
+    );
+    assert_eq!(
+        (r["allowed"].clone(), r["state"].clone()),
+        (json!(false), json!("SUSPENDED")),
+        "{r}"
+    );
+    if let Some(sub) = sub.as_mut() {
+        // The writes' events are through; the end has sent none yet.
+        events_of(sub, "lim", Duration::from_secs(2));
+    }
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+
+    // Started again (with `replicas` processes on one database) with a fallback package type:
+    // the end is applied once, with one `updated` event, and the fallback's limits apply.
+    let mut next_env = base.clone();
+    next_env.push(("KAA_TENANT_MANAGER_FALLBACK_PACKAGE_TYPE", "free"));
+    let svcs: Vec<_> = (0..replicas)
+        .map(|_| proc::start(TM, &dir.0, &next_env).unwrap())
+        .collect();
+    let a = svcs[0].addr;
+    if let Some(sub) = sub.as_mut() {
+        assert_eq!(
+            events_of(sub, "lim", Duration::from_secs(4)),
+            1,
+            "one event for the end"
+        );
+        assert_eq!(events_of(sub, "other", Duration::from_millis(10)), 0);
+    }
+    for s in &svcs {
+        let limits = expect(
+            &call_json(s.addr, "GET", "/api/v1/tenants/lim/limits", None),
+            200,
+        );
+        assert_eq!(limits["state"], "FALLBACK", "{limits}");
+        assert_eq!(limits["package_type_id"], "free", "{limits}");
+        assert_eq!(
+            limits["limits"],
+            json!({"max_endpoints": 1, "max_applications": 0, "retention": 0}),
+            "{limits}"
+        );
+    }
+    let r = expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/tenants/lim/limits/check",
+            Some(&json!({"limit": "max_endpoints", "current": 0, "requested": 1})),
+        ),
+        200,
+    );
+    assert_eq!(
+        (r["allowed"].clone(), r["maximum"].clone()),
+        (json!(true), json!(1)),
+        "{r}"
+    );
+    // Renewed: in force again at once.
+    let renewed = expect(
+        &call_json(
+            a,
+            "PUT",
+            "/api/v1/tenant-subscriptions/lim%2Fgold",
+            Some(&json!({"tenant_id": "lim", "package_type_id": "gold", "end_date": "2999-01-01"})),
+        ),
+        200,
+    );
+    assert_eq!(renewed["subscription_type"], "PAID", "{renewed}");
+    let limits = expect(
+        &call_json(a, "GET", "/api/v1/tenants/lim/limits", None),
+        200,
+    );
+    assert_eq!(
+        (
+            limits["state"].clone(),
+            limits["limits"]["max_endpoints"].clone()
+        ),
+        (json!("ACTIVE"), json!(10))
+    );
+    if let Some(sub) = sub.as_mut() {
+        assert_eq!(
+            events_of(sub, "lim", Duration::from_secs(2)),
+            1,
+            "one event for the renewal"
+        );
+    }
+    for s in svcs {
+        assert!(s.terminate(Duration::from_secs(10)).success());
+    }
+}
+
+#[test]
+fn subscriptions_expire_and_limits_are_checked_on_sqlite() {
+    subscriptions_story(&[("SERVER_PORT", "0")], 1);
+}
+
+#[test]
+fn subscriptions_expire_and_limits_are_checked_on_postgres() {
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("subscriptions_expire_and_limits_are_checked_on_postgres");
+    };
+    let env = pg_env(&pg);
+    subscriptions_story(&refs(&env), 2);
+}

@@ -180,6 +180,42 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    // The limit check: `kaa:tenant:read`, decided before anything is read.
+    let nobody = kc.mint(
+        "kaa",
+        &Mint {
+            aud: None,
+            ..Mint::user("joe").roles(&["nobody"])
+        },
+    );
+    let ask = json!({"limit": "max_endpoints", "current": 0, "requested": 1});
+    let check = |token: Option<&str>| {
+        call_json_as(
+            a,
+            "POST",
+            "/api/v1/tenants/acme2/limits/check",
+            token,
+            Some(&ask),
+        )
+    };
+    assert_eq!(check(None).status, 401);
+    let r = check(Some(&nobody));
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("kaa:tenant:read")
+    );
+    let r = check(Some(&viewer));
+    assert_eq!(r.status, 400, "no subscription, no limit: {:?}", r.json());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_endpoints")
+    );
+
     // The login page's config needs no token and holds no secret; operations are open.
     let r = call_json_as(a, "GET", "/api/v1/tenants/acme2/public-config", None, None);
     assert_eq!(r.status, 200);

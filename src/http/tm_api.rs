@@ -318,35 +318,13 @@ fn public_config(c: &TenantCtx, _: &Request, p: &Params) -> R {
 
 fn limits(c: &TenantCtx, req: &Request, p: &Params) -> R {
     guard(c, req, "kaa:tenant:read")?;
-    let id = p.req("id");
-    let t = c.tm.get_tenant(id)?;
-    let kind = crate::tenants::catalog::kind_by_path("tenant-subscriptions");
-    let subs = match kind {
-        Some(k) => c.tm.catalog_list(k, Some(id))?,
-        None => Vec::new(),
-    };
-    let mut limits = serde_json::Map::new();
-    let mut package = Value::Null;
-    if let Some(sub) = subs.first() {
-        package = sub.get("package_type_id").cloned().unwrap_or(Value::Null);
-        if let (Some(pt), Some(k)) = (
-            package.as_str(),
-            crate::tenants::catalog::kind_by_path("package-types"),
-        ) && let Ok(v) = c.tm.catalog_get(k, pt)
-            && let Some(Value::Object(m)) = v.get("limits")
-        {
-            limits = m.clone();
-        }
-    }
-    Ok(Response::json(
-        200,
-        &json!({
-            "tenant_id": t.id,
-            "subscription_type": t.subscription_type,
-            "package_type_id": package,
-            "limits": limits,
-        }),
-    ))
+    Ok(Response::json(200, &c.tm.limits_view(p.req("id"))?))
+}
+
+fn check_limit(c: &TenantCtx, req: &Request, p: &Params) -> R {
+    guard(c, req, "kaa:tenant:read")?;
+    let body = json_body(req)?;
+    Ok(Response::json(200, &c.tm.check_limit(p.req("id"), &body)?))
 }
 
 // ---------------------------------------------------------------- Keycloak servers
@@ -590,6 +568,7 @@ pub fn router() -> Router<TenantCtx> {
     );
     r.route("GET", "/api/v1/tenants/{id}/public-config", public_config);
     r.route("GET", "/api/v1/tenants/{id}/limits", limits);
+    r.route("POST", "/api/v1/tenants/{id}/limits/check", check_limit);
     r.route("GET", "/api/v1/tenants/{id}/idps", list_tenant_idps);
     r.route("POST", "/api/v1/tenants/{id}/idps", create_tenant_idp);
     r.route("GET", "/api/v1/tenants/{id}/idps/{alias}", get_tenant_idp);

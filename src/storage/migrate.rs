@@ -32,12 +32,14 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 2, "0002_directory"),
     migration!("sqlite", 3, "0003_tenants"),
     migration!("sqlite", 4, "0004_tenant_events"),
+    migration!("sqlite", 5, "0005_subscription_phases"),
 ];
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001_policies"),
     migration!("postgres", 2, "0002_directory"),
     migration!("postgres", 3, "0003_tenants"),
     migration!("postgres", 4, "0004_tenant_events"),
+    migration!("postgres", 5, "0005_subscription_phases"),
 ];
 
 /// FNV-1a over the SQL text: a stable checksum without a dependency.

@@ -91,6 +91,29 @@ pub enum EntryEffect<'a> {
     Notify(&'a str),
     /// The `updated` event of every tenant subscribed to the package type.
     NotifySubscribers(&'a str),
+    /// A tenant's subscription `id` was written: a second one of the tenant is refused
+    /// (`Conflict` naming the first), the subscription's `subscription_type` and the tenant's are
+    /// made one (a subscription without a type takes the tenant's, else the tenant takes the
+    /// subscription's), the subscription's phase as of the write and when it changes next are
+    /// kept for the expiry sweep, and the tenant's `updated` event is written.
+    Subscribe {
+        tenant: &'a str,
+        id: &'a str,
+        phase: &'a str,
+        next_ms: Option<i64>,
+    },
+    /// A tenant's subscription was removed: its phase goes, the tenant's `updated` event is
+    /// written.
+    Unsubscribe(&'a str),
+}
+
+/// A subscribed tenant whose subscription's phase is due to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePhase {
+    pub tenant_id: String,
+    /// The phase as last applied.
+    pub phase: String,
+    pub next_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +244,24 @@ pub trait OutboxStore {
     fn outbox_backlog(&self) -> Result<i64, StorageError>;
 }
 
+/// The phases of tenants' subscriptions (not started, active, expired), moved on by a sweep
+/// that any number of replicas may run at once.
+pub trait SubscriptionStore {
+    /// Subscribed tenants whose phase changes at or before `now_ms`, the longest due first.
+    fn due_phases(&self, now_ms: i64, limit: i64) -> Result<Vec<DuePhase>, StorageError>;
+    /// Move a tenant's phase on, once: only when it is still due at `due.next_ms` as listed
+    /// (another replica, or a write to the subscription, may have moved it meanwhile). The
+    /// event is written when the phase differs from the one applied before. Whether it moved.
+    fn advance_phase(
+        &self,
+        due: &DuePhase,
+        phase: &str,
+        next_ms: Option<i64>,
+        event: Option<&OutboxEvent>,
+        now_ms: i64,
+    ) -> Result<bool, StorageError>;
+}
+
 pub trait KeycloakServerStore {
     fn insert_server(&self, s: &KeycloakServerRecord)
     -> Result<KeycloakServerRecord, StorageError>;
@@ -254,6 +295,73 @@ pub trait CatalogStore {
         effect: EntryEffect,
         events: EventFor,
     ) -> Result<Option<CatalogRecord>, StorageError>;
+}
+
+impl SubscriptionStore for Database {
+    fn due_phases(&self, now_ms: i64, limit: i64) -> Result<Vec<DuePhase>, StorageError> {
+        self.tx(|tx| {
+            tx.query(
+                "SELECT tenant_id, phase, next_ms FROM subscription_phases \
+                 WHERE next_ms IS NOT NULL AND next_ms <= $1 ORDER BY next_ms, tenant_id LIMIT $2",
+                &[Val::I64(now_ms), Val::I64(limit)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(DuePhase {
+                    tenant_id: r.string(0)?,
+                    phase: r.string(1)?,
+                    next_ms: r.i64(2)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn advance_phase(
+        &self,
+        due: &DuePhase,
+        phase: &str,
+        next_ms: Option<i64>,
+        event: Option<&OutboxEvent>,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        self.tx(|tx| {
+            let lock = match tx.dialect() {
+                Dialect::Postgres => " FOR UPDATE",
+                Dialect::Sqlite => "",
+            };
+            let rows = tx.query(
+                &format!(
+                    "SELECT phase, next_ms FROM subscription_phases WHERE tenant_id = $1{lock}"
+                ),
+                &[Val::from(&due.tenant_id)],
+            )?;
+            let Some(r) = rows.first() else {
+                return Ok(false);
+            };
+            let (applied, next) = (r.string(0)?, r.opt_i64(1)?);
+            if next != Some(due.next_ms) {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE subscription_phases SET phase = $1, next_ms = $2, updated_ms = $3 \
+                 WHERE tenant_id = $4",
+                &[
+                    Val::from(phase),
+                    next_ms.map_or(Val::Null, Val::I64),
+                    Val::I64(now_ms),
+                    Val::from(&due.tenant_id),
+                ],
+            )?;
+            if applied != phase
+                && let Some(e) = event
+                && get_tenant_tx(tx, &due.tenant_id).is_ok()
+            {
+                emit(tx, e, now_ms)?;
+            }
+            Ok(true)
+        })
+    }
 }
 
 // ---------------------------------------------------------------- secrets at rest
@@ -652,7 +760,11 @@ impl TenantStore for Database {
                 None => Ok(cur),
                 Some((t, task, event)) => {
                     let t = seal_tenant(&k, &t)?;
-                    write_tenant_tx(tx, &cur, &t, task.as_ref(), event.as_ref())
+                    let out = write_tenant_tx(tx, &cur, &t, task.as_ref(), event.as_ref())?;
+                    if out.subscription_type != cur.subscription_type {
+                        subscription_type_tx(tx, id, &out.subscription_type, out.updated_ms)?;
+                    }
+                    Ok(out)
                 }
             }
         })?;
@@ -795,6 +907,10 @@ impl TaskStore for Database {
                 TaskOutcome::Removed => {
                     tx.execute(
                         "DELETE FROM tasks WHERE tenant_id = $1",
+                        &[Val::from(&t.tenant_id)],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM subscription_phases WHERE tenant_id = $1",
                         &[Val::from(&t.tenant_id)],
                     )?;
                     tx.execute(
@@ -1185,6 +1301,120 @@ fn notify_tx(
     }
 }
 
+/// The subscriptions of a tenant (one; an older database may hold several).
+fn subscriptions_tx(tx: &mut dyn Tx, tenant: &str) -> Result<Vec<CatalogRecord>, StorageError> {
+    tx.query(
+        "SELECT kind, id, body, created_ms, updated_ms FROM catalog \
+         WHERE kind = 'tenant-subscription' AND id LIKE $1 ORDER BY id",
+        &[Val::from(format!("{}/%", tenant.replace(['%', '_'], "")))],
+    )?
+    .iter()
+    .map(entry)
+    .collect()
+}
+
+fn body_of(e: &CatalogRecord) -> Result<serde_json::Map<String, serde_json::Value>, StorageError> {
+    match serde_json::from_str(&e.body) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(StorageError::Internal(format!(
+            "{} `{}`: the stored body is not a JSON object",
+            e.kind, e.id
+        ))),
+    }
+}
+
+/// The tenant's new `subscription_type` on its subscriptions too (same transaction).
+fn subscription_type_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    subscription_type: &str,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    for e in subscriptions_tx(tx, tenant)? {
+        let mut m = body_of(&e)?;
+        m.insert(
+            "subscription_type".into(),
+            serde_json::Value::from(subscription_type),
+        );
+        update_entry_tx(
+            tx,
+            &CatalogRecord {
+                body: serde_json::Value::Object(m).to_string(),
+                updated_ms: now_ms,
+                ..e
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Lock a tenant's row for the rest of the transaction (PostgreSQL; SQLite's write
+/// transactions are serial).
+fn lock_tenant_tx(tx: &mut dyn Tx, tenant: &str) -> Result<(), StorageError> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.query(
+            "SELECT id FROM tenants WHERE id = $1 FOR UPDATE",
+            &[Val::from(tenant)],
+        )?;
+    }
+    Ok(())
+}
+
+fn subscribe_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    id: &str,
+    phase: &str,
+    next_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    let t = match get_tenant_tx(tx, tenant) {
+        Ok(t) => t,
+        Err(StorageError::NotFound) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let e = get_entry_tx(tx, "tenant-subscription", id)?;
+    let mut m = body_of(&e)?;
+    match m
+        .get("subscription_type")
+        .and_then(serde_json::Value::as_str)
+    {
+        None => {
+            m.insert(
+                "subscription_type".into(),
+                serde_json::Value::from(t.subscription_type.clone()),
+            );
+            update_entry_tx(
+                tx,
+                &CatalogRecord {
+                    body: serde_json::Value::Object(m).to_string(),
+                    ..e
+                },
+            )?;
+        }
+        Some(s) if s != t.subscription_type => {
+            tx.execute(
+                "UPDATE tenants SET subscription_type = $1, updated_ms = $2, \
+                 version = version + 1 WHERE id = $3",
+                &[Val::from(s), Val::I64(now_ms), Val::from(tenant)],
+            )?;
+        }
+        Some(_) => {}
+    }
+    tx.execute(
+        "INSERT INTO subscription_phases (tenant_id, phase, next_ms, updated_ms) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE SET \
+         phase = excluded.phase, next_ms = excluded.next_ms, updated_ms = excluded.updated_ms",
+        &[
+            Val::from(tenant),
+            Val::from(phase),
+            next_ms.map_or(Val::Null, Val::I64),
+            Val::I64(now_ms),
+        ],
+    )?;
+    Ok(())
+}
+
 fn effect_tx(
     tx: &mut dyn Tx,
     effect: EntryEffect,
@@ -1193,6 +1423,22 @@ fn effect_tx(
 ) -> Result<(), StorageError> {
     match effect {
         EntryEffect::None => Ok(()),
+        EntryEffect::Subscribe {
+            tenant,
+            id,
+            phase,
+            next_ms,
+        } => {
+            subscribe_tx(tx, tenant, id, phase, next_ms, now_ms)?;
+            notify_tx(tx, tenant, events, now_ms)
+        }
+        EntryEffect::Unsubscribe(tenant) => {
+            tx.execute(
+                "DELETE FROM subscription_phases WHERE tenant_id = $1",
+                &[Val::from(tenant)],
+            )?;
+            notify_tx(tx, tenant, events, now_ms)
+        }
         EntryEffect::Notify(tenant) => notify_tx(tx, tenant, events, now_ms),
         EntryEffect::NotifySubscribers(package) => {
             let subs = tx.query(
@@ -1272,6 +1518,22 @@ impl CatalogStore for Database {
         events: EventFor,
     ) -> Result<Option<CatalogRecord>, StorageError> {
         self.tx(|tx| {
+            // A subscription's tenant is locked first: a concurrent change of the tenant's
+            // `subscription_type` (which rewrites its subscriptions) waits or is waited for.
+            if let EntryEffect::Subscribe { tenant, .. } | EntryEffect::Unsubscribe(tenant) = effect
+            {
+                lock_tenant_tx(tx, tenant)?;
+            }
+            if let (EntryWrite::Insert(e), EntryEffect::Subscribe { tenant, .. }) = (w, effect)
+                && let Some(other) = subscriptions_tx(tx, tenant)?
+                    .into_iter()
+                    .find(|o| o.id != e.id)
+            {
+                return Err(StorageError::Conflict(format!(
+                    "tenant `{tenant}` already has subscription `{}`: change it or delete it first",
+                    other.id
+                )));
+            }
             let (out, now) = match w {
                 EntryWrite::Insert(e) => (Some(insert_entry_tx(tx, e)?), e.updated_ms),
                 EntryWrite::Update(e) => (Some(update_entry_tx(tx, e)?), e.updated_ms),
@@ -1281,7 +1543,11 @@ impl CatalogStore for Database {
                 }
             };
             effect_tx(tx, effect, events, now)?;
-            Ok(out)
+            // The entry as the transaction leaves it (a subscription may have taken its type).
+            match out {
+                Some(e) => Ok(Some(get_entry_tx(tx, &e.kind, &e.id)?)),
+                None => Ok(None),
+            }
         })
     }
 

@@ -84,6 +84,13 @@ impl Row {
         }
     }
 
+    pub fn opt_i64(&self, i: usize) -> Result<Option<i64>, StorageError> {
+        match self.at(i)? {
+            Val::Null => Ok(None),
+            _ => self.i64(i).map(Some),
+        }
+    }
+
     pub fn bool(&self, i: usize) -> Result<bool, StorageError> {
         match self.at(i)? {
             Val::Bool(b) => Ok(*b),

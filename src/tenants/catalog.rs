@@ -9,7 +9,8 @@ use super::err::{TmError, storage};
 use super::service::{TEMPLATE_VERSIONS, Tm, valid_tenant_id};
 use crate::clock::now_ms;
 use crate::storage::{
-    CatalogRecord, CatalogStore, EntryEffect, EntryWrite, NewTask, TenantFilter, TenantStore,
+    CatalogRecord, CatalogStore, EntryEffect, EntryWrite, NewTask, StorageError, TenantFilter,
+    TenantStore,
 };
 
 /// How the id of an entry is formed.
@@ -292,6 +293,9 @@ impl Kind {
                 format!("{t}/{v}")
             }
         };
+        if self.kind == "tenant-subscription" {
+            super::limits::check_subscription(m)?;
+        }
         Ok((id, m.clone()))
     }
 }
@@ -363,7 +367,24 @@ impl Tm {
                 tenant,
                 task: &task,
             },
-            ("tenant-subscription", Some(tenant), _) => EntryEffect::Notify(tenant),
+            ("tenant-subscription", Some(tenant), EntryWrite::Delete { .. }) => {
+                EntryEffect::Unsubscribe(tenant)
+            }
+            (
+                "tenant-subscription",
+                Some(tenant),
+                EntryWrite::Insert(e) | EntryWrite::Update(e),
+            ) => {
+                let body = serde_json::from_str(&e.body).unwrap_or_default();
+                let s = super::limits::Subscription::from_body(id, &body);
+                let now = now_ms();
+                EntryEffect::Subscribe {
+                    tenant,
+                    id,
+                    phase: s.phase(now),
+                    next_ms: s.next_change(now),
+                }
+            }
             ("package-type", _, EntryWrite::Update(_) | EntryWrite::Delete { .. }) => {
                 EntryEffect::NotifySubscribers(id)
             }
@@ -373,7 +394,11 @@ impl Tm {
         let written = self
             .db
             .write_entry(w, effect, &events)
-            .map_err(|e| storage(e, kind.kind, id))?;
+            .map_err(|e| match e {
+                // A tenant's second subscription: the message names the first.
+                StorageError::Conflict(m) if m.starts_with("tenant `") => TmError::Conflict(m),
+                other => storage(other, kind.kind, id),
+            })?;
         match (written, w) {
             (Some(e), _) => Ok(e),
             (None, EntryWrite::Delete { kind, id }) => Ok(CatalogRecord {

@@ -56,6 +56,11 @@ pub struct TmSettings {
     /// Client credentials of the system tenant's backend client.
     pub system_client_id: String,
     pub system_client_secret: String,
+    /// The package type whose limits a tenant has while its subscription is not in force
+    /// (`tenant-manager.subscriptions.fallback-package-type`); none: the tenant is `SUSPENDED`.
+    pub fallback_package_type: Option<String>,
+    /// How often each replica looks for subscriptions that started or ended.
+    pub subscription_sweep_ms: i64,
 }
 
 fn num(v: &Value, key: &str, default: i64, min: i64, max: i64) -> Result<i64, String> {
@@ -84,6 +89,7 @@ impl TmSettings {
         let tasks = s.get("tasks").cloned().unwrap_or(Value::Null);
         let err = |k: &str, e: String| format!("config: `tenant-manager.{k}`: {e}");
         let kc = s.get("keycloak").cloned().unwrap_or(Value::Null);
+        let subs = s.get("subscriptions").cloned().unwrap_or(Value::Null);
         let keycloak = match text(&kc, "url") {
             None => None,
             Some(url) => {
@@ -131,6 +137,9 @@ impl TmSettings {
             events: !c.nats.urls.is_empty(),
             system_client_id: c.security.client_id.clone(),
             system_client_secret: c.security.client_secret.expose().to_string(),
+            fallback_package_type: text(&subs, "fallback-package-type"),
+            subscription_sweep_ms: num(&subs, "sweep-ms", 1000, 50, 3_600_000)
+                .map_err(|e| err("subscriptions.sweep-ms", e))?,
         })
     }
 }

@@ -168,6 +168,31 @@ fn hand_back(tm: &Tm, signal: &Signal, task: &TaskRecord, error: &str) {
     }
 }
 
+/// Apply subscriptions' starts and ends every `subscription_sweep_ms` on this replica. The
+/// phases are in the database, so a start or end that came while no replica ran is applied at
+/// the next start, and replicas sweeping together move each phase once (one `updated` event).
+pub fn spawn_subscription_sweep(tm: &Arc<Tm>, signal: &Arc<Signal>) {
+    let (tm, signal) = (Arc::clone(tm), Arc::clone(signal));
+    let every =
+        Duration::from_millis(u64::try_from(tm.settings.subscription_sweep_ms).unwrap_or(1000));
+    let _ = std::thread::Builder::new()
+        .name("subscriptions".into())
+        .spawn(move || {
+            while !signal.stopped() {
+                match tm.sweep_subscriptions(now_ms()) {
+                    // More may be due at once: go on without waiting.
+                    Ok(n) if n > 0 => {
+                        signal.notify();
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::warn!("subscriptions: {e}"),
+                }
+                signal.wait(every);
+            }
+        });
+}
+
 /// Publish the outbox to NATS, oldest first.
 pub fn spawn_publisher(
     tm: &Arc<Tm>,
