@@ -12,9 +12,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kaa::clients::keycloak::{AdminCredentials, KeycloakAdmin};
 use serde_json::{Value, json};
-use support::RealKeycloak;
 use support::proc::{Resp, call_json_as, call_json_with};
 use support::service::{start_iam, start_tm};
 
@@ -31,35 +29,6 @@ fn expect(r: &Resp, status: u16) -> Value {
     }
 }
 
-fn admin(kc: &RealKeycloak) -> KeycloakAdmin {
-    KeycloakAdmin::new(
-        &kc.url,
-        "master",
-        AdminCredentials::Password {
-            username: kc.admin_username.clone(),
-            password: kc.admin_password.clone(),
-        },
-        Duration::from_secs(30),
-    )
-}
-
-fn token(kc: &RealKeycloak, realm: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent();
-    let mut resp = agent
-        .post(format!(
-            "{}/realms/{realm}/protocol/openid-connect/token",
-            kc.url
-        ))
-        .send_form(form.iter().copied())
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_json().unwrap_or(Value::Null))
-}
-
 fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(
@@ -74,7 +43,7 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
     let Some(kc) = support::real_keycloak("IAM against the real Keycloak") else {
         return;
     };
-    let admin = admin(&kc);
+    let admin = kc.admin();
     let run = support::unique("iam").replace('_', "-").to_lowercase();
 
     // The system realm of this run, with IAM's own confidential client.
@@ -151,8 +120,7 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
     // The tenant administrator's login through the web UI's client: `aud: account`, `azp` the
     // frontend client, exactly as a browser gets it.
     let login = || {
-        let (status, body) = token(
-            &kc,
+        let (status, body) = kc.token(
             &realm,
             &[
                 ("grant_type", "password"),
@@ -204,8 +172,7 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
     assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
 
     // The tenant's backend client (client credentials) is a caller of that tenant too.
-    let (status, body) = token(
-        &kc,
+    let (status, body) = kc.token(
         &realm,
         &[
             ("grant_type", "client_credentials"),
@@ -226,8 +193,7 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
     );
 
     // A token of a realm no tenant has is refused.
-    let (status, body) = token(
-        &kc,
+    let (status, body) = kc.token(
         &system,
         &[
             ("grant_type", "client_credentials"),
@@ -247,8 +213,7 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
                     "serviceAccountsEnabled": true}),
         )
         .unwrap();
-    let (status, body) = token(
-        &kc,
+    let (status, body) = kc.token(
         &stranger_realm,
         &[
             ("grant_type", "client_credentials"),
@@ -328,8 +293,7 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
     assert_eq!(kc_alice["email"], "alice@example.com");
     assert_eq!(kc_alice["enabled"], true);
     let alice_login = || {
-        token(
-            &kc,
+        kc.token(
             &realm,
             &[
                 ("grant_type", "password"),

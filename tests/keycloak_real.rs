@@ -10,24 +10,12 @@ use std::time::Duration;
 use kaa::clients::keycloak::{AdminCredentials, KeycloakAdmin, KeycloakError};
 use serde_json::json;
 
-fn admin(kc: &support::RealKeycloak) -> KeycloakAdmin {
-    KeycloakAdmin::new(
-        &kc.url,
-        "master",
-        AdminCredentials::Password {
-            username: kc.admin_username.clone(),
-            password: kc.admin_password.clone(),
-        },
-        Duration::from_secs(30),
-    )
-}
-
 #[test]
 fn admin_client_creates_reads_and_removes_a_realm() {
     let Some(kc) = support::real_keycloak("real Keycloak smoke test") else {
         return;
     };
-    let admin = admin(&kc);
+    let admin = kc.admin();
     let token = admin.token().expect("an admin token from the master realm");
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kaa::clients::keycloak::{AdminCredentials, KeycloakAdmin, KeycloakError};
+use kaa::clients::keycloak::{KeycloakAdmin, KeycloakError};
 use kaa::tenants::bootstrap::{ROLES, SCOPES};
 use kaa::tenants::keycloak::{permission_name, policy_name};
 use serde_json::{Value, json};
@@ -57,18 +57,6 @@ fn wait_status(a: SocketAddr, id: &str, status: &str) -> Value {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn admin(kc: &RealKeycloak) -> KeycloakAdmin {
-    KeycloakAdmin::new(
-        &kc.url,
-        "master",
-        AdminCredentials::Password {
-            username: kc.admin_username.clone(),
-            password: kc.admin_password.clone(),
-        },
-        Duration::from_secs(30),
-    )
 }
 
 fn tm_yaml(kc: &RealKeycloak) -> String {
@@ -134,25 +122,6 @@ fn shape(admin: &KeycloakAdmin, realm: &str, backend: &str) -> RealmShape {
     }
 }
 
-/// The form POST of a token request to the real server.
-fn token(kc: &RealKeycloak, realm: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent();
-    let mut resp = agent
-        .post(format!(
-            "{}/realms/{realm}/protocol/openid-connect/token",
-            kc.url
-        ))
-        .send_form(form.iter().copied())
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-    (status, body)
-}
-
 #[test]
 fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
     let Some(kc) = support::real_keycloak("Tenant Manager against the real Keycloak") else {
@@ -161,7 +130,7 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
     let dir = support::TempDir::new();
     let tm = start_tm(&support::sqlite_settings(&dir), &tm_yaml(&kc));
     let a = tm.addr;
-    let admin = admin(&kc);
+    let admin = kc.admin();
     let id = tenant_id("real");
 
     let t = expect(
@@ -374,8 +343,7 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
     assert_eq!(ts["type"], "tenant");
 
     // The realm issues tokens to its backend client, signed with a key its JWKS publishes.
-    let (status, body) = token(
-        &kc,
+    let (status, body) = kc.token(
         &realm,
         &[
             ("grant_type", "client_credentials"),
@@ -420,8 +388,7 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
         201,
     );
     let login = |password: &str| {
-        token(
-            &kc,
+        kc.token(
             &realm,
             &[
                 ("grant_type", "password"),

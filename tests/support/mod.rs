@@ -164,3 +164,41 @@ pub fn real_keycloak(what: &str) -> Option<RealKeycloak> {
         admin_password: var("IAM_TEST_KEYCLOAK_ADMIN_PASSWORD", "admin"),
     })
 }
+
+impl RealKeycloak {
+    /// The project's admin client, as the master realm's administrator.
+    pub fn admin(&self) -> kaa::clients::keycloak::KeycloakAdmin {
+        kaa::clients::keycloak::KeycloakAdmin::new(
+            &self.url,
+            "master",
+            kaa::clients::keycloak::AdminCredentials::Password {
+                username: self.admin_username.clone(),
+                password: self.admin_password.clone(),
+            },
+            Duration::from_secs(30),
+        )
+    }
+
+    /// A form POST to `realm`'s token endpoint: the status and the JSON answer.
+    pub fn token(&self, realm: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        let mut resp = agent
+            .post(format!(
+                "{}/realms/{realm}/protocol/openid-connect/token",
+                self.url
+            ))
+            .send_form(form.iter().copied())
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.body_mut()
+                .read_json()
+                .unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
