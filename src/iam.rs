@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod events;
 pub mod generate;
 pub mod model;
+pub mod notices;
 pub mod realm_users;
 pub mod resources;
 pub mod service;
@@ -112,14 +113,30 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
                 "Incremental updates of the decision index",
                 deltas,
             );
+            m.set_total(
+                "iam_revision_notices_total",
+                "Revision notices received from other replicas",
+                iam.state.notice_count(),
+            );
         }
     }));
+    // With a Tenant Manager: reconcile at start and after every NATS (re)connection.
+    let reconcile = events::spawn_reconciler(&iam);
     if !config.nats.urls.is_empty() {
         events::spawn_listener(
             &iam,
             config.nats.urls.clone(),
             config.nats.username.clone(),
             config.nats.password.expose().to_string(),
+            reconcile,
+        );
+        notices::spawn(
+            &iam,
+            config.nats.urls.clone(),
+            config.nats.username.clone(),
+            config.nats.password.expose().to_string(),
+            &config.service.instance_name,
+            &config.service.replica_id,
         );
     }
     let ctx = IamCtx {
@@ -190,7 +207,8 @@ fn authenticator(config: &Config) -> Result<Auth, String> {
     Ok((Some(auth.with_tenants(Arc::clone(&tm))), Some(tm)))
 }
 
-/// Poll the per-tenant revisions so writes of other replicas show up within a second.
+/// Poll the per-tenant revisions so writes of other replicas show up within a second, also when
+/// their notices (`notices`) do not arrive.
 fn spawn_refresher(iam: &Arc<Iam>, every: Duration) {
     let weak = Arc::downgrade(iam);
     let _ = std::thread::Builder::new()

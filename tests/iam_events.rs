@@ -126,3 +126,189 @@ fn unregistered_tenants_are_removed() {
     .unwrap();
     assert_eq!(ask(&keep), 200);
 }
+
+const TM: &str = env!("CARGO_BIN_EXE_tenant-manager");
+
+/// An `unregistered` event published while IAM is down reaches nobody (plain NATS); at its next
+/// start IAM asks the Tenant Manager about every tenant it holds data for and removes the data of
+/// the tenants it does not know. The tenants it knows, and the system tenant, keep theirs.
+#[test]
+fn a_tenant_unregistered_while_iam_is_down_is_removed_at_start() {
+    use support::keycloak::{Keycloak, Mint};
+    use support::proc::{self, call_json_as};
+    let Ok(url) = std::env::var("IAM_TEST_NATS_URL") else {
+        return support::skip_because(
+            "a_tenant_unregistered_while_iam_is_down_is_removed_at_start",
+            "set IAM_TEST_NATS_URL to run it",
+        );
+    };
+    let kc = Keycloak::start();
+    kc.add_client("kaa", "kaa-iam", "iam-secret");
+    let tm_dir = support::TempDir::new();
+    let cfg = tm_dir.0.join("tm.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tenant-manager:\n  keycloak:\n    public-url: http://{}\n",
+            kc.addr
+        ),
+    )
+    .unwrap();
+    let tm = proc::start(
+        TM,
+        &tm_dir.0,
+        &[
+            ("SERVER_PORT", "0"),
+            ("APP_CONFIG_PATH", cfg.to_str().unwrap()),
+            ("KAA_NATS_URLS", url.as_str()),
+        ],
+    )
+    .unwrap();
+    let stamp = support::unique("r").replace('_', "-");
+    let gone = format!("gone-{stamp}");
+    let keep = format!("keep-{stamp}");
+    for t in [&gone, &keep] {
+        let r = call_json_as(
+            tm.addr,
+            "POST",
+            "/api/v1/tenants",
+            None,
+            Some(&json!({ "id": t })),
+        );
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let started = Instant::now();
+        while call_json_as(tm.addr, "GET", &format!("/api/v1/tenants/{t}"), None, None).json()["status"]
+            != "AVAILABLE"
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{t} not available"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    let yaml = format!(
+        "security:\n  enabled: true\n  client-id: kaa-iam\n  client-secret: iam-secret\n  issuer:\n    public-url: {}\n  multitenancy:\n    enabled: true\n    tenant-manager-url: http://{}\nnats:\n  urls: {url}\n",
+        kc.issuer("kaa"),
+        tm.addr
+    );
+    let iam_dir = support::TempDir::new();
+    let storage = support::sqlite_settings(&iam_dir);
+    let root = kc.mint(
+        "kaa",
+        &Mint::user("root").roles(&["tenant-admin", "platform-admin"]),
+    );
+    let count = |a: std::net::SocketAddr, what: &str, t: &str| {
+        let r = call_json_as(
+            a,
+            "GET",
+            &format!("/api/v1/{what}?tenantID={t}"),
+            Some(&root),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["count"].as_u64().unwrap()
+    };
+    let decide = |a: std::net::SocketAddr, t: &str| decide_as(a, &root, t);
+    {
+        let iam = support::service::start_iam(&storage, &yaml);
+        for t in [&gone, &keep] {
+            let r = call_json_as(
+                iam.addr,
+                "POST",
+                "/api/v1/policies",
+                Some(&root),
+                Some(&json!({"name": "p", "tenantID": t, "statements": [
+                {"effect": "allow", "actions": ["iam:user:read"],
+                 "resources": [format!("krn:iam:{t}::user/*")],
+                 "principals": [format!("krn:iam:{t}::user/u")]}]})),
+            );
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            let r = call_json_as(
+                iam.addr,
+                "POST",
+                "/api/v1/groups",
+                Some(&root),
+                Some(&json!({"name": "g", "tenantID": t})),
+            );
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            assert_eq!(count(iam.addr, "groups", t), 1);
+            assert_eq!(decide(iam.addr, t), 200);
+        }
+        // IAM stops; its listener lets go of NATS.
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The tenant is unregistered while IAM is down: its event goes out to nobody of IAM's.
+    let nats =
+        NatsClient::connect(std::slice::from_ref(&url), "", "", Duration::from_secs(3)).unwrap();
+    let mut events = nats
+        .subscribe(&subject("*", LifecycleKind::Unregistered))
+        .unwrap();
+    let r = call_json_as(
+        tm.addr,
+        "DELETE",
+        &format!("/api/v1/tenants/{gone}"),
+        None,
+        None,
+    );
+    assert!(r.status / 100 == 2, "{}", String::from_utf8_lossy(&r.body));
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no `unregistered` event for {gone}"
+        );
+        let Some(m) = events.next_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if LifecycleEvent::decode(&m.payload).is_ok_and(|e| e.tenant_id == gone) {
+            break;
+        }
+    }
+    let r = call_json_as(
+        tm.addr,
+        "GET",
+        &format!("/api/v1/tenants/{gone}"),
+        None,
+        None,
+    );
+    assert_eq!(r.status, 404);
+
+    // IAM starts again: the tenant's data is gone, the others' stays.
+    let iam = support::service::start_iam(&storage, &yaml);
+    let started = Instant::now();
+    while count(iam.addr, "groups", &gone) != 0 || count(iam.addr, "policies", &gone) != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the data of `{gone}` was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(iam.addr, "groups", &keep), 1, "other tenants stay");
+    assert_eq!(count(iam.addr, "policies", &keep), 1);
+    assert_eq!(decide(iam.addr, &keep), 200);
+    assert_eq!(decide(iam.addr, &gone), 403);
+    let r = call_json_as(
+        iam.addr,
+        "GET",
+        "/api/v1/policies?type=base",
+        Some(&root),
+        None,
+    );
+    assert_eq!(r.json()["count"], 2, "the system tenant stays");
+}
+
+/// Is user `u` of `t` allowed to read another user of `t` (asked by `root`)?
+fn decide_as(a: std::net::SocketAddr, root: &str, t: &str) -> u16 {
+    support::proc::call_json_as(
+        a,
+        "POST",
+        "/api/v1/evaluate",
+        Some(root),
+        Some(&json!({"principal": format!("krn:iam:{t}::user/u"),
+            "action": "iam:user:read", "resources": [format!("krn:iam:{t}::user/v")]})),
+    )
+    .status
+}

@@ -171,6 +171,15 @@ impl NatsClient {
         })
     }
 
+    /// How many times this client has connected so far (1 after the first connection; each
+    /// reconnect adds one). Subscriptions are renewed on every reconnect.
+    pub fn connects(&self) -> u64 {
+        self.client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }

@@ -337,6 +337,14 @@ impl TenantManagerClient {
         Ok(issuer)
     }
 
+    /// Does the Tenant Manager know tenant `tenant` (in any state)? `false` only on its 404;
+    /// every other answer, and no answer, is an error.
+    pub fn knows_tenant(&self, tenant: &str) -> Result<bool, TenantManagerError> {
+        let enc = super::keycloak::encode(tenant);
+        let found: Option<serde_json::Value> = self.get(&format!("/api/v1/tenants/{enc}"))?;
+        Ok(found.is_some())
+    }
+
     /// How to reach the realm of tenant `tenant` (by id) to manage its users; None when the
     /// tenant is unknown, has no Keycloak (the embedded provisioner) or is not available.
     pub fn realm_access(&self, tenant: &str) -> Result<Option<RealmAccess>, TenantManagerError> {

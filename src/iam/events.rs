@@ -3,6 +3,7 @@
 //! least once, so both are idempotent. The listener connects in the background and keeps trying:
 //! a NATS outage never stops IAM from serving.
 
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -13,6 +14,15 @@ use crate::clients::nats::NatsClient;
 use crate::clients::tle::{self, LifecycleEvent, LifecycleKind};
 use crate::clock::now_ms;
 use crate::storage::SnapshotStore;
+
+/// What one reconciliation with the Tenant Manager did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Tenants IAM holds data for that the Tenant Manager knows (kept).
+    pub kept: usize,
+    /// Tenants removed because the Tenant Manager does not know them.
+    pub removed: Vec<String>,
+}
 
 impl Iam {
     /// Apply one lifecycle event. Returns what was done, for the log.
@@ -29,8 +39,7 @@ impl Iam {
                 Ok("the system tenant is never removed, ignored")
             }
             LifecycleKind::Unregistered => {
-                self.db.purge_tenant(&e.tenant_id)?;
-                self.state.drop_tenant(&e.tenant_id);
+                self.remove_tenant(&e.tenant_id)?;
                 Ok("tenant data removed")
             }
             LifecycleKind::Updated => {
@@ -49,8 +58,140 @@ impl Iam {
     }
 }
 
+impl Iam {
+    /// Remove every user, group, policy, resource and pool of `tenant` and what is cached about
+    /// it (the tenant was unregistered).
+    fn remove_tenant(&self, tenant: &str) -> Result<(), IamError> {
+        self.db.purge_tenant(tenant)?;
+        self.state.drop_tenant(tenant);
+        if let Some(r) = self.realm_users.get() {
+            r.forget(tenant);
+        }
+        if let Some(tm) = self.tenant_contexts.get() {
+            tm.forget_tenant(tenant);
+        }
+        Ok(())
+    }
+
+    /// Remove the data of every tenant the Tenant Manager does not know (an `unregistered` event
+    /// this process missed). The system tenant is always kept. Nothing is removed unless the
+    /// Tenant Manager answered for every tenant, and for the system tenant as known (a wrong URL
+    /// answering 404 to everything must not empty IAM). Without a Tenant Manager: nothing to do.
+    pub fn reconcile_tenants(&self) -> Result<Reconciled, String> {
+        let Some(tm) = self.tenant_contexts.get() else {
+            return Ok(Reconciled::default());
+        };
+        let held = self
+            .db
+            .tenants_with_data()
+            .map_err(|e| format!("tenants with data: {e}"))?;
+        match tm.knows_tenant(SYSTEM_TENANT) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "the tenant manager does not know the system tenant `{SYSTEM_TENANT}`: \
+                     nothing removed"
+                ));
+            }
+            Err(e) => return Err(format!("{e}; nothing removed")),
+        }
+        let mut kept = 0;
+        let mut unknown = Vec::new();
+        for t in held.into_iter().filter(|t| t != SYSTEM_TENANT) {
+            match tm.knows_tenant(&t) {
+                Ok(true) => kept += 1,
+                Ok(false) => unknown.push(t),
+                Err(e) => return Err(format!("tenant `{t}`: {e}; nothing removed")),
+            }
+        }
+        let mut removed = Vec::new();
+        for t in unknown {
+            self.remove_tenant(&t)
+                .map_err(|e| format!("tenant `{t}`: {e}"))?;
+            log::info!(
+                "events: tenant `{t}` is unknown to the tenant manager: its data was removed"
+            );
+            removed.push(t);
+        }
+        Ok(Reconciled { kept, removed })
+    }
+}
+
+/// Asks for a reconciliation (a full queue already holds one: asking again changes nothing).
+#[derive(Clone)]
+pub struct ReconcileTrigger(SyncSender<()>);
+
+impl ReconcileTrigger {
+    pub fn request(&self) {
+        match self.0.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
+        }
+    }
+}
+
+/// Run [`Iam::reconcile_tenants`] once at start and whenever asked, retrying with backoff while
+/// the Tenant Manager or storage cannot answer. Nothing to start without a Tenant Manager.
+pub fn spawn_reconciler(iam: &Arc<Iam>) -> Option<ReconcileTrigger> {
+    iam.tenant_contexts.get()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let trigger = ReconcileTrigger(tx);
+    trigger.request();
+    let weak = Arc::downgrade(iam);
+    std::thread::Builder::new()
+        .name("tenant-reconcile".into())
+        .spawn(move || reconcile_loop(&weak, &rx))
+        .ok()?;
+    Some(trigger)
+}
+
+fn reconcile_loop(weak: &Weak<Iam>, rx: &Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let Some(iam) = weak.upgrade() else { return };
+            let outcome = iam.reconcile_tenants();
+            drop(iam);
+            match outcome {
+                Ok(r) => {
+                    log::info!(
+                        "events: reconciled with the tenant manager: {} tenants kept, {} removed",
+                        r.kept,
+                        r.removed.len()
+                    );
+                    break;
+                }
+                Err(e) => {
+                    log::warn!("events: reconciliation: {e}; retrying in {backoff:?}");
+                    // A newer request coalesces with this retry.
+                    let _ = rx.recv_timeout(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
 /// Subscribe to every originator's tenant lifecycle events and apply them until `iam` is dropped.
-pub fn spawn_listener(iam: &Arc<Iam>, urls: Vec<String>, username: String, password: String) {
+/// After the subscription is in place, and after every reconnect (async-nats renews it), ask
+/// `reconcile` for a reconciliation: events sent while this process was not subscribed are lost.
+pub fn spawn_listener(
+    iam: &Arc<Iam>,
+    urls: Vec<String>,
+    username: String,
+    password: String,
+    reconcile: Option<ReconcileTrigger>,
+) {
     let weak: Weak<Iam> = Arc::downgrade(iam);
     let _ = std::thread::Builder::new()
         .name("tle-listener".into())
@@ -84,9 +225,21 @@ pub fn spawn_listener(iam: &Arc<Iam>, urls: Vec<String>, username: String, passw
                 };
                 // From here async-nats reconnects and resubscribes by itself.
                 log::info!("events: listening on `{}`", tle::SUBSCRIPTION);
+                let mut connects = client.connects();
+                if let Some(r) = &reconcile {
+                    r.request();
+                }
                 loop {
                     let Some(iam) = weak.upgrade() else { return };
                     drop(iam);
+                    let now = client.connects();
+                    if now != connects && client.is_connected() {
+                        connects = now;
+                        log::info!("events: reconnected to NATS; reconciling");
+                        if let Some(r) = &reconcile {
+                            r.request();
+                        }
+                    }
                     let Some(msg) = sub.next_timeout(Duration::from_millis(500)) else {
                         continue;
                     };

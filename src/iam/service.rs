@@ -35,6 +35,8 @@ pub struct Iam {
         std::sync::OnceLock<Arc<crate::clients::tenant_manager::TenantManagerClient>>,
     /// Keycloak-backed users (security on); unset: users are local.
     pub realm_users: std::sync::OnceLock<Arc<super::realm_users::RealmUsers>>,
+    /// Where committed revisions go to be announced to the other replicas (NATS configured).
+    pub notices: std::sync::OnceLock<super::notices::Outbox>,
 }
 
 /// The built-in base policies: a realm's `tenant-admin` role may do anything in IAM in its
@@ -424,6 +426,7 @@ impl Iam {
             base_raw,
             tenant_contexts: std::sync::OnceLock::new(),
             realm_users: std::sync::OnceLock::new(),
+            notices: std::sync::OnceLock::new(),
         })
     }
 
@@ -442,6 +445,12 @@ impl Iam {
         if let Err(e) = self.state.committed(&self.db, tenant, revision, delta) {
             log::warn!(
                 "index: update of tenant `{tenant}` after a write failed: {e}; the refresher retries"
+            );
+        }
+        if let Some(n) = self.notices.get() {
+            n.announce(
+                tenant,
+                revision.unwrap_or_else(|| self.state.revision(tenant)),
             );
         }
     }

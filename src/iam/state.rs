@@ -218,6 +218,8 @@ pub struct DecisionState {
     /// Whole-tenant reloads and incremental updates so far (metrics, tests).
     reloads: std::sync::atomic::AtomicU64,
     deltas: std::sync::atomic::AtomicU64,
+    /// Revision notices received from other replicas.
+    notices: std::sync::atomic::AtomicU64,
 }
 
 /// What one committed write changed, for an incremental update of the index.
@@ -403,7 +405,30 @@ impl DecisionState {
             reloading: Mutex::new(()),
             reloads: std::sync::atomic::AtomicU64::new(0),
             deltas: std::sync::atomic::AtomicU64::new(0),
+            notices: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Count a revision notice received from another replica.
+    pub fn noticed(&self) {
+        self.notices
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Revision notices received from other replicas since start.
+    pub fn notice_count(&self) -> u64 {
+        self.notices.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Another replica committed `revision` in `tenant`: read the tenant again unless this
+    /// process is already there.
+    pub fn refresh_tenant(
+        &self,
+        db: &Database,
+        tenant: &str,
+        revision: i64,
+    ) -> Result<(), StorageError> {
+        self.reload_at_least(db, tenant, revision)
     }
 
     /// (whole-tenant reloads, incremental updates) since start.

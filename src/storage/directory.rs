@@ -337,6 +337,8 @@ pub trait SnapshotStore {
     ) -> Result<(), StorageError>;
     /// Remove every row of a tenant (tenant unregistered).
     fn purge_tenant(&self, tenant: &str) -> Result<(), StorageError>;
+    /// Every tenant that has at least one user, group, policy, resource or pool, sorted.
+    fn tenants_with_data(&self) -> Result<Vec<String>, StorageError>;
 }
 
 // ---------------------------------------------------------------- helpers
@@ -1614,6 +1616,21 @@ impl SnapshotStore for Database {
             }
             bump_revision(tx, tenant)?;
             Ok(())
+        })
+    }
+
+    fn tenants_with_data(&self) -> Result<Vec<String>, StorageError> {
+        self.tx(|tx| {
+            // Memberships and attachments name tenants these tables already have.
+            tx.query(
+                "SELECT tenant FROM users UNION SELECT tenant FROM user_groups \
+                 UNION SELECT tenant FROM policies UNION SELECT tenant FROM resources \
+                 UNION SELECT tenant FROM pools ORDER BY 1",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.string(0))
+            .collect()
         })
     }
 }
