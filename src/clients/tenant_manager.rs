@@ -86,23 +86,6 @@ const UNKNOWN_MAX: usize = 1_000;
 /// while tokens of random realms arrive faster than this).
 const LOOKUPS_PER_SECOND: u32 = 20;
 
-/// Inserts into a map bounded at `max` entries: when full, the entry with the oldest time goes.
-fn insert_bounded<V>(
-    m: &mut HashMap<String, V>,
-    max: usize,
-    key: &str,
-    value: V,
-    at: impl Fn(&V) -> Instant,
-) {
-    if !m.contains_key(key)
-        && m.len() >= max
-        && let Some(oldest) = m.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| k.clone())
-    {
-        m.remove(&oldest);
-    }
-    m.insert(key.to_string(), value);
-}
-
 /// A budget of `per_second` events in each one-second window.
 struct RateBudget {
     per_second: u32,
@@ -324,14 +307,14 @@ impl TenantManagerClient {
                     issuer: issuer.clone(),
                     at: now,
                 };
-                insert_bounded(&mut m, KNOWN_MAX, realm, cached, |c| c.at);
+                super::insert_bounded(&mut m, KNOWN_MAX, realm, cached, |c| c.at);
             }
         } else {
             if let Ok(mut m) = self.cache.write() {
                 m.remove(realm);
             }
             if let Ok(mut m) = self.unknown.write() {
-                insert_bounded(&mut m, UNKNOWN_MAX, realm, now, |at| *at);
+                super::insert_bounded(&mut m, UNKNOWN_MAX, realm, now, |at| *at);
             }
         }
         Ok(issuer)
@@ -382,7 +365,7 @@ impl TenantManagerClient {
                 })
             });
         if let Ok(mut m) = self.access.write() {
-            insert_bounded(
+            super::insert_bounded(
                 &mut m,
                 KNOWN_MAX,
                 tenant,
@@ -421,7 +404,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m: HashMap<String, Instant> = HashMap::new();
         for i in 0..3u64 {
-            insert_bounded(
+            crate::clients::insert_bounded(
                 &mut m,
                 3,
                 &format!("r{i}"),
@@ -429,12 +412,12 @@ mod tests {
                 |a| *a,
             );
         }
-        insert_bounded(&mut m, 3, "r9", t0 + Duration::from_secs(9), |a| *a);
+        crate::clients::insert_bounded(&mut m, 3, "r9", t0 + Duration::from_secs(9), |a| *a);
         let mut keys: Vec<&String> = m.keys().collect();
         keys.sort();
         assert_eq!(keys, ["r1", "r2", "r9"]);
         // Replacing a key that is there drops nothing.
-        insert_bounded(&mut m, 3, "r1", t0 + Duration::from_secs(10), |a| *a);
+        crate::clients::insert_bounded(&mut m, 3, "r1", t0 + Duration::from_secs(10), |a| *a);
         assert_eq!(m.len(), 3);
         assert!(m.contains_key("r2"));
     }

@@ -46,6 +46,8 @@ pub enum Match<'r, C> {
         pattern: &'static str,
         handler: &'r HandlerFn<C>,
         params: Params,
+        /// The route was marked [`Router::inline`].
+        inline: bool,
     },
     MethodNotAllowed {
         allow: Vec<&'static str>,
@@ -125,10 +127,7 @@ impl<C> Router<C> {
 
     /// Whether the route that `method` and `path` reach was marked [`Router::inline`].
     pub fn is_inline(&self, method: &str, path: &str) -> bool {
-        match self.find_route(method, path) {
-            Some((route, _)) => route.inline,
-            None => false,
-        }
+        matches!(self.find(method, path), Match::Found { inline: true, .. })
     }
 
     /// Every (method, pattern) pair, in registration order.
@@ -149,27 +148,6 @@ impl<C> Router<C> {
             }
         }
         Some(Params(params))
-    }
-
-    /// The route `method` and `path` reach, with its parameters.
-    fn find_route(&self, method: &str, path: &str) -> Option<(&Route<C>, Params)> {
-        let parts = request_segments(path)?;
-        let method = if method == "HEAD" { "GET" } else { method };
-        let lits_of = |r: &Route<C>| r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
-        let mut best: Option<(usize, &Route<C>, Params)> = None;
-        for r in &self.routes {
-            if let Some(params) = Router::match_path(r, &parts) {
-                let lits = lits_of(r);
-                if best.as_ref().is_none_or(|(b, _, _)| lits > *b) {
-                    best = Some((lits, r, params));
-                }
-            }
-        }
-        let (lits, _, _) = best?;
-        self.routes
-            .iter()
-            .filter(|r| r.method == method && lits_of(r) == lits)
-            .find_map(|r| Router::match_path(r, &parts).map(|p| (r, p)))
     }
 
     pub fn find(&self, method: &str, path: &str) -> Match<'_, C> {
@@ -201,6 +179,7 @@ impl<C> Router<C> {
                             pattern: r.pattern,
                             handler: &r.handler,
                             params,
+                            inline: r.inline,
                         };
                     }
                     if !allow.contains(&r.method) {
@@ -223,6 +202,7 @@ impl<C> Router<C> {
                 pattern,
                 handler,
                 params,
+                ..
             } => {
                 let resp = handler(ctx, req, &params).unwrap_or_else(ApiError::into_response);
                 (resp, pattern)

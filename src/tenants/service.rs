@@ -1062,15 +1062,13 @@ fn announced_issuer_cached(realm_url: &str) -> Option<String> {
         }
     };
     if let Ok(mut c) = cache.lock() {
-        if c.len() >= ISSUER_CACHE_MAX
-            && let Some(oldest) = c
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone())
-        {
-            c.remove(&oldest);
-        }
-        c.insert(realm_url.to_string(), (found.clone(), now));
+        crate::clients::insert_bounded(
+            &mut c,
+            ISSUER_CACHE_MAX,
+            realm_url,
+            (found.clone(), now),
+            |(_, at)| *at,
+        );
     }
     found
 }
