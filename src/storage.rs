@@ -127,6 +127,7 @@ pub trait PolicyStore {
         page: Page,
     ) -> Result<(Vec<PolicyRecord>, u64), StorageError>;
     /// Replace description and statements; `expected_version` guards against lost updates.
+    #[allow(clippy::too_many_arguments)] // the inputs of one write, each used once
     fn replace_policy(
         &self,
         tenant: &str,
@@ -134,6 +135,8 @@ pub trait PolicyStore {
         expected_version: Option<i64>,
         description: Option<&str>,
         statements: &str,
+        // The pools the policy is attached to afterwards (`None`: unchanged).
+        pools: Option<&[String]>,
         now_ms: i64,
     ) -> Result<PolicyRecord, StorageError>;
     fn delete_policy(&self, tenant: &str, krn: &str) -> Result<(), StorageError>;

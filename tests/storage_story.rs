@@ -20,6 +20,7 @@ fn policy(tenant: &str, name: &str, now: i64) -> NewPolicy {
         origin: "api".into(),
         now_ms: now,
         resource_krn: None,
+        pools: Vec::new(),
     }
 }
 
@@ -106,20 +107,20 @@ fn story(db: &Database) {
     // Replace with version checks: a stale writer cannot silently win.
     let rev = db.revision("t1").unwrap();
     let v2 = db
-        .replace_policy("t1", &created.krn, Some(1), None, "[]", 3000)
+        .replace_policy("t1", &created.krn, Some(1), None, "[]", None, 3000)
         .unwrap();
     assert_eq!(v2.version, 2);
     assert_eq!(v2.description, None);
     assert_eq!(v2.updated_ms, 3000);
     assert_eq!(v2.created_ms, 1000);
     assert!(matches!(
-        db.replace_policy("t1", &created.krn, Some(1), None, "[1]", 3001),
+        db.replace_policy("t1", &created.krn, Some(1), None, "[1]", None, 3001),
         Err(StorageError::Stale)
     ));
     assert_eq!(db.get_policy("t1", &created.krn).unwrap().statements, "[]");
     assert_eq!(db.revision("t1").unwrap(), rev + 1);
     assert!(matches!(
-        db.replace_policy("t1", "krn:iam:t1::policy/none", None, None, "[]", 1),
+        db.replace_policy("t1", "krn:iam:t1::policy/none", None, None, "[]", None, 1),
         Err(StorageError::NotFound)
     ));
 
@@ -284,6 +285,7 @@ mod directory {
             version: 1,
             created_ms: 10,
             updated_ms: 10,
+            pools: Vec::new(),
         }
     }
 
@@ -311,6 +313,7 @@ mod directory {
             version: 1,
             created_ms: 10,
             updated_ms: 10,
+            pools: Vec::new(),
         }
     }
 
@@ -325,6 +328,7 @@ mod directory {
             origin: "api".into(),
             now_ms: 1,
             resource_krn: None,
+            pools: Vec::new(),
         }
     }
 
@@ -343,6 +347,7 @@ mod directory {
             version: 1,
             created_ms: 1,
             updated_ms: 1,
+            pools: Vec::new(),
         }
     }
 

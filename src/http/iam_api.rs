@@ -15,6 +15,7 @@ use crate::iam::model::*;
 use crate::iam::service::{listed, path_id};
 use crate::iam::{Caller, IamCtx, IamError};
 use crate::policy::{Krn, Outcome};
+use crate::storage::PolicyRecord;
 
 type R = Result<Response, ApiError>;
 
@@ -96,10 +97,25 @@ fn id(p: &Params) -> &str {
 
 // ---------------------------------------------------------------- policies
 
+/// Policy views with the pools each is attached to.
+fn policy_views(c: &IamCtx, items: &[PolicyRecord]) -> Result<Vec<PolicyView>, ApiError> {
+    let mut pools = c.iam.pools_of_policies(items)?;
+    Ok(items
+        .iter()
+        .map(|p| PolicyView::from(p).with_pools(&pools.remove(&p.krn).unwrap_or_default()))
+        .collect())
+}
+
+/// One policy's view with its pools.
+fn policy_view(c: &IamCtx, rec: &PolicyRecord) -> Result<PolicyView, ApiError> {
+    let pools = c.iam.policy_pools(&rec.tenant, &rec.krn)?;
+    Ok(PolicyView::from(rec).with_pools(&pools))
+}
+
 fn create_policy(c: &IamCtx, req: &Request, _: &Params) -> R {
     let who = caller(c, req)?;
     let rec = c.iam.create_policy(&who, body(req)?)?;
-    let v = PolicyView::from(&rec);
+    let v = policy_view(c, &rec)?;
     let id = v.id.clone();
     Ok(created(v, &urlencode(&id), "policies", rec.version))
 }
@@ -107,13 +123,13 @@ fn create_policy(c: &IamCtx, req: &Request, _: &Params) -> R {
 fn list_policies(c: &IamCtx, req: &Request, _: &Params) -> R {
     let who = caller(c, req)?;
     let (items, count, page) = c.iam.list_policies(&who, &query(req))?;
-    let views: Vec<PolicyView> = items.iter().map(PolicyView::from).collect();
+    let views = policy_views(c, &items)?;
     Ok(Response::json(200, &listed(views, count, page)))
 }
 
 fn get_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
     let rec = c.iam.get_policy(&caller(c, req)?, id(p))?;
-    Ok(data(200, PolicyView::from(&rec), Some(rec.version)))
+    Ok(data(200, policy_view(c, &rec)?, Some(rec.version)))
 }
 
 fn replace_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
@@ -121,7 +137,7 @@ fn replace_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
     let rec = c
         .iam
         .replace_policy(&who, id(p), body(req)?, if_match(req)?)?;
-    Ok(data(200, PolicyView::from(&rec), Some(rec.version)))
+    Ok(data(200, policy_view(c, &rec)?, Some(rec.version)))
 }
 
 fn delete_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
@@ -158,7 +174,7 @@ fn policies_of(c: &IamCtx, req: &Request, p: &Params, kind: &str) -> R {
     let who = caller(c, req)?;
     let target = path_id(id(p), kind, &who)?;
     let (items, count, page) = c.iam.policies_of(&who, &target, &query(req))?;
-    let views: Vec<PolicyView> = items.iter().map(PolicyView::from).collect();
+    let views = policy_views(c, &items)?;
     Ok(Response::json(200, &listed(views, count, page)))
 }
 

@@ -844,6 +844,7 @@ pub fn generate(db: &Database, opts: &Options) -> Result<Report, String> {
                 version: 1,
                 created_ms: now,
                 updated_ms: now,
+                pools: Vec::new(),
             })
             .collect();
         let c = db.bulk_users(t, &rows, per_tx).map_err(store)?;
@@ -887,6 +888,7 @@ pub fn generate(db: &Database, opts: &Options) -> Result<Report, String> {
                     version: 1,
                     created_ms: now,
                     updated_ms: now,
+                    pools: Vec::new(),
                 }
             })
             .collect();
@@ -948,6 +950,7 @@ pub fn generate(db: &Database, opts: &Options) -> Result<Report, String> {
                     origin: "api".into(),
                     now_ms: now,
                     resource_krn: None,
+                    pools: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -32,11 +32,22 @@ pub struct PolicyView {
     pub description: Option<String>,
     pub statements: Value,
     pub origin: String,
+    /// The pools the policy is attached to (ids): its statements apply to their members.
+    #[serde(rename = "poolIDs")]
+    pub pool_ids: Vec<String>,
     pub version: i64,
     #[serde(rename = "resourceID", skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
     pub created: String,
     pub updated: String,
+}
+
+impl PolicyView {
+    /// The view with the pools the policy is attached to (KRNs).
+    pub fn with_pools(mut self, pools: &[String]) -> PolicyView {
+        self.pool_ids = pools.iter().map(|p| id_of(p)).collect();
+        self
+    }
 }
 
 impl From<&PolicyRecord> for PolicyView {
@@ -50,6 +61,7 @@ impl From<&PolicyRecord> for PolicyView {
             description: p.description.clone(),
             statements: json_or(&p.statements, Value::Array(Vec::new())),
             origin: p.origin.clone(),
+            pool_ids: Vec::new(),
             version: p.version,
             resource_id: p.resource_krn.as_deref().map(id_of),
             created: rfc3339_ms(p.created_ms),
@@ -78,6 +90,9 @@ pub struct UserView {
     pub auth_id: Option<String>,
     pub metadata: Value,
     pub required_actions: Value,
+    /// The pools the entity is a member of (ids).
+    #[serde(rename = "poolIDs")]
+    pub pool_ids: Vec<String>,
     pub version: i64,
     pub created: String,
     pub updated: String,
@@ -98,6 +113,7 @@ impl From<&UserRecord> for UserView {
             auth_id: u.auth_id.clone(),
             metadata: json_or(&u.metadata, Value::Object(Default::default())),
             required_actions: json_or(&u.required_actions, Value::Array(Vec::new())),
+            pool_ids: u.pools.iter().map(|p| id_of(p)).collect(),
             version: u.version,
             created: rfc3339_ms(u.created_ms),
             updated: rfc3339_ms(u.updated_ms),
@@ -119,6 +135,9 @@ pub struct GroupView {
     #[serde(rename = "parentID", skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<String>,
     pub metadata: Value,
+    /// The pools the entity is a member of (ids).
+    #[serde(rename = "poolIDs")]
+    pub pool_ids: Vec<String>,
     pub version: i64,
     pub created: String,
     pub updated: String,
@@ -135,6 +154,7 @@ impl From<&GroupRecord> for GroupView {
             path: g.path.clone(),
             parent_id: g.parent_krn.as_deref().map(id_of),
             metadata: json_or(&g.metadata, Value::Object(Default::default())),
+            pool_ids: g.pools.iter().map(|p| id_of(p)).collect(),
             version: g.version,
             created: rfc3339_ms(g.created_ms),
             updated: rfc3339_ms(g.updated_ms),
@@ -159,6 +179,9 @@ pub struct ResourceView {
     pub description: Option<String>,
     pub enabled: bool,
     pub metadata: Value,
+    /// The pools the entity is a member of (ids).
+    #[serde(rename = "poolIDs")]
+    pub pool_ids: Vec<String>,
     pub version: i64,
     pub created: String,
     pub updated: String,
@@ -178,6 +201,7 @@ impl From<&ResourceRecord> for ResourceView {
             description: r.description.clone(),
             enabled: r.enabled,
             metadata: json_or(&r.metadata, Value::Object(Default::default())),
+            pool_ids: r.pools.iter().map(|p| id_of(p)).collect(),
             version: r.version,
             created: rfc3339_ms(r.created_ms),
             updated: rfc3339_ms(r.updated_ms),
@@ -238,6 +262,9 @@ pub struct PolicyCreate {
     /// Accepted for iamcore compatibility (`level: tenant`); only `tenant` is meaningful.
     #[serde(default)]
     pub level: Option<String>,
+    /// Pools to attach the policy to.
+    #[serde(rename = "poolIDs", default)]
+    pub pool_ids: Vec<String>,
 }
 
 /// `PUT /policies/{id}` and `PUT /resources/{id}/policy`.
@@ -249,6 +276,9 @@ pub struct PolicyReplace {
     pub statements: Value,
     #[serde(default)]
     pub version: Option<i64>,
+    /// The pools the policy is attached to, all of them (absent: unchanged).
+    #[serde(rename = "poolIDs", default)]
+    pub pool_ids: Option<Vec<String>>,
     // Read-only fields, as GET returns them: accepted when they match the stored entity.
     #[serde(rename = "id", default)]
     pub ro_id: Option<Value>,
@@ -309,6 +339,8 @@ pub struct UserCreate {
     /// Keycloak realm); `email` is then required and `username` must not be sent.
     #[serde(rename = "keycloakIDAsUsername", default)]
     pub keycloak_id_as_username: bool,
+    #[serde(rename = "poolIDs", default)]
+    pub pool_ids: Vec<String>,
 }
 
 /// `PATCH /users/{id}`: only the fields sent change; `null` clears an optional field.
@@ -327,6 +359,9 @@ pub struct UserUpdate {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub required_actions: Option<Vec<String>>,
+    /// The pools to be a member of, all of them (absent: unchanged).
+    #[serde(rename = "poolIDs", default)]
+    pub pool_ids: Option<Vec<String>>,
     #[serde(default)]
     pub version: Option<i64>,
     // Read-only fields, as GET returns them: accepted when they match the stored entity.
@@ -361,6 +396,8 @@ pub struct GroupCreate {
     pub tenant_id: Option<String>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    #[serde(rename = "poolIDs", default)]
+    pub pool_ids: Vec<String>,
 }
 
 /// `PATCH /groups/{id}`.
@@ -371,6 +408,10 @@ pub struct GroupUpdate {
     pub display_name: Option<Option<String>>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// The pools to be a member of, all of them (absent: unchanged).
+    #[serde(rename = "poolIDs", default)]
+    pub pool_ids: Option<Vec<String>>,
+
     #[serde(default)]
     pub version: Option<i64>,
     // Read-only fields, as GET returns them: accepted when they match the stored entity.
@@ -429,6 +470,9 @@ pub struct ResourceUpdate {
     pub enabled: Option<bool>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// The pools to be a member of, all of them (absent: unchanged).
+    #[serde(rename = "poolIDs", default)]
+    pub pool_ids: Option<Vec<String>>,
     #[serde(default)]
     pub version: Option<i64>,
     // Read-only fields, as GET returns them: accepted when they match the stored entity.

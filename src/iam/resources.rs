@@ -121,6 +121,7 @@ impl Iam {
         let rk = krn(&text)?;
         self.authorize(caller, "iam:resource:create", &rk)?;
         let pools = ids(&b.pool_ids, "poolIDs", "pool", &tenant)?;
+        self.authorize_pool_change(caller, &[], &pools)?;
         let now = now_ms();
         let owner = caller.principal.as_ref().map(|p| p.as_str().to_string());
         let statements = self
@@ -147,6 +148,7 @@ impl Iam {
                     origin: "template".into(),
                     now_ms: now,
                     resource_krn: Some(rk.as_str().to_string()),
+                    pools: Vec::new(),
                 })
             }
         };
@@ -164,6 +166,7 @@ impl Iam {
             version: 1,
             created_ms: now,
             updated_ms: now,
+            pools: pools.clone(),
         };
         let out = self
             .db
@@ -267,6 +270,19 @@ impl Iam {
         if let Some(Some(d)) = &b.description {
             optional_text("description", Some(d), 4096)?;
         }
+        let pools = match &b.pool_ids {
+            Some(list) => {
+                let after = ids(list, "poolIDs", "pool", k.tenant())?;
+                let before = self
+                    .db
+                    .get_resource(k.tenant(), k.as_str())
+                    .map_err(|e| storage(e, "resource", k.as_str()))?
+                    .pools;
+                self.authorize_pool_change(caller, &before, &after)?;
+                Some(after)
+            }
+            None => None,
+        };
         let patch = ResourcePatch {
             display_name: b.display_name.clone(),
             description: b.description.clone(),
@@ -275,6 +291,7 @@ impl Iam {
                 Some(v) => Some(metadata(Some(v))?),
                 None => None,
             },
+            pools,
         };
         let out = self
             .db
@@ -285,12 +302,21 @@ impl Iam {
                 version_of(b.version, if_match)?,
                 now_ms(),
             )
-            .map_err(|e| storage(e, "resource", k.as_str()))?;
-        // Only its enabled state matters to decisions.
+            .map_err(|e| {
+                self.pool_error(k.tenant(), e, patch.pools.as_deref().unwrap_or(&[]), |e| {
+                    storage(e, "resource", k.as_str())
+                })
+            })?;
+        // Its enabled state and its pools matter to decisions.
         self.committed_with(
             k.tenant(),
             &Delta {
                 resource_states: vec![(out.krn.clone(), out.enabled)],
+                resources: if patch.pools.is_some() {
+                    vec![out.krn.clone()]
+                } else {
+                    Vec::new()
+                },
                 ..Delta::default()
             },
         );
@@ -355,6 +381,11 @@ impl Iam {
     ) -> Result<PolicyRecord, IamError> {
         let k = resource_id(id, caller)?;
         self.authorize(caller, "iam:resource:policy:update", &k)?;
+        if b.pool_ids.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(IamError::invalid(
+                "`poolIDs`: a resource-based policy belongs to its resource and cannot be attached to pools",
+            ));
+        }
         self.db
             .get_resource(k.tenant(), k.as_str())
             .map_err(|e| storage(e, "resource", k.as_str()))?;
@@ -392,6 +423,7 @@ impl Iam {
                     version_of(b.version, if_match)?,
                     doc.description.as_deref(),
                     &statements,
+                    None,
                     now_ms(),
                 )
                 .map_err(|e| storage(e, "policy", &cur.krn))?,
@@ -407,6 +439,7 @@ impl Iam {
                     origin: "api".into(),
                     now_ms: now_ms(),
                     resource_krn: Some(k.as_str().to_string()),
+                    pools: Vec::new(),
                 })
                 .map_err(|e| storage(e, "policy", pk.as_str()))?,
         };

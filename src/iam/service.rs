@@ -506,6 +506,103 @@ impl Iam {
 
     /// Map the error of a create whose body refers to `named` (kind, KRN): a reference to
     /// something that does not exist is a 400 naming each; `other` maps the rest.
+    /// The pools `policy` is attached to.
+    pub fn policy_pools(&self, tenant: &str, policy: &str) -> Result<Vec<String>, IamError> {
+        Ok(self
+            .db
+            .pools_of_policies(tenant, &[policy.to_string()])?
+            .remove(policy)
+            .unwrap_or_default())
+    }
+
+    /// Per policy of a page: the pools it is attached to.
+    pub fn pools_of_policies(
+        &self,
+        policies: &[PolicyRecord],
+    ) -> Result<HashMap<String, Vec<String>>, IamError> {
+        let Some(first) = policies.first() else {
+            return Ok(HashMap::new());
+        };
+        let krns: Vec<String> = policies.iter().map(|p| p.krn.clone()).collect();
+        Ok(self.db.pools_of_policies(&first.tenant, &krns)?)
+    }
+
+    /// Attaching a policy to a pool, or detaching it, as `PUT /pools/{id}/policies/attach` would
+    /// be authorized: for each pool gained or lost, on the pool and on the policy.
+    fn authorize_policy_pools(
+        &self,
+        caller: &Caller,
+        policy: &Krn,
+        before: &[String],
+        after: &[String],
+    ) -> Result<(), IamError> {
+        let gained = after.iter().filter(|p| !before.contains(p));
+        let lost = before.iter().filter(|p| !after.contains(p));
+        for (pool, verb) in gained
+            .map(|p| (p, "attach"))
+            .chain(lost.map(|p| (p, "detach")))
+        {
+            let action = format!("iam:policy:pool:{verb}");
+            self.authorize(caller, &action, &krn(pool)?)?;
+            self.authorize(caller, &action, policy)?;
+        }
+        Ok(())
+    }
+
+    /// The pools an update of the user or group `k` asks for (`None`: unchanged), parsed, with
+    /// the change authorized.
+    pub(crate) fn pools_change(
+        &self,
+        caller: &Caller,
+        k: &Krn,
+        list: Option<&[String]>,
+    ) -> Result<Option<Vec<String>>, IamError> {
+        let Some(list) = list else {
+            return Ok(None);
+        };
+        let after = ids(list, "poolIDs", "pool", k.tenant())?;
+        let before = self.db.pools_of_principal(k.tenant(), k.as_str())?;
+        self.authorize_pool_change(caller, &before, &after)?;
+        Ok(Some(after))
+    }
+
+    /// Joining or leaving a pool changes the pool: `iam:pool:update` on each pool gained or lost.
+    pub(crate) fn authorize_pool_change(
+        &self,
+        caller: &Caller,
+        before: &[String],
+        after: &[String],
+    ) -> Result<(), IamError> {
+        let gained = after.iter().filter(|p| !before.contains(p));
+        let lost = before.iter().filter(|p| !after.contains(p));
+        for pool in gained.chain(lost) {
+            self.authorize(caller, "iam:pool:update", &krn(pool)?)?;
+        }
+        Ok(())
+    }
+
+    /// A write that names `pools` failed: a 400 naming the pools that do not exist, else `other`.
+    pub(crate) fn pool_error(
+        &self,
+        tenant: &str,
+        e: StorageError,
+        pools: &[String],
+        other: impl FnOnce(StorageError) -> IamError,
+    ) -> IamError {
+        if !matches!(e, StorageError::NotFound) || pools.is_empty() {
+            return other(e);
+        }
+        let named: Vec<(&str, &str)> = pools.iter().map(|p| ("pool", p.as_str())).collect();
+        match self.absent(tenant, &named) {
+            Err(x) => x,
+            Ok(gone) if gone.is_empty() => other(e),
+            Ok(gone) => IamError::Invalid(
+                "`poolIDs` names a pool that does not exist".to_string(),
+                gone,
+            ),
+        }
+    }
+
     pub(crate) fn reference_error(
         &self,
         tenant: &str,
@@ -692,6 +789,8 @@ impl Iam {
         self.authorize(caller, "iam:policy:create", &policy_krn)?;
         self.check_tenant_scope(caller, &tenant, &doc)?;
         self.check_principals(caller, &doc, &policy_krn)?;
+        let pools = ids(&body.pool_ids, "poolIDs", "pool", &tenant)?;
+        self.authorize_policy_pools(caller, &policy_krn, &[], &pools)?;
         let rec = self
             .db
             .insert_policy(&NewPolicy {
@@ -704,13 +803,16 @@ impl Iam {
                 origin: "api".into(),
                 now_ms: now_ms(),
                 resource_krn: None,
+                pools: pools.clone(),
             })
-            .map_err(|e| storage(e, "policy", &doc.name))?;
-        // A new policy has no attachments yet (they go with a deleted one).
+            .map_err(|e| {
+                self.pool_error(&tenant, e, &pools, |e| storage(e, "policy", &doc.name))
+            })?;
+        // A new policy has no attachments but its pools (they go with a deleted one).
         self.committed_with(
             &tenant,
             &Delta {
-                records: vec![(rec.clone(), Some(Vec::new()))],
+                records: vec![(rec.clone(), Some(pools))],
                 ..Delta::default()
             },
         );
@@ -793,6 +895,15 @@ impl Iam {
         )?;
         self.check_tenant_scope(caller, k.tenant(), &doc)?;
         self.check_principals(caller, &doc, &k)?;
+        let pools = match &body.pool_ids {
+            Some(list) => {
+                let after = ids(list, "poolIDs", "pool", k.tenant())?;
+                let before = self.policy_pools(k.tenant(), k.as_str())?;
+                self.authorize_policy_pools(caller, &k, &before, &after)?;
+                Some(after)
+            }
+            None => None,
+        };
         let expected = version_of(body.version, if_match)?;
         let rec = self
             .db
@@ -802,9 +913,14 @@ impl Iam {
                 expected,
                 doc.description.as_deref(),
                 &json_text(&doc.to_json()["statements"]),
+                pools.as_deref(),
                 now_ms(),
             )
-            .map_err(|e| storage(e, "policy", &current.name))?;
+            .map_err(|e| {
+                self.pool_error(k.tenant(), e, pools.as_deref().unwrap_or(&[]), |e| {
+                    storage(e, "policy", &current.name)
+                })
+            })?;
         self.committed_with(
             k.tenant(),
             &Delta {
@@ -985,6 +1101,7 @@ impl Iam {
                         None,
                         p.description.as_deref(),
                         &statements.to_string(),
+                        None,
                         now,
                     )?;
                 }
@@ -999,6 +1116,7 @@ impl Iam {
                         origin: "config".into(),
                         now_ms: now,
                         resource_krn: None,
+                        pools: Vec::new(),
                     })?;
                 }
             }

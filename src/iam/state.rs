@@ -38,7 +38,9 @@ const LOAD_PAGE: usize = 4096;
 #[derive(Debug, Default)]
 struct TenantDir {
     revision: i64,
-    /// Per user: its groups and their ancestors, each once (engine-ready principals).
+    /// Per user: its groups and their ancestors, then the pools of the user and of those groups,
+    /// each once (engine-ready principals). A group in a pool has an entry of its pools, for
+    /// questions asked of the group itself.
     principals_of_user: HashMap<String, Vec<Krn>>,
     pools_of_resource: HashMap<String, Vec<Krn>>,
     /// Users marked `enabled: false`: denied as principals.
@@ -131,7 +133,7 @@ struct Inner {
 struct Prepared {
     /// Policy KRN and the policy as stored now (`None`: gone, or unreadable).
     policies: Vec<(String, Option<StoredPolicy>)>,
-    /// User KRN and its groups with their ancestors.
+    /// User KRN and its groups with their ancestors and the pools of each.
     users: Vec<(String, Vec<Krn>)>,
     /// Resource KRN and its pools.
     resources: Vec<(String, Vec<Krn>)>,
@@ -336,7 +338,11 @@ fn typed_document(rec: &PolicyRecord) -> Option<PolicyDocument> {
 /// The index entry of a stored record with its attachment targets.
 fn stored_policy(rec: &PolicyRecord, targets: Vec<Krn>) -> Result<StoredPolicy, String> {
     let document = document_of(rec)?;
-    let (attached_pools, attached_principals) = targets.into_iter().partition(is_pool);
+    // A pool is an attachment target on both sides: its member resources take the statements
+    // (`attached_pools`), and so do its member users and groups, whose principal sets hold the
+    // pool (`attached_principals`).
+    let attached_pools: Vec<Krn> = targets.iter().filter(|t| is_pool(t)).cloned().collect();
+    let attached_principals = targets;
     Ok(StoredPolicy {
         id: rec.krn.clone(),
         document,
@@ -369,6 +375,24 @@ pub fn group_and_ancestors(group: &Krn) -> Vec<Krn> {
         }
     }
     out
+}
+
+/// `principals` (a user's groups and their ancestors) followed by the pools of the user and of
+/// each of those, each once.
+fn with_pools(
+    user: &str,
+    mut principals: Vec<Krn>,
+    pools_of: &HashMap<String, Vec<Krn>>,
+) -> Vec<Krn> {
+    let mut pools: Vec<Krn> = Vec::new();
+    let owners = std::iter::once(user).chain(principals.iter().map(Krn::as_str));
+    for p in owners.filter_map(|o| pools_of.get(o)).flatten() {
+        if !pools.contains(p) {
+            pools.push(p.clone());
+        }
+    }
+    principals.extend(pools);
+    principals
 }
 
 /// A user's principals beside itself: its groups and their ancestors, each once, in the order
@@ -619,7 +643,16 @@ impl DecisionState {
                 Err(e) => return Err(e),
             };
             let expanded = expand_groups(groups.iter().map(String::as_str), &mut ancestry);
-            out.users.push((u.clone(), expanded));
+            let mut pools_of: HashMap<String, Vec<Krn>> = HashMap::new();
+            for owner in std::iter::once(u.as_str()).chain(expanded.iter().map(Krn::as_str)) {
+                let pools = db.pools_of_principal(tenant, owner)?;
+                if !pools.is_empty() {
+                    let pools = pools.iter().filter_map(|p| Krn::parse(p).ok()).collect();
+                    pools_of.insert(owner.to_string(), pools);
+                }
+            }
+            out.users
+                .push((u.clone(), with_pools(u, expanded, &pools_of)));
         }
         for r in &delta.resources {
             let (pools, _) = db.list_pools(tenant, None, Some(r), None, ALL)?;
@@ -710,6 +743,8 @@ impl DecisionState {
         let mut revision = 0;
         let mut attached: HashMap<String, Vec<Krn>> = HashMap::new();
         let mut dir = TenantDir::default();
+        let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
+        let mut pools_of: HashMap<String, Vec<Krn>> = HashMap::new();
         let (pages_tx, pages_rx) = std::sync::mpsc::sync_channel::<Vec<StoredPolicy>>(2);
         let (index, read) = std::thread::scope(|scope| {
             let indexer = scope.spawn(move || {
@@ -736,19 +771,16 @@ impl DecisionState {
                         }
                     }
                     SnapshotPart::Memberships(pairs) => {
-                        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
                         for (user, group) in pairs {
-                            groups.entry(user).or_default().push(group);
+                            groups_of.entry(user).or_default().push(group);
                         }
-                        let mut ancestry = HashMap::new();
-                        dir.principals_of_user = groups
-                            .into_iter()
-                            .map(|(user, gs)| {
-                                let expanded =
-                                    expand_groups(gs.iter().map(String::as_str), &mut ancestry);
-                                (user, expanded)
-                            })
-                            .collect();
+                    }
+                    SnapshotPart::PoolPrincipals(pairs) => {
+                        for (principal, pool) in pairs {
+                            if let Ok(p) = Krn::parse(&pool) {
+                                pools_of.entry(principal).or_default().push(p);
+                            }
+                        }
                     }
                     SnapshotPart::Disabled { users, resources } => {
                         dir.disabled_users = users.into_iter().collect();
@@ -793,6 +825,21 @@ impl DecisionState {
             (index, read)
         });
         read?;
+        let mut ancestry = HashMap::new();
+        dir.principals_of_user = groups_of
+            .iter()
+            .map(|(user, gs)| {
+                let expanded = expand_groups(gs.iter().map(String::as_str), &mut ancestry);
+                (user.clone(), with_pools(user, expanded, &pools_of))
+            })
+            .collect();
+        // Users and groups in a pool without an entry yet (no group of their own).
+        for principal in pools_of.keys() {
+            if !dir.principals_of_user.contains_key(principal) {
+                let own = with_pools(principal, Vec::new(), &pools_of);
+                dir.principals_of_user.insert(principal.clone(), own);
+            }
+        }
         log::info!(
             "index: tenant `{tenant}` read at revision {revision}: {} policies, {} statements in {} ms",
             index.policy_count(),

@@ -152,6 +152,8 @@ impl Iam {
         self.authorize(caller, "iam:user:create", &user_krn)?;
         let groups = ids(&b.groups, "groups", "group", &tenant)?;
         let policies = ids(&b.policy_ids, "policyIDs", "policy", &tenant)?;
+        let pools = ids(&b.pool_ids, "poolIDs", "pool", &tenant)?;
+        self.authorize_pool_change(caller, &[], &pools)?;
         for g in &groups {
             self.authorize(
                 caller,
@@ -235,6 +237,7 @@ impl Iam {
             version: 1,
             created_ms: now,
             updated_ms: now,
+            pools: pools.clone(),
         };
         let out = self
             .db
@@ -248,10 +251,11 @@ impl Iam {
                 let mut named: Vec<(&str, &str)> =
                     groups.iter().map(|g| ("group", g.as_str())).collect();
                 named.extend(policies.iter().map(|p| ("policy", p.as_str())));
+                named.extend(pools.iter().map(|p| ("pool", p.as_str())));
                 self.reference_error(
                     &tenant,
                     e,
-                    "a group in `groups` or a policy in `policyIDs` does not exist",
+                    "a group in `groups`, a policy in `policyIDs` or a pool in `poolIDs` does not exist",
                     &named,
                     |other| match other {
                         crate::storage::StorageError::Conflict(_) => IamError::Conflict(format!(
@@ -383,6 +387,7 @@ impl Iam {
                 None => None,
             },
             required_actions: required_actions(b.required_actions.as_ref())?,
+            pools: self.pools_change(caller, &k, b.pool_ids.as_deref())?,
         };
         let expected = version_of(b.version, if_match)?;
         // A Keycloak user gets the change first; if IAM's record cannot take it, Keycloak's is
@@ -418,18 +423,24 @@ impl Iam {
                 {
                     log::warn!("keycloak: user `{id}` keeps a change IAM refused: {u}");
                 }
-                match e {
+                let pools = patch.pools.as_deref().unwrap_or(&[]);
+                self.pool_error(k.tenant(), e, pools, |e| match e {
                     crate::storage::StorageError::Conflict(_) => {
                         IamError::Conflict("another user has this e-mail".into())
                     }
                     other => storage(other, "user", k.as_str()),
-                }
+                })
             })?;
-        // Only its enabled state matters to decisions.
+        // Its enabled state and its pools matter to decisions.
         self.committed_with(
             k.tenant(),
             &Delta {
                 user_states: vec![(out.krn.clone(), out.enabled)],
+                users: if patch.pools.is_some() {
+                    vec![out.krn.clone()]
+                } else {
+                    Vec::new()
+                },
                 ..Delta::default()
             },
         );
@@ -525,6 +536,8 @@ impl Iam {
         };
         let gk = entity_krn(&tenant, "group", &segs, &b.name)?;
         self.authorize(caller, "iam:group:create", &gk)?;
+        let pools = ids(&b.pool_ids, "poolIDs", "pool", &tenant)?;
+        self.authorize_pool_change(caller, &[], &pools)?;
         let now = now_ms();
         let path = if segs.is_empty() {
             "/".to_string()
@@ -542,14 +555,17 @@ impl Iam {
             version: 1,
             created_ms: now,
             updated_ms: now,
+            pools: pools.clone(),
         };
         let out = self.db.insert_group(&rec).map_err(|e| {
             let parent = rec.parent_krn.as_deref().unwrap_or("");
+            let mut named = vec![("group", parent)];
+            named.extend(pools.iter().map(|p| ("pool", p.as_str())));
             self.reference_error(
                 &tenant,
                 e,
-                "`parentID` names a group that does not exist",
-                &[("group", parent)],
+                "`parentID` names a group, or `poolIDs` a pool, that does not exist",
+                &named,
                 |other| storage(other, "group", gk.as_str()),
             )
         })?;
@@ -627,6 +643,7 @@ impl Iam {
             None => None,
         };
         let expected = version_of(b.version, if_match)?;
+        let pools = self.pools_change(caller, &k, b.pool_ids.as_deref())?;
         let out = self
             .db
             .update_group(
@@ -634,10 +651,15 @@ impl Iam {
                 k.as_str(),
                 b.display_name,
                 metadata,
+                pools.clone(),
                 expected,
                 now_ms(),
             )
-            .map_err(|e| storage(e, "group", k.as_str()))?;
+            .map_err(|e| {
+                self.pool_error(k.tenant(), e, pools.as_deref().unwrap_or(&[]), |e| {
+                    storage(e, "group", k.as_str())
+                })
+            })?;
         self.committed(k.tenant());
         Ok(out)
     }

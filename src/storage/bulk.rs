@@ -371,6 +371,7 @@ mod tests {
             origin: "api".into(),
             now_ms: 1,
             resource_krn: None,
+            pools: Vec::new(),
         }
     }
 

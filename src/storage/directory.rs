@@ -26,6 +26,9 @@ pub struct UserRecord {
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Pools (KRNs) the entity is a member of: read with the record, written by its insert
+    /// and by an update that names them.
+    pub pools: Vec<String>,
 }
 
 /// Fields a user update may change (`None`: unchanged).
@@ -38,6 +41,8 @@ pub struct UserPatch {
     pub auth_id: Option<Option<String>>,
     pub metadata: Option<String>,
     pub required_actions: Option<String>,
+    /// The pools the user is a member of, all of them.
+    pub pools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +73,9 @@ pub struct GroupRecord {
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Pools (KRNs) the entity is a member of: read with the record, written by its insert
+    /// and by an update that names them.
+    pub pools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -99,6 +107,9 @@ pub struct ResourceRecord {
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Pools (KRNs) the entity is a member of: read with the record, written by its insert
+    /// and by an update that names them.
+    pub pools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -107,6 +118,8 @@ pub struct ResourcePatch {
     pub description: Option<Option<String>>,
     pub enabled: Option<bool>,
     pub metadata: Option<String>,
+    /// The pools the resource is a member of, all of them.
+    pub pools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -146,6 +159,8 @@ pub struct TenantSnapshot {
     pub memberships: Vec<(String, String)>,
     /// (resource KRN, pool KRN)
     pub pool_members: Vec<(String, String)>,
+    /// (user or group KRN, pool KRN)
+    pub pool_principals: Vec<(String, String)>,
 }
 
 // ---------------------------------------------------------------- traits
@@ -186,12 +201,14 @@ pub trait GroupStore {
         f: &GroupFilter,
         page: Page,
     ) -> Result<(Vec<GroupRecord>, u64), StorageError>;
+    #[allow(clippy::too_many_arguments)] // the inputs of one write, each used once
     fn update_group(
         &self,
         tenant: &str,
         krn: &str,
         display_name: Option<Option<String>>,
         metadata: Option<String>,
+        pools: Option<Vec<String>>,
         expected_version: Option<i64>,
         now_ms: i64,
     ) -> Result<GroupRecord, StorageError>;
@@ -300,6 +317,20 @@ pub trait PoolStore {
         resources: &[String],
     ) -> Result<(), StorageError>;
     fn pool_members(&self, tenant: &str, pool: &str) -> Result<Vec<String>, StorageError>;
+    /// The users and groups that are members of a pool.
+    fn pool_principals(&self, tenant: &str, pool: &str) -> Result<Vec<String>, StorageError>;
+    /// Pools of the user or group `principal`.
+    fn pools_of_principal(
+        &self,
+        tenant: &str,
+        principal: &str,
+    ) -> Result<Vec<String>, StorageError>;
+    /// Per policy of `policies`: the pools it is attached to.
+    fn pools_of_policies(
+        &self,
+        tenant: &str,
+        policies: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, StorageError>;
 }
 
 /// One part of a tenant snapshot read page by page (see [`SnapshotStore::tenant_snapshot_paged`]).
@@ -313,6 +344,8 @@ pub enum SnapshotPart {
     Memberships(Vec<(String, String)>),
     /// (resource KRN, pool KRN), all of them.
     PoolMembers(Vec<(String, String)>),
+    /// (user or group KRN, pool KRN), all of them.
+    PoolPrincipals(Vec<(String, String)>),
     /// The users and the registered resources marked disabled.
     Disabled {
         users: Vec<String>,
@@ -481,17 +514,116 @@ fn user(r: &Row) -> Result<UserRecord, StorageError> {
         version: r.i64(12)?,
         created_ms: r.i64(13)?,
         updated_ms: r.i64(14)?,
+        pools: Vec::new(),
     })
 }
 
 fn get_user_tx(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<UserRecord, StorageError> {
-    one(
+    let mut u = one(
         tx.query(
             &format!("SELECT {USER_COLS} FROM users WHERE tenant = $1 AND krn = $2"),
             &[Val::from(tenant), Val::from(krn)],
         )?,
         user,
-    )
+    )?;
+    u.pools = principal_pools_tx(tx, tenant, krn)?;
+    Ok(u)
+}
+
+// ---------------------------------------------------------------- pool memberships
+
+/// Pools of one user or group, sorted.
+fn principal_pools_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    principal: &str,
+) -> Result<Vec<String>, StorageError> {
+    let rows = tx.query(
+        "SELECT pool_krn FROM pool_principals WHERE tenant = $1 AND principal_krn = $2 \
+         ORDER BY pool_krn",
+        &[Val::from(tenant), Val::from(principal)],
+    )?;
+    rows.iter().map(|r| r.string(0)).collect()
+}
+
+/// Make `pools` (each must exist: `NotFound` otherwise) the pools of a user or group.
+fn set_principal_pools_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    principal: &str,
+    pools: &[String],
+) -> Result<(), StorageError> {
+    tx.execute(
+        "DELETE FROM pool_principals WHERE tenant = $1 AND principal_krn = $2",
+        &[Val::from(tenant), Val::from(principal)],
+    )?;
+    for p in pools {
+        require(tx, "pools", tenant, p)?;
+        tx.execute(
+            "INSERT INTO pool_principals (tenant, pool_krn, principal_krn) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &[Val::from(tenant), Val::from(p), Val::from(principal)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Per member of `members` (a page of users, groups or resources): its pools, read in one query
+/// from `table` (`pool_principals` keyed by `principal_krn`, `pool_members` by `resource_krn`).
+fn pools_of_members_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    members: &[&str],
+    table: &str,
+    column: &str,
+) -> Result<std::collections::HashMap<String, Vec<String>>, StorageError> {
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for chunk in members.chunks(500) {
+        let mut params = vec![Val::from(tenant)];
+        let marks: Vec<String> = chunk
+            .iter()
+            .map(|m| {
+                params.push(Val::from(*m));
+                format!("${}", params.len())
+            })
+            .collect();
+        let rows = tx.query(
+            &format!(
+                "SELECT {column}, pool_krn FROM {table} WHERE tenant = $1 AND {column} IN ({}) \
+                 ORDER BY pool_krn",
+                marks.join(", ")
+            ),
+            &params,
+        )?;
+        for r in &rows {
+            out.entry(r.string(0)?).or_default().push(r.string(1)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Fill the `pools` of a page of records.
+fn fill_pools<T>(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    items: &mut [T],
+    table: &str,
+    column: &str,
+    krn: impl Fn(&T) -> &str,
+    pools: impl Fn(&mut T) -> &mut Vec<String>,
+) -> Result<(), StorageError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = items.iter().map(&krn).collect();
+    let mut found = pools_of_members_tx(tx, tenant, &keys, table, column)?;
+    for it in items.iter_mut() {
+        let k = krn(it).to_string();
+        if let Some(v) = found.remove(&k) {
+            *pools(it) = v;
+        }
+    }
+    Ok(())
 }
 
 fn add_members_tx(
@@ -564,6 +696,7 @@ impl UserStore for Database {
                 add_members_tx(tx, &u.tenant, g, std::slice::from_ref(&u.krn))?;
             }
             attach_tx(tx, &u.tenant, &u.krn, policies)?;
+            set_principal_pools_tx(tx, &u.tenant, &u.krn, &u.pools)?;
             bump_revision(tx, &u.tenant)?;
             get_user_tx(tx, &u.tenant, &u.krn)
         })
@@ -622,7 +755,17 @@ impl UserStore for Database {
         );
         self.tx(|tx| {
             let (rows, total) = w.page(tx, "users", USER_COLS, col, f.order, page)?;
-            Ok((rows.iter().map(user).collect::<Result<_, _>>()?, total))
+            let mut items: Vec<UserRecord> = rows.iter().map(user).collect::<Result<_, _>>()?;
+            fill_pools(
+                tx,
+                &f.tenant,
+                &mut items,
+                "pool_principals",
+                "principal_krn",
+                |u| u.krn.as_str(),
+                |u| &mut u.pools,
+            )?;
+            Ok((items, total))
         })
     }
 
@@ -682,6 +825,9 @@ impl UserStore for Database {
             if n == 0 {
                 return Err(StorageError::Stale);
             }
+            if let Some(pools) = &p.pools {
+                set_principal_pools_tx(tx, tenant, krn, pools)?;
+            }
             bump_revision(tx, tenant)?;
             get_user_tx(tx, tenant, krn)
         })
@@ -697,6 +843,10 @@ impl UserStore for Database {
                 )?;
                 tx.execute(
                     "DELETE FROM group_members WHERE tenant = $1 AND user_krn = $2",
+                    &[Val::from(tenant), Val::from(k)],
+                )?;
+                tx.execute(
+                    "DELETE FROM pool_principals WHERE tenant = $1 AND principal_krn = $2",
                     &[Val::from(tenant), Val::from(k)],
                 )?;
                 tx.execute(
@@ -727,17 +877,20 @@ fn group(r: &Row) -> Result<GroupRecord, StorageError> {
         version: r.i64(7)?,
         created_ms: r.i64(8)?,
         updated_ms: r.i64(9)?,
+        pools: Vec::new(),
     })
 }
 
 fn get_group_tx(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<GroupRecord, StorageError> {
-    one(
+    let mut g = one(
         tx.query(
             &format!("SELECT {GROUP_COLS} FROM user_groups WHERE tenant = $1 AND krn = $2"),
             &[Val::from(tenant), Val::from(krn)],
         )?,
         group,
-    )
+    )?;
+    g.pools = principal_pools_tx(tx, tenant, krn)?;
+    Ok(g)
 }
 
 /// Users by KRN within one tenant: `NotFound` when one is missing.
@@ -772,6 +925,7 @@ impl GroupStore for Database {
                     Val::I64(g.created_ms),
                 ],
             )?;
+            set_principal_pools_tx(tx, &g.tenant, &g.krn, &g.pools)?;
             bump_revision(tx, &g.tenant)?;
             get_group_tx(tx, &g.tenant, &g.krn)
         })
@@ -808,16 +962,28 @@ impl GroupStore for Database {
         );
         self.tx(|tx| {
             let (rows, total) = w.page(tx, "user_groups", GROUP_COLS, col, f.order, page)?;
-            Ok((rows.iter().map(group).collect::<Result<_, _>>()?, total))
+            let mut items: Vec<GroupRecord> = rows.iter().map(group).collect::<Result<_, _>>()?;
+            fill_pools(
+                tx,
+                &f.tenant,
+                &mut items,
+                "pool_principals",
+                "principal_krn",
+                |g| g.krn.as_str(),
+                |g| &mut g.pools,
+            )?;
+            Ok((items, total))
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // the inputs of one write, each used once
     fn update_group(
         &self,
         tenant: &str,
         krn: &str,
         display_name: Option<Option<String>>,
         metadata: Option<String>,
+        pools: Option<Vec<String>>,
         expected_version: Option<i64>,
         now_ms: i64,
     ) -> Result<GroupRecord, StorageError> {
@@ -841,6 +1007,9 @@ impl GroupStore for Database {
             )?;
             if n == 0 {
                 return Err(StorageError::Stale);
+            }
+            if let Some(pools) = &pools {
+                set_principal_pools_tx(tx, tenant, krn, pools)?;
             }
             bump_revision(tx, tenant)?;
             get_group_tx(tx, tenant, krn)
@@ -869,6 +1038,10 @@ impl GroupStore for Database {
                 )?;
                 tx.execute(
                     "DELETE FROM group_members WHERE tenant = $1 AND group_krn = $2",
+                    &[Val::from(tenant), Val::from(k)],
+                )?;
+                tx.execute(
+                    "DELETE FROM pool_principals WHERE tenant = $1 AND principal_krn = $2",
                     &[Val::from(tenant), Val::from(k)],
                 )?;
                 tx.execute(
@@ -1069,6 +1242,7 @@ fn resource(r: &Row) -> Result<ResourceRecord, StorageError> {
         version: r.i64(10)?,
         created_ms: r.i64(11)?,
         updated_ms: r.i64(12)?,
+        pools: Vec::new(),
     })
 }
 
@@ -1077,13 +1251,23 @@ fn get_resource_tx(
     tenant: &str,
     krn: &str,
 ) -> Result<ResourceRecord, StorageError> {
-    one(
+    let mut r = one(
         tx.query(
             &format!("SELECT {RESOURCE_COLS} FROM resources WHERE tenant = $1 AND krn = $2"),
             &[Val::from(tenant), Val::from(krn)],
         )?,
         resource,
-    )
+    )?;
+    r.pools = tx
+        .query(
+            "SELECT pool_krn FROM pool_members WHERE tenant = $1 AND resource_krn = $2 \
+             ORDER BY pool_krn",
+            &[Val::from(tenant), Val::from(krn)],
+        )?
+        .iter()
+        .map(|row| row.string(0))
+        .collect::<Result<_, _>>()?;
+    Ok(r)
 }
 
 impl ResourceStore for Database {
@@ -1161,7 +1345,18 @@ impl ResourceStore for Database {
         );
         self.tx(|tx| {
             let (rows, total) = w.page(tx, "resources", RESOURCE_COLS, col, f.order, page)?;
-            Ok((rows.iter().map(resource).collect::<Result<_, _>>()?, total))
+            let mut items: Vec<ResourceRecord> =
+                rows.iter().map(resource).collect::<Result<_, _>>()?;
+            fill_pools(
+                tx,
+                &f.tenant,
+                &mut items,
+                "pool_members",
+                "resource_krn",
+                |r| r.krn.as_str(),
+                |r| &mut r.pools,
+            )?;
+            Ok((items, total))
         })
     }
 
@@ -1208,6 +1403,16 @@ impl ResourceStore for Database {
             )?;
             if n == 0 {
                 return Err(StorageError::Stale);
+            }
+            if let Some(pools) = &p.pools {
+                tx.execute(
+                    "DELETE FROM pool_members WHERE tenant = $1 AND resource_krn = $2",
+                    &[Val::from(tenant), Val::from(krn)],
+                )?;
+                for pool in pools {
+                    require(tx, "pools", tenant, pool)?;
+                    add_pool_members_tx(tx, tenant, pool, &[krn.to_string()])?;
+                }
             }
             bump_revision(tx, tenant)?;
             get_resource_tx(tx, tenant, krn)
@@ -1445,6 +1650,66 @@ impl PoolStore for Database {
             .collect()
         })
     }
+
+    fn pool_principals(&self, tenant: &str, pool_krn: &str) -> Result<Vec<String>, StorageError> {
+        self.tx(|tx| {
+            require(tx, "pools", tenant, pool_krn)?;
+            tx.query(
+                "SELECT principal_krn FROM pool_principals WHERE tenant = $1 AND pool_krn = $2 \
+                 ORDER BY principal_krn",
+                &[Val::from(tenant), Val::from(pool_krn)],
+            )?
+            .iter()
+            .map(|r| r.string(0))
+            .collect()
+        })
+    }
+
+    fn pools_of_principal(
+        &self,
+        tenant: &str,
+        principal: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        self.tx(|tx| principal_pools_tx(tx, tenant, principal))
+    }
+
+    fn pools_of_policies(
+        &self,
+        tenant: &str,
+        policies: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, StorageError> {
+        if policies.is_empty() {
+            return Ok(Default::default());
+        }
+        self.tx(|tx| {
+            let keys: Vec<&str> = policies.iter().map(String::as_str).collect();
+            let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+            for chunk in keys.chunks(500) {
+                let mut params = vec![Val::from(tenant)];
+                let marks: Vec<String> = chunk
+                    .iter()
+                    .map(|m| {
+                        params.push(Val::from(*m));
+                        format!("${}", params.len())
+                    })
+                    .collect();
+                // Pools are the attachment targets that are rows of `pools`.
+                let rows = tx.query(
+                    &format!(
+                        "SELECT a.policy_krn, a.target_krn FROM policy_attachments a \
+                         JOIN pools p ON p.tenant = a.tenant AND p.krn = a.target_krn \
+                         WHERE a.tenant = $1 AND a.policy_krn IN ({}) ORDER BY a.target_krn",
+                        marks.join(", ")
+                    ),
+                    &params,
+                )?;
+                for r in &rows {
+                    out.entry(r.string(0)?).or_default().push(r.string(1)?);
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 // ---------------------------------------------------------------- snapshots
@@ -1497,6 +1762,11 @@ impl SnapshotStore for Database {
                     "SELECT resource_krn, pool_krn FROM pool_members WHERE tenant = $1",
                     tenant,
                 )?,
+                pool_principals: pairs(
+                    tx,
+                    "SELECT principal_krn, pool_krn FROM pool_principals WHERE tenant = $1",
+                    tenant,
+                )?,
             })
         })
     }
@@ -1532,6 +1802,11 @@ impl SnapshotStore for Database {
             each(SnapshotPart::PoolMembers(pairs(
                 tx,
                 "SELECT resource_krn, pool_krn FROM pool_members WHERE tenant = $1",
+                tenant,
+            )?))?;
+            each(SnapshotPart::PoolPrincipals(pairs(
+                tx,
+                "SELECT principal_krn, pool_krn FROM pool_principals WHERE tenant = $1",
                 tenant,
             )?))?;
             let mut disabled = |table: &str| -> Result<Vec<String>, StorageError> {
@@ -1582,6 +1857,7 @@ impl SnapshotStore for Database {
     fn purge_tenant(&self, tenant: &str) -> Result<(), StorageError> {
         self.tx(|tx| {
             for table in [
+                "pool_principals",
                 "pool_members",
                 "pools",
                 "group_members",

@@ -33,6 +33,7 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 3, "0003_tenants"),
     migration!("sqlite", 4, "0004_tenant_events"),
     migration!("sqlite", 5, "0005_subscription_phases"),
+    migration!("sqlite", 6, "0006_pool_principals"),
 ];
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001_policies"),
@@ -40,6 +41,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 3, "0003_tenants"),
     migration!("postgres", 4, "0004_tenant_events"),
     migration!("postgres", 5, "0005_subscription_phases"),
+    migration!("postgres", 6, "0006_pool_principals"),
 ];
 
 /// FNV-1a over the SQL text: a stable checksum without a dependency.

@@ -32,6 +32,8 @@ pub struct NewPolicy {
     pub origin: String,
     pub now_ms: i64,
     pub resource_krn: Option<String>,
+    /// Pools (KRNs) to attach the new policy to; each must exist.
+    pub pools: Vec<String>,
 }
 
 /// Sortable columns of the policy list.
@@ -111,6 +113,36 @@ pub(crate) fn insert_tx(tx: &mut dyn Tx, p: &NewPolicy) -> Result<(), StorageErr
     Ok(())
 }
 
+/// Make `pools` (each must exist: `NotFound` otherwise) the pools `policy` is attached to; its
+/// attachments to users and groups stay.
+pub(crate) fn set_policy_pools_tx(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    policy: &str,
+    pools: &[String],
+) -> Result<(), StorageError> {
+    tx.execute(
+        "DELETE FROM policy_attachments WHERE tenant = $1 AND policy_krn = $2 \
+         AND target_krn IN (SELECT krn FROM pools WHERE tenant = $1)",
+        &[Val::from(tenant), Val::from(policy)],
+    )?;
+    for pool in pools {
+        let found = tx.query(
+            "SELECT 1 FROM pools WHERE tenant = $1 AND krn = $2",
+            &[Val::from(tenant), Val::from(pool)],
+        )?;
+        if found.is_empty() {
+            return Err(StorageError::NotFound);
+        }
+        tx.execute(
+            "INSERT INTO policy_attachments (tenant, policy_krn, target_krn) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &[Val::from(tenant), Val::from(policy), Val::from(pool)],
+        )?;
+    }
+    Ok(())
+}
+
 /// `LIKE` pattern for a literal substring (escape `\`, `%`, `_`).
 pub fn like_contains(s: &str) -> String {
     let mut out = String::from("%");
@@ -130,6 +162,9 @@ impl PolicyStore for Database {
         self.tx_grouped(move |tx| {
             let p = &p;
             insert_tx(tx, p)?;
+            if !p.pools.is_empty() {
+                set_policy_pools_tx(tx, &p.tenant, &p.krn, &p.pools)?;
+            }
             bump_revision(tx, &p.tenant)?;
             // The row as just inserted (no read back: one round trip less).
             Ok(PolicyRecord {
@@ -204,6 +239,7 @@ impl PolicyStore for Database {
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // the inputs of one write, each used once
     fn replace_policy(
         &self,
         tenant: &str,
@@ -211,11 +247,13 @@ impl PolicyStore for Database {
         expected_version: Option<i64>,
         description: Option<&str>,
         statements: &str,
+        pools: Option<&[String]>,
         now_ms: i64,
     ) -> Result<PolicyRecord, StorageError> {
         let (tenant, krn) = (tenant.to_string(), krn.to_string());
         let description = description.map(str::to_string);
         let statements = statements.to_string();
+        let pools = pools.map(<[String]>::to_vec);
         self.tx_grouped(move |tx| {
             let (tenant, krn) = (tenant.as_str(), krn.as_str());
             let (description, statements) = (description.as_deref(), statements.as_str());
@@ -238,6 +276,9 @@ impl PolicyStore for Database {
             )?;
             if n == 0 {
                 return Err(StorageError::Stale);
+            }
+            if let Some(pools) = &pools {
+                set_policy_pools_tx(tx, tenant, krn, pools)?;
             }
             bump_revision(tx, tenant)?;
             Ok(PolicyRecord {
