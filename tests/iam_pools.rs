@@ -435,3 +435,108 @@ fn postgres_pools() {
     drop(svc);
     pools_survive_a_restart(&pg.storage());
 }
+
+/// With security on, joining a pool needs `iam:pool:update` on it, and attaching a policy to a
+/// pool needs `iam:policy:pool:attach`: a caller who may edit users or create policies cannot
+/// reach what a pool's policies grant on that alone.
+#[test]
+fn joining_a_pool_or_attaching_a_policy_to_it_is_authorized() {
+    use support::keycloak::{Keycloak, Mint};
+    use support::proc::call_json_as;
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let config = format!(
+        "security:\n  enabled: true\n  client-id: kaa-iam\n  issuer:\n    public-url: {}\n",
+        kc.issuer("kaa")
+    );
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), &config);
+    let a = svc.addr;
+    let admin = kc.mint("kaa", &Mint::user("admin").roles(&["tenant-admin"]));
+    let bob = kc.mint("kaa", &Mint::user("bob"));
+    let k = |kind: &str, name: &str| format!("krn:iam:kaa::{kind}/{name}");
+    let as_admin = |method: &str, path: &str, body: Value, status: u16| {
+        let r = call_json_as(a, method, path, Some(&admin), Some(&body));
+        assert_eq!(
+            r.status,
+            status,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    };
+    as_admin("POST", "/api/v1/pools", json!({"name": "vip"}), 201);
+    as_admin(
+        "POST",
+        "/api/v1/policies",
+        json!({"name": "vip-all", "poolIDs": [raw_id(&k("pool", "vip"))], "statements": [
+            {"effect": "allow", "actions": ["*"], "resources": ["*"]}]}),
+        201,
+    );
+    as_admin(
+        "POST",
+        "/api/v1/users",
+        json!({"username": "bob", "password": "bob-password", "confirmPassword": "bob-password"}),
+        201,
+    );
+    as_admin(
+        "POST",
+        "/api/v1/policies",
+        json!({"name": "user-editor", "statements": [
+            {"effect": "allow", "actions": ["iam:user:*", "iam:policy:create", "iam:policy:read"],
+             "resources": ["krn:iam:kaa::user/*", "krn:iam:kaa::policy/*"]}]}),
+        201,
+    );
+    as_admin(
+        "PUT",
+        &format!(
+            "/api/v1/users/{}/policies/attach",
+            path_id(&k("user", "bob"))
+        ),
+        json!({"policyIDs": [raw_id(&k("policy", "user-editor"))]}),
+        204,
+    );
+    let bob_path = format!("/api/v1/users/{}", path_id(&k("user", "bob")));
+    let join = json!({"poolIDs": [raw_id(&k("pool", "vip"))]});
+    let r = call_json_as(a, "PATCH", &bob_path, Some(&bob), Some(&join));
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    let r = call_json_as(a, "GET", &bob_path, Some(&bob), None);
+    assert_eq!(r.json()["data"]["poolIDs"], json!([]));
+    let r = call_json_as(
+        a,
+        "POST",
+        "/api/v1/policies",
+        Some(&bob),
+        Some(
+            &json!({"name": "sneaky", "poolIDs": [raw_id(&k("pool", "vip"))], "statements": [
+            {"effect": "allow", "actions": ["iam:user:read"], "resources": ["*"]}]}),
+        ),
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    let r = call_json_as(
+        a,
+        "GET",
+        &format!("/api/v1/policies/{}", path_id(&k("policy", "sneaky"))),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(r.status, 404);
+    // Given `iam:pool:update` on the pool, the same PATCH is accepted.
+    as_admin(
+        "POST",
+        "/api/v1/policies",
+        json!({"name": "vip-keeper", "statements": [
+            {"effect": "allow", "actions": ["iam:pool:update"], "resources": [k("pool", "vip")]}]}),
+        201,
+    );
+    as_admin(
+        "PUT",
+        &format!(
+            "/api/v1/users/{}/policies/attach",
+            path_id(&k("user", "bob"))
+        ),
+        json!({"policyIDs": [raw_id(&k("policy", "vip-keeper"))]}),
+        204,
+    );
+    let r = call_json_as(a, "PATCH", &bob_path, Some(&bob), Some(&join));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["data"]["poolIDs"], ids(&[&k("pool", "vip")]));
+}
