@@ -87,8 +87,15 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
     if let Some(t) = tenants {
         let _ = iam.tenant_contexts.set(t);
     }
-    iam.sync_base_policies()
-        .map_err(|e| format!("base policies: {e}"))?;
+    {
+        // Replicas starting together write the base policies one after the other.
+        let _lock = ops
+            .db
+            .startup_lock()
+            .map_err(|e| format!("base policies: start-up lock: {e}"))?;
+        iam.sync_base_policies()
+            .map_err(|e| format!("base policies: {e}"))?;
+    }
     let started = std::time::Instant::now();
     let tenants = iam
         .state

@@ -269,13 +269,20 @@ pub fn build_with_signal(
         timeout: keycloak_timeout(config)?,
         servers: Mutex::new(HashMap::new()),
     });
-    seal_secrets(config, &ops.db)?;
     let tm = Arc::new(Tm {
         db: Arc::clone(&ops.db),
         settings,
         provisioners,
     });
-    bootstrap::run(&tm).map_err(|e| format!("bootstrap: {e}"))?;
+    {
+        // Replicas starting together seal and bootstrap one after the other.
+        let _lock = ops
+            .db
+            .startup_lock()
+            .map_err(|e| format!("bootstrap: start-up lock: {e}"))?;
+        seal_secrets(config, &ops.db)?;
+        bootstrap::run(&tm).map_err(|e| format!("bootstrap: {e}"))?;
+    }
     spawn_gauges(&tm, ops);
     let signal = Signal::new();
     worker::spawn_workers(&tm, &signal);
