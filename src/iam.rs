@@ -182,7 +182,8 @@ fn authenticator(config: &Config) -> Result<Auth, String> {
         &Jwks::certs_url(keys_from),
         Duration::from_secs(5),
         s.jwks_refresh_interval,
-    );
+    )
+    .with_max_age(s.jwks_max_age);
     let audiences = crate::http::auth::token_audiences(&s.audiences, &s.client_id);
     let auth = Authenticator::new(
         vec![Issuer {
@@ -210,6 +211,7 @@ fn authenticator(config: &Config) -> Result<Auth, String> {
         s.client_secret.expose(),
         Duration::from_secs(300),
         s.jwks_refresh_interval,
+        s.jwks_max_age,
     ));
     Ok((Some(auth.with_tenants(Arc::clone(&tm))), Some(tm)))
 }

@@ -120,7 +120,8 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
         &Jwks::certs_url(keys_from),
         Duration::from_secs(5),
         s.jwks_refresh_interval,
-    );
+    )
+    .with_max_age(s.jwks_max_age);
     let tokens = Authenticator::new(
         vec![Issuer {
             issuer: s.issuer_public_url.clone(),
