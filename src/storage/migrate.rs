@@ -145,6 +145,47 @@ mod tests {
         }
     }
 
+    /// Migrations only add (docs/DEPLOYMENT.md, "Rolling upgrades"): the previous release keeps
+    /// running on the migrated schema, so no migration drops, renames, retypes or empties what
+    /// it reads or writes, and a column it does not know is nullable or has a default.
+    #[test]
+    fn migrations_only_expand_the_schema() {
+        for m in SQLITE.iter().chain(POSTGRES) {
+            for statement in m.sql.split(';') {
+                let text: String = statement
+                    .lines()
+                    .map(|l| l.split("--").next().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_uppercase();
+                let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                for word in [
+                    "DROP ",
+                    "RENAME ",
+                    "ALTER COLUMN",
+                    "TRUNCATE",
+                    "DELETE FROM",
+                ] {
+                    assert!(
+                        !text.contains(word),
+                        "migration {} `{}`: `{word}` is not expand-only: {text}",
+                        m.version,
+                        m.name
+                    );
+                }
+                if text.contains("ADD COLUMN") && text.contains("NOT NULL") {
+                    assert!(
+                        text.contains("DEFAULT"),
+                        "migration {} `{}`: a NOT NULL column without a default breaks the \
+                         previous release's inserts: {text}",
+                        m.version,
+                        m.name
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn checksum_is_stable() {
         assert_eq!(checksum(""), "cbf29ce484222325");
