@@ -224,6 +224,9 @@ pub struct SecuritySettings {
     pub leeway: Duration,
     /// Least time between two fetches of the issuer's keys for an unknown `kid`.
     pub jwks_refresh_interval: Duration,
+    /// The issuer's keys are fetched again once older than this: a key the issuer withdrew is
+    /// refused within about this time.
+    pub jwks_max_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +438,11 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
             "security.jwks-refresh-interval",
             Duration::from_secs(10),
             HOUR,
+        )?,
+        jwks_max_age: t.duration(
+            "security.jwks-max-age",
+            crate::clients::oidc::DEFAULT_MAX_AGE,
+            24 * HOUR,
         )?,
     };
     if security.enabled && security.issuer_public_url.is_empty() && kind == ServiceKind::Iam {

@@ -87,8 +87,15 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
     if let Some(t) = tenants {
         let _ = iam.tenant_contexts.set(t);
     }
-    iam.sync_base_policies()
-        .map_err(|e| format!("base policies: {e}"))?;
+    {
+        // Replicas starting together write the base policies one after the other.
+        let _lock = ops
+            .db
+            .startup_lock()
+            .map_err(|e| format!("base policies: start-up lock: {e}"))?;
+        iam.sync_base_policies()
+            .map_err(|e| format!("base policies: {e}"))?;
+    }
     let started = std::time::Instant::now();
     let tenants = iam
         .state
@@ -175,7 +182,8 @@ fn authenticator(config: &Config) -> Result<Auth, String> {
         &Jwks::certs_url(keys_from),
         Duration::from_secs(5),
         s.jwks_refresh_interval,
-    );
+    )
+    .with_max_age(s.jwks_max_age);
     let audiences = crate::http::auth::token_audiences(&s.audiences, &s.client_id);
     let auth = Authenticator::new(
         vec![Issuer {
@@ -203,6 +211,7 @@ fn authenticator(config: &Config) -> Result<Auth, String> {
         s.client_secret.expose(),
         Duration::from_secs(300),
         s.jwks_refresh_interval,
+        s.jwks_max_age,
     ));
     Ok((Some(auth.with_tenants(Arc::clone(&tm))), Some(tm)))
 }

@@ -199,6 +199,14 @@ struct GroupState {
     leaders: usize,
 }
 
+/// The advisory lock key of start-up writes (migrations take [`migrate::MIGRATION_LOCK`]).
+const STARTUP_LOCK: i64 = 7_420_114;
+
+/// Held while a replica makes its start-up writes ([`Database::startup_lock`]).
+pub struct StartupLock {
+    _held: Option<postgres::SessionLock>,
+}
+
 /// Most writes committed in one grouped transaction.
 const GROUP_MAX: usize = 64;
 
@@ -447,6 +455,21 @@ impl Database {
             Dialect::Postgres => migrate::POSTGRES,
         };
         self.tx(|tx| migrate::apply(tx, set))
+    }
+
+    /// Hold the start-up lock while a replica writes what every start writes (base policies,
+    /// the Tenant Manager's bootstrap): replicas starting together then write one after the
+    /// other, and each finds what the one before it wrote. On PostgreSQL a session advisory lock
+    /// on a connection of its own, released when the guard drops (or the process dies); the wait
+    /// is bounded by `postgresql.statement-timeout`. SQLite's writes are serial already: no lock,
+    /// every seed there is insert-if-absent.
+    pub fn startup_lock(&self) -> Result<StartupLock, StorageError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(StartupLock { _held: None }),
+            Backend::Postgres(p) => p
+                .session_lock(STARTUP_LOCK)
+                .map(|l| StartupLock { _held: Some(l) }),
+        }
     }
 
     /// How long a caller may wait for a connection before the store reports `Unavailable`.

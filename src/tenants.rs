@@ -120,7 +120,8 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
         &Jwks::certs_url(keys_from),
         Duration::from_secs(5),
         s.jwks_refresh_interval,
-    );
+    )
+    .with_max_age(s.jwks_max_age);
     let tokens = Authenticator::new(
         vec![Issuer {
             issuer: s.issuer_public_url.clone(),
@@ -269,13 +270,20 @@ pub fn build_with_signal(
         timeout: keycloak_timeout(config)?,
         servers: Mutex::new(HashMap::new()),
     });
-    seal_secrets(config, &ops.db)?;
     let tm = Arc::new(Tm {
         db: Arc::clone(&ops.db),
         settings,
         provisioners,
     });
-    bootstrap::run(&tm).map_err(|e| format!("bootstrap: {e}"))?;
+    {
+        // Replicas starting together seal and bootstrap one after the other.
+        let _lock = ops
+            .db
+            .startup_lock()
+            .map_err(|e| format!("bootstrap: start-up lock: {e}"))?;
+        seal_secrets(config, &ops.db)?;
+        bootstrap::run(&tm).map_err(|e| format!("bootstrap: {e}"))?;
+    }
     spawn_gauges(&tm, ops);
     let signal = Signal::new();
     worker::spawn_workers(&tm, &signal);

@@ -1,9 +1,11 @@
 //! The issuer side of token checks: the JSON Web Key Set of a Keycloak realm
-//! (`{issuer}/protocol/openid-connect/certs`), fetched with ureq, cached, and refreshed when a
-//! token names a key we do not know, at most once per interval.
+//! (`{issuer}/protocol/openid-connect/certs`), fetched with ureq, cached, and refetched when it
+//! is older than its maximum age or a token names a key we do not know (at most once per
+//! interval): one fetch at a time, on a thread of its own, never holding up a request whose
+//! key is known.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -12,7 +14,7 @@ use jwt_simple::prelude::*;
 use serde::Deserialize;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum JwksError {
     #[error("jwks: cannot fetch `{url}`: {message}")]
     Fetch { url: String, message: String },
@@ -129,24 +131,67 @@ pub fn parse_jwks(body: &str) -> Result<HashMap<String, VerifyKey>, String> {
     Ok(out)
 }
 
-/// The cached key set of one issuer.
+/// Most requests with an unknown key that wait at once for a key-set fetch; others are
+/// answered at once. Only a key rotated a moment ago makes a genuine token's key unknown, and
+/// the fetch that finds it takes milliseconds: a waiter or two covers it, while a burst of forged
+/// tokens never holds more than this many handler slots.
+const MAX_WAITERS: usize = 2;
+
+/// How long a request with an unknown key waits for the fetch that may bring it.
+const UNKNOWN_KEY_WAIT: Duration = Duration::from_secs(1);
+
+/// The keys of the last fetch that succeeded.
+struct KeySet {
+    keys: HashMap<String, VerifyKey>,
+    fetched: Option<Instant>,
+}
+
+/// The one fetch in flight, and who waits for it.
+#[derive(Default)]
+struct Flight {
+    running: bool,
+    /// When the last fetch started: fetches for unknown keys are `min_interval` apart.
+    started: Option<Instant>,
+    /// Fetches finished so far: a waiter wakes when this moves.
+    finished: u64,
+    /// Why the last fetch failed (none: it succeeded).
+    failed: Option<JwksError>,
+    waiting: usize,
+}
+
+/// What the fetching thread and the requests share.
+struct Shared {
+    set: RwLock<KeySet>,
+    flight: Mutex<Flight>,
+    done: Condvar,
+}
+
+/// The cached key set of one issuer. Requests read it without waiting; one fetch at a time
+/// runs on a thread of its own, started by a request that finds the set older than `max_age`
+/// (that request goes on with the cached set) or that names a key the set lacks (that request
+/// waits for the fetch, at most [`UNKNOWN_KEY_WAIT`], and only [`MAX_WAITERS`] at once).
 pub struct Jwks {
     url: String,
     agent: ureq::Agent,
-    keys: RwLock<HashMap<String, VerifyKey>>,
-    last_fetch: Mutex<Option<Instant>>,
+    shared: Arc<Shared>,
     min_interval: Duration,
+    max_age: Duration,
 }
 
 /// What a key lookup found.
 pub enum KeyLookup {
     Found(Box<VerifyKey>),
-    /// The issuer does not publish this kid (after a refresh, or too soon to refresh).
+    /// The issuer does not publish this kid (after a refresh, or too soon to refresh, or while
+    /// the refresh takes longer than a request may wait).
     Unknown,
 }
 
+/// The key set is refetched when it is older than this, by default.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
+
 impl Jwks {
-    /// `certs_url` is the JWKS address; unknown kids refetch at most once per `min_interval`.
+    /// `certs_url` is the JWKS address; unknown kids refetch at most once per `min_interval`;
+    /// the set is refetched after [`DEFAULT_MAX_AGE`] (see [`Jwks::with_max_age`]).
     pub fn new(certs_url: &str, timeout: Duration, min_interval: Duration) -> Jwks {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -156,10 +201,24 @@ impl Jwks {
         Jwks {
             url: certs_url.to_string(),
             agent,
-            keys: RwLock::new(HashMap::new()),
-            last_fetch: Mutex::new(None),
+            shared: Arc::new(Shared {
+                set: RwLock::new(KeySet {
+                    keys: HashMap::new(),
+                    fetched: None,
+                }),
+                flight: Mutex::new(Flight::default()),
+                done: Condvar::new(),
+            }),
             min_interval,
+            max_age: DEFAULT_MAX_AGE,
         }
+    }
+
+    /// Refetch the key set once it is older than `max_age`, so that a key the issuer withdrew
+    /// is refused within about that time (`security.jwks-max-age`).
+    pub fn with_max_age(mut self, max_age: Duration) -> Jwks {
+        self.max_age = max_age;
+        self
     }
 
     /// The JWKS address of a Keycloak realm issuer URL.
@@ -170,14 +229,13 @@ impl Jwks {
         )
     }
 
-    fn fetch(&self) -> Result<HashMap<String, VerifyKey>, JwksError> {
+    fn fetch(agent: &ureq::Agent, url: &str) -> Result<HashMap<String, VerifyKey>, JwksError> {
         let fetch_err = |m: String| JwksError::Fetch {
-            url: self.url.clone(),
+            url: url.to_string(),
             message: m,
         };
-        let mut resp = self
-            .agent
-            .get(&self.url)
+        let mut resp = agent
+            .get(url)
             .call()
             .map_err(|e| fetch_err(e.to_string()))?;
         if resp.status() != 200 {
@@ -190,32 +248,145 @@ impl Jwks {
             .read_to_string()
             .map_err(|e| fetch_err(e.to_string()))?;
         parse_jwks(&body).map_err(|m| JwksError::Format {
-            url: self.url.clone(),
+            url: url.to_string(),
             message: m,
         })
     }
 
-    /// The key of `kid`, refetching the set when it is unknown and the last fetch is older than
-    /// the interval. Fetch failures are errors only when nothing usable is cached.
+    fn flight(&self) -> std::sync::MutexGuard<'_, Flight> {
+        self.shared.flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start the fetch on a thread of its own (the caller holds the flight). On success the
+    /// set is replaced whole: a key the issuer no longer publishes is gone; on failure the
+    /// cached keys stay.
+    fn start_fetch(&self, flight: &mut Flight) {
+        flight.running = true;
+        flight.started = Some(Instant::now());
+        let (agent, url, shared) = (
+            self.agent.clone(),
+            self.url.clone(),
+            Arc::clone(&self.shared),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("jwks-fetch".into())
+            .spawn(move || {
+                let result = Jwks::fetch(&agent, &url);
+                let failed = match result {
+                    Ok(keys) => {
+                        let mut set = shared.set.write().unwrap_or_else(|p| p.into_inner());
+                        *set = KeySet {
+                            keys,
+                            fetched: Some(Instant::now()),
+                        };
+                        None
+                    }
+                    Err(e) => {
+                        log::warn!("auth: {e} (the cached keys stay in use)");
+                        Some(e)
+                    }
+                };
+                let mut f = shared.flight.lock().unwrap_or_else(|p| p.into_inner());
+                f.running = false;
+                f.failed = failed;
+                f.finished += 1;
+                shared.done.notify_all();
+            });
+        if let Err(e) = spawned {
+            flight.running = false;
+            flight.failed = Some(JwksError::Fetch {
+                url: self.url.clone(),
+                message: format!("cannot start the fetch: {e}"),
+            });
+        }
+    }
+
+    fn cached(&self, kid: &str) -> (Option<VerifyKey>, bool, bool) {
+        let set = self.shared.set.read().unwrap_or_else(|p| p.into_inner());
+        let fresh = set.fetched.is_some_and(|t| t.elapsed() < self.max_age);
+        (set.keys.get(kid).cloned(), fresh, set.fetched.is_some())
+    }
+
+    /// The key of `kid`. A known key answers at once (and a set older than `max_age` is
+    /// refetched meanwhile). An unknown one waits for a fetch of the set, started now unless the
+    /// last one started less than `min_interval` ago; see [`Jwks`] for the bounds. An error
+    /// only when no key set was ever fetched and the issuer cannot be reached.
     pub fn key(&self, kid: &str) -> Result<KeyLookup, JwksError> {
-        if let Some(k) = self.keys.read().ok().and_then(|m| m.get(kid).cloned()) {
+        let (key, fresh, _) = self.cached(kid);
+        if let Some(k) = key {
+            if !fresh {
+                let mut f = self.flight();
+                let due = !f.running
+                    && f.started
+                        .is_none_or(|t| t.elapsed() >= self.min_interval.min(self.max_age));
+                if due && !self.cached(kid).1 {
+                    self.start_fetch(&mut f);
+                }
+            }
             return Ok(KeyLookup::Found(Box::new(k)));
         }
-        let mut last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
-        // Another thread may have refreshed while we waited for the lock.
-        if let Some(k) = self.keys.read().ok().and_then(|m| m.get(kid).cloned()) {
+        let mut f = self.flight();
+        // A fetch may have finished since the look-up above.
+        let (key, _, have_set) = self.cached(kid);
+        if let Some(k) = key {
             return Ok(KeyLookup::Found(Box::new(k)));
         }
-        if last.is_some_and(|t| t.elapsed() < self.min_interval) {
-            return Ok(KeyLookup::Unknown);
+        let no_answer = || JwksError::Fetch {
+            url: self.url.clone(),
+            message: format!("no answer within {} ms", UNKNOWN_KEY_WAIT.as_millis()),
+        };
+        if !f.running {
+            if f.started.is_some_and(|t| t.elapsed() < self.min_interval) {
+                // Fetched a moment ago: the issuer does not publish this key.
+                return match (have_set, &f.failed) {
+                    (true, _) => Ok(KeyLookup::Unknown),
+                    (false, Some(e)) => Err(e.clone()),
+                    (false, None) => Err(no_answer()),
+                };
+            }
+            self.start_fetch(&mut f);
         }
-        *last = Some(Instant::now());
-        let fresh = self.fetch()?;
-        let found = fresh.get(kid).cloned();
-        if let Ok(mut keys) = self.keys.write() {
-            *keys = fresh;
+        if f.waiting >= MAX_WAITERS {
+            // Enough requests wait for this fetch already: this one does not hold a slot.
+            return if have_set {
+                Ok(KeyLookup::Unknown)
+            } else {
+                Err(no_answer())
+            };
         }
-        Ok(found.map_or(KeyLookup::Unknown, |k| KeyLookup::Found(Box::new(k))))
+        f.waiting += 1;
+        let round = f.finished;
+        let deadline = Instant::now() + UNKNOWN_KEY_WAIT;
+        while f.finished == round && f.running {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            f = self
+                .shared
+                .done
+                .wait_timeout(f, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        f.waiting -= 1;
+        let (key, _, have_set) = self.cached(kid);
+        if let Some(k) = key {
+            return Ok(KeyLookup::Found(Box::new(k)));
+        }
+        if f.finished == round && f.running {
+            // The issuer is slow: refused now, the fetch goes on for the requests after.
+            return if have_set {
+                Ok(KeyLookup::Unknown)
+            } else {
+                Err(no_answer())
+            };
+        }
+        // The fetch ended: it did not bring the key, or it failed (then nobody can tell).
+        match &f.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(KeyLookup::Unknown),
+        }
     }
 }
 

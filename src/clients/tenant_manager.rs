@@ -136,6 +136,7 @@ pub struct TenantManagerClient {
     access: RwLock<HashMap<String, (Option<RealmAccess>, Instant)>>,
     ttl: Duration,
     jwks_refresh: Duration,
+    jwks_max_age: Duration,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +164,7 @@ impl TenantManagerClient {
         client_secret: &str,
         ttl: Duration,
         jwks_refresh: Duration,
+        jwks_max_age: Duration,
     ) -> TenantManagerClient {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
@@ -185,6 +187,7 @@ impl TenantManagerClient {
             access: RwLock::new(HashMap::new()),
             ttl,
             jwks_refresh,
+            jwks_max_age,
         }
     }
 
@@ -291,7 +294,8 @@ impl TenantManagerClient {
                     .and_then(|c| {
                         let jwks = c.jwks_uri.clone()?;
                         Some(Arc::new(TenantIssuer {
-                            jwks: Jwks::new(&jwks, Duration::from_secs(5), self.jwks_refresh),
+                            jwks: Jwks::new(&jwks, Duration::from_secs(5), self.jwks_refresh)
+                                .with_max_age(self.jwks_max_age),
                             context: c,
                         }))
                     })

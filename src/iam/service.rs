@@ -1074,7 +1074,13 @@ impl Iam {
         Ok((items, count, page))
     }
 
-    /// Write the configured base policies into the system tenant (listed, read-only).
+    /// Write the configured base policies into the system tenant (listed, read-only): each one
+    /// absent is inserted, each one whose statements differ is replaced, each one no longer
+    /// configured is deleted; one that already matches is not written. Run under the start-up
+    /// lock ([`crate::storage::Database::startup_lock`]), so replicas starting together write a
+    /// change once and the others find it written; a replica of an earlier release, which
+    /// writes without the lock, may still race it, so an insert that finds the row there
+    /// compares it instead, and a delete that finds it gone is done.
     pub fn sync_base_policies(&self) -> Result<(), IamError> {
         let now = now_ms();
         let (existing, _) = self.db.list_policies(
@@ -1088,25 +1094,30 @@ impl Iam {
                 size: 100_000,
             },
         )?;
+        let same = |p: &PolicyRecord, statements: &Value| {
+            serde_json::from_str::<Value>(&p.statements).ok().as_ref() == Some(statements)
+        };
+        let replace = |p: &PolicyRecord, statements: &Value| {
+            self.db.replace_policy(
+                SYSTEM_TENANT,
+                &p.krn,
+                None,
+                p.description.as_deref(),
+                &statements.to_string(),
+                None,
+                now,
+            )
+        };
         for (name, statements) in &self.base_raw {
             let k = entity_krn(SYSTEM_TENANT, "policy", &[], name)?;
             match existing.iter().find(|p| p.krn == k.as_str()) {
-                Some(p)
-                    if serde_json::from_str::<Value>(&p.statements).ok().as_ref()
-                        == Some(statements) => {}
+                Some(p) if same(p, statements) => {}
                 Some(p) => {
-                    self.db.replace_policy(
-                        SYSTEM_TENANT,
-                        &p.krn,
-                        None,
-                        p.description.as_deref(),
-                        &statements.to_string(),
-                        None,
-                        now,
-                    )?;
+                    replace(p, statements)?;
+                    log::info!("base policies: `{name}` updated from the configuration");
                 }
                 None => {
-                    self.db.insert_policy(&NewPolicy {
+                    let inserted = self.db.insert_policy(&NewPolicy {
                         tenant: SYSTEM_TENANT.into(),
                         krn: k.as_str().to_string(),
                         name: name.clone(),
@@ -1117,7 +1128,17 @@ impl Iam {
                         now_ms: now,
                         resource_krn: None,
                         pools: Vec::new(),
-                    })?;
+                    });
+                    match inserted {
+                        Ok(_) => {}
+                        Err(StorageError::Conflict(_)) => {
+                            let p = self.db.get_policy(SYSTEM_TENANT, k.as_str())?;
+                            if !same(&p, statements) {
+                                replace(&p, statements)?;
+                            }
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -1125,7 +1146,10 @@ impl Iam {
             .iter()
             .filter(|p| !self.base_raw.iter().any(|(n, _)| *n == p.name))
         {
-            self.db.delete_policy(SYSTEM_TENANT, &p.krn)?;
+            match self.db.delete_policy(SYSTEM_TENANT, &p.krn) {
+                Ok(()) | Err(StorageError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }

@@ -44,6 +44,9 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 6, "0006_pool_principals"),
 ];
 
+/// The advisory lock key that makes replicas starting together migrate one at a time.
+pub const MIGRATION_LOCK: i64 = 7_420_113;
+
 /// FNV-1a over the SQL text: a stable checksum without a dependency.
 fn checksum(sql: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -58,7 +61,10 @@ fn checksum(sql: &str) -> String {
 pub fn apply(tx: &mut dyn Tx, set: &[Migration]) -> Result<(), StorageError> {
     if tx.dialect() == super::Dialect::Postgres {
         // Replicas starting together migrate one at a time.
-        tx.execute("SELECT pg_advisory_xact_lock(7420113)", &[])?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[Val::I64(MIGRATION_LOCK)],
+        )?;
     }
     tx.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (\
@@ -69,12 +75,23 @@ pub fn apply(tx: &mut dyn Tx, set: &[Migration]) -> Result<(), StorageError> {
         "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
         &[],
     )?;
+    let newest = set.iter().map(|m| m.version).max().unwrap_or(0);
     for row in &applied {
         let version = row.i64(0)?;
         let Some(m) = set.iter().find(|m| m.version == version) else {
+            if version > newest {
+                // A newer release migrated already (a rolling upgrade, or a rollback): its
+                // migrations only add (docs/DEPLOYMENT.md), so this release's queries still
+                // work on the schema and it serves beside the newer one.
+                log::warn!(
+                    "storage: the database has migration {version} `{}` of a newer release; \
+                     this release knows migrations up to {newest} and runs on the expanded schema",
+                    row.string(1)?
+                );
+                continue;
+            }
             return Err(StorageError::Internal(format!(
-                "database has migration {version} (`{}`) that this build does not know: it was \
-                 migrated by a newer version",
+                "database has migration {version} (`{}`) that this build does not know",
                 row.string(1)?
             )));
         };
@@ -127,6 +144,47 @@ mod tests {
         for (i, m) in SQLITE.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1);
             assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+        }
+    }
+
+    /// Migrations only add (docs/DEPLOYMENT.md, "Rolling upgrades"): the previous release keeps
+    /// running on the migrated schema, so no migration drops, renames, retypes or empties what
+    /// it reads or writes, and a column it does not know is nullable or has a default.
+    #[test]
+    fn migrations_only_expand_the_schema() {
+        for m in SQLITE.iter().chain(POSTGRES) {
+            for statement in m.sql.split(';') {
+                let text: String = statement
+                    .lines()
+                    .map(|l| l.split("--").next().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_uppercase();
+                let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                for word in [
+                    "DROP ",
+                    "RENAME ",
+                    "ALTER COLUMN",
+                    "TRUNCATE",
+                    "DELETE FROM",
+                ] {
+                    assert!(
+                        !text.contains(word),
+                        "migration {} `{}`: `{word}` is not expand-only: {text}",
+                        m.version,
+                        m.name
+                    );
+                }
+                if text.contains("ADD COLUMN") && text.contains("NOT NULL") {
+                    assert!(
+                        text.contains("DEFAULT"),
+                        "migration {} `{}`: a NOT NULL column without a default breaks the \
+                         previous release's inserts: {text}",
+                        m.version,
+                        m.name
+                    );
+                }
+            }
         }
     }
 

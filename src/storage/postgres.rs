@@ -55,6 +55,24 @@ pub struct PgPool {
     pool: r2d2::Pool<Manager>,
     pub acquire_timeout: Duration,
     label: String,
+    /// How the pool connects, for a connection of its own ([`PgPool::session_lock`]).
+    direct: Box<(postgres::Config, MakeTlsConnector)>,
+}
+
+/// A PostgreSQL session advisory lock held on a connection outside the pool: released when
+/// dropped, and by the server when the process dies with it.
+pub struct SessionLock {
+    client: postgres::Client,
+    key: i64,
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        // Closing the connection releases the lock too; unlocking first frees it at once.
+        let _ = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.key]);
+    }
 }
 
 fn tls(settings: &PostgresSettings) -> Result<MakeTlsConnector, StorageError> {
@@ -124,8 +142,8 @@ pub fn open(settings: &PostgresSettings) -> Result<PgPool, StorageError> {
         }
     }
     let manager = Manager {
-        config,
-        tls: connector,
+        config: config.clone(),
+        tls: connector.clone(),
     };
     let pool = r2d2::Pool::builder()
         .max_size(settings.max_open_connections)
@@ -137,6 +155,7 @@ pub fn open(settings: &PostgresSettings) -> Result<PgPool, StorageError> {
         pool,
         acquire_timeout: settings.connect_timeout,
         label,
+        direct: Box::new((config, connector)),
     })
 }
 
@@ -175,6 +194,24 @@ impl PgPool {
         };
         tx.commit().map_err(map_err)?;
         Ok(out)
+    }
+
+    /// Wait for the session advisory lock `key` on a connection of its own (not taken from the
+    /// pool, so a pool of one connection still serves the holder's work). The wait is bounded
+    /// by the connection's `statement_timeout`.
+    pub fn session_lock(&self, key: i64) -> Result<SessionLock, StorageError> {
+        let (config, tls) = &*self.direct;
+        let mut client = config.connect(tls.clone()).map_err(|e| {
+            StorageError::Unavailable(format!(
+                "cannot connect to {}: {}",
+                self.label,
+                describe(&e)
+            ))
+        })?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&key])
+            .map_err(map_err)?;
+        Ok(SessionLock { client, key })
     }
 
     pub fn state(&self) -> (u32, u32) {

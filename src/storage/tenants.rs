@@ -287,6 +287,9 @@ pub trait CatalogStore {
     fn delete_entry(&self, kind: &str, id: &str) -> Result<(), StorageError>;
     /// Insert when absent (bootstrap); returns whether it was inserted.
     fn ensure_entry(&self, e: &CatalogRecord) -> Result<bool, StorageError>;
+    /// [`CatalogStore::ensure_entry`] for each of `entries`, in one transaction; returns how
+    /// many were inserted.
+    fn ensure_entries(&self, entries: &[CatalogRecord]) -> Result<u64, StorageError>;
     /// A catalogue write and what it does to tenants (tasks, events), in one transaction; the
     /// entry as written (`None` for a delete).
     fn write_entry(
@@ -1552,21 +1555,32 @@ impl CatalogStore for Database {
     }
 
     fn ensure_entry(&self, e: &CatalogRecord) -> Result<bool, StorageError> {
+        self.tx(|tx| ensure_entry_tx(tx, e)).map(|n| n > 0)
+    }
+
+    fn ensure_entries(&self, entries: &[CatalogRecord]) -> Result<u64, StorageError> {
         self.tx(|tx| {
-            let n = tx.execute(
-                "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (kind, id) DO NOTHING",
-                &[
-                    Val::from(&e.kind),
-                    Val::from(&e.id),
-                    Val::from(&e.body),
-                    Val::I64(e.created_ms),
-                    Val::I64(e.updated_ms),
-                ],
-            )?;
-            Ok(n > 0)
+            let mut n = 0;
+            for e in entries {
+                n += ensure_entry_tx(tx, e)?;
+            }
+            Ok(n)
         })
     }
+}
+
+fn ensure_entry_tx(tx: &mut dyn Tx, e: &CatalogRecord) -> Result<u64, StorageError> {
+    tx.execute(
+        "INSERT INTO catalog (kind, id, body, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (kind, id) DO NOTHING",
+        &[
+            Val::from(&e.kind),
+            Val::from(&e.id),
+            Val::from(&e.body),
+            Val::I64(e.created_ms),
+            Val::I64(e.updated_ms),
+        ],
+    )
 }
 
 // ---------------------------------------------------------------- gauges

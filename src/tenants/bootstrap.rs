@@ -1,6 +1,8 @@
 //! Bootstrap, idempotent at every start: version 1 of every template, the scopes, roles and
 //! default resources of a Kaa realm and their mappings, the default Keycloak server from the
 //! configuration, and the system tenant (whose realm the installer made: never provisioned).
+//! It runs under the start-up lock, and every write is insert-if-absent as well, so that
+//! replicas starting together, or beside a replica of an earlier release, all start.
 
 use serde_json::{Value, json};
 
@@ -76,15 +78,16 @@ pub const ROLES: &[(&str, &str, &[&str])] = &[
 
 pub fn run(tm: &Tm) -> Result<(), TmError> {
     let now = now_ms();
-    let put = |kind: &str, id: &str, body: Value| -> Result<(), TmError> {
-        tm.db.ensure_entry(&CatalogRecord {
+    // The catalogue's seeds, inserted when absent in one transaction at the end.
+    let entries = std::cell::RefCell::new(Vec::new());
+    let put = |kind: &str, id: &str, body: Value| {
+        entries.borrow_mut().push(CatalogRecord {
             kind: kind.into(),
             id: id.into(),
             body: body.to_string(),
             created_ms: now,
             updated_ms: now,
-        })?;
-        Ok(())
+        });
     };
     put(
         "realm-template",
@@ -92,46 +95,46 @@ pub fn run(tm: &Tm) -> Result<(), TmError> {
         json!({"version": 1, "description": "Kaa tenant realm",
         "template": {"sslRequired": "external", "registrationAllowed": false, "loginWithEmailAllowed": true,
                      "duplicateEmailsAllowed": false, "resetPasswordAllowed": true, "bruteForceProtected": true}}),
-    )?;
+    );
     put(
         "realm-backend-client-template",
         "1",
         json!({"version": 1, "description": "confidential backend client (UMA resource server)",
         "template": {"protocol": "openid-connect", "standardFlowEnabled": false, "directAccessGrantsEnabled": false}}),
-    )?;
+    );
     put(
         "realm-frontend-client-template",
         "1",
         json!({"version": 1, "description": "public web UI client",
         "template": {"protocol": "openid-connect", "standardFlowEnabled": true, "directAccessGrantsEnabled": true,
                      "redirectUris": ["*"], "webOrigins": ["*"]}}),
-    )?;
+    );
     for kind in ["scope-version", "role-version", "default-resource-version"] {
         put(
             kind,
             "1",
             json!({"version": 1, "description": "everything (the default)"}),
-        )?;
+        );
     }
     for s in SCOPES {
-        put("scope", s, json!({"name": s}))?;
+        put("scope", s, json!({"name": s}));
         put(
             "scope-version-mapping",
             &format!("1:{s}"),
             json!({"version": 1, "scope_id": s}),
-        )?;
+        );
     }
     for (role, description, prefixes) in ROLES {
         put(
             "role",
             role,
             json!({"name": role, "description": description}),
-        )?;
+        );
         put(
             "role-version-mapping",
             &format!("1:{role}"),
             json!({"version": 1, "role_id": role}),
-        )?;
+        );
         for s in SCOPES
             .iter()
             .filter(|s| prefixes.iter().any(|p| s.starts_with(p)))
@@ -140,7 +143,7 @@ pub fn run(tm: &Tm) -> Result<(), TmError> {
                 "role-scope-mapping",
                 &format!("{role}:{s}"),
                 json!({"role_id": role, "scope_id": s}),
-            )?;
+            );
         }
     }
     put(
@@ -148,24 +151,26 @@ pub fn run(tm: &Tm) -> Result<(), TmError> {
         "tenant-system",
         json!({"name": "tenant-system", "type": "tenant",
         "description": "the tenant itself"}),
-    )?;
+    );
     put(
         "default-resource-version-mapping",
         "1:tenant-system",
         json!({"version": 1, "resource_id": "tenant-system"}),
-    )?;
+    );
     for s in SCOPES.iter().filter(|s| s.starts_with("tenant:")) {
         put(
             "default-resource-scope-mapping",
             &format!("tenant-system:{s}"),
             json!({"resource_id": "tenant-system", "scope_id": s}),
-        )?;
+        );
     }
     put(
         "package-type",
         "unlimited",
         json!({"name": "unlimited", "description": "no limits", "limits": {}}),
-    )?;
+    );
+
+    tm.db.ensure_entries(&entries.into_inner())?;
 
     if let Some(kc) = &tm.settings.keycloak {
         match tm.db.get_server(kc.id) {
@@ -174,7 +179,11 @@ pub fn run(tm: &Tm) -> Result<(), TmError> {
                 let mut s = kc.clone();
                 s.created_ms = now;
                 s.updated_ms = now;
-                tm.db.insert_server(&s)?;
+                // Inserted meanwhile by a replica that does not take the start-up lock.
+                match tm.db.insert_server(&s) {
+                    Ok(_) | Err(StorageError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(e) => return Err(e.into()),
         }

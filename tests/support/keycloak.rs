@@ -3475,6 +3475,15 @@ impl Keycloak {
         kid
     }
 
+    /// Withdraw a signing key: the realm's key set (`.../certs`) no longer publishes it, as
+    /// when an administrator deletes or disables a key provider. Another key must remain.
+    pub fn withdraw_key(&self, realm: &str, kid: &str) {
+        let mut st = self.shared.state.lock().unwrap();
+        let r = st.realms.get_mut(realm).unwrap();
+        r.keys.retain(|(k, _)| k != kid);
+        assert!(!r.keys.is_empty(), "withdrew the last key of realm {realm}");
+    }
+
     /// The public key (DER) of the realm's newest key: for algorithm-confusion attacks.
     pub fn public_key_der(&self, realm: &str) -> Vec<u8> {
         let mut st = self.shared.state.lock().unwrap();
