@@ -491,8 +491,8 @@ fn the_default_pods_run_as_the_images_user_under_pod_security_restricted() {
     let dockerfile = read(&root().join("Dockerfile"));
     let user = dockerfile
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("the Dockerfile names a USER");
     let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
     let (uid, gid): (i64, i64) = (uid.parse().unwrap(), gid.parse().unwrap());
