@@ -1,9 +1,12 @@
 //! The composition root shared by both binaries: parse the command line, load and validate the
-//! configuration, check the license, open storage, wire the router, serve until SIGTERM/SIGINT,
-//! drain within `service.graceful-shutdown`. Only this file names concrete backends.
+//! configuration, check the license, listen, open storage (waiting up to
+//! `postgresql.startup-wait` for PostgreSQL, not ready meanwhile), wire the router, serve until
+//! SIGTERM/SIGINT, go on serving for `service.shutdown-delay` while not ready, then drain within
+//! `service.graceful-shutdown`. Only this file names concrete backends.
 
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,7 +16,7 @@ use crate::http::error::ApiError;
 use crate::http::message::{Request, Response};
 use crate::http::metrics::Metrics;
 use crate::http::router::Router;
-use crate::http::server::{Handler, Server, ServerConfig, ServerStats};
+use crate::http::server::{Handler, Server, ServerConfig, ServerStats, ShutdownHandle};
 use crate::license::{self, LicenseState};
 use crate::storage::{Database, HealthStore};
 
@@ -24,7 +27,8 @@ pub struct Ops {
     pub metrics: Arc<Metrics>,
     pub license: RwLock<LicenseState>,
     pub started: Instant,
-    /// Extra readiness condition (the IAM index loaded); `None` means ready when storage is.
+    /// Why the service is not ready (storage unreachable at its last check, see
+    /// [`spawn_storage_watch`]); `None`: ready. `/health/ready` reads only this, never storage.
     pub not_ready_reason: RwLock<Option<String>>,
     /// The running server's gauges (set once it is bound).
     pub server: OnceLock<ServerStats>,
@@ -49,6 +53,39 @@ pub trait HasOps: Send + Sync + 'static {
     fn ops(&self) -> &Ops;
 }
 
+/// The probes: `GET /health` (liveness) and `GET /health/ready`. They read only memory and are
+/// answered on the connection's I/O thread, never queued behind the API's handlers, so that a
+/// busy replica is neither restarted nor taken out of the Service for being busy.
+pub fn is_probe(req: &Request) -> bool {
+    req.method == "GET" && matches!(req.path.as_str(), "/health" | "/health/ready")
+}
+
+/// Keeps `not_ready_reason` in step with storage: pings it every `every` (a ping that cannot
+/// connect takes up to `postgresql.connect-timeout`) and logs each change. Stops when `ops` is
+/// dropped.
+pub fn spawn_storage_watch(ops: &Arc<Ops>, every: Duration) {
+    let weak = Arc::downgrade(ops);
+    let _ = std::thread::Builder::new()
+        .name("storage-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(ops) = weak.upgrade() else { return };
+                let now = ops.db.ping().err().map(|e| e.to_string());
+                let mut reason = ops
+                    .not_ready_reason
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match (&*reason, &now) {
+                    (None, Some(e)) => log::warn!("readiness: storage unreachable: {e}"),
+                    (Some(_), None) => log::info!("readiness: storage reachable again"),
+                    _ => {}
+                }
+                *reason = now.map(|_| "storage unreachable".to_string());
+            }
+        });
+}
+
 /// `GET /health` (liveness), `GET /health/ready`, `GET /metrics`.
 pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
     router.route("GET", "/health", |c: &C, _, _| {
@@ -66,10 +103,6 @@ pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
     });
     router.route("GET", "/health/ready", |c: &C, _, _| {
         let ops = c.ops();
-        if let Err(e) = ops.db.ping() {
-            log::warn!("readiness: storage unreachable: {e}");
-            return Err(ApiError::new(503, "not ready: storage unreachable"));
-        }
         let reason = ops.not_ready_reason.read().ok().and_then(|r| r.clone());
         if let Some(r) = reason {
             return Err(ApiError::new(503, format!("not ready: {r}")));
@@ -195,10 +228,12 @@ fn method_label(m: &str) -> &'static str {
 
 impl<C: Send + Sync + 'static> Handler for App<C> {
     fn inline(&self, req: &Request) -> bool {
-        self.inline_if
-            .as_ref()
-            .is_some_and(|cond| cond(&self.ctx, req))
-            && self.router.is_inline(&req.method, &req.path)
+        is_probe(req)
+            || self
+                .inline_if
+                .as_ref()
+                .is_some_and(|cond| cond(&self.ctx, req))
+                && self.router.is_inline(&req.method, &req.path)
     }
 
     fn handle(&self, req: Request) -> Response {
@@ -351,30 +386,11 @@ fn run(kind: ServiceKind, config: Arc<Config>) -> Result<(), Failure> {
         );
     }
 
-    let db =
-        Database::open(&config.storage).map_err(|e| Failure::Runtime(format!("storage: {e}")))?;
-    log::info!("storage: {}", db.describe());
-    let metrics =
-        Metrics::new(kind.name()).map_err(|e| Failure::Runtime(format!("metrics: {e}")))?;
-    let ops = Arc::new(Ops {
-        kind,
-        db: Arc::new(db),
-        metrics: Arc::new(metrics),
-        license: RwLock::new(lic),
-        started,
-        not_ready_reason: RwLock::new(None),
-        server: OnceLock::new(),
-        scrape: OnceLock::new(),
-    });
-    spawn_license_recheck(&config, &ops);
-
-    let handler: Arc<dyn Handler> = match kind {
-        ServiceKind::Iam => crate::iam::build(&config, &ops).map_err(Failure::Config)?,
-        ServiceKind::TenantManager => {
-            crate::tenants::build(&config, &ops).map_err(Failure::Config)?
-        }
+    let style = match kind {
+        ServiceKind::Iam => ErrorStyle::Message,
+        ServiceKind::TenantManager => ErrorStyle::ErrorDetails,
     };
-
+    let gate = Arc::new(Gate::new(kind, started, lic.clone(), style));
     let s = &config.server;
     let server_config = ServerConfig {
         bind: std::net::SocketAddr::new(s.host, s.port),
@@ -389,38 +405,284 @@ fn run(kind: ServiceKind, config: Arc<Config>) -> Result<(), Failure> {
         idle_timeout: s.idle_timeout,
         write_timeout: s.write_timeout,
     };
-    let server = Server::bind(server_config, handler)
+    let server = Server::bind(server_config, Arc::clone(&gate) as Arc<dyn Handler>)
         .map_err(|e| Failure::Runtime(format!("cannot listen on {}:{}: {e}", s.host, s.port)))?;
-    let _ = ops.server.set(server.stats());
+    let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
-    let grace = config.service.graceful_shutdown;
-    watch_signals(move || shutdown.shutdown())
-        .map_err(|e| Failure::Runtime(format!("signals: {e}")))?;
+    watch_signals(
+        Arc::clone(&gate),
+        shutdown.clone(),
+        config.service.shutdown_delay,
+    )
+    .map_err(|e| Failure::Runtime(format!("signals: {e}")))?;
     log::info!(
-        "{} {} listening on {} (instance {}, replica {}) in {} ms",
+        "{} {} accepting on {addr} (starting: /health answers, /health/ready is 503 until \
+         storage is open)",
         kind.name(),
         env!("CARGO_PKG_VERSION"),
-        server.local_addr(),
-        config.service.instance_name,
-        config.service.replica_id,
-        started.elapsed().as_millis()
     );
-    let report = server.run(grace);
+
+    // Storage and wiring on a thread of their own, while the server answers the probes.
+    let failed: Arc<Mutex<Option<Failure>>> = Arc::new(Mutex::new(None));
+    let stats = server.stats();
+    {
+        let (config, gate, failed) = (Arc::clone(&config), Arc::clone(&gate), Arc::clone(&failed));
+        std::thread::Builder::new()
+            .name("start".into())
+            .spawn(move || match start(kind, &config, &gate, lic, stats) {
+                Ok(true) => log::info!(
+                    "{} {} listening on {addr} (instance {}, replica {}) in {} ms",
+                    kind.name(),
+                    env!("CARGO_PKG_VERSION"),
+                    config.service.instance_name,
+                    config.service.replica_id,
+                    started.elapsed().as_millis()
+                ),
+                Ok(false) => log::info!("start abandoned: stopping"),
+                Err(f) => {
+                    *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(f);
+                    shutdown.shutdown();
+                }
+            })
+            .map_err(|e| Failure::Runtime(format!("start thread: {e}")))?;
+    }
+    let report = server.run(config.service.graceful_shutdown);
     log::info!("{} stopped: {report:?}", kind.name());
-    Ok(())
+    match failed.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
 }
 
-/// Call `on_signal` on the first SIGTERM or SIGINT.
-fn watch_signals(on_signal: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+/// Open storage, wire the service and hand it to the gate. `Ok(false)`: a signal came first.
+fn start(
+    kind: ServiceKind,
+    config: &Arc<Config>,
+    gate: &Gate,
+    lic: LicenseState,
+    stats: ServerStats,
+) -> Result<bool, Failure> {
+    let Some(db) = open_storage(config, gate)? else {
+        return Ok(false);
+    };
+    log::info!("storage: {}", db.describe());
+    let metrics =
+        Metrics::new(kind.name()).map_err(|e| Failure::Runtime(format!("metrics: {e}")))?;
+    let ops = Arc::new(Ops {
+        kind,
+        db: Arc::new(db),
+        metrics: Arc::new(metrics),
+        license: RwLock::new(lic),
+        started: gate.started,
+        not_ready_reason: RwLock::new(None),
+        server: OnceLock::new(),
+        scrape: OnceLock::new(),
+    });
+    let _ = ops.server.set(stats);
+    spawn_license_recheck(config, &ops);
+    spawn_storage_watch(&ops, Duration::from_secs(1));
+    let handler: Arc<dyn Handler> = match kind {
+        ServiceKind::Iam => crate::iam::build(config, &ops).map_err(Failure::Config)?,
+        ServiceKind::TenantManager => {
+            crate::tenants::build(config, &ops).map_err(Failure::Config)?
+        }
+    };
+    Ok(gate.open(handler))
+}
+
+/// Open the database. PostgreSQL that cannot be reached yet (not started, not resolvable, out of
+/// connections) is tried again with a growing pause, up to `postgresql.startup-wait`; a refused
+/// login or a missing database stops at once. `None`: a signal came while waiting.
+fn open_storage(config: &Config, gate: &Gate) -> Result<Option<Database>, Failure> {
+    let wait = match &config.storage {
+        crate::config::StorageSettings::Postgres(p) => p.startup_wait,
+        crate::config::StorageSettings::Sqlite(_) => Duration::ZERO,
+    };
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(250);
+    let mut attempt = 1u32;
+    loop {
+        match Database::open(&config.storage) {
+            Ok(db) => return Ok(Some(db)),
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                log::warn!(
+                    "storage: attempt {attempt}: {e}; trying again in {} ms (for up to {} s in \
+                     all, postgresql.startup-wait)",
+                    pause.as_millis(),
+                    wait.as_secs()
+                );
+                gate.set_waiting(format!("waiting for storage: {e}"));
+            }
+            Err(e) if e.is_unavailable() && !wait.is_zero() => {
+                return Err(Failure::Runtime(format!(
+                    "storage: {e} (still unreachable after {} s, postgresql.startup-wait)",
+                    wait.as_secs()
+                )));
+            }
+            Err(e) => return Err(Failure::Runtime(format!("storage: {e}"))),
+        }
+        let resume = (Instant::now() + pause).min(deadline);
+        while Instant::now() < resume {
+            if gate.stopping() {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50).min(resume - Instant::now()));
+        }
+        if gate.stopping() {
+            return Ok(None);
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+        attempt += 1;
+    }
+}
+
+/// What the server calls: answers the probes (and 503 to everything else) until the service is
+/// wired, then passes every request on; from the first signal on, readiness answers 503 and
+/// every answer closes its connection.
+struct Gate {
+    kind: ServiceKind,
+    started: Instant,
+    style: ErrorStyle,
+    /// The license as checked at start, for `/health` until the service is wired.
+    license: LicenseState,
+    /// Why the service is not ready yet.
+    waiting: RwLock<String>,
+    service: OnceLock<Arc<dyn Handler>>,
+    stopping: AtomicBool,
+}
+
+impl Gate {
+    fn new(kind: ServiceKind, started: Instant, license: LicenseState, style: ErrorStyle) -> Gate {
+        Gate {
+            kind,
+            started,
+            style,
+            license,
+            waiting: RwLock::new("starting".into()),
+            service: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn set_waiting(&self, why: String) {
+        *self.waiting.write().unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
+    /// Starts passing requests to `service`; `false` when stopping already.
+    fn open(&self, service: Arc<dyn Handler>) -> bool {
+        let _ = self.service.set(service);
+        !self.stopping()
+    }
+
+    fn serving(&self) -> bool {
+        self.service.get().is_some()
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn refuse(&self, status: u16, message: &str) -> Response {
+        let resp = Response::error(status, message);
+        if self.style == ErrorStyle::ErrorDetails {
+            restyle(resp)
+        } else {
+            resp
+        }
+    }
+
+    /// Before the service is wired.
+    fn starting(&self, req: &Request) -> Response {
+        if req.method == "GET" && req.path == "/health" {
+            return Response::json(
+                200,
+                &json!({
+                    "status": "UP",
+                    "service": self.kind.name(),
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptimeSeconds": self.started.elapsed().as_secs(),
+                    "license": self.license,
+                }),
+            );
+        }
+        let why = self
+            .waiting
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if req.method == "GET" && req.path == "/health/ready" {
+            return self.refuse(503, &format!("not ready: {why}"));
+        }
+        self.refuse(
+            503,
+            &format!("the service is starting ({why}): try again shortly"),
+        )
+        .with_header("Retry-After", "5")
+    }
+}
+
+impl Handler for Gate {
+    fn inline(&self, req: &Request) -> bool {
+        is_probe(req) || self.service.get().is_none_or(|s| s.inline(req))
+    }
+
+    fn handle(&self, req: Request) -> Response {
+        let Some(service) = self.service.get() else {
+            return self.starting(&req);
+        };
+        if !self.stopping() {
+            return service.handle(req);
+        }
+        if req.method == "GET" && req.path == "/health/ready" {
+            return self.refuse(503, "not ready: shutting down");
+        }
+        // Clients holding a connection open come back on another replica.
+        service.handle(req).with_header("Connection", "close")
+    }
+}
+
+/// On the first SIGTERM or SIGINT: readiness turns 503 at once; a wired service goes on
+/// accepting and serving for `delay` (a second signal ends that early), then the server stops
+/// accepting and drains.
+fn watch_signals(
+    gate: Arc<Gate>,
+    shutdown: ShutdownHandle,
+    delay: Duration,
+) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                log::info!("signal {sig} received: draining in-flight requests");
-                on_signal();
+            let Some(sig) = signals.forever().next() else {
+                return;
+            };
+            gate.stop();
+            if gate.serving() && !delay.is_zero() {
+                log::info!(
+                    "signal {sig} received: not ready; serving for {} ms more \
+                     (service.shutdown-delay), then draining",
+                    delay.as_millis()
+                );
+                let end = Instant::now() + delay;
+                loop {
+                    if let Some(again) = signals.pending().next() {
+                        log::info!("signal {again} received: no more waiting");
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20).min(end - now));
+                }
             }
+            log::info!("signal {sig}: draining in-flight requests");
+            shutdown.shutdown();
         })?;
     Ok(())
 }

@@ -54,6 +54,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SERVICE_DEBUG", "service.debug"),
     ("SERVICE_INSTANCE_NAME", "service.instance.name"),
     ("SERVICE_INSTANCE_REPLICA_ID", "service.instance.replica.id"),
+    ("SERVICE_GRACEFUL_SHUTDOWN", "service.graceful-shutdown"),
+    ("SERVICE_SHUTDOWN_DELAY", "service.shutdown-delay"),
     ("KAA_POSTGRESQL_HOST", "postgresql.host"),
     ("KAA_POSTGRESQL_PORT", "postgresql.port"),
     ("KAA_POSTGRESQL_USERNAME", "postgresql.username"),
@@ -64,6 +66,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "KAA_POSTGRESQL_MAX_OPEN_CONNECTIONS",
         "postgresql.max-open-connections",
     ),
+    ("KAA_POSTGRESQL_STARTUP_WAIT", "postgresql.startup-wait"),
     ("KAA_SQLITE_PATH", "sqlite.path"),
     ("KAA_SECURITY_ENABLED", "security.enabled"),
     (
@@ -154,7 +157,12 @@ pub struct Config {
 pub struct ServiceSettings {
     pub instance_name: String,
     pub replica_id: String,
+    /// After SIGTERM/SIGINT: how long in-flight requests may take to finish once the server
+    /// stops accepting.
     pub graceful_shutdown: Duration,
+    /// After SIGTERM/SIGINT: how long the server goes on accepting and serving (readiness
+    /// already 503) before it stops accepting and drains, so that load balancers notice first.
+    pub shutdown_delay: Duration,
     pub debug: bool,
 }
 
@@ -204,6 +212,9 @@ pub struct PostgresSettings {
     pub connect_timeout: Duration,
     /// Statement timeout sent to the server.
     pub statement_timeout: Duration,
+    /// How long the start retries its first connection while the server cannot be reached
+    /// (not ready meanwhile) before it gives up.
+    pub startup_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +358,11 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
             Duration::from_secs(30),
             HOUR,
         )?,
+        shutdown_delay: t.duration(
+            "service.shutdown-delay",
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )?,
         debug: t.bool("service.debug", false)?,
     };
 
@@ -402,6 +418,7 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
             Duration::from_secs(30),
             HOUR,
         )?,
+        startup_wait: t.duration("postgresql.startup-wait", Duration::from_secs(60), HOUR)?,
     };
     let sqlite_path = t.string("sqlite.path", &format!("./data/{}.db", kind.name()))?;
     let storage = if pg.host.is_empty() {
@@ -578,6 +595,31 @@ mod tests {
         assert_eq!(pg.password.expose(), "iam");
         assert_eq!(pg.ssl_mode, "disable");
         assert_eq!(pg.max_open_connections, 100);
+        assert_eq!(pg.startup_wait, Duration::from_secs(60));
+        assert_eq!(c.service.shutdown_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn start_and_stop_timings_come_from_the_environment() {
+        let e = env(&[
+            ("KAA_POSTGRESQL_HOST", "db.local"),
+            ("KAA_POSTGRESQL_STARTUP_WAIT", "5m"),
+            ("SERVICE_SHUTDOWN_DELAY", "7"),
+            ("SERVICE_GRACEFUL_SHUTDOWN", "45s"),
+        ]);
+        let c = load(ServiceKind::TenantManager, &e, None).unwrap().config;
+        let StorageSettings::Postgres(pg) = c.storage else {
+            panic!("expected postgres")
+        };
+        assert_eq!(pg.startup_wait, Duration::from_secs(300));
+        assert_eq!(c.service.shutdown_delay, Duration::from_secs(7));
+        assert_eq!(c.service.graceful_shutdown, Duration::from_secs(45));
+        let e = env(&[("SERVICE_SHUTDOWN_DELAY", "11m")]);
+        let err = load(ServiceKind::Iam, &e, None).unwrap_err().to_string();
+        assert!(
+            err.contains("service.shutdown-delay") && err.contains("SERVICE_SHUTDOWN_DELAY"),
+            "{err}"
+        );
     }
 
     #[test]

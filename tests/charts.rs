@@ -417,3 +417,154 @@ fn the_seed_path_syntax_is_understood() {
     assert_eq!(parse_default("nil"), Value::Null);
     assert_eq!(parse_default("\"a\\nb\""), Value::String("a\nb".into()));
 }
+
+/// Every key of values.yaml, seed or extension: (dotted path, value).
+fn value_keys(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+    if let Some(map) = v.as_object() {
+        for (k, child) in map {
+            prefix.push(k.clone());
+            out.push((prefix.clone(), child.clone()));
+            value_keys(child, prefix, out);
+            prefix.pop();
+        }
+    }
+}
+
+#[test]
+fn every_value_of_each_chart_is_typed_by_the_schema_and_commented() {
+    let mut problems = Vec::new();
+    for chart in CHARTS {
+        let dir = root().join("charts").join(chart);
+        let text = read(&dir.join("values.yaml"));
+        let values: Value = serde_norway::from_str(&text).unwrap();
+        let schema: Value = serde_json::from_str(&read(&dir.join("values.schema.json"))).unwrap();
+        let documented = documented_keys(&text);
+        let mut keys = Vec::new();
+        value_keys(&values, &mut Vec::new(), &mut keys);
+        for (path, value) in &keys {
+            let segs: Vec<Seg> = path.iter().map(|k| Seg::Key(k.clone())).collect();
+            // Below a free-form mapping of the schema (a security context, annotations) the
+            // keys are Kubernetes' own.
+            let free_form = (1..segs.len()).any(|n| {
+                schema_node(&schema, &segs[..n]).is_none_or(|p| p.get("properties").is_none())
+            });
+            if free_form {
+                continue;
+            }
+            let key = path.join(".");
+            match schema_node(&schema, &segs) {
+                None => problems.push(format!("{chart}: {key} is not in values.schema.json")),
+                Some(node) => {
+                    let types = schema_types(node);
+                    let enumerated = node
+                        .get("enum")
+                        .and_then(Value::as_array)
+                        .is_some_and(|e| e.contains(value));
+                    if !(enumerated || schema_accepts(&types, json_type(value))) {
+                        problems.push(format!(
+                            "{chart}: {key}: the schema ({types:?}) rejects the default {value}"
+                        ));
+                    }
+                }
+            }
+            // A comment on the key or on a key above it (for a value; a mapping of keys groups
+            // them).
+            if value.as_object().is_some_and(|m| !m.is_empty()) {
+                continue;
+            }
+            let commented = (1..=path.len()).any(|n| {
+                documented
+                    .iter()
+                    .any(|(p, c)| *c && p.as_slice() == &path[..n])
+            });
+            if !commented {
+                problems.push(format!("{chart}: {key} has no comment in values.yaml"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_default_pods_run_as_the_images_user_under_pod_security_restricted() {
+    // The image's numeric user and group (Dockerfile `USER uid:gid`).
+    let dockerfile = read(&root().join("Dockerfile"));
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the Dockerfile names a USER");
+    let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
+    let (uid, gid): (i64, i64) = (uid.parse().unwrap(), gid.parse().unwrap());
+    assert_ne!(uid, 0, "the image runs as root");
+    for chart in CHARTS {
+        let dir = root().join("charts").join(chart);
+        let values: Value = serde_norway::from_str(&read(&dir.join("values.yaml"))).unwrap();
+        let pod = &values["podSecurityContext"];
+        assert_eq!(
+            pod["runAsUser"], uid,
+            "{chart}: runAsUser is the image's user"
+        );
+        assert_eq!(
+            pod["runAsGroup"], gid,
+            "{chart}: runAsGroup is the image's group"
+        );
+        assert_eq!(pod["runAsNonRoot"], true, "{chart}");
+        assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault", "{chart}");
+        let c = &values["defaultSecurityContext"];
+        assert_eq!(c["allowPrivilegeEscalation"], false, "{chart}");
+        assert_eq!(
+            c["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{chart}"
+        );
+        assert_eq!(c["readOnlyRootFilesystem"], true, "{chart}");
+        assert_eq!(c["runAsNonRoot"], true, "{chart}");
+        // Every container of the chart gets that context; /tmp stays writable.
+        let pod_tpl = read(&dir.join("templates/_pod.tpl"));
+        let prefix = format!("\"{chart}.containerSecurityContext\"");
+        assert!(pod_tpl.contains(&prefix), "{chart}: _pod.tpl");
+        assert_eq!(
+            pod_tpl
+                .matches("securityContext:\n      {{- $csc | nindent 6 }}")
+                .count(),
+            3,
+            "{chart}: the service and both wait containers carry the container security context"
+        );
+        assert!(
+            pod_tpl.contains("mountPath: /tmp") && pod_tpl.contains("- name: tmp\n    emptyDir:")
+        );
+        // The shutdown window and drain fit in the grace period by default.
+        let l = &values["lifecycle"];
+        let busy =
+            l["shutdownDelaySeconds"].as_i64().unwrap() + l["drainSeconds"].as_i64().unwrap();
+        assert!(
+            values["terminationGracePeriodSeconds"].is_null(),
+            "{chart}: computed by default"
+        );
+        assert!(
+            pod_tpl.contains("{{- add $busy 10 -}}") && busy > 0,
+            "{chart}: the default grace period is the delay and drain plus 10 s"
+        );
+    }
+}
+
+#[test]
+fn iam_points_at_the_tenant_manager_charts_service_by_default() {
+    // The tenant-manager chart names its Service `<release>-<chart name>` (its fullname).
+    let tm_chart: Value =
+        serde_norway::from_str(&read(&root().join("charts/tenant-manager/Chart.yaml"))).unwrap();
+    let name = tm_chart["name"].as_str().unwrap();
+    let service = read(&root().join("charts/tenant-manager/templates/service.yaml"));
+    assert!(service.contains("name: {{ include \"tenant-manager.fullname\" . }}"));
+    let helpers = read(&root().join("charts/tenant-manager/templates/_helpers.tpl"));
+    assert!(
+        helpers
+            .contains("{{- printf \"%s-%s\" .Release.Name $name | trunc 63 | trimSuffix \"-\" -}}")
+    );
+    let iam: Value = serde_norway::from_str(&read(&root().join("charts/iam/values.yaml"))).unwrap();
+    // A leading "-" appends to the release name (iam.releaseName).
+    assert_eq!(iam["tenantManager"]["url"], format!("-{name}"));
+    let service_env = read(&root().join("charts/iam/templates/_service.tpl"));
+    assert!(service_env.contains("set $env \"KAA_SECURITY_MULTITENANCY_TENANT_MANAGER_URL\""));
+}

@@ -101,7 +101,7 @@ impl From<StorageError> for ApiError {
                 log::warn!("storage unavailable: {detail}");
                 ApiError::unavailable()
             }
-            StorageError::Internal(detail) => {
+            StorageError::Internal(detail) | StorageError::Refused(detail) => {
                 log::error!("storage error: {detail}");
                 ApiError::internal()
             }

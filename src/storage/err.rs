@@ -16,6 +16,10 @@ pub enum StorageError {
     /// The database cannot be reached or is overloaded; retrying later may succeed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The server refused the configured connection (credentials, database name): retrying
+    /// cannot help, the configuration must change.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else: a bug or a schema mismatch.
     #[error("storage internal error: {0}")]
     Internal(String),

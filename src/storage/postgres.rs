@@ -135,10 +135,12 @@ pub fn open(settings: &PostgresSettings) -> Result<PgPool, StorageError> {
     match config.connect(connector.clone()) {
         Ok(client) => drop(client),
         Err(e) => {
-            return Err(StorageError::Unavailable(format!(
-                "cannot connect to {label}: {}",
-                describe(&e)
-            )));
+            let msg = format!("cannot connect to {label}: {}", describe(&e));
+            return Err(if refused(&e) {
+                StorageError::Refused(msg)
+            } else {
+                StorageError::Unavailable(msg)
+            });
         }
     }
     let manager = Manager {
@@ -156,6 +158,18 @@ pub fn open(settings: &PostgresSettings) -> Result<PgPool, StorageError> {
         acquire_timeout: settings.connect_timeout,
         label,
         direct: Box::new((config, connector)),
+    })
+}
+
+/// Whether a failed connection was refused for its settings (wrong user or password, missing
+/// database, no permission to connect), which no retry mends; a server that cannot be reached,
+/// is starting up or has no connection left is worth waiting for.
+fn refused(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|code| {
+        let c = code.code();
+        c.starts_with("28")
+            || *code == SqlState::INVALID_CATALOG_NAME
+            || *code == SqlState::INSUFFICIENT_PRIVILEGE
     })
 }
 

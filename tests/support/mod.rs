@@ -100,6 +100,7 @@ pub fn settings_from_url(url: &str, database: &str) -> PostgresSettings {
         max_open_connections: 8,
         connect_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(30),
+        startup_wait: Duration::from_secs(60),
     }
 }
 

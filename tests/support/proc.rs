@@ -40,11 +40,23 @@ pub fn command(bin: &str, cwd: &std::path::Path, env: &[(&str, &str)]) -> Comman
     cmd
 }
 
-/// Start and wait for the "listening on" line (or the process ending).
+/// Start and wait for the "listening on" line, logged once the service is ready (or the process
+/// ending).
 pub fn start(
     bin: &str,
     cwd: &std::path::Path,
     env: &[(&str, &str)],
+) -> Result<Service, (ExitStatus, Vec<String>)> {
+    start_until(bin, cwd, env, " listening on ")
+}
+
+/// Start and wait for the first log line holding `marker` followed by the address (" listening
+/// on " once ready, " accepting on " as soon as the port is bound), or the process ending.
+pub fn start_until(
+    bin: &str,
+    cwd: &std::path::Path,
+    env: &[(&str, &str)],
+    marker: &'static str,
 ) -> Result<Service, (ExitStatus, Vec<String>)> {
     let mut cmd = command(bin, cwd, env);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -56,7 +68,7 @@ pub fn start(
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split(" listening on ").nth(1) {
+            if let Some(rest) = line.split(marker).nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                 let _ = tx.send(addr);
             }
@@ -106,9 +118,22 @@ impl Service {
     }
 
     /// Send SIGTERM and wait for the exit status (bounded).
-    pub fn terminate(mut self, within: Duration) -> ExitStatus {
+    pub fn terminate(self, within: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(within)
+    }
+
+    /// Send a signal by name (`TERM`, `INT`) and return at once.
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+    }
+
+    /// Wait for the exit status (bounded: killed and a panic past `within`).
+    pub fn wait_exit(mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {

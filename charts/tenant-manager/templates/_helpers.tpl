@@ -30,6 +30,13 @@ app.kubernetes.io/name: {{ include "tenant-manager.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* Labels of the `helm test` pod: not the Service's selector (it must get no traffic). */}}
+{{- define "tenant-manager.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "tenant-manager.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
+{{- end -}}
+
 {{- define "tenant-manager.labels" -}}
 helm.sh/chart: {{ include "tenant-manager.chart" . }}
 {{ include "tenant-manager.selectorLabels" . }}
@@ -172,6 +179,33 @@ postgresql.enabled, else postgresql.url, which must then be set.
 {{- end -}}
 
 {{/*
+Names of the Secrets the pod reads (license, Keycloak client, PostgreSQL password and the
+service's own, _service.tpl), as a JSON list.
+*/}}
+{{- define "tenant-manager.referencedSecrets" -}}
+{{- $names := list (include "tenant-manager.licenseSecret" .) (include "tenant-manager.keycloakBackendSecret" .) -}}
+{{- $pw := include "tenant-manager.postgresql.passwordRef" . | fromJson -}}
+{{- $names = append $names (default "" $pw.name) -}}
+{{- $names = concat $names (include "tenant-manager.serviceSecrets" . | fromJsonArray) -}}
+{{- without (uniq $names) "" | toJson -}}
+{{- end -}}
+
+{{/*
+Checksum of every Secret the pod reads, for the pod template: the Secrets this chart renders,
+and the data of those it names as found in the cluster at install or upgrade (`lookup`; nothing
+under `helm template`), so that `helm upgrade` after a Secret changed rolls the pods.
+*/}}
+{{- define "tenant-manager.secretsChecksum" -}}
+{{- $found := list -}}
+{{- range $name := include "tenant-manager.referencedSecrets" . | fromJsonArray -}}
+{{- $s := lookup "v1" "Secret" $.Release.Namespace $name -}}
+{{- $found = append $found (dict "name" $name "data" (default dict $s.data)) -}}
+{{- end -}}
+{{- $own := list (include (print $.Template.BasePath "/secret-postgresql.yaml") .) (include (print $.Template.BasePath "/secret-postgresql-password.yaml") .) -}}
+{{- printf "%s\n%s" (toJson $found) (join "\n---\n" $own) | sha256sum -}}
+{{- end -}}
+
+{{/*
 The service container's environment, as a list. Chart-managed variables first, then
 .Values.env over them by name; sorted by name.
 */}}
@@ -216,6 +250,10 @@ The service container's environment, as a list. Chart-managed variables first, t
 {{- with .Values.global.nats.url -}}
 {{- $_ := set $env "KAA_NATS_URLS" (dict "value" (toString .)) -}}
 {{- end -}}
+{{- /* Start and stop: the wait for PostgreSQL, the serving window after SIGTERM, the drain. */ -}}
+{{- $_ := set $env "KAA_POSTGRESQL_STARTUP_WAIT" (dict "value" (toString (ternary .Values.waitContainers.timeout 0 .Values.waitContainers.enabled))) -}}
+{{- $_ := set $env "SERVICE_SHUTDOWN_DELAY" (dict "value" (toString .Values.lifecycle.shutdownDelaySeconds)) -}}
+{{- $_ := set $env "SERVICE_GRACEFUL_SHUTDOWN" (dict "value" (toString .Values.lifecycle.drainSeconds)) -}}
 {{- /* What differs per service (_service.tpl). */ -}}
 {{- $env = merge (include "tenant-manager.serviceEnv" . | fromJson) $env -}}
 {{- /*

@@ -50,6 +50,12 @@ sealed with (secretKey.existingSecret, keys secret-key and the optional previous
 {{- $env | toJson -}}
 {{- end -}}
 
+{{/* Secrets the Tenant Manager reads beyond the shared ones (_helpers.tpl): its Keycloak admin
+account and the key its stored secrets are sealed with. */}}
+{{- define "tenant-manager.serviceSecrets" -}}
+{{- list (include "tenant-manager.keycloakAdminSecret" .) (include "tenant-manager.releaseName" (dict "value" .Values.secretKey.existingSecret "root" .)) | toJson -}}
+{{- end -}}
+
 {{/*
 The Tenant Manager's own alerts beside the shared ones (prometheusrule.yaml), from the gauges of
 its task queue, outbox and tenants; the argument is the series selector. Runbooks in
