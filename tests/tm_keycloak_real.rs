@@ -442,3 +442,100 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
     let gone = admin.get_realm(&realm);
     assert!(matches!(gone, Err(KeycloakError::NotFound(_))), "{gone:?}");
 }
+
+/// Polls until the tenant has `status` (`GONE`: 404), `FAILED` included, at most two minutes.
+fn wait_exactly(a: SocketAddr, id: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = call(a, "GET", &format!("/api/v1/tenants/{id}"), None);
+        if r.status == 200 && r.json()["status"] == status {
+            return r.json();
+        }
+        if status == "GONE" && r.status == 404 {
+            return Value::Null;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "tenant `{id}` never {status}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A realm made directly through Keycloak's admin API is never taken over: the tenant of the
+/// same name fails with the reason and the realm stays as it was, also after the tenant is
+/// deleted; `master` is refused with 400.
+#[test]
+fn a_realm_made_outside_the_tenant_manager_stays_untouched_on_the_real_keycloak() {
+    let Some(kc) = support::real_keycloak("realm ownership against the real Keycloak") else {
+        return;
+    };
+    let dir = support::TempDir::new();
+    let tm = start_tm(&support::sqlite_settings(&dir), &tm_yaml(&kc));
+    let a = tm.addr;
+    let admin = kc.admin();
+    let id = tenant_id("handmade");
+    admin
+        .create_realm(&json!({"realm": id, "enabled": true, "displayName": "made by hand"}))
+        .unwrap();
+    admin.create_role(&id, &json!({"name": "keep-me"})).unwrap();
+    let roles_before = names(&admin.list_roles(&id).unwrap(), "name");
+    let clients_before = admin.find_client(&id, "admin-cli").unwrap().is_some();
+
+    expect(
+        &call(a, "POST", "/api/v1/tenants", Some(&json!({"id": id}))),
+        202,
+    );
+    let t = wait_exactly(a, &id, "FAILED");
+    let reason = t["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("realm `{id}` already exists"))
+            && reason.contains("not made by this Tenant Manager"),
+        "{reason}"
+    );
+    let rep = admin.get_realm(&id).unwrap();
+    assert_eq!(rep["displayName"], "made by hand");
+    assert!(
+        rep["attributes"]
+            .get(kaa::tenants::keycloak::MARK_TENANT)
+            .is_none(),
+        "{rep}"
+    );
+    assert_eq!(names(&admin.list_roles(&id).unwrap(), "name"), roles_before);
+    assert!(clients_before);
+    assert!(
+        admin
+            .find_client(&id, t["client_backend_id"].as_str().unwrap())
+            .unwrap()
+            .is_none(),
+        "no client of the tenant was made in the realm"
+    );
+
+    expect(
+        &call(a, "DELETE", &format!("/api/v1/tenants/{id}"), None),
+        202,
+    );
+    wait_exactly(a, &id, "GONE");
+    assert_eq!(
+        names(&admin.list_roles(&id).unwrap(), "name"),
+        roles_before,
+        "the realm is still there, as it was"
+    );
+
+    for body in [
+        json!({"id": "master"}),
+        json!({"id": tenant_id("ops"), "realm_name": "Master"}),
+    ] {
+        let r = call(a, "POST", "/api/v1/tenants", Some(&body));
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        assert!(String::from_utf8_lossy(&r.body).contains("reserved"));
+    }
+    assert_eq!(
+        call(a, "GET", "/api/v1/tenants/master", None).status,
+        404,
+        "nothing stored"
+    );
+    assert!(admin.get_realm("master").is_ok());
+    admin.delete_realm(&id).unwrap();
+}
