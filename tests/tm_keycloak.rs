@@ -1091,7 +1091,20 @@ fn users_credentials_mails_and_role_mappings() {
     )
     .unwrap();
     assert_eq!(claims["sub"], id);
-    assert_eq!(claims["realm_access"]["roles"], json!(["tenant-admin"]));
+    // Keycloak's shape: the mapped role and the realm's default roles, the account console's
+    // audience, the requesting client as `azp`.
+    assert_eq!(
+        claims["realm_access"]["roles"],
+        json!([
+            "tenant-admin",
+            "default-roles-acme",
+            "offline_access",
+            "uma_authorization"
+        ])
+    );
+    assert_eq!(claims["aud"], "account");
+    assert_eq!(claims["azp"], "web");
+    assert_eq!(claims["typ"], "Bearer");
 
     admin
         .reset_password("acme", &id, "other-pw", false)

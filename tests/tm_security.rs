@@ -242,32 +242,6 @@ fn scopes_on_kaa_system_guard_every_endpoint() {
     assert_eq!(call_json_as(a, "GET", "/health", None, None).status, 200);
 }
 
-/// One UMA decision asked of Keycloak: status and answer.
-fn uma(
-    base: &str,
-    realm: &str,
-    token: &str,
-    audience: &str,
-    permission: &str,
-) -> (u16, serde_json::Value) {
-    let mut resp = ureq::post(&format!(
-        "{base}/realms/{realm}/protocol/openid-connect/token"
-    ))
-    .config()
-    .http_status_as_error(false)
-    .build()
-    .header("Authorization", &format!("Bearer {token}"))
-    .send_form([
-        ("grant_type", "urn:ietf:params:oauth:grant-type:uma-ticket"),
-        ("audience", audience),
-        ("permission", permission),
-        ("response_mode", "decision"),
-    ])
-    .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_json().unwrap_or_default())
-}
-
 /// The stand-in decides UMA requests from what the Tenant Manager provisioned in a tenant's
 /// realm: the `tenant-system` resource, its scopes, a role policy per role and a scope permission
 /// per scope. A role that grants the scope gets it; one that does not is refused; a role taken
@@ -324,21 +298,31 @@ fn a_tenant_realms_provisioned_permissions_decide_uma_requests() {
     let (dash, _) = support::login(&url, "acme", frontend, "dash", "dash-password");
     let create = "tenant-system#tenant:application:create";
 
-    let (status, body) = uma(&url, "acme", &apps, backend, create);
+    let (status, body) = support::uma_decision(&url, "acme", &apps, backend, create);
     assert_eq!((status, &body), (200, &json!({"result": true})));
-    let (status, body) = uma(&url, "acme", &dash, backend, create);
+    let (status, body) = support::uma_decision(&url, "acme", &dash, backend, create);
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "access_denied");
     // `tenant-admin` holds every scope; `dashboard:read` is no scope of `tenant-system`.
-    let (status, body) = uma(&url, "acme", &dash, backend, "tenant-system#dashboard:read");
+    let (status, body) =
+        support::uma_decision(&url, "acme", &dash, backend, "tenant-system#dashboard:read");
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_resource");
     // The resource alone: granted when one of its scopes is.
-    assert_eq!(uma(&url, "acme", &apps, backend, "tenant-system").0, 200);
-    assert_eq!(uma(&url, "acme", &dash, backend, "tenant-system").0, 403);
+    assert_eq!(
+        support::uma_decision(&url, "acme", &apps, backend, "tenant-system").0,
+        200
+    );
+    assert_eq!(
+        support::uma_decision(&url, "acme", &dash, backend, "tenant-system").0,
+        403
+    );
     // Not a bearer token, or no resource server of that name.
-    assert_eq!(uma(&url, "acme", &apps_id_token, backend, create).0, 401);
-    let (status, body) = uma(&url, "acme", &apps, "no-such-client", create);
+    assert_eq!(
+        support::uma_decision(&url, "acme", &apps_id_token, backend, create).0,
+        401
+    );
+    let (status, body) = support::uma_decision(&url, "acme", &apps, "no-such-client", create);
     assert_eq!(status, 400, "{body}");
 
     // The role taken away: the next login's token is refused.
@@ -351,5 +335,8 @@ fn a_tenant_realms_provisioned_permissions_decide_uma_requests() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let (apps, _) = support::login(&url, "acme", frontend, "apps", "apps-password");
-    assert_eq!(uma(&url, "acme", &apps, backend, create).0, 403);
+    assert_eq!(
+        support::uma_decision(&url, "acme", &apps, backend, create).0,
+        403
+    );
 }

@@ -405,3 +405,31 @@ pub fn login(
         body["id_token"].as_str().unwrap().to_string(),
     )
 }
+
+/// One UMA decision (`response_mode=decision`) asked of the Keycloak at `base` for the bearer of
+/// `token`: the status and the answer.
+pub fn uma_decision(
+    base: &str,
+    realm: &str,
+    token: &str,
+    audience: &str,
+    permission: &str,
+) -> (u16, serde_json::Value) {
+    let mut resp = ureq::post(&format!(
+        "{}/realms/{realm}/protocol/openid-connect/token",
+        base.trim_end_matches('/')
+    ))
+    .config()
+    .http_status_as_error(false)
+    .build()
+    .header("Authorization", &format!("Bearer {token}"))
+    .send_form([
+        ("grant_type", "urn:ietf:params:oauth:grant-type:uma-ticket"),
+        ("audience", audience),
+        ("permission", permission),
+        ("response_mode", "decision"),
+    ])
+    .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().unwrap_or_default())
+}
