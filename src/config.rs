@@ -118,6 +118,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS",
         "tenant-manager.previous-secret-keys",
     ),
+    (
+        "KAA_TENANT_MANAGER_INSTALLATION_ID",
+        "tenant-manager.installation-id",
+    ),
     ("NATS_USERNAME", "nats.username"),
     ("NATS_PASSWORD", "nats.password"),
 ];

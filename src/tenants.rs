@@ -54,6 +54,8 @@ impl HasOps for TenantCtx {
 struct DefaultProvisioners {
     local: Arc<LocalProvisioner>,
     timeout: Duration,
+    /// The installation id the realms are marked with.
+    installation: String,
     servers: Mutex<HashMap<i64, (KeycloakServerRecord, Arc<KeycloakProvisioner>)>>,
 }
 
@@ -71,7 +73,11 @@ impl Provisioners for DefaultProvisioners {
         {
             return Ok(Arc::clone(p) as Arc<dyn Provisioner>);
         }
-        let p = Arc::new(KeycloakProvisioner::new(s, self.timeout)?);
+        let p = Arc::new(KeycloakProvisioner::new(
+            s,
+            self.timeout,
+            &self.installation,
+        )?);
         cache.insert(s.id, (s.clone(), Arc::clone(&p)));
         Ok(p as Arc<dyn Provisioner>)
     }
@@ -263,11 +269,16 @@ pub fn build_with_signal(
 ) -> Result<(Arc<dyn Handler>, Arc<Signal>), String> {
     let auth = tm_auth(config)?;
     let settings = TmSettings::from_config(config)?;
+    seal_secrets(config, &ops.db)?;
+    let installation = bootstrap::installation_id(&ops.db, settings.installation_id.as_deref())
+        .map_err(|e| format!("bootstrap: installation id: {e}"))?;
+    log::info!("tenant manager installation `{installation}`");
     let provisioners = Arc::new(DefaultProvisioners {
         local: Arc::new(LocalProvisioner {
             db: Arc::clone(&ops.db),
         }),
         timeout: keycloak_timeout(config)?,
+        installation,
         servers: Mutex::new(HashMap::new()),
     });
     let tm = Arc::new(Tm {

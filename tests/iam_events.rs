@@ -189,7 +189,7 @@ fn a_tenant_unregistered_while_iam_is_down_is_removed_at_start() {
     }
 
     let yaml = format!(
-        "security:\n  enabled: true\n  client-id: kaa-iam\n  client-secret: iam-secret\n  issuer:\n    public-url: {}\n  multitenancy:\n    enabled: true\n    tenant-manager-url: http://{}\nnats:\n  urls: {url}\n",
+        "security:\n  enabled: true\n  client-id: kaa-iam\n  client-secret: iam-secret\n  audiences: [kaa-iam, kaa-frontend]\n  issuer:\n    public-url: {}\n  multitenancy:\n    enabled: true\n    tenant-manager-url: http://{}\nnats:\n  urls: {url}\n",
         kc.issuer("kaa"),
         tm.addr
     );

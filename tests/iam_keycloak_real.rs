@@ -170,6 +170,22 @@ fn keycloak_tokens_act_in_their_tenant_and_a_rotated_key_is_picked_up() {
     let id_token = tokens["id_token"].as_str().expect("an ID token");
     let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(id_token), None);
     assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    // The same user's token issued to another client of the realm (Keycloak's `admin-cli`):
+    // not meant for IAM.
+    let (status, body) = kc.token(
+        &realm,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "admin-cli"),
+            ("username", "boss"),
+            ("password", "boss-password"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let other = body["access_token"].as_str().unwrap();
+    assert_eq!(claims(other)["azp"], "admin-cli");
+    let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(other), None);
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
 
     // The tenant's backend client (client credentials) is a caller of that tenant too.
     let (status, body) = kc.token(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kaa::policy::Krn;
 use serde_json::{Value, json};
-use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak, Mint};
+use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
 use support::proc::{Resp, call_json_with};
 use support::service::{Running, RunningTm, start_iam, start_tm};
 
@@ -78,14 +78,22 @@ impl World {
             tm.addr
         );
         let iam = start_iam(&support::sqlite_settings(&iam_dir), &yaml);
-        let admin = kc.mint(
+        // acme's administrator, a user of its realm, logs in through its web UI's client.
+        let r = call(
+            tm.addr,
+            "POST",
+            "/api/v1/tenants/acme/users",
+            None,
+            Some(&json!({"username": "boss", "password": "boss-password",
+                         "roles": ["tenant-admin"]})),
+        );
+        assert_eq!(r.status, 201, "{}", text(&r));
+        let (admin, _) = support::login(
+            &kc.url(),
             "acme",
-            &Mint {
-                aud: Some(vec![
-                    tenant["client_backend_id"].as_str().unwrap().to_string(),
-                ]),
-                ..Mint::user("boss").roles(&["tenant-admin"])
-            },
+            tenant["client_frontend_id"].as_str().unwrap(),
+            "boss",
+            "boss-password",
         );
         World {
             kc,
@@ -188,33 +196,28 @@ fn a_user_is_a_keycloak_user_of_the_tenants_realm_and_follows_it() {
     assert_eq!(r.status, 201, "{}", text(&r));
     let bob_auth = r.json()["data"]["authID"].as_str().unwrap().to_string();
     assert!(w.kc_user("bob").unwrap().emails.is_empty());
-    let login = ureq::post(&format!(
-        "{}/protocol/openid-connect/token",
-        w.kc.issuer("acme")
-    ))
-    .config()
-    .http_status_as_error(false)
-    .build()
-    .send_form([
-        ("grant_type", "password"),
-        ("client_id", "admin-cli"),
-        ("username", "bob"),
-        ("password", "Passw0rd-long"),
-    ])
-    .unwrap();
-    assert_eq!(
-        login.status(),
-        200,
-        "bob logs in with the password given to IAM"
+    // The token bob's login through the tenant's web UI client returns, as it is.
+    let frontend = w.tenant["client_frontend_id"].as_str().unwrap();
+    let (bob_token, bob_id_token) =
+        support::login(&w.kc.url(), "acme", frontend, "bob", "Passw0rd-long");
+    let claims = support::jwt_payload(&bob_token);
+    assert_eq!(claims["sub"], bob_auth.as_str());
+    assert_eq!(claims["aud"], "account", "Keycloak's audience: {claims}");
+    assert_eq!(claims["azp"], frontend);
+    assert_eq!(claims["typ"], "Bearer");
+    // Its ID token, and a token the stand-in issued to another client of the realm (for another
+    // service), are refused.
+    let r = call(
+        w.iam.addr,
+        "GET",
+        "/api/v1/users/me",
+        Some(&bob_id_token),
+        None,
     );
-    let bob_token = w.kc.mint(
-        "acme",
-        &Mint {
-            sub: bob_auth.clone(),
-            aud: Some(vec![w.tenant["client_backend_id"].as_str().unwrap().into()]),
-            ..Mint::user("bob")
-        },
-    );
+    assert_eq!(r.status, 401, "an ID token: {}", text(&r));
+    let (_, other) = support::login(&w.kc.url(), "acme", "admin-cli", "bob", "Passw0rd-long");
+    let r = call(w.iam.addr, "GET", "/api/v1/users/me", Some(&other), None);
+    assert_eq!(r.status, 401, "a token of admin-cli: {}", text(&r));
     let me = call(
         w.iam.addr,
         "GET",
@@ -392,14 +395,14 @@ fn keycloak_id_as_username_names_the_user_by_its_keycloak_id() {
     assert_eq!(kay["authID"], kc_kay.id.as_str());
     assert_eq!(kay["krn"], format!("krn:iam:acme::user/{}", kc_kay.id));
     assert_eq!(w.iam_usernames(), vec![kc_kay.id.clone()]);
-    let token = w.kc.mint(
+    let (token, _) = support::login(
+        &w.kc.url(),
         "acme",
-        &Mint {
-            sub: kc_kay.id.clone(),
-            aud: Some(vec![w.tenant["client_backend_id"].as_str().unwrap().into()]),
-            ..Mint::user("kay@example.com")
-        },
+        w.tenant["client_frontend_id"].as_str().unwrap(),
+        "kay@example.com",
+        "Passw0rd-long",
     );
+    assert_eq!(support::jwt_payload(&token)["sub"], kc_kay.id.as_str());
     let r = call(
         w.iam.addr,
         "GET",

@@ -62,9 +62,12 @@ fn tenants_act_in_their_own_tenant_only() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let acme_client = acme["client_backend_id"].as_str().unwrap().to_string();
+    let acme_frontend = acme["client_frontend_id"].as_str().unwrap().to_string();
 
+    // The system realm's web UI client is among IAM's audiences, as in the shipped
+    // configuration; a tenant's web UI client is accepted for its realm's tokens.
     let yaml = format!(
-        "security:\n  enabled: true\n  client-id: kaa-iam\n  client-secret: iam-secret\n  issuer:\n    public-url: {}\n  multitenancy:\n    enabled: true\n    tenant-manager-url: http://{}\n",
+        "security:\n  enabled: true\n  client-id: kaa-iam\n  client-secret: iam-secret\n  audiences: [kaa-iam, kaa-frontend]\n  issuer:\n    public-url: {}\n  multitenancy:\n    enabled: true\n    tenant-manager-url: http://{}\n",
         kc.issuer("kaa"),
         tm.addr
     );
@@ -72,17 +75,22 @@ fn tenants_act_in_their_own_tenant_only() {
     let iam = support::service::start_iam(&support::sqlite_settings(&iam_dir), &yaml);
     let a = iam.addr;
 
-    let acme_admin = kc.mint(
-        "acme",
-        &Mint {
-            aud: Some(vec![acme_client.clone()]),
-            ..Mint::user("boss").roles(&["tenant-admin"])
-        },
-    );
-    let system_admin = kc.mint(
+    // The tokens the web UI's logins get: acme's administrator through acme's web UI client,
+    // the platform's through the system realm's.
+    kc.add_user("acme", "boss", "boss-password", &["tenant-admin"]);
+    kc.add_user(
         "kaa",
-        &Mint::user("root").roles(&["tenant-admin", "platform-admin"]),
+        "root",
+        "root-password",
+        &["tenant-admin", "platform-admin"],
     );
+    let (acme_admin, acme_id_token) =
+        support::login(&kc.url(), "acme", &acme_frontend, "boss", "boss-password");
+    let (system_admin, _) =
+        support::login(&kc.url(), "kaa", "kaa-frontend", "root", "root-password");
+    assert_eq!(support::jwt_payload(&acme_admin)["aud"], "account");
+    let r = call_json_as(a, "GET", "/api/v1/users/me/krn", Some(&acme_id_token), None);
+    assert_eq!(r.status, 401, "an ID token: {}", body(&r));
 
     // The tenant's administrator works in its tenant.
     let r = call_json_as(

@@ -18,7 +18,7 @@ use support::proc::{Resp, call_json_as, request};
 
 fn config(kc: &Keycloak) -> String {
     format!(
-        "security:\n  enabled: true\n  client-id: kaa-iam\n  jwks-refresh-interval: 2\n  issuer:\n    public-url: {}\n",
+        "security:\n  enabled: true\n  client-id: kaa-iam\n  audiences: [kaa-iam, kaa-frontend]\n  jwks-refresh-interval: 2\n  issuer:\n    public-url: {}\n",
         kc.issuer("kaa")
     )
 }
@@ -314,7 +314,7 @@ fn attack_catalogue() {
         (
             Mint {
                 aud: Some(vec!["account".into()]),
-                azp: Some("kaa-frontend".into()),
+                azp: Some("stranger".into()),
                 ..admin_mint.clone()
             },
             "a client not among the audiences",

@@ -433,6 +433,47 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
     let (status, body) = login("second-password");
     assert_eq!(status, 200, "{body}");
 
+    // Keycloak decides UMA requests from the provisioned permissions: the tenant administrator
+    // holds a scope of `tenant-system`, a dashboard administrator does not; `dashboard:read` is
+    // no scope of that resource.
+    let boss_token = body["access_token"].as_str().unwrap().to_string();
+    expect(
+        &call(
+            a,
+            "POST",
+            &users,
+            Some(&json!({"username": "dash", "email": "dash@example.com",
+                         "password": "dash-password", "roles": ["dashboard-admin"]})),
+        ),
+        201,
+    );
+    let (status, body) = kc.token(
+        &realm,
+        &[
+            ("grant_type", "password"),
+            ("client_id", &frontend),
+            ("username", "dash"),
+            ("password", "dash-password"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let dash_token = body["access_token"].as_str().unwrap().to_string();
+    let create = "tenant-system#tenant:application:create";
+    let (status, body) = support::uma_decision(&kc.url, &realm, &boss_token, &backend, create);
+    assert_eq!((status, &body), (200, &json!({"result": true})));
+    let (status, body) = support::uma_decision(&kc.url, &realm, &dash_token, &backend, create);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "access_denied");
+    let (status, body) = support::uma_decision(
+        &kc.url,
+        &realm,
+        &dash_token,
+        &backend,
+        "tenant-system#dashboard:read",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_resource");
+
     // Deleting the tenant removes the realm.
     expect(
         &call(a, "DELETE", &format!("/api/v1/tenants/{id}"), None),
@@ -441,4 +482,201 @@ fn a_tenant_becomes_a_real_realm_its_users_log_in_and_delete_removes_it() {
     wait_status(a, &id, "GONE");
     let gone = admin.get_realm(&realm);
     assert!(matches!(gone, Err(KeycloakError::NotFound(_))), "{gone:?}");
+}
+
+/// Polls until the tenant has `status` (`GONE`: 404), `FAILED` included, at most two minutes.
+fn wait_exactly(a: SocketAddr, id: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = call(a, "GET", &format!("/api/v1/tenants/{id}"), None);
+        if r.status == 200 && r.json()["status"] == status {
+            return r.json();
+        }
+        if status == "GONE" && r.status == 404 {
+            return Value::Null;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "tenant `{id}` never {status}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A realm made directly through Keycloak's admin API is never taken over: the tenant of the
+/// same name fails with the reason and the realm stays as it was, also after the tenant is
+/// deleted; `master` is refused with 400.
+#[test]
+fn a_realm_made_outside_the_tenant_manager_stays_untouched_on_the_real_keycloak() {
+    let Some(kc) = support::real_keycloak("realm ownership against the real Keycloak") else {
+        return;
+    };
+    let dir = support::TempDir::new();
+    let tm = start_tm(&support::sqlite_settings(&dir), &tm_yaml(&kc));
+    let a = tm.addr;
+    let admin = kc.admin();
+    let id = tenant_id("handmade");
+    admin
+        .create_realm(&json!({"realm": id, "enabled": true, "displayName": "made by hand"}))
+        .unwrap();
+    admin.create_role(&id, &json!({"name": "keep-me"})).unwrap();
+    let roles_before = names(&admin.list_roles(&id).unwrap(), "name");
+    let clients_before = admin.find_client(&id, "admin-cli").unwrap().is_some();
+
+    expect(
+        &call(a, "POST", "/api/v1/tenants", Some(&json!({"id": id}))),
+        202,
+    );
+    let t = wait_exactly(a, &id, "FAILED");
+    let reason = t["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("realm `{id}` already exists"))
+            && reason.contains("not made by this Tenant Manager"),
+        "{reason}"
+    );
+    let rep = admin.get_realm(&id).unwrap();
+    assert_eq!(rep["displayName"], "made by hand");
+    assert!(
+        rep["attributes"]
+            .get(kaa::tenants::keycloak::MARK_TENANT)
+            .is_none(),
+        "{rep}"
+    );
+    assert_eq!(names(&admin.list_roles(&id).unwrap(), "name"), roles_before);
+    assert!(clients_before);
+    assert!(
+        admin
+            .find_client(&id, t["client_backend_id"].as_str().unwrap())
+            .unwrap()
+            .is_none(),
+        "no client of the tenant was made in the realm"
+    );
+
+    expect(
+        &call(a, "DELETE", &format!("/api/v1/tenants/{id}"), None),
+        202,
+    );
+    wait_exactly(a, &id, "GONE");
+    assert_eq!(
+        names(&admin.list_roles(&id).unwrap(), "name"),
+        roles_before,
+        "the realm is still there, as it was"
+    );
+
+    for body in [
+        json!({"id": "master"}),
+        json!({"id": tenant_id("ops"), "realm_name": "Master"}),
+    ] {
+        let r = call(a, "POST", "/api/v1/tenants", Some(&body));
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        assert!(String::from_utf8_lossy(&r.body).contains("reserved"));
+    }
+    assert_eq!(
+        call(a, "GET", "/api/v1/tenants/master", None).status,
+        404,
+        "nothing stored"
+    );
+    assert!(admin.get_realm("master").is_ok());
+    admin.delete_realm(&id).unwrap();
+}
+
+/// The Tenant Manager with security on against the real Keycloak: its endpoints' scopes on
+/// `kaa-system` are decided by Keycloak's UMA evaluation of what an installer provisioned in the
+/// system realm (resource, scopes, role policies, scope permissions), with the tokens the web
+/// UI's login gets. A user whose role grants the scope gets the endpoint, one without gets 403;
+/// the login's ID token and a token issued to another client get 401.
+#[test]
+fn the_tenant_managers_scopes_are_decided_by_the_real_keycloak() {
+    let Some(kc) = support::real_keycloak("Tenant Manager scope decisions on the real Keycloak")
+    else {
+        return;
+    };
+    let admin = kc.admin();
+    let system = tenant_id("system");
+    admin
+        .create_realm(&json!({"realm": system, "enabled": true}))
+        .unwrap();
+    support::provision_scopes(
+        &admin,
+        &system,
+        ("kaa-tm", "tm-secret"),
+        "kaa-frontend",
+        "kaa-system",
+        &[
+            ("platform-admin", &["kaa:tenant:read", "kaa:tenant:create"]),
+            ("viewer", &["kaa:tenant:read"]),
+        ],
+    );
+    support::add_realm_user(&admin, &system, "root", "root-pw", &["platform-admin"]);
+    support::add_realm_user(&admin, &system, "ann", "ann-pw", &["viewer"]);
+    let dir = support::TempDir::new();
+    let tm = start_tm(
+        &support::sqlite_settings(&dir),
+        &format!(
+            "security:\n  enabled: true\n  client-id: kaa-tm\n  client-secret: tm-secret\n  audiences: [kaa-tm, kaa-frontend]\n  issuer:\n    public-url: {}/realms/{system}\n",
+            kc.url
+        ),
+    );
+    let a = tm.addr;
+    let as_ = |token: &str, method: &str, path: &str, body: Option<&Value>| {
+        call_json_with(
+            a,
+            method,
+            path,
+            Some(token),
+            &[],
+            body,
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    };
+    let (root, root_id_token) = support::login(&kc.url, &system, "kaa-frontend", "root", "root-pw");
+    let (ann, _) = support::login(&kc.url, &system, "kaa-frontend", "ann", "ann-pw");
+    let c = support::jwt_payload(&ann);
+    assert_eq!(c["aud"], "account", "{c}");
+    assert_eq!(c["azp"], "kaa-frontend");
+
+    let r = as_(&ann, "GET", "/api/v1/tenants", None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let before = r.json()["count"].clone();
+    let r = as_(
+        &ann,
+        "POST",
+        "/api/v1/tenants",
+        Some(&json!({"id": "denied"})),
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("kaa:tenant:create"));
+    assert_eq!(
+        as_(&root, "GET", "/api/v1/tenants", None).json()["count"],
+        before
+    );
+    assert_eq!(
+        as_(&root, "GET", "/api/v1/tenants/denied", None).status,
+        404,
+        "the refused create made nothing"
+    );
+    // A scope the `kaa-system` resource does not have: nobody holds it (403, not 503).
+    let r = as_(&root, "GET", "/api/v1/keycloak-servers", None);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    // Not access tokens for the Tenant Manager.
+    assert_eq!(
+        as_(&root_id_token, "GET", "/api/v1/tenants", None).status,
+        401
+    );
+    let (status, body) = kc.token(
+        &system,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "admin-cli"),
+            ("username", "root"),
+            ("password", "root-pw"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let other = body["access_token"].as_str().unwrap();
+    assert_eq!(as_(other, "GET", "/api/v1/tenants", None).status, 401);
+    drop(tm);
+    admin.delete_realm(&system).unwrap();
 }

@@ -25,6 +25,15 @@ struct Decision {
     result: bool,
 }
 
+/// Keycloak's error answer (`{"error", "error_description"}`).
+#[derive(Deserialize, Default)]
+struct ErrorAnswer {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
 pub struct UmaClient {
     token_url: String,
     audience: String,
@@ -95,6 +104,28 @@ impl UmaClient {
                 .map(|d| d.result)
                 .unwrap_or(false),
             401 | 403 => false,
+            // A scope the resource does not have (or a resource the resource server does not
+            // have): Keycloak answers 400 `invalid_resource`; nobody holds such a scope.
+            400 => {
+                let e: ErrorAnswer = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(64 * 1024)
+                    .read_json()
+                    .unwrap_or_default();
+                if e.error != "invalid_resource" && e.error != "invalid_scope" {
+                    return Err(UmaError::Status {
+                        url: self.token_url.clone(),
+                        status: 400,
+                    });
+                }
+                log::warn!(
+                    "uma: `{permission}` is not provisioned in `{}`: {}",
+                    self.audience,
+                    e.error_description
+                );
+                false
+            }
             status => {
                 return Err(UmaError::Status {
                     url: self.token_url.clone(),

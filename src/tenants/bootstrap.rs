@@ -76,6 +76,41 @@ pub const ROLES: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// Catalogue kind and id of the installation id made at the first start.
+const INSTALLATION_KIND: &str = "installation";
+const INSTALLATION_ENTRY: &str = "id";
+
+/// The id of this Tenant Manager installation, which marks the realms it makes: the configured
+/// `tenant-manager.installation-id`, else the one made (a random UUID) at the first start against
+/// this database and kept there, so every replica and every restart uses the same one.
+pub fn installation_id(
+    db: &crate::storage::Database,
+    configured: Option<&str>,
+) -> Result<String, TmError> {
+    if let Some(id) = configured {
+        return Ok(id.to_string());
+    }
+    let now = now_ms();
+    db.ensure_entry(&CatalogRecord {
+        kind: INSTALLATION_KIND.into(),
+        id: INSTALLATION_ENTRY.into(),
+        body: json!({ "id": uuid4()? }).to_string(),
+        created_ms: now,
+        updated_ms: now,
+    })?;
+    // Another replica starting at the same moment may have written first: its id stands.
+    let stored = db.get_entry(INSTALLATION_KIND, INSTALLATION_ENTRY)?;
+    serde_json::from_str::<Value>(&stored.body)
+        .ok()
+        .and_then(|b| b.get("id").and_then(Value::as_str).map(str::to_string))
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            TmError::Storage(StorageError::Internal(
+                "the stored installation id is unreadable".into(),
+            ))
+        })
+}
+
 pub fn run(tm: &Tm) -> Result<(), TmError> {
     let now = now_ms();
     // The catalogue's seeds, inserted when absent in one transaction at the end.

@@ -8,7 +8,11 @@
 //! Every step is idempotent, so a task retried after any failure finishes the realm without
 //! duplicates: a create answered 409 means the object is there (made by an earlier attempt) and
 //! the run carries on, looking the object's id up where a later step needs it; a delete answered
-//! 404 is done. No answer, 5xx, 408 and 429 are transient (the task is retried with backoff); any
+//! 404 is done. The realm itself is the exception: every realm this service makes carries its
+//! mark (realm attributes [`MARK_INSTALLATION`] and [`MARK_TENANT`]), and a realm that is there
+//! already is adopted, updated or deleted only when it carries this installation's mark for this
+//! tenant. Any other realm (`master`, one made by hand or by another installation) is left as it
+//! is: creating the tenant fails with the reason, deleting it leaves the realm. No answer, 5xx, 408 and 429 are transient (the task is retried with backoff); any
 //! other 4xx is fatal and carries Keycloak's message to the tenant's failure reason.
 //!
 //! Authorization model: one role policy `<role>-policy` per realm role, and one scope permission
@@ -49,6 +53,53 @@ pub fn idp_representation(idp: &Value) -> Value {
 
 /// Config key marking identity providers and components this service made (and may remove).
 pub const MANAGED: &str = "kaaManaged";
+
+/// Realm attribute naming the Tenant Manager installation that made the realm.
+pub const MARK_INSTALLATION: &str = "kaa.tenant-manager.installation";
+/// Realm attribute naming the tenant the realm was made for.
+pub const MARK_TENANT: &str = "kaa.tenant-manager.tenant";
+
+/// Who a realm that exists on the server belongs to, as its mark says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RealmOwner {
+    /// Made by this installation for this tenant.
+    This,
+    /// Anything else, described for the tenant's failure reason and the log.
+    Other(String),
+}
+
+/// The owner of the realm `rep` (Keycloak's realm representation) for `tenant` of
+/// `installation`.
+pub fn realm_owner(rep: &Value, installation: &str, tenant: &str) -> RealmOwner {
+    let attr = |k: &str| rep["attributes"][k].as_str().map(str::to_string);
+    match (attr(MARK_INSTALLATION), attr(MARK_TENANT)) {
+        (Some(i), Some(t)) if i == installation && t == tenant => RealmOwner::This,
+        (Some(i), Some(t)) if i == installation => RealmOwner::Other(format!(
+            "it was made by this Tenant Manager for another tenant (`{t}`)"
+        )),
+        (Some(i), _) => RealmOwner::Other(format!(
+            "it was made by another Tenant Manager installation (`{i}`)"
+        )),
+        _ => {
+            RealmOwner::Other("it was not made by this Tenant Manager (it carries no mark)".into())
+        }
+    }
+}
+
+/// The realm representation of the plan with this installation's mark for `tenant` among its
+/// attributes (a template's own attributes stay).
+pub fn marked_realm(plan_realm: &Value, installation: &str, tenant: &str) -> Value {
+    let mut rep = plan_realm.clone();
+    if !rep.is_object() {
+        rep = json!({});
+    }
+    if !rep["attributes"].is_object() {
+        rep["attributes"] = json!({});
+    }
+    rep["attributes"][MARK_INSTALLATION] = Value::from(installation);
+    rep["attributes"][MARK_TENANT] = Value::from(tenant);
+    rep
+}
 /// Keycloak's component type of user-federation providers.
 pub const USER_STORAGE: &str = "org.keycloak.storage.UserStorageProvider";
 
@@ -156,6 +207,8 @@ pub const USER_MANAGEMENT_ROLES: &[&str] = &["manage-users", "view-users", "quer
 pub struct KeycloakProvisioner {
     pub server_id: i64,
     kc: Arc<KeycloakAdmin>,
+    /// The installation id its realms are marked with.
+    installation: String,
 }
 
 /// Whether an existing object is brought to the plan (update) or left as it is (create).
@@ -166,17 +219,51 @@ enum Mode {
 }
 
 impl KeycloakProvisioner {
-    pub fn new(server: &KeycloakServerRecord, timeout: Duration) -> Result<Self, ProvisionError> {
+    pub fn new(
+        server: &KeycloakServerRecord,
+        timeout: Duration,
+        installation: &str,
+    ) -> Result<Self, ProvisionError> {
         let kc = KeycloakAdmin::for_server(server, timeout)
             .map_err(|e| ProvisionError::Fatal(format!("keycloak: {e}")))?;
-        Ok(KeycloakProvisioner {
-            server_id: server.id,
-            kc: Arc::new(kc),
-        })
+        Ok(KeycloakProvisioner::with_client(
+            server.id,
+            Arc::new(kc),
+            installation,
+        ))
     }
 
-    pub fn with_client(server_id: i64, kc: Arc<KeycloakAdmin>) -> KeycloakProvisioner {
-        KeycloakProvisioner { server_id, kc }
+    pub fn with_client(
+        server_id: i64,
+        kc: Arc<KeycloakAdmin>,
+        installation: &str,
+    ) -> KeycloakProvisioner {
+        KeycloakProvisioner {
+            server_id,
+            kc,
+            installation: installation.to_string(),
+        }
+    }
+
+    /// Who the existing realm of tenant `t` belongs to (`None`: there is no such realm).
+    fn existing_owner(&self, t: &TenantRecord) -> Result<Option<RealmOwner>, ProvisionError> {
+        let realm = t.realm_name.as_str();
+        match self.kc.get_realm(realm) {
+            Ok(rep) => Ok(Some(realm_owner(&rep, &self.installation, &t.id))),
+            Err(KeycloakError::NotFound(_)) => Ok(None),
+            Err(e) => Err(self.fail(&format!("read realm `{realm}`"), e)),
+        }
+    }
+
+    /// The failure of a tenant whose realm name is taken by a realm that is not its own.
+    fn not_ours(&self, t: &TenantRecord, why: &str) -> ProvisionError {
+        ProvisionError::Fatal(format!(
+            "realm `{}` already exists on keycloak server {} (`{}`) and {why}: it is left as it \
+             is; give the tenant another realm name, or remove that realm",
+            t.realm_name,
+            self.server_id,
+            self.kc.base_url()
+        ))
     }
 
     pub fn client(&self) -> &KeycloakAdmin {
@@ -391,19 +478,35 @@ impl KeycloakProvisioner {
         let kc = &*self.kc;
         let realm = t.realm_name.as_str();
 
-        // 1. The realm.
+        // 1. The realm, marked as this installation's for this tenant. A realm of that name
+        //    that is there already is taken on only when it carries that mark.
+        let rep = marked_realm(&plan.realm, &self.installation, &t.id);
         match mode {
             Mode::Create => {
-                self.created(
-                    || format!("create realm `{realm}`"),
-                    kc.create_realm(&plan.realm),
-                )?;
+                let made =
+                    self.created(|| format!("create realm `{realm}`"), kc.create_realm(&rep))?;
+                if made.is_none() {
+                    match self.existing_owner(t)? {
+                        Some(RealmOwner::This) => {}
+                        Some(RealmOwner::Other(why)) => return Err(self.not_ours(t, &why)),
+                        // Deleted since the 409: the next attempt makes it.
+                        None => {
+                            return Err(ProvisionError::Transient(format!(
+                                "realm `{realm}` went away while it was being made"
+                            )));
+                        }
+                    }
+                }
             }
-            Mode::Update => match kc.update_realm(realm, &plan.realm) {
-                Ok(()) => {}
+            Mode::Update => match self.existing_owner(t)? {
                 // Gone meanwhile (or never made): make it whole.
-                Err(KeycloakError::NotFound(_)) => return self.apply(t, plan, Mode::Create),
-                Err(e) => return Err(self.fail(&format!("update realm `{realm}`"), e)),
+                None => return self.apply(t, plan, Mode::Create),
+                Some(RealmOwner::Other(why)) => return Err(self.not_ours(t, &why)),
+                Some(RealmOwner::This) => match kc.update_realm(realm, &rep) {
+                    Ok(()) => {}
+                    Err(KeycloakError::NotFound(_)) => return self.apply(t, plan, Mode::Create),
+                    Err(e) => return Err(self.fail(&format!("update realm `{realm}`"), e)),
+                },
             },
         }
 
@@ -595,7 +698,24 @@ impl Provisioner for KeycloakProvisioner {
         self.apply(t, plan, Mode::Update)
     }
 
+    /// Removes the realm only when it carries this installation's mark for the tenant; any
+    /// other realm of that name stays (reported in the log), and the tenant goes.
     fn delete(&self, t: &TenantRecord) -> Result<(), ProvisionError> {
+        match self.existing_owner(t)? {
+            None => return Ok(()),
+            Some(RealmOwner::Other(why)) => {
+                log::warn!(
+                    "tenant `{}` deleted, its realm left in place: realm `{}` on keycloak server \
+                     {} (`{}`) is not this tenant's: {why}",
+                    t.id,
+                    t.realm_name,
+                    self.server_id,
+                    self.kc.base_url()
+                );
+                return Ok(());
+            }
+            Some(RealmOwner::This) => {}
+        }
         match self.kc.delete_realm(&t.realm_name) {
             Ok(()) | Err(KeycloakError::NotFound(_)) => Ok(()),
             Err(e) => Err(self.fail(&format!("delete realm `{}`", t.realm_name), e)),
@@ -675,6 +795,39 @@ mod tests {
         assert_eq!(p["attributes"][1]["validations"], json!({"email": {}}));
         assert!(p["attributes"][2].get("required").is_none());
         assert!(!relax_user_profile(&mut p), "a second pass changes nothing");
+    }
+
+    #[test]
+    fn only_a_realm_with_this_installations_mark_for_the_tenant_is_ours() {
+        let rep = marked_realm(
+            &json!({"realm": "acme", "attributes": {"k": "v"}}),
+            "inst-1",
+            "acme",
+        );
+        assert_eq!(
+            rep["attributes"]["k"], "v",
+            "the template's attributes stay"
+        );
+        assert_eq!(realm_owner(&rep, "inst-1", "acme"), RealmOwner::This);
+        let other = |r: &Value, i: &str, t: &str| match realm_owner(r, i, t) {
+            RealmOwner::Other(why) => why,
+            RealmOwner::This => panic!("{r} is not ours"),
+        };
+        assert!(other(&rep, "inst-1", "beta").contains("another tenant (`acme`)"));
+        assert!(other(&rep, "inst-2", "acme").contains("another Tenant Manager installation"));
+        assert!(other(&json!({"realm": "master"}), "inst-1", "master").contains("no mark"));
+        assert!(
+            other(
+                &json!({"attributes": {MARK_TENANT: "acme"}}),
+                "inst-1",
+                "acme"
+            )
+            .contains("no mark")
+        );
+        assert_eq!(
+            marked_realm(&Value::Null, "i", "t")["attributes"],
+            json!({MARK_INSTALLATION: "i", MARK_TENANT: "t"})
+        );
     }
 
     #[test]

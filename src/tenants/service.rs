@@ -61,6 +61,28 @@ pub struct TmSettings {
     pub fallback_package_type: Option<String>,
     /// How often each replica looks for subscriptions that started or ended.
     pub subscription_sweep_ms: i64,
+    /// `tenant-manager.installation-id`: the id marking the realms this installation makes
+    /// (none: the one made at the first start and kept in the database).
+    pub installation_id: Option<String>,
+    /// Realm names no tenant may have (compared case-insensitively): `master`, the system
+    /// tenant's, the realm of the configured issuer, the default server's admin realm.
+    pub reserved_realms: Vec<String>,
+}
+
+/// Whether an installation id is usable: 1 to 128 letters, digits, `-`, `_`, `.`, `:`.
+pub fn valid_installation_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The realm an issuer URL (`…/realms/<name>`) names.
+fn realm_of_issuer(url: &str) -> Option<String> {
+    url.trim_end_matches('/')
+        .rsplit_once("/realms/")
+        .map(|(_, r)| r.to_string())
+        .filter(|r| !r.is_empty() && !r.contains('/'))
 }
 
 fn num(v: &Value, key: &str, default: i64, min: i64, max: i64) -> Result<i64, String> {
@@ -113,8 +135,30 @@ impl TmSettings {
                 })
             }
         };
+        let system_tenant = text(s, "system-tenant").unwrap_or_else(|| "kaa".into());
+        let installation_id = match text(s, "installation-id") {
+            Some(id) if !valid_installation_id(&id) => {
+                return Err(err(
+                    "installation-id",
+                    format!("must be 1 to 128 letters, digits, `-`, `_`, `.` or `:`, got `{id}`"),
+                ));
+            }
+            other => other,
+        };
+        let mut reserved_realms = vec!["master".to_string(), system_tenant.clone()];
+        reserved_realms.extend(
+            [
+                &c.security.issuer_public_url,
+                &c.security.issuer_private_url,
+            ]
+            .into_iter()
+            .filter_map(|u| realm_of_issuer(u)),
+        );
+        reserved_realms.extend(keycloak.as_ref().map(|k| k.admin_realm.clone()));
         Ok(TmSettings {
-            system_tenant: text(s, "system-tenant").unwrap_or_else(|| "kaa".into()),
+            installation_id,
+            reserved_realms,
+            system_tenant,
             workers: num(&tasks, "workers", 2, 1, 64).map_err(|e| err("tasks.workers", e))?
                 as usize,
             max_attempts: num(&tasks, "max-attempts", 8, 1, 1000)
@@ -431,6 +475,8 @@ impl Tm {
                 ));
             }
         };
+        self.refuse_reserved("id", &id)?;
+        self.refuse_reserved("realm_name", &realm_name)?;
         let display_name = match b.get("display_name") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.chars().count() <= 255 => Some(s.clone()),
@@ -504,6 +550,29 @@ impl Tm {
                 )),
                 other => TmError::Storage(other),
             })
+    }
+
+    /// A 400 when `name` is a realm no tenant may have: Keycloak's `master`, the system tenant's
+    /// realm, the configured issuer's, or the admin realm of a registered Keycloak server.
+    fn refuse_reserved(&self, field: &str, name: &str) -> Result<(), TmError> {
+        let admin_realms = self.db.list_servers()?.into_iter().map(|s| s.admin_realm);
+        let reserved = self
+            .settings
+            .reserved_realms
+            .iter()
+            .cloned()
+            .chain(admin_realms)
+            .find(|r| r.eq_ignore_ascii_case(name));
+        match reserved {
+            None => Ok(()),
+            Some(r) => Err(TmError::field(
+                field,
+                format!(
+                    "`{name}` is reserved: the realm `{r}` belongs to Keycloak or to the system \
+                     tenant, never to a tenant"
+                ),
+            )),
+        }
     }
 
     /// Take `*_version` fields from a body, each naming an existing version.
@@ -598,7 +667,8 @@ impl Tm {
         // Every field is checked once, against the tenant as it is now; the change is then
         // applied to the record read inside the write's transaction, so a concurrent change to
         // another field is never overwritten and never makes this one fail.
-        let mut probe = self.get_tenant(id)?;
+        let probe_before = self.get_tenant(id)?;
+        let mut probe = probe_before.clone();
         self.apply_versions(&mut probe, b)?;
         let versions: Vec<(&str, i64)> = TEMPLATE_VERSIONS
             .iter()
@@ -634,6 +704,16 @@ impl Tm {
                 ));
             }
         };
+        if id == self.settings.system_tenant
+            && versions
+                .iter()
+                .any(|(field, n)| version_field(&probe_before, field) != *n)
+        {
+            return Err(TmError::Conflict(format!(
+                "the system tenant `{id}`'s realm is made by the installer, not by the Tenant \
+                 Manager: its template versions cannot change"
+            )));
+        }
         let mut refused: Option<TmError> = None;
         let mut change = |cur: &TenantRecord| -> Result<Option<TenantChange>, StorageError> {
             if cur.status != AVAILABLE {

@@ -2,8 +2,17 @@
 //!
 //! OpenID side: per realm an RS256 key set (rotatable) served at
 //! `/realms/{realm}/protocol/openid-connect/certs`, OIDC discovery, and a token endpoint for the
-//! client_credentials and password grants, signing real RS256 access tokens with Keycloak's
-//! claims (`preferred_username`, `azp`, `realm_access.roles`). Tests also mint tokens directly.
+//! client_credentials and password grants, signing real RS256 tokens shaped as Keycloak 26 shapes
+//! them: an access token has `typ: Bearer`, the realm's `iss`, `iat`/`exp`, `sub`,
+//! `preferred_username`, `azp` (the requesting client), `realm_access.roles` (with the realm's
+//! default roles every user holds), `resource_access` (the account console's roles and the mapped
+//! client roles) and as `aud` the clients of `resource_access` but the requesting one (`account`
+//! for every user); with `scope=openid` an ID token (`typ: ID`, `aud` the client) comes with it.
+//! UMA decisions (`grant_type=urn:ietf:params:oauth:grant-type:uma-ticket`,
+//! `response_mode=decision`) are evaluated, as Keycloak does, from the resources, scopes, role
+//! policies and permissions provisioned in the audience's resource server through the admin API,
+//! for a bearer whose access token verifies (key, issuer, `exp` and `nbf` without tolerance).
+//! Tests also mint tokens directly.
 //!
 //! Admin side: the Admin REST API as Keycloak documents it, kept in memory: realms, clients
 //! (with their service-account users and, for `authorizationServicesEnabled`, a resource server
@@ -58,6 +67,9 @@ pub struct KcClaims {
     /// Keycloak's token type (`Bearer`, `ID`, `Refresh`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
+    /// The granted scopes (`openid profile email`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// What a minted token says.
@@ -81,17 +93,22 @@ pub struct Mint {
     pub client_roles: BTreeMap<String, Vec<String>>,
     /// The `typ` claim: `Bearer` for access tokens, as Keycloak writes it.
     pub typ: Option<String>,
+    /// The `scope` claim.
+    pub scope: Option<String>,
 }
 
 impl Mint {
+    /// What Keycloak gives a user who logged in through the web UI's client `kaa-frontend`:
+    /// the account console's audience only, the web UI as `azp`.
     pub fn user(username: &str) -> Mint {
         Mint {
             sub: format!("sub-{username}"),
             username: Some(username.to_string()),
             roles: Vec::new(),
-            aud: Some(vec!["kaa-iam".into()]),
+            aud: Some(vec!["account".into()]),
             azp: Some("kaa-frontend".into()),
             typ: Some("Bearer".into()),
+            scope: Some("profile email".into()),
             exp_in: 300,
             nbf_in: None,
             iss: None,
@@ -351,8 +368,6 @@ struct State {
     revoked: HashSet<String>,
     seq: u64,
     seed: u64,
-    /// UMA grants: (realm, role) -> scopes of `kaa-system` the role holds.
-    uma: HashMap<(String, String), Vec<String>>,
 }
 
 impl State {
@@ -505,10 +520,11 @@ fn sign(state: &mut State, realm: &str, m: &Mint) -> String {
     let r = &state.realms[realm];
     let (kid, key) = r.keys.last().unwrap();
     let custom = KcClaims {
+        scope: m.scope.clone(),
         typ: m.typ.clone(),
         preferred_username: m.username.clone(),
         azp: m.azp.clone(),
-        realm_access: Some(json!({ "roles": m.roles })),
+        realm_access: (!m.roles.is_empty()).then(|| json!({ "roles": m.roles })),
         resource_access: (!m.client_roles.is_empty()).then(|| {
             Value::Object(
                 m.client_roles
@@ -526,15 +542,20 @@ fn sign(state: &mut State, realm: &str, m: &Mint) -> String {
         )
         .with_subject(m.sub.clone())
         .with_jwt_id(jti);
-    if let Some(aud) = &m.aud {
-        claims = claims.with_audiences(aud.iter().cloned().collect::<HashSet<_>>());
+    // One audience is a string, as Keycloak writes it; more are a list.
+    match m.aud.as_deref() {
+        None | Some([]) => {}
+        Some([one]) => claims = claims.with_audience(one.clone()),
+        Some(many) => {
+            claims = claims.with_audiences(many.iter().cloned().collect::<HashSet<_>>());
+        }
     }
     claims.expires_at = if m.no_exp {
         None
     } else {
         Some(Duration::from_secs((now() as i64 + m.exp_in).max(0) as u64))
     };
-    claims.issued_at = Some(Duration::from_secs(now().saturating_sub(5)));
+    claims.issued_at = Some(Duration::from_secs(now()));
     claims.invalid_before = m
         .nbf_in
         .map(|n| Duration::from_secs((now() as i64 + n).max(0) as u64));
@@ -823,7 +844,11 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 // ------------------------------------------------------------------ token endpoint
 
 /// A UMA decision (`grant_type=urn:ietf:params:oauth:grant-type:uma-ticket`,
-/// `response_mode=decision`): does the bearer hold `permission=<resource>#<scope>`?
+/// `response_mode=decision`): does the bearer hold `permission=<resource>[#<scope>]` of the
+/// resource server `audience`? Answered as Keycloak 26 answers: 401 `invalid_grant` for a bearer
+/// token that does not verify (signature, issuer, `exp`/`nbf` with no tolerance, an access token
+/// only), 400 for an unknown resource server, or a resource (or a scope of it) that does not
+/// exist, 200 `{"result": true}` or 403 `access_denied` as [`evaluate`] decides.
 fn uma_decision(st: &State, realm: &str, req: &Request) -> Response {
     let Some(r) = st.realms.get(realm) else {
         return Response::json(404, &json!({"error": "Realm does not exist"}));
@@ -832,21 +857,44 @@ fn uma_decision(st: &State, realm: &str, req: &Request) -> Response {
     let Some(audience) = f.get("audience") else {
         return error_described(400, "invalid_request", "Missing audience");
     };
-    if !r.clients.iter().any(|c| &c.client_id == audience) {
-        return error_described(400, "invalid_client", "Client not found");
-    }
     let token = req
         .header("authorization")
         .and_then(|h| h.strip_prefix("Bearer "))
         .unwrap_or("");
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from([format!("{}/realms/{realm}", st.base)])),
+        time_tolerance: Some(Duration::from_secs(0)),
+        ..VerificationOptions::default()
+    };
     let verified = Token::decode_metadata(token).ok().and_then(|m| {
         let kid = m.key_id()?.to_string();
         let (_, key) = r.keys.iter().find(|(k, _)| *k == kid)?;
-        key.public_key().verify_token::<KcClaims>(token, None).ok()
+        key.public_key()
+            .verify_token::<KcClaims>(token, Some(options))
+            .ok()
     });
-    let Some(claims) = verified else {
+    let Some(claims) = verified.filter(|c| c.custom.typ.as_deref() == Some("Bearer")) else {
         return error_described(401, "invalid_grant", "Invalid bearer token");
     };
+    let Some(rs) = r
+        .clients
+        .iter()
+        .find(|c| &c.client_id == audience)
+        .and_then(|c| c.authz.as_ref())
+    else {
+        return error_described(
+            400,
+            "invalid_request",
+            &format!("Unknown resource server id: [{audience}]"),
+        );
+    };
+    if f.get("response_mode").map(String::as_str) != Some("decision") {
+        return error_described(
+            400,
+            "invalid_request",
+            "the stand-in answers response_mode=decision only",
+        );
+    }
     let roles: Vec<String> = claims
         .custom
         .realm_access
@@ -859,19 +907,150 @@ fn uma_decision(st: &State, realm: &str, req: &Request) -> Response {
                 .collect()
         })
         .unwrap_or_default();
+    // Role policies name roles by id.
+    let held: Vec<&str> = r
+        .roles
+        .iter()
+        .filter(|role| roles.contains(&role.name))
+        .map(|role| role.id.as_str())
+        .collect();
     let permission = f.get("permission").cloned().unwrap_or_default();
-    let Some((_, scope)) = permission.split_once('#') else {
-        return error_described(400, "invalid_request", "Invalid permission");
+    let (resource, scope) = match permission.split_once('#') {
+        Some((res, sc)) => (res, Some(sc)),
+        None => (permission.as_str(), None),
     };
-    let granted = roles.iter().any(|role| {
-        st.uma
-            .get(&(realm.to_string(), role.clone()))
-            .is_some_and(|scopes| scopes.iter().any(|s| s == scope))
-    });
+    let no_resource = || {
+        error_described(
+            400,
+            "invalid_resource",
+            &format!("Resource with id [{resource}] does not exist."),
+        )
+    };
+    let Some(res) = rs
+        .resources
+        .iter()
+        .find(|x| x["_id"] == resource)
+        .or_else(|| rs.resources.iter().find(|x| x["name"] == resource))
+    else {
+        return no_resource();
+    };
+    let res_scopes: Vec<String> = res["scopes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(String::from))
+        .collect();
+    let granted = match scope {
+        Some(name) => {
+            let Some(sid) = rs
+                .scopes
+                .iter()
+                .find(|x| x["name"] == name || x["id"] == name)
+                .and_then(|x| x["id"].as_str())
+                .filter(|id| res_scopes.iter().any(|s| s == id))
+            else {
+                return no_resource();
+            };
+            evaluate(rs, &held, res, Some(sid))
+        }
+        // The resource alone: granted when any of its scopes is (or the resource itself, when it
+        // has none).
+        None if res_scopes.is_empty() => evaluate(rs, &held, res, None),
+        None => res_scopes
+            .iter()
+            .any(|sid| evaluate(rs, &held, res, Some(sid))),
+    };
     if granted {
         Response::json(200, &json!({ "result": true }))
     } else {
         error_described(403, "access_denied", "not_authorized")
+    }
+}
+
+/// Keycloak's evaluation of one resource (and scope) for a subject holding the realm roles with
+/// ids `held`: the permissions that apply (resource permissions naming the resource or its type,
+/// scope permissions naming the scope and, if they name resources, this one) each decide by
+/// their strategy over their policies; the resource server's strategy (`UNANIMOUS` by default)
+/// combines them; with no permission that applies, `ENFORCING` denies and `PERMISSIVE` grants.
+fn evaluate(rs: &ResourceServer, held: &[&str], res: &Value, scope: Option<&str>) -> bool {
+    let setting = |k: &str, default: &str| {
+        rs.settings
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    let mode = setting("policyEnforcementMode", "ENFORCING");
+    if mode == "DISABLED" {
+        return true;
+    }
+    let res_id = res["_id"].as_str().unwrap_or_default();
+    let res_type = res["type"].as_str();
+    let applies = |p: &Policy| match p.kind.as_str() {
+        "resource" => {
+            p.resources.iter().any(|x| x == res_id)
+                || (p.resources.is_empty()
+                    && p.resource_type.is_some()
+                    && p.resource_type.as_deref() == res_type)
+        }
+        "scope" => {
+            scope.is_some_and(|sid| p.scopes.iter().any(|x| x == sid))
+                && (p.resources.is_empty() || p.resources.iter().any(|x| x == res_id))
+        }
+        _ => false,
+    };
+    let decisions: Vec<bool> = rs
+        .policies
+        .iter()
+        .filter(|p| applies(p))
+        .map(|p| policy_grants(rs, held, p, 0))
+        .collect();
+    if decisions.is_empty() {
+        return mode == "PERMISSIVE";
+    }
+    match setting("decisionStrategy", "UNANIMOUS").as_str() {
+        "AFFIRMATIVE" => decisions.iter().any(|d| *d),
+        "CONSENSUS" => {
+            let yes = decisions.iter().filter(|d| **d).count();
+            yes > decisions.len() - yes
+        }
+        _ => decisions.iter().all(|d| *d),
+    }
+}
+
+/// Whether a policy (or permission) grants, with its logic applied: a role policy when the
+/// subject holds one of its roles and every role marked required; Keycloak's default JS policy
+/// always; permissions and aggregates by their decision strategy over the policies they name.
+fn policy_grants(rs: &ResourceServer, held: &[&str], p: &Policy, depth: usize) -> bool {
+    let raw = match p.kind.as_str() {
+        "role" => {
+            let has = |id: &String| held.contains(&id.as_str());
+            p.roles.iter().any(|(id, _)| has(id))
+                && p.roles.iter().all(|(id, required)| !required || has(id))
+        }
+        "js" => p.name == "Default Policy",
+        "scope" | "resource" | "aggregate" if depth < 8 => {
+            let inner: Vec<bool> = p
+                .policies
+                .iter()
+                .filter_map(|id| rs.policies.iter().find(|x| &x.id == id))
+                .map(|x| policy_grants(rs, held, x, depth + 1))
+                .collect();
+            let yes = inner.iter().filter(|d| **d).count();
+            !inner.is_empty()
+                && match p.decision_strategy.as_str() {
+                    "AFFIRMATIVE" => yes > 0,
+                    "CONSENSUS" => yes > inner.len() - yes,
+                    _ => yes == inner.len(),
+                }
+        }
+        _ => false,
+    };
+    // A permission's logic is always positive; a policy's NEGATIVE logic inverts it.
+    if p.logic == "NEGATIVE" && !matches!(p.kind.as_str(), "scope" | "resource") {
+        !raw
+    } else {
+        raw
     }
 }
 
@@ -935,7 +1114,6 @@ fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
                     sub: format!("sa-{client_id}"),
                     username: Some(format!("service-account-{client_id}")),
                     azp: Some(client_id.clone()),
-                    aud: None,
                     exp_in: lifespan,
                     ..Mint::user("x")
                 }
@@ -955,7 +1133,6 @@ fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
                     sub: sa.id.clone(),
                     username: Some(sa.username.clone()),
                     azp: Some(client_id.clone()),
-                    aud: None,
                     roles: sa.roles.clone(),
                     client_roles: client_role_claims(r, &sa.client_roles),
                     exp_in: lifespan,
@@ -1008,14 +1185,63 @@ fn token_endpoint(st: &mut State, realm: &str, req: &Request) -> Response {
         }
         _ => return invalid_client(),
     };
+    // Keycloak's shape: every user holds the realm's default roles (the account console's client
+    // roles among them); `aud` names the clients of `resource_access` but the requesting one.
+    let mut mint = mint;
+    for role in [
+        format!("default-roles-{realm}"),
+        "offline_access".into(),
+        "uma_authorization".into(),
+    ] {
+        if !mint.roles.contains(&role) {
+            mint.roles.push(role);
+        }
+    }
+    mint.client_roles.insert(
+        "account".into(),
+        ACCOUNT_ROLES.iter().map(|r| r.to_string()).collect(),
+    );
+    let aud: Vec<String> = mint
+        .client_roles
+        .iter()
+        .filter(|(c, roles)| **c != client_id && !roles.is_empty())
+        .map(|(c, _)| c.clone())
+        .collect();
+    mint.aud = (!aud.is_empty()).then_some(aud);
+    let openid = f
+        .get("scope")
+        .is_some_and(|sc| sc.split(' ').any(|x| x == "openid"));
+    mint.scope = Some(if openid {
+        "openid profile email".into()
+    } else {
+        "profile email".into()
+    });
     let token = sign(st, realm, &mint);
-    st.realms.get_mut(realm).unwrap().issued.push(token.clone());
-    Response::json(
-        200,
-        &json!({"access_token": token, "expires_in": lifespan, "token_type": "Bearer",
-                "refresh_expires_in": 0, "not-before-policy": 0, "scope": "profile email"}),
-    )
+    let mut answer = json!({"access_token": token, "expires_in": lifespan,
+        "token_type": "Bearer", "refresh_expires_in": 0, "not-before-policy": 0,
+        "scope": mint.scope});
+    if openid {
+        // The ID token: for the client itself, no roles.
+        let id_token = sign(
+            st,
+            realm,
+            &Mint {
+                aud: Some(vec![client_id.clone()]),
+                typ: Some("ID".into()),
+                roles: Vec::new(),
+                client_roles: BTreeMap::new(),
+                scope: None,
+                ..mint.clone()
+            },
+        );
+        answer["id_token"] = json!(id_token);
+    }
+    st.realms.get_mut(realm).unwrap().issued.push(token);
+    Response::json(200, &answer)
 }
+
+/// The `account` client roles of Keycloak's default roles, which every user holds.
+const ACCOUNT_ROLES: &[&str] = &["manage-account", "manage-account-links", "view-profile"];
 
 /// The caller of an admin call: a valid token of the master realm with the `admin` role.
 /// The caller of an admin call on `parts` (after `/admin/realms`): a token of the master realm
@@ -3268,7 +3494,6 @@ impl Keycloak {
             base: String::new(),
             realms: HashMap::new(),
             revoked: HashSet::new(),
-            uma: HashMap::new(),
             seq: 0,
             seed,
         };
@@ -3425,18 +3650,6 @@ impl Keycloak {
             client_roles: Vec::new(),
             created: now(),
         });
-    }
-
-    /// Let `role` of `realm` hold `scope` of `kaa-system` (UMA decisions).
-    pub fn grant_scope(&self, realm: &str, role: &str, scope: &str) {
-        self.shared
-            .state
-            .lock()
-            .unwrap()
-            .uma
-            .entry((realm.to_string(), role.to_string()))
-            .or_default()
-            .push(scope.to_string());
     }
 
     pub fn add_user(&self, realm: &str, username: &str, password: &str, roles: &[&str]) {

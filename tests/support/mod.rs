@@ -203,3 +203,234 @@ impl RealKeycloak {
         )
     }
 }
+
+/// What an installer makes in the system realm for the Tenant Manager's scope decisions, through
+/// Keycloak's admin API (so that the stand-in and a real Keycloak are set up alike): the
+/// confidential client `rs_client` with authorization services, the web UI's public client
+/// `frontend` (password grant allowed), the realm roles of `grants`, the authorization scopes they
+/// name, the resource `resource` with those scopes, a role policy `<role>-policy` per role, and a
+/// scope permission `<scope>-permission` per scope (`AFFIRMATIVE`, naming the resource and the
+/// policies of every role that grants the scope). Objects already there are kept.
+pub fn provision_scopes(
+    admin: &kaa::clients::keycloak::KeycloakAdmin,
+    realm: &str,
+    (rs_client, rs_secret): (&str, &str),
+    frontend: &str,
+    resource: &str,
+    grants: &[(&str, &[&str])],
+) {
+    use kaa::clients::keycloak::KeycloakError;
+    use serde_json::json;
+    let ok = |what: &str, r: Result<(), KeycloakError>| match r {
+        Ok(()) | Err(KeycloakError::Conflict(_)) => {}
+        Err(e) => panic!("{what}: {e}"),
+    };
+    ok(
+        "resource server client",
+        admin
+            .create_client(
+                realm,
+                &json!({"clientId": rs_client, "secret": rs_secret, "publicClient": false,
+                        "serviceAccountsEnabled": true, "authorizationServicesEnabled": true,
+                        "standardFlowEnabled": false, "directAccessGrantsEnabled": false}),
+            )
+            .map(|_| ()),
+    );
+    ok(
+        "frontend client",
+        admin
+            .create_client(
+                realm,
+                &json!({"clientId": frontend, "publicClient": true,
+                        "directAccessGrantsEnabled": true, "standardFlowEnabled": true,
+                        "redirectUris": ["*"]}),
+            )
+            .map(|_| ()),
+    );
+    let uuid = admin.client_uuid(realm, rs_client).unwrap();
+    let mut scopes: Vec<&str> = Vec::new();
+    for (role, granted) in grants {
+        ok(
+            "role",
+            admin.create_role(realm, &json!({"name": role, "description": "system role"})),
+        );
+        for s in *granted {
+            if !scopes.contains(s) {
+                scopes.push(s);
+            }
+        }
+    }
+    for s in &scopes {
+        ok(
+            "scope",
+            admin
+                .create_authz_scope(realm, &uuid, &json!({"name": s}))
+                .map(|_| ()),
+        );
+    }
+    ok(
+        "resource",
+        admin
+            .create_resource(
+                realm,
+                &uuid,
+                &json!({"name": resource, "ownerManagedAccess": false,
+                        "scopes": scopes.iter().map(|s| json!({"name": s})).collect::<Vec<_>>()}),
+            )
+            .map(|_| ()),
+    );
+    for (role, _) in grants {
+        let id = admin.get_role(realm, role).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ok(
+            "role policy",
+            admin
+                .create_role_policy(
+                    realm,
+                    &uuid,
+                    &json!({"name": format!("{role}-policy"), "type": "role", "logic": "POSITIVE",
+                            "decisionStrategy": "UNANIMOUS",
+                            "roles": [{"id": id, "required": false}]}),
+                )
+                .map(|_| ()),
+        );
+    }
+    for s in &scopes {
+        let policies: Vec<String> = grants
+            .iter()
+            .filter(|(_, granted)| granted.contains(s))
+            .map(|(role, _)| format!("{role}-policy"))
+            .collect();
+        ok(
+            "scope permission",
+            admin
+                .create_scope_permission(
+                    realm,
+                    &uuid,
+                    &json!({"name": format!("{s}-permission"), "type": "scope",
+                            "logic": "POSITIVE", "decisionStrategy": "AFFIRMATIVE",
+                            "resources": [resource], "scopes": [s], "policies": policies}),
+                )
+                .map(|_| ()),
+        );
+    }
+}
+
+/// A user of `realm` made through the admin API (e-mail and names, as Keycloak's user profile
+/// wants them for a login), with a password and realm roles; its id.
+pub fn add_realm_user(
+    admin: &kaa::clients::keycloak::KeycloakAdmin,
+    realm: &str,
+    username: &str,
+    password: &str,
+    roles: &[&str],
+) -> String {
+    let user = kaa::clients::keycloak::NewUser {
+        username: username.to_string(),
+        email: Some(format!("{username}@example.com")),
+        first_name: Some("Test".into()),
+        last_name: Some("User".into()),
+        enabled: true,
+        email_verified: Some(true),
+        ..Default::default()
+    }
+    .with_password(password, false);
+    let id = admin.create_user(realm, &user).unwrap();
+    for role in roles {
+        admin.grant_realm_role(realm, &id, role).unwrap();
+    }
+    id
+}
+
+/// The JSON payload of a JWT, unverified (to read what a server put into its tokens).
+pub fn jwt_payload(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims")
+}
+
+/// A form POST to the token endpoint of `realm` on the Keycloak at `base` (the stand-in's URL or
+/// a real server's): the status and the JSON answer.
+pub fn token_request(base: &str, realm: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let mut resp = agent
+        .post(format!(
+            "{}/realms/{realm}/protocol/openid-connect/token",
+            base.trim_end_matches('/')
+        ))
+        .send_form(form.iter().copied())
+        .unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.body_mut()
+            .read_json()
+            .unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Log `username` in at `realm` through the public client `client` (password grant with
+/// `scope=openid`): the access token and the ID token Keycloak returned.
+pub fn login(
+    base: &str,
+    realm: &str,
+    client: &str,
+    username: &str,
+    password: &str,
+) -> (String, String) {
+    let (status, body) = token_request(
+        base,
+        realm,
+        &[
+            ("grant_type", "password"),
+            ("client_id", client),
+            ("username", username),
+            ("password", password),
+            ("scope", "openid"),
+        ],
+    );
+    assert_eq!(status, 200, "login of {username} at {realm}: {body}");
+    (
+        body["access_token"].as_str().unwrap().to_string(),
+        body["id_token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// One UMA decision (`response_mode=decision`) asked of the Keycloak at `base` for the bearer of
+/// `token`: the status and the answer.
+pub fn uma_decision(
+    base: &str,
+    realm: &str,
+    token: &str,
+    audience: &str,
+    permission: &str,
+) -> (u16, serde_json::Value) {
+    let mut resp = ureq::post(&format!(
+        "{}/realms/{realm}/protocol/openid-connect/token",
+        base.trim_end_matches('/')
+    ))
+    .config()
+    .http_status_as_error(false)
+    .build()
+    .header("Authorization", &format!("Bearer {token}"))
+    .send_form([
+        ("grant_type", "urn:ietf:params:oauth:grant-type:uma-ticket"),
+        ("audience", audience),
+        ("permission", permission),
+        ("response_mode", "decision"),
+    ])
+    .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().unwrap_or_default())
+}
