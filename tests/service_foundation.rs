@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::ToSocketAddrs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::proc::{self, get, request};
 
@@ -43,10 +43,8 @@ fn embedded_default_starts_answers_and_stops_cleanly() {
     let log = svc.log_text();
     assert!(log.contains("SQLite at ./data/iam.db"), "{log}");
     assert!(log.contains("path=/health status=200"), "access log: {log}");
-    let started = Instant::now();
     let status = svc.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
@@ -214,32 +212,23 @@ fn postgres_outage_turns_ready_503_and_recovers_without_restart() {
     assert_eq!(get(svc.addr, "/health/ready").status, 200);
 
     proxy.set_down();
-    let started = Instant::now();
+    // Answered (after `postgresql.connect-timeout`), not left hanging.
     let r = request(
         svc.addr,
         "GET",
         "/health/ready",
         &[],
         b"",
-        Duration::from_secs(10),
+        support::LIVENESS,
     )
     .unwrap();
     assert_eq!(r.status, 503);
     assert!(r.json()["message"].as_str().unwrap().contains("storage"));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "answered within the timeout"
-    );
     assert_eq!(get(svc.addr, "/health").status, 200, "liveness stays up");
 
     proxy.set_up();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if get(svc.addr, "/health/ready").status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not recover");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_until("ready again after the outage", || {
+        get(svc.addr, "/health/ready").status == 200
+    });
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }
