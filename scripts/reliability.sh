@@ -4,9 +4,10 @@
 #   scripts/reliability.sh           everything: abusive clients, fault runs, fuzzing
 #                                    (FUZZ_SECONDS each, default 600), API fuzzing, soak
 #                                    (SOAK_MINUTES, default 10); about 1.5 hours
-#   scripts/reliability.sh --quick   the quick parts (CI): abusive clients, the Tenant Manager's
-#                                    OpenAPI check, and the fuzz targets over their seed corpora
-#                                    when cargo-fuzz and its build are at hand
+#   scripts/reliability.sh --quick   the quick parts (CI): abusive clients, the replicas' lag
+#                                    against its bound, the Tenant Manager's OpenAPI check, and
+#                                    the fuzz targets over their seed corpora when cargo-fuzz and
+#                                    its build are at hand
 #
 # The fault runs and the abusive-client tests need IAM_TEST_POSTGRES_URL and IAM_TEST_NATS_URL
 # (see README); the full-disk run mounts a tmpfs (root).
@@ -38,8 +39,27 @@ run_tests() { # name, log, cargo test args...
   [[ $rc == 0 ]] || { grep -E '^(skipped:|---- |thread .* panicked)' "$log" | head -20; }
 }
 
+bound_max_ms() { # name, log, label of a `measured:` line ending "max N ms", bound in ms
+  local max
+  max=$(grep -o "measured: $3:.*" "$2" | grep -o 'max [0-9.]* ms' | tail -1 | awk '{print $2}')
+  if [[ -z "$max" ]]; then
+    row "$1" FAIL 0 "no measured line \"$3\" in $2"
+  elif awk -v m="$max" -v b="$4" 'BEGIN { exit !(m <= b) }'; then
+    row "$1" ok 0 "max $max ms <= $4 ms"
+  else
+    row "$1" FAIL 0 "max $max ms > $4 ms"
+  fi
+}
+
 echo "== abusive clients (tests/http_abuse.rs)"
 run_tests "abusive clients" /tmp/kaa-rel-abuse.log --test http_abuse -- --test-threads 3
+
+# Latency bounds live here, not in the functional tests (which wait on conditions): a write on
+# one replica is decided on by another within a second, by NATS notice or by polling.
+echo "== replica lag (tests/iam_replica_notices.rs)"
+run_tests "replica lag" /tmp/kaa-rel-replicas.log --test iam_replica_notices -- --test-threads 1
+bound_max_ms "replica lag, NATS" /tmp/kaa-rel-replicas.log "NATS up" 1000
+bound_max_ms "replica lag, polling" /tmp/kaa-rel-replicas.log "NATS absent (polling)" 1000
 
 echo "== Tenant Manager OpenAPI (tests/tm_openapi.rs)"
 run_tests "tm openapi" /tmp/kaa-rel-tm-openapi.log --test tm_openapi

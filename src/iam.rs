@@ -125,17 +125,30 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
                 "Revision notices received from other replicas",
                 iam.state.notice_count(),
             );
+            m.set_total(
+                "iam_index_refresh_passes_total",
+                "Passes of the refresher comparing every tenant's revision with the database",
+                iam.state.refresh_passes(),
+            );
+            m.set_total(
+                "iam_tenant_events_total",
+                "Tenant lifecycle messages handled (applied, or ignored as undecodable)",
+                iam.nats.events_handled(),
+            );
+            m.set_gauge("iam_nats_subscriptions", iam.nats.subscriptions());
         }
     }));
     // With a Tenant Manager: reconcile at start and after every NATS (re)connection.
     let reconcile = events::spawn_reconciler(&iam);
     if !config.nats.urls.is_empty() {
+        let [events_tried, notices_tried] = nats_start_gate(ops);
         events::spawn_listener(
             &iam,
             config.nats.urls.clone(),
             config.nats.username.clone(),
             config.nats.password.expose().to_string(),
             reconcile,
+            events_tried,
         );
         notices::spawn(
             &iam,
@@ -144,6 +157,7 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
             config.nats.password.expose().to_string(),
             &config.service.instance_name,
             &config.service.replica_id,
+            notices_tried,
         );
     }
     let ctx = IamCtx {
@@ -162,6 +176,37 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         )
         .with_inline_if(|ctx: &IamCtx, _| ctx.auth.is_none()),
     ))
+}
+
+/// Why `/health/ready` answers 503 until both NATS listeners tried to subscribe once.
+const SUBSCRIBING: &str = "subscribing to NATS (tenant lifecycle events, revision notices)";
+
+/// Readiness waits for the first try of each NATS listener: with NATS reachable, a replica
+/// reported ready has its subscriptions in place and hears every event published from then on;
+/// with NATS unreachable it is ready after the first failed try and serves without it (events
+/// missed are made up by the reconciliation after the subscription, notices by polling).
+fn nats_start_gate(ops: &Arc<Ops>) -> [events::FirstTry; 2] {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if let Ok(mut r) = ops.not_ready_reason.write() {
+        *r = Some(SUBSCRIBING.to_string());
+    }
+    let pending = Arc::new(AtomicUsize::new(2));
+    let one = || -> events::FirstTry {
+        let pending = Arc::clone(&pending);
+        let ops = Arc::downgrade(ops);
+        Box::new(move || {
+            if pending.fetch_sub(1, Ordering::SeqCst) != 1 {
+                return;
+            }
+            let Some(ops) = ops.upgrade() else { return };
+            if let Ok(mut r) = ops.not_ready_reason.write()
+                && r.as_deref() == Some(SUBSCRIBING)
+            {
+                *r = None;
+            }
+        })
+    };
+    [one(), one()]
 }
 
 /// The token checks of a secured deployment. Without multitenancy every token comes from the

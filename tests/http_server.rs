@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex, Once};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kaa::http::message::{Request, Response};
 use kaa::http::server::{
@@ -18,6 +18,8 @@ use kaa::http::server::{
 };
 
 const GRACE: Duration = Duration::from_secs(5);
+/// Far beyond any healthy run: a bound that fails a test only when what it waits for never comes.
+const LIVENESS: Duration = Duration::from_secs(30);
 
 /// A server running on its own thread; shut down and joined on drop.
 struct Running {
@@ -247,23 +249,13 @@ fn a_burst_of_64_keep_alive_connections_is_answered_in_every_round() {
         .map(|(i, mut client)| {
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
-                client
-                    .stream
-                    .set_read_timeout(Some(Duration::from_secs(1)))
-                    .unwrap();
                 for round in 0..3 {
                     barrier.wait();
-                    let start = Instant::now();
                     let path = format!("/c{i}/r{round}");
                     let resp = client.get(&path);
-                    let took = start.elapsed();
-                    assert_eq!(resp.status, 200);
+                    assert_eq!(resp.status, 200, "connection {i} round {round}");
                     assert_eq!(resp.json()["path"], path.as_str());
                     assert_eq!(resp.header("connection"), Some("keep-alive"));
-                    assert!(
-                        took < Duration::from_secs(1),
-                        "connection {i} round {round}: {took:?}"
-                    );
                 }
             })
         })
@@ -598,7 +590,8 @@ fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
         },
         echo,
     );
-    // Slowloris: a header line every 50 ms, never the end of the head.
+    // Slowloris: a header line every 50 ms, never the end of the head, for as long as the
+    // connection takes them: only the server's cut ends it.
     let mut slow = server.client();
     slow.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
     let stop = Arc::new(AtomicBool::new(false));
@@ -606,7 +599,7 @@ fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
     let trickle = {
         let stop = Arc::clone(&stop);
         thread::spawn(move || {
-            for i in 0..100 {
+            for i in 0.. {
                 if stop.load(Ordering::SeqCst)
                     || writer
                         .write_all(format!("X-{i}: v\r\n").as_bytes())
@@ -628,14 +621,9 @@ fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
     }
 
     // Cut off once read_timeout has passed since its first byte (hyper's header timer closes
-    // the connection without an answer).
-    let cut = Instant::now();
+    // the connection without an answer) while it still sends: nothing else would end it.
+    slow.stream.set_read_timeout(Some(LIVENESS)).unwrap();
     assert!(slow.closed(), "slow client not cut off");
-    assert!(
-        cut.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        cut.elapsed()
-    );
     stop.store(true, Ordering::SeqCst);
     trickle.join().unwrap();
     assert!(silent.closed(), "idle connection not closed");
@@ -686,18 +674,20 @@ fn graceful_shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
     let report = server.stop();
     assert_eq!(report.cut_off, 0, "{report:?}");
     assert!(report.finished >= 1, "{report:?}");
-    assert!(report.elapsed < GRACE, "{report:?}");
 }
 
 #[test]
 fn shutdown_cuts_off_what_outlives_the_grace_period() {
     let (started_tx, started_rx) = mpsc::channel::<()>();
     let started_tx = Mutex::new(started_tx);
+    // The handler holds on until the test lets it go, after the server has returned.
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
     let server = Server::bind(
         config(),
         Arc::new(move |req: Request| {
             started_tx.lock().unwrap().send(()).unwrap();
-            thread::sleep(Duration::from_millis(1500));
+            let _ = release_rx.lock().unwrap().recv_timeout(LIVENESS);
             echo(req)
         }),
     )
@@ -709,10 +699,11 @@ fn shutdown_cuts_off_what_outlives_the_grace_period() {
     client.send(b"GET /stuck HTTP/1.1\r\nHost: t\r\n\r\n");
     started_rx.recv().unwrap();
     handle.shutdown();
+    // `run` returns while the handler is still held: the grace period ended it, not the handler.
     let report = runner.join().unwrap();
     assert_eq!(report.cut_off, 1, "{report:?}");
-    assert!(report.elapsed < Duration::from_millis(1500), "{report:?}");
     assert!(client.closed());
+    release_tx.send(()).unwrap();
 }
 
 #[test]

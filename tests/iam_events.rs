@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kaa::clients::nats::NatsClient;
 use kaa::clients::tle::{LifecycleEvent, LifecycleKind, subject};
@@ -61,6 +61,10 @@ fn unregistered_tenants_are_removed() {
         );
         assert_eq!(r.status, 201);
     }
+    // Published from here on, every event reaches IAM: its subscription is in place.
+    support::wait_subscribed(a);
+    let handled = || support::metric(a, "iam_tenant_events_total").unwrap_or(0);
+    let before = handled();
     let nats = NatsClient::connect(&[url], "", "", Duration::from_secs(3)).unwrap();
     // Garbage first: ignored, the listener keeps going.
     nats.publish(
@@ -94,14 +98,13 @@ fn unregistered_tenants_are_removed() {
         )
         .status
     };
-    let started = Instant::now();
-    while get(a, &format!("/api/v1/policies?tenantID={tenant}"))["count"] != 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "tenant data not removed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The three messages handled, in order: their effects are in place.
+    support::wait_until("IAM handled the three messages", || handled() >= before + 3);
+    assert_eq!(
+        get(a, &format!("/api/v1/policies?tenantID={tenant}"))["count"],
+        0,
+        "tenant data not removed"
+    );
     assert_eq!(
         get(a, &format!("/api/v1/users?tenantID={tenant}"))["count"],
         0
@@ -118,13 +121,95 @@ fn unregistered_tenants_are_removed() {
         2,
         "the system tenant stays"
     );
-    // Redelivery is harmless.
+    // Redelivery is harmless: handled again, the tenant stays empty and nothing else changes.
     nats.publish(
         &subject("tenant-manager", LifecycleKind::Unregistered),
         event(&tenant).encode(),
     )
     .unwrap();
+    support::wait_until("IAM handled the redelivered event", || {
+        handled() >= before + 4
+    });
+    for what in ["policies", "users"] {
+        assert_eq!(
+            get(a, &format!("/api/v1/{what}?tenantID={tenant}"))["count"],
+            0,
+            "{what} of the removed tenant"
+        );
+    }
+    assert_eq!(ask(&tenant), 403);
+    assert_eq!(
+        get(a, &format!("/api/v1/users?tenantID={keep}"))["count"],
+        1,
+        "other tenants stay"
+    );
+    assert_eq!(
+        get(a, &format!("/api/v1/policies?tenantID={keep}"))["count"],
+        1
+    );
     assert_eq!(ask(&keep), 200);
+    assert_eq!(get(a, "/api/v1/policies?type=base")["count"], 2);
+}
+
+/// With NATS reachable, `/health/ready` answers 200 only once both subscriptions are in place:
+/// whoever waits for readiness may publish at once.
+#[test]
+fn readiness_includes_the_nats_subscriptions() {
+    let Ok(url) = std::env::var("IAM_TEST_NATS_URL") else {
+        return support::skip_because(
+            "readiness_includes_the_nats_subscriptions",
+            "set IAM_TEST_NATS_URL to run it",
+        );
+    };
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(
+        &support::sqlite_settings(&dir),
+        &format!("nats:\n  urls: {url}\n"),
+    );
+    let mut answers = Vec::new();
+    support::wait_until("IAM ready", || {
+        let r = support::proc::get(svc.addr, "/health/ready");
+        answers.push((r.status, String::from_utf8_lossy(&r.body).into_owned()));
+        r.status == 200
+    });
+    // Read after the first 200: the subscriptions were in place when it was answered.
+    assert_eq!(
+        support::metric(svc.addr, "iam_nats_subscriptions"),
+        Some(2),
+        "ready before subscribing"
+    );
+    for (status, body) in &answers[..answers.len() - 1] {
+        assert_eq!(*status, 503, "{body}");
+        assert!(body.contains("subscribing to NATS"), "{body}");
+    }
+}
+
+/// With NATS unreachable at start IAM still becomes ready (after the first try of each
+/// listener) and serves, without subscriptions.
+#[test]
+fn unreachable_nats_does_not_keep_iam_from_ready() {
+    // A port nothing listens on: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(
+        &support::sqlite_settings(&dir),
+        &format!("nats:\n  urls: nats://127.0.0.1:{port}\n"),
+    );
+    support::wait_until("IAM ready without NATS", || {
+        support::proc::get(svc.addr, "/health/ready").status == 200
+    });
+    assert_eq!(support::metric(svc.addr, "iam_nats_subscriptions"), Some(0));
+    let r = post(
+        svc.addr,
+        "/api/v1/policies",
+        json!({"name": "p", "tenantID": "t1", "statements": [
+            {"effect": "allow", "actions": ["iam:user:read"], "resources": ["krn:iam:t1::user/*"]}]}),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }
 
 const TM: &str = env!("CARGO_BIN_EXE_tenant-manager");
@@ -176,16 +261,10 @@ fn a_tenant_unregistered_while_iam_is_down_is_removed_at_start() {
             Some(&json!({ "id": t })),
         );
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-        let started = Instant::now();
-        while call_json_as(tm.addr, "GET", &format!("/api/v1/tenants/{t}"), None, None).json()["status"]
-            != "AVAILABLE"
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{t} not available"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        support::wait_until(&format!("{t} AVAILABLE"), || {
+            call_json_as(tm.addr, "GET", &format!("/api/v1/tenants/{t}"), None, None).json()["status"]
+                == "AVAILABLE"
+        });
     }
 
     let yaml = format!(
@@ -238,7 +317,6 @@ fn a_tenant_unregistered_while_iam_is_down_is_removed_at_start() {
         }
         // IAM stops; its listener lets go of NATS.
     }
-    std::thread::sleep(Duration::from_secs(1));
 
     // The tenant is unregistered while IAM is down: its event goes out to nobody of IAM's.
     let nats =
@@ -254,19 +332,11 @@ fn a_tenant_unregistered_while_iam_is_down_is_removed_at_start() {
         None,
     );
     assert!(r.status / 100 == 2, "{}", String::from_utf8_lossy(&r.body));
-    let started = Instant::now();
-    loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no `unregistered` event for {gone}"
-        );
-        let Some(m) = events.next_timeout(Duration::from_millis(200)) else {
-            continue;
-        };
-        if LifecycleEvent::decode(&m.payload).is_ok_and(|e| e.tenant_id == gone) {
-            break;
-        }
-    }
+    support::wait_until(&format!("the `unregistered` event of {gone}"), || {
+        events
+            .next_timeout(Duration::from_millis(200))
+            .is_some_and(|m| LifecycleEvent::decode(&m.payload).is_ok_and(|e| e.tenant_id == gone))
+    });
     let r = call_json_as(
         tm.addr,
         "GET",
@@ -275,17 +345,21 @@ fn a_tenant_unregistered_while_iam_is_down_is_removed_at_start() {
         None,
     );
     assert_eq!(r.status, 404);
-
-    // IAM starts again: the tenant's data is gone, the others' stays.
-    let iam = support::service::start_iam(&storage, &yaml);
-    let started = Instant::now();
-    while count(iam.addr, "groups", &gone) != 0 || count(iam.addr, "policies", &gone) != 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the data of `{gone}` was not removed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    // Nobody of IAM's heard it: the tenant's data is still in IAM's database.
+    {
+        use kaa::storage::SnapshotStore;
+        let db = kaa::storage::Database::open(&storage).unwrap();
+        let held = db.tenants_with_data().unwrap();
+        assert!(held.contains(&gone), "removed while IAM was down: {held:?}");
     }
+
+    // IAM starts again: once its reconciliation ran (its subscription asks for one), the
+    // tenant's data is gone, the others' stays.
+    let iam = support::service::start_iam(&storage, &yaml);
+    support::wait_subscribed(iam.addr);
+    support::wait_until(&format!("the data of `{gone}` removed"), || {
+        count(iam.addr, "groups", &gone) == 0 && count(iam.addr, "policies", &gone) == 0
+    });
     assert_eq!(count(iam.addr, "groups", &keep), 1, "other tenants stay");
     assert_eq!(count(iam.addr, "policies", &keep), 1);
     assert_eq!(decide(iam.addr, &keep), 200);

@@ -446,7 +446,7 @@ fn joining_a_pool_or_attaching_a_policy_to_it_is_authorized() {
     let kc = Keycloak::start();
     let dir = support::TempDir::new();
     let config = format!(
-        "security:\n  enabled: true\n  client-id: kaa-iam\n  issuer:\n    public-url: {}\n",
+        "security:\n  enabled: true\n  client-id: kaa-iam\n  audiences: [kaa-iam, kaa-frontend]\n  issuer:\n    public-url: {}\n",
         kc.issuer("kaa")
     );
     let svc = support::service::start_iam(&support::sqlite_settings(&dir), &config);

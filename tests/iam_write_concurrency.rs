@@ -1,6 +1,6 @@
 //! Concurrent writes into one replica never make it read the whole tenant again: every revision
 //! a write takes is announced by the store before it commits, so neither another write nor the
-//! refresher (which runs every 500 ms) takes it for another replica's. Checked over HTTP on
+//! refresher (which runs every 500 ms, and whose passes `/metrics` counts) takes it for another replica's. Checked over HTTP on
 //! SQLite and PostgreSQL, through the index counters of `/metrics`, with every write decided on
 //! by the replica right after it answers and by a replica that loads the tenant afresh.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -8,7 +8,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use kaa::config::StorageSettings;
 use serde_json::{Value, json};
@@ -55,8 +57,8 @@ fn policy(k: &str) -> Value {
 }
 
 const CLIENTS: usize = 8;
-/// Long enough for the refresher to look several times while writes are committing.
-const WRITING: Duration = Duration::from_secs(3);
+/// Writes per client at least; they go on until the refresher has looked several times.
+const AT_LEAST: usize = 5;
 
 fn writes_apply_without_reloads(storage: &StorageSettings) {
     let one = support::service::start_iam(storage, "");
@@ -67,14 +69,16 @@ fn writes_apply_without_reloads(storage: &StorageSettings) {
     );
     let reloads = counter(one.addr, "iam_index_reloads_total");
     let updates = counter(one.addr, "iam_index_updates_total");
-    let until = Instant::now() + WRITING;
+    let passes = counter(one.addr, "iam_index_refresh_passes_total");
+    let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let addr = one.addr;
+            let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut written = Vec::new();
                 let mut i = 0;
-                while Instant::now() < until {
+                while i < AT_LEAST || !stop.load(Ordering::SeqCst) {
                     let k = format!("c{c}n{i}");
                     let r = call(addr, "POST", "/api/v1/policies", Some(&policy(&k)));
                     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -89,17 +93,21 @@ fn writes_apply_without_reloads(storage: &StorageSettings) {
             })
         })
         .collect();
+    // The refresher looks several times while writes are committing.
+    support::wait_until("three refresher passes while writing", || {
+        counter(one.addr, "iam_index_refresh_passes_total") >= passes + 3
+    });
+    stop.store(true, Ordering::SeqCst);
     let written: Vec<String> = clients
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    assert!(
-        written.len() >= CLIENTS * 5,
-        "only {} writes in {WRITING:?}",
-        written.len()
-    );
-    // Past two refresher rounds after the last write.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Two refresher passes after the last write: the second began after it answered, so it
+    // compared every tenant's revision with what the writes left in the database.
+    let passes = counter(one.addr, "iam_index_refresh_passes_total");
+    support::wait_until("two refresher passes after the last write", || {
+        counter(one.addr, "iam_index_refresh_passes_total") >= passes + 2
+    });
     assert_eq!(
         counter(one.addr, "iam_index_reloads_total"),
         reloads,

@@ -29,8 +29,7 @@ fn publish_and_receive_through_the_facade() {
 }
 
 #[test]
-fn unreachable_server_is_an_error_within_the_timeout() {
-    let started = std::time::Instant::now();
+fn unreachable_server_is_an_error_naming_it() {
     let err = NatsClient::connect(
         &["nats://127.0.0.1:1".to_string()],
         "",
@@ -40,5 +39,4 @@ fn unreachable_server_is_an_error_within_the_timeout() {
     .err()
     .expect("nothing listens on port 1");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -16,12 +16,18 @@ use proptest::sample::select;
 
 // ----- the model -----
 
-/// A pattern ending in `*` matches by prefix, any other by equality.
+/// Does `value` match `pattern`, where `*` stands for any run of characters (also none) and
+/// every other character for itself? A plain recursive glob: the grammar allows `*` only as a
+/// whole last segment, where this is prefix matching, but the model does not rely on it.
 fn pattern_matches(value: &str, pattern: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => value.starts_with(prefix),
-        None => value == pattern,
+    fn glob(value: &[u8], pattern: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => value.is_empty(),
+            Some((b'*', rest)) => (0..=value.len()).any(|i| glob(&value[i..], rest)),
+            Some((c, rest)) => value.first() == Some(c) && glob(&value[1..], rest),
+        }
     }
+    glob(value.as_bytes(), pattern.as_bytes())
 }
 
 #[derive(Debug)]
@@ -121,15 +127,33 @@ fn concrete_resource() -> impl Strategy<Value = String> {
         .prop_map(|(s, t, pool, ty, path, id)| format!("krn:{s}:{t}:{pool}:{ty}/{path}{id}"))
 }
 
-/// A concrete KRN (about 70%) or one of the wildcard patterns it matches.
+/// A wildcard pattern made from `concrete` without the product's help (its
+/// `matching_patterns()` also makes the index's keys, so a pattern it missed would be missing on
+/// both sides): the text from a random position `at` on is replaced by `*`, the position first
+/// moved back to just after one of `separators`, because the grammar allows `*` only as a whole
+/// last segment. `krn:*` is written `*`.
+fn pattern_from(concrete: &str, at: usize, separators: &[u8]) -> String {
+    let bytes = concrete.as_bytes();
+    let mut end = at.min(bytes.len());
+    while end > 0 && !separators.contains(&bytes[end - 1]) {
+        end -= 1;
+    }
+    match &concrete[..end] {
+        "krn:" => "*".to_string(),
+        prefix => format!("{prefix}*"),
+    }
+}
+
+/// A KRN pattern of `concrete`, which the grammar must accept.
+fn krn_pattern(concrete: &str, at: usize) -> Krn {
+    let p = pattern_from(concrete, at, b":/");
+    Krn::parse(&p).unwrap_or_else(|e| panic!("{p} (from {concrete}) refused: {e}"))
+}
+
+/// A concrete KRN (about 70%) or a wildcard pattern cut from it.
 fn resource_pattern() -> impl Strategy<Value = Krn> {
-    (concrete_resource(), 0usize..10).prop_map(|(c, cut)| {
-        let krn = k(&c);
-        if cut < 7 {
-            return krn;
-        }
-        let pats = krn.matching_patterns();
-        k(&pats[1 + (cut * 7919) % (pats.len() - 1)])
+    (concrete_resource(), 0usize..10, 0usize..64).prop_map(|(c, kind, at)| {
+        if kind < 7 { k(&c) } else { krn_pattern(&c, at) }
     })
 }
 
@@ -148,13 +172,8 @@ fn concrete_principal() -> impl Strategy<Value = String> {
 }
 
 fn principal_pattern() -> impl Strategy<Value = Krn> {
-    (concrete_principal(), 0usize..10).prop_map(|(c, cut)| {
-        let krn = k(&c);
-        if cut < 7 {
-            return krn;
-        }
-        let pats = krn.matching_patterns();
-        k(&pats[1 + (cut * 31) % (pats.len() - 1)])
+    (concrete_principal(), 0usize..10, 0usize..40).prop_map(|(c, kind, at)| {
+        if kind < 7 { k(&c) } else { krn_pattern(&c, at) }
     })
 }
 
@@ -169,13 +188,12 @@ fn concrete_action() -> impl Strategy<Value = String> {
 }
 
 fn action_pattern() -> impl Strategy<Value = Action> {
-    (concrete_action(), 0usize..10).prop_map(|(c, cut)| {
-        let a = Action::parse(&c).unwrap();
-        if cut < 7 {
-            return a;
+    (concrete_action(), 0usize..10, 0usize..32).prop_map(|(c, kind, at)| {
+        if kind < 7 {
+            return Action::parse(&c).unwrap();
         }
-        let pats = a.matching_patterns();
-        Action::parse(&pats[1 + (cut * 13) % (pats.len() - 1)]).unwrap()
+        let p = pattern_from(&c, at, b":");
+        Action::parse(&p).unwrap_or_else(|e| panic!("{p} (from {c}) refused: {e}"))
     })
 }
 
@@ -640,4 +658,106 @@ fn generators_reach_every_outcome() {
     );
     assert!(fanout > 20);
     assert!(allow > 200 && explicit > 200 && implicit > 200 && via_pool > 20 && wide > 20);
+}
+
+/// Cases the properties once shrank to, pinned here: the seeds that found them replay other
+/// cases since the pattern generators changed. A policy of tenant t2 attached to the pool
+/// wildcard `krn:iam:t1::pool/*` and to t2's bob decides a query naming that pool, alone, through
+/// the index, through `simulate` and through the engine.
+#[test]
+fn pinned_cases_from_earlier_failures() {
+    let p0 = |actions: &[&str], resource: &str| StoredPolicy {
+        id: "p0".into(),
+        document: PolicyDocument {
+            name: "n".into(),
+            kind: PolicyKind::Identity,
+            description: None,
+            statements: vec![Statement {
+                effect: Effect::Allow,
+                actions: actions.iter().map(|a| Action::parse(a).unwrap()).collect(),
+                resources: vec![k(resource)],
+                principals: vec![],
+                description: None,
+            }],
+        },
+        attached_principals: vec![k("krn:iam:t2::user/bob")],
+        attached_pools: vec![k("krn:iam:t1::pool/*")],
+        resource: None,
+    };
+    let q = |resource: &str| OwnedQuery {
+        principals: vec![k("krn:iam:t2::user/bob")],
+        action: Action::parse("iam:user:read").unwrap(),
+        resource: k(resource),
+        pools: vec![k("krn:iam:t1::pool/*")],
+    };
+    let base = base_policies();
+    let cases = [
+        (
+            p0(&["iam:user:read"], "krn:iam:t1::user/bob"),
+            q("krn:iam:t1::user/alice"),
+        ),
+        (
+            p0(&["iam:*"], "krn:iam:t1::user/org1/x/bob"),
+            q("krn:iam:t1::user/bob"),
+        ),
+    ];
+    for (policy, query) in cases {
+        let want = model_decide([&policy], &query);
+        assert_eq!(want.outcome, Outcome::Allow, "{policy:?}");
+        assert_eq!(build([policy.clone()]).decide(&query.q()), want);
+        assert_eq!(
+            PolicyIndex::new().simulate(&query.q(), std::slice::from_ref(&policy), &[]),
+            want
+        );
+        let mut engine = Engine::new(base.clone());
+        engine.upsert("t2", policy.clone()).unwrap();
+        assert_eq!(engine.decide_outcome("t2", &query.q()), Outcome::Allow);
+    }
+}
+
+/// The independent pattern generators reach every shape the grammar allows: `*`, service,
+/// tenant, pool (empty and nested), resource type, path and ID wildcards, and for actions
+/// `*`, `service:*` and `service:type:*`.
+#[test]
+fn pattern_generators_reach_every_wildcard_shape() {
+    let mut krns = std::collections::BTreeSet::new();
+    for at in 0..64 {
+        krns.insert(
+            krn_pattern("krn:iam:t1:/a/b:user/org1/bob", at)
+                .as_str()
+                .to_string(),
+        );
+    }
+    let want = [
+        "*",
+        "krn:iam:*",
+        "krn:iam:t1:*",
+        "krn:iam:t1:/*",
+        "krn:iam:t1:/a/*",
+        "krn:iam:t1:/a/b:*",
+        "krn:iam:t1:/a/b:user/*",
+        "krn:iam:t1:/a/b:user/org1/*",
+    ];
+    assert_eq!(krns.iter().map(String::as_str).collect::<Vec<_>>(), {
+        let mut w = want.to_vec();
+        w.sort_unstable();
+        w
+    });
+    assert!(krns.len() == want.len());
+    let mut actions = std::collections::BTreeSet::new();
+    for at in 0..32 {
+        actions.insert(pattern_from("iam:user:member:read", at, b":"));
+    }
+    assert_eq!(
+        actions.into_iter().collect::<Vec<_>>(),
+        ["*", "iam:*", "iam:user:*", "iam:user:member:*"]
+    );
+    // And the glob matcher of the model agrees with the grammar's prefix reading.
+    assert!(pattern_matches("krn:iam:t1::user/bob", "krn:iam:t1::*"));
+    assert!(!pattern_matches("krn:iam:t10::user/bob", "krn:iam:t1:*"));
+    assert!(pattern_matches("anything", "*"));
+    assert!(!pattern_matches(
+        "krn:iam:t1::user/bob",
+        "krn:iam:t1::user/bo"
+    ));
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::ToSocketAddrs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::proc::{self, get, request};
 
@@ -43,15 +43,11 @@ fn embedded_default_starts_answers_and_stops_cleanly() {
     let log = svc.log_text();
     assert!(log.contains("SQLite at ./data/iam.db"), "{log}");
     // Access lines are written in batches a few milliseconds apart.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !svc.log_text().contains("path=/health status=200") {
-        assert!(Instant::now() < deadline, "access log: {}", svc.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let started = Instant::now();
+    support::wait_until("the access line of /health", || {
+        svc.log_text().contains("path=/health status=200")
+    });
     let status = svc.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
@@ -220,38 +216,29 @@ fn postgres_outage_turns_ready_503_and_recovers_without_restart() {
 
     proxy.set_down();
     // Readiness reflects the last storage check (every second), answered from memory.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let r = loop {
+    let mut last = None;
+    support::wait_until("readiness noticing the outage", || {
         let r = request(
             svc.addr,
             "GET",
             "/health/ready",
             &[],
             b"",
-            Duration::from_secs(10),
+            support::LIVENESS,
         )
         .unwrap();
-        if r.status != 200 {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "readiness never noticed the outage"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        let down = r.status != 200;
+        last = Some(r);
+        down
+    });
+    let r = last.unwrap();
     assert_eq!(r.status, 503);
     assert!(r.json()["message"].as_str().unwrap().contains("storage"));
     assert_eq!(get(svc.addr, "/health").status, 200, "liveness stays up");
 
     proxy.set_up();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if get(svc.addr, "/health/ready").status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not recover");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_until("ready again after the outage", || {
+        get(svc.addr, "/health/ready").status == 200
+    });
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }

@@ -376,7 +376,10 @@ fn keycloak_down_at_creation_then_up() {
 
     kc.set_down(true);
     create(a, json!({"id": "acme"}));
-    std::thread::sleep(Duration::from_millis(400));
+    // Two runs of its task failed (the queue's attempts count them).
+    support::wait_until("two attempts at acme's realm", || {
+        support::metric(a, "tm_tasks_attempts").unwrap_or(0) >= 2
+    });
     assert_eq!(get_tenant(a, "acme").json()["status"], "CREATING");
     assert!(
         kc.calls().is_empty(),
@@ -393,9 +396,13 @@ fn keycloak_down_at_creation_then_up() {
     wait_for("beta's run started", || {
         kc.count_calls("POST", "/admin/realms/beta/roles", 201) >= 1
     });
+    let attempts = support::metric(a, "tm_tasks_attempts").unwrap_or(0);
     kc.set_down(true);
     assert_eq!(get_tenant(a, "beta").json()["status"], "CREATING");
-    std::thread::sleep(Duration::from_millis(200));
+    // The run met the outage and was taken up again while Keycloak was down.
+    support::wait_until("another attempt at beta's realm", || {
+        support::metric(a, "tm_tasks_attempts").unwrap_or(0) > attempts
+    });
     kc.delay(Duration::ZERO);
     kc.set_down(false);
     let t = wait_status(a, "beta", "AVAILABLE");
@@ -930,9 +937,11 @@ fn the_admin_token_is_cached_renewed_before_expiry_and_after_a_401() {
     assert_eq!(admin.token_fetches(), 3);
     admin.get_realm("kaa").unwrap();
     assert_eq!(admin.token_fetches(), 3);
-    std::thread::sleep(Duration::from_millis(1600));
-    admin.get_realm("kaa").unwrap();
-    assert_eq!(admin.token_fetches(), 4);
+    // Called on and on as the 2 s token ages: it is renewed once, before it expires (no 401).
+    support::wait_until("the short-lived token renewed", || {
+        admin.get_realm("kaa").unwrap();
+        admin.token_fetches() == 4
+    });
     assert_eq!(
         kc.count_calls("GET", "/admin/realms/kaa", 401),
         2,

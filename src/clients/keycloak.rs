@@ -25,8 +25,12 @@ const MAX_BODY_BYTES: u64 = 8 << 20;
 /// Bytes of an error answer read; the message keeps at most `EXCERPT_CHARS` of it.
 const MAX_ERROR_BYTES: u64 = 64 << 10;
 const EXCERPT_CHARS: usize = 300;
-/// A cached admin token is renewed this long before it expires (at most a quarter of its life).
+/// A cached admin token is renewed this long before it expires (at most a quarter of its life),
+/// plus [`EXP_GRANULARITY`].
 const RENEW_MARGIN: Duration = Duration::from_secs(10);
+/// A token's `exp` is in whole seconds from an `iat` cut to the second: it may end up to a
+/// second before `expires_in` counted from the moment it was issued.
+const EXP_GRANULARITY: Duration = Duration::from_secs(1);
 /// `max` of list calls that look a name up (Keycloak's default page is 100).
 const LOOKUP_MAX: &str = "1000";
 
@@ -461,10 +465,10 @@ impl KeycloakAdmin {
                     .to_string();
                 let life =
                     Duration::from_secs(v.get("expires_in").and_then(Value::as_u64).unwrap_or(60));
-                let margin = RENEW_MARGIN.min(life / 4);
+                let margin = RENEW_MARGIN.min(life / 4) + EXP_GRANULARITY;
                 Ok(CachedToken {
                     value,
-                    renew_at: Instant::now() + life - margin,
+                    renew_at: Instant::now() + life.saturating_sub(margin),
                 })
             }
             400 | 401 | 403 => Err(KeycloakError::Unauthorized(ctx(message_of(&r.body)))),

@@ -150,20 +150,40 @@ impl NatsClient {
         })
     }
 
+    /// Subscribe, and return once the server has registered the interest: messages published
+    /// (by anyone) after this returns reach the subscription. A flush alone says only that the
+    /// subscription left this process; a marker sent after it to an inbox of ours comes back
+    /// only once the server has read everything before it on this connection.
     pub fn subscribe(&self, subject: &str) -> Result<NatsSubscription, NatsError> {
         let client = self.client.clone();
         let subject = subject.to_string();
+        let timeout = self.timeout;
+        let io = |e: String| NatsError::Io(e);
         let sub = self.rt.block_on(async move {
-            let sub = client
-                .subscribe(subject)
-                .await
-                .map_err(|e| NatsError::Io(e.to_string()))?;
-            // Make sure the server registered the interest before the caller publishes.
-            client
-                .flush()
-                .await
-                .map_err(|e| NatsError::Io(e.to_string()))?;
-            Ok::<_, NatsError>(sub)
+            tokio::time::timeout(timeout, async {
+                let sub = client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|e| io(e.to_string()))?;
+                let inbox = client.new_inbox();
+                let mut marker = client
+                    .subscribe(inbox.clone())
+                    .await
+                    .map_err(|e| io(e.to_string()))?;
+                client
+                    .publish(inbox, bytes::Bytes::new())
+                    .await
+                    .map_err(|e| io(e.to_string()))?;
+                client.flush().await.map_err(|e| io(e.to_string()))?;
+                marker
+                    .next()
+                    .await
+                    .ok_or_else(|| io("the confirmation subscription ended".into()))?;
+                let _ = marker.unsubscribe().await;
+                Ok::<_, NatsError>(sub)
+            })
+            .await
+            .map_err(|_| NatsError::Timeout(timeout))?
         })?;
         Ok(NatsSubscription {
             handle: self.rt.handle().clone(),

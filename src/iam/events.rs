@@ -3,6 +3,7 @@
 //! least once, so both are idempotent. The listener connects in the background and keeps trying:
 //! a NATS outage never stops IAM from serving.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -14,6 +15,33 @@ use crate::clients::nats::NatsClient;
 use crate::clients::tle::{self, LifecycleEvent, LifecycleKind};
 use crate::clock::now_ms;
 use crate::storage::SnapshotStore;
+
+/// IAM's NATS subscriptions as `/metrics` shows them.
+#[derive(Debug, Default)]
+pub struct NatsState {
+    /// The tenant lifecycle events' subscription is in place.
+    pub events_subscribed: AtomicBool,
+    /// The revision notices' subscription is in place.
+    pub notices_subscribed: AtomicBool,
+    /// Tenant lifecycle messages handled since start: applied, or ignored as undecodable.
+    pub events_handled: AtomicU64,
+}
+
+impl NatsState {
+    /// How many of the two subscriptions are in place.
+    pub fn subscriptions(&self) -> i64 {
+        i64::from(self.events_subscribed.load(Ordering::Relaxed))
+            + i64::from(self.notices_subscribed.load(Ordering::Relaxed))
+    }
+
+    pub fn events_handled(&self) -> u64 {
+        self.events_handled.load(Ordering::Relaxed)
+    }
+}
+
+/// Called once, when a listener's first try to subscribe has ended (subscribed or not): IAM's
+/// readiness waits for it, so that a replica reported ready with NATS reachable hears events.
+pub type FirstTry = Box<dyn FnOnce() + Send>;
 
 /// What one reconciliation with the Tenant Manager did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -185,18 +213,26 @@ fn reconcile_loop(weak: &Weak<Iam>, rx: &Receiver<()>) {
 /// Subscribe to every originator's tenant lifecycle events and apply them until `iam` is dropped.
 /// After the subscription is in place, and after every reconnect (async-nats renews it), ask
 /// `reconcile` for a reconciliation: events sent while this process was not subscribed are lost.
+/// `first_try` is called when the first try to subscribe has ended, in place or not.
 pub fn spawn_listener(
     iam: &Arc<Iam>,
     urls: Vec<String>,
     username: String,
     password: String,
     reconcile: Option<ReconcileTrigger>,
+    first_try: FirstTry,
 ) {
     let weak: Weak<Iam> = Arc::downgrade(iam);
     let _ = std::thread::Builder::new()
         .name("tle-listener".into())
         .spawn(move || {
             let mut backoff = Duration::from_millis(500);
+            let mut first_try = Some(first_try);
+            let mut tried = move || {
+                if let Some(f) = first_try.take() {
+                    f();
+                }
+            };
             loop {
                 if weak.strong_count() == 0 {
                     return;
@@ -210,6 +246,7 @@ pub fn spawn_listener(
                     Ok(c) => c,
                     Err(e) => {
                         log::warn!("events: {e}; retrying in {backoff:?}");
+                        tried();
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
@@ -219,18 +256,27 @@ pub fn spawn_listener(
                     Ok(s) => s,
                     Err(e) => {
                         log::warn!("events: cannot subscribe: {e}; retrying in {backoff:?}");
+                        tried();
                         std::thread::sleep(backoff);
                         continue;
                     }
                 };
-                // From here async-nats reconnects and resubscribes by itself.
+                // From here async-nats reconnects and resubscribes by itself. The subscription
+                // is in place: `subscribe` returns after the server answered a flush behind it.
                 log::info!("events: listening on `{}`", tle::SUBSCRIPTION);
+                if let Some(iam) = weak.upgrade() {
+                    iam.nats.events_subscribed.store(true, Ordering::Relaxed);
+                }
+                tried();
                 let mut connects = client.connects();
                 if let Some(r) = &reconcile {
                     r.request();
                 }
                 loop {
                     let Some(iam) = weak.upgrade() else { return };
+                    iam.nats
+                        .events_subscribed
+                        .store(client.is_connected(), Ordering::Relaxed);
                     drop(iam);
                     let now = client.connects();
                     if now != connects && client.is_connected() {
@@ -264,6 +310,8 @@ pub fn spawn_listener(
                         },
                         Err(err) => log::warn!("events: `{}` ignored: {err}", msg.subject),
                     }
+                    // Counted once its effects are in place: tests wait on it.
+                    iam.nats.events_handled.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });

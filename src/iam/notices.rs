@@ -48,6 +48,7 @@ impl Outbox {
 }
 
 /// Connect to NATS in the background, announce this replica's revisions and apply the others'.
+/// `first_try` is called when the first try to subscribe has ended, in place or not.
 pub fn spawn(
     iam: &Arc<Iam>,
     urls: Vec<String>,
@@ -55,6 +56,7 @@ pub fn spawn(
     password: String,
     instance: &str,
     replica: &str,
+    first_try: super::events::FirstTry,
 ) {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     if iam.notices.set(Outbox { tx }).is_err() {
@@ -77,7 +79,7 @@ pub fn spawn(
         .name("notice-receive".into())
         .spawn(move || {
             receive_loop(
-                &weak, &urls, &username, &password, &client, &subject, &replica,
+                &weak, &urls, &username, &password, &client, &subject, &replica, first_try,
             )
         });
 }
@@ -121,6 +123,7 @@ fn send_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn receive_loop(
     weak: &Weak<Iam>,
     urls: &[String],
@@ -129,8 +132,16 @@ fn receive_loop(
     slot: &Mutex<Option<Arc<NatsClient>>>,
     subject: &str,
     replica: &str,
+    first_try: super::events::FirstTry,
 ) {
+    use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_millis(500);
+    let mut first_try = Some(first_try);
+    let mut tried = move || {
+        if let Some(f) = first_try.take() {
+            f();
+        }
+    };
     loop {
         if weak.strong_count() == 0 {
             return;
@@ -139,6 +150,7 @@ fn receive_loop(
             Ok(c) => Arc::new(c),
             Err(e) => {
                 log::warn!("notices: {e}; retrying in {backoff:?}");
+                tried();
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
@@ -148,20 +160,26 @@ fn receive_loop(
             Ok(s) => s,
             Err(e) => {
                 log::warn!("notices: cannot subscribe: {e}; retrying in {backoff:?}");
+                tried();
                 std::thread::sleep(backoff);
                 continue;
             }
         };
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&client));
         log::info!("notices: listening on `{subject}`");
+        if let Some(iam) = weak.upgrade() {
+            iam.nats.notices_subscribed.store(true, Ordering::Relaxed);
+        }
+        tried();
         loop {
-            let Some(msg) = sub.next_timeout(Duration::from_millis(500)) else {
-                if weak.strong_count() == 0 {
-                    return;
-                }
+            let msg = sub.next_timeout(Duration::from_millis(500));
+            let Some(iam) = weak.upgrade() else { return };
+            iam.nats
+                .notices_subscribed
+                .store(client.is_connected(), Ordering::Relaxed);
+            let Some(msg) = msg else {
                 continue;
             };
-            let Some(iam) = weak.upgrade() else { return };
             let notice: Notice = match serde_json::from_slice(&msg.payload) {
                 Ok(n) => n,
                 Err(e) => {

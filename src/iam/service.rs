@@ -37,6 +37,8 @@ pub struct Iam {
     pub realm_users: std::sync::OnceLock<Arc<super::realm_users::RealmUsers>>,
     /// Where committed revisions go to be announced to the other replicas (NATS configured).
     pub notices: std::sync::OnceLock<super::notices::Outbox>,
+    /// The NATS subscriptions and the lifecycle events handled (`/metrics`).
+    pub nats: super::events::NatsState,
 }
 
 /// The built-in base policies: a realm's `tenant-admin` role may do anything in IAM in its
@@ -427,6 +429,7 @@ impl Iam {
             tenant_contexts: std::sync::OnceLock::new(),
             realm_users: std::sync::OnceLock::new(),
             notices: std::sync::OnceLock::new(),
+            nats: super::events::NatsState::default(),
         })
     }
 

@@ -222,6 +222,8 @@ pub struct DecisionState {
     deltas: std::sync::atomic::AtomicU64,
     /// Revision notices received from other replicas.
     notices: std::sync::atomic::AtomicU64,
+    /// Completed passes of [`DecisionState::refresh`] (each compared every tenant's revision).
+    refresh_passes: std::sync::atomic::AtomicU64,
 }
 
 /// What one committed write changed, for an incremental update of the index.
@@ -430,7 +432,14 @@ impl DecisionState {
             reloads: std::sync::atomic::AtomicU64::new(0),
             deltas: std::sync::atomic::AtomicU64::new(0),
             notices: std::sync::atomic::AtomicU64::new(0),
+            refresh_passes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Completed refresh passes since start (metrics; tests wait on it instead of sleeping).
+    pub fn refresh_passes(&self) -> u64 {
+        self.refresh_passes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Count a revision notice received from another replica.
@@ -916,6 +925,8 @@ impl DecisionState {
             let built = self.build(db, t)?;
             self.install(t, built, *force);
         }
+        self.refresh_passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(stale.len())
     }
 

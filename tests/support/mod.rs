@@ -434,3 +434,45 @@ pub fn uma_decision(
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_json().unwrap_or_default())
 }
+
+/// How long [`wait_until`] waits: far beyond any healthy run, so that it fails only when the
+/// condition never holds (a loaded machine makes it slower, never wrong).
+pub const LIVENESS: Duration = Duration::from_secs(30);
+
+/// Poll `cond` until it holds; fails the test, naming `what`, when it has not within [`LIVENESS`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + LIVENESS;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened within {LIVENESS:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A value of `/metrics`: the counter `name` (`name{...} v`) or the gauge
+/// `service_gauge{name="<name>"}`; `None` when the service does not export it (yet).
+pub fn metric(addr: std::net::SocketAddr, name: &str) -> Option<i64> {
+    let r = proc::get(addr, "/metrics");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    let counter = format!("{name}{{");
+    let gauge = format!("name=\"{name}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.starts_with(&counter) || (l.starts_with("service_gauge{") && l.contains(&gauge))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Wait until IAM at `addr` answers ready with both of its NATS subscriptions (tenant lifecycle
+/// events, revision notices) in place: from then on it hears every event published.
+pub fn wait_subscribed(addr: std::net::SocketAddr) {
+    wait_until("IAM ready with its NATS subscriptions in place", || {
+        proc::get(addr, "/health/ready").status == 200
+            && metric(addr, "iam_nats_subscriptions") == Some(2)
+    });
+}
