@@ -806,11 +806,11 @@ impl PolicyIndex {
 
     /// The ids of the MatchingKRNs of every principal, sorted.
     pub(crate) fn principal_set(&self, principals: &[Krn]) -> Keys {
-        let mut out = Vec::with_capacity(principals.len() * 4);
+        let mut keys: Vec<(&str, bool)> = Vec::with_capacity(principals.len() * 8);
         for (i, p) in principals.iter().enumerate() {
             let s = p.as_str();
             if !p.is_wildcard() {
-                out.extend(self.krns.exact(s));
+                keys.push((s, false));
             }
             let earlier = principals.get(..i).unwrap_or(&[]);
             for x in krn::wildcard_prefixes(s) {
@@ -819,9 +819,11 @@ impl PolicyIndex {
                 if earlier.iter().any(|e| e.as_str().starts_with(x)) {
                     break;
                 }
-                out.extend(self.krns.prefix(x));
+                keys.push((x, true));
             }
         }
+        let mut out = Vec::with_capacity(keys.len());
+        self.krns.find_batch(&keys, &mut out);
         sorted(out)
     }
 
@@ -863,8 +865,10 @@ impl PolicyIndex {
             return;
         }
         let s = a.as_str();
-        out.extend(self.actions.exact(s));
-        out.extend(action::wildcard_prefixes(s).filter_map(|x| self.actions.prefix(x)));
+        let keys: Vec<(&str, bool)> = std::iter::once((s, false))
+            .chain(action::wildcard_prefixes(s).map(|x| (x, true)))
+            .collect();
+        self.actions.find_batch(&keys, out);
     }
 
     /// Appends the resource keys of MatchingKRNs and pools; none for a wildcard resource.
@@ -873,12 +877,14 @@ impl PolicyIndex {
             return;
         }
         let s = r.as_str();
-        out.extend(self.krns.exact(s).map(|id| res_key(id, false)));
-        out.extend(
-            krn::wildcard_prefixes(s)
-                .filter_map(|x| self.krns.prefix(x))
-                .map(|id| res_key(id, false)),
-        );
+        let keys: Vec<(&str, bool)> = std::iter::once((s, false))
+            .chain(krn::wildcard_prefixes(s).map(|x| (x, true)))
+            .collect();
+        let from = out.len();
+        self.krns.find_batch(&keys, out);
+        for k in out.iter_mut().skip(from) {
+            *k = res_key(*k, false);
+        }
         out.extend(
             pools
                 .iter()
