@@ -291,7 +291,20 @@ fn a_tenant_unregistered_while_iam_is_down_is_removed_at_start() {
     };
     let decide = |a: std::net::SocketAddr, t: &str| decide_as(a, &root, t);
     {
-        let iam = support::service::start_iam(&storage, &yaml);
+        // A process of its own, so that "down" means gone: nothing of it can still listen.
+        let cfg = iam_dir.0.join("iam.yml");
+        std::fs::write(&cfg, &yaml).unwrap();
+        let db = iam_dir.0.join("iam.db");
+        let iam = proc::start(
+            env!("CARGO_BIN_EXE_iam"),
+            &iam_dir.0,
+            &[
+                ("SERVER_PORT", "0"),
+                ("APP_CONFIG_PATH", cfg.to_str().unwrap()),
+                ("KAA_SQLITE_PATH", db.to_str().unwrap()),
+            ],
+        )
+        .unwrap();
         for t in [&gone, &keep] {
             let r = call_json_as(
                 iam.addr,
