@@ -14,7 +14,9 @@
 //! Keycloak as well, beside the stand-in, SQLite only; then `KC_REALMS` (default 200) realms
 //! are reached in steps of TENANTS, printing after each step the tenants per second of that
 //! step and Keycloak's resident memory (`VmRSS` of the PID in `$KAA_DEV_DIR/keycloak.pid`,
-//! default `/tmp/kaa-dev`), and every tenant of the run is deleted at the end.
+//! default `/tmp/kaa-dev`), the POST-to-AVAILABLE times of the step and of one tenant made
+//! alone after it, and every tenant of the run is deleted at the end (`KC_ONLY=1`: only these
+//! steps).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -88,20 +90,43 @@ impl Target {
     }
 }
 
-/// Keycloak's resident memory in MiB (the dev-services PID file), if it can be read.
+/// Keycloak's resident memory in MiB (the dev-services PID file), if it can be read: the
+/// process named there and its children (`kc.sh` starts the JVM as its child).
 fn keycloak_rss_mib() -> Option<u64> {
     let dir = std::env::var("KAA_DEV_DIR").unwrap_or_else(|_| "/tmp/kaa-dev".into());
-    let pid = std::fs::read_to_string(format!("{dir}/keycloak.pid")).ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
+    let pid: u32 = std::fs::read_to_string(format!("{dir}/keycloak.pid"))
+        .ok()?
         .trim()
         .parse()
         .ok()?;
-    Some(kib / 1024)
+    let rss_kib = |p: u32| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // `pid (comm) state ppid ...`: the fields after the last `)`.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let children: u64 = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| parent_of(*p) == Some(pid))
+        .filter_map(rss_kib)
+        .sum();
+    Some((rss_kib(pid)? + children) / 1024)
 }
 
 fn run(storage: &kaa::config::StorageSettings, tenants: usize, workers: usize) -> Run {
@@ -184,13 +209,49 @@ fn run_on(
         .map(|t| t.updated_ms - t.created_ms)
         .collect();
     latencies_ms.sort_unstable();
+    let calls = kc.calls() - calls_before;
+    let failed = failed_now();
+    // The real server is shared with the test suites: it is left without this run's realms.
+    if matches!(kc, Target::Real(_)) {
+        delete_all(a, db, prefix);
+    }
     Run {
         wall,
         alone_ms,
         latencies_ms,
-        calls: kc.calls() - calls_before,
-        failed: failed_now(),
+        calls,
+        failed,
     }
+}
+
+/// Delete every tenant whose id starts with `prefix` and wait until all are gone (their realms
+/// removed); how long that took.
+fn delete_all(a: SocketAddr, db: &kaa::storage::Database, prefix: &str) -> Duration {
+    let left = || {
+        db.list_tenants(&TenantFilter::default(), 0, None)
+            .map(|(l, _)| {
+                l.into_iter()
+                    .filter(|t| t.id.starts_with(prefix))
+                    .map(|t| t.id)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let started = Instant::now();
+    for id in left() {
+        let _ = request(
+            a,
+            "DELETE",
+            &format!("/api/v1/tenants/{id}"),
+            &[],
+            b"",
+            Duration::from_secs(10),
+        );
+    }
+    while !left().is_empty() && started.elapsed() < Duration::from_secs(1800) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
 }
 
 fn main() {
@@ -226,7 +287,8 @@ fn main() {
         "alone p50 ms",
         "alone max ms"
     );
-    for name in backends {
+    let kc_only = std::env::var("KC_ONLY").is_ok_and(|v| v == "1");
+    for name in backends.into_iter().filter(|_| !kc_only) {
         for &w in &workers {
             let dir = support::TempDir::new();
             let pg_db;
@@ -269,7 +331,8 @@ fn real_keycloak(tenants: usize, workers: &[usize]) {
          SQLite; Keycloak resident before: {} MiB)",
         keycloak_rss_mib().map_or("?".into(), |m| m.to_string())
     );
-    for &w in workers {
+    let kc_only = std::env::var("KC_ONLY").is_ok_and(|v| v == "1");
+    for &w in workers.iter().filter(|_| !kc_only) {
         let dir = support::TempDir::new();
         let prefix = format!("b{run_id}w{w}");
         let r = run_on(
@@ -314,53 +377,61 @@ fn real_keycloak(tenants: usize, workers: &[usize]) {
         .map(|(l, _)| l.len())
         .unwrap_or(0)
     };
+    // The system tenant is there from the start; every realm of the run is one more tenant.
+    let base = count("AVAILABLE") + count("FAILED");
     let mut made = 0;
     while made < goal {
+        // A step: `step - 1` tenants POSTed at once, then one more alone (nothing queued before
+        // it), whose POST to AVAILABLE shows how long a realm takes at this many realms.
         let step = tenants.min(goal - made);
         let started = Instant::now();
-        for i in made..made + step {
-            assert_eq!(post(a, &json!({"id": format!("m{run_id}-{i:04}")})), 202);
+        let ids: Vec<String> = (made..made + step - 1)
+            .map(|i| format!("m{run_id}-{i:04}"))
+            .collect();
+        for id in &ids {
+            assert_eq!(post(a, &json!({ "id": id })), 202);
         }
-        while count("AVAILABLE") + count("FAILED") < made + step
+        while count("AVAILABLE") + count("FAILED") < base + made + step - 1
             && started.elapsed() < Duration::from_secs(1800)
         {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let batch_secs = started.elapsed().as_secs_f64();
+        let solo = format!("m{run_id}-{:04}", made + step - 1);
+        let t0 = Instant::now();
+        assert_eq!(post(a, &json!({ "id": solo })), 202);
+        while count("AVAILABLE") + count("FAILED") < base + made + step
+            && t0.elapsed() < Duration::from_secs(600)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let alone = t0.elapsed().as_secs_f64();
         made += step;
+        let (list, _) = db
+            .list_tenants(&TenantFilter::default(), 0, None)
+            .expect("tenants");
+        let mut latencies: Vec<i64> = list
+            .iter()
+            .filter(|t| ids.contains(&t.id) && t.status == "AVAILABLE")
+            .map(|t| t.updated_ms - t.created_ms)
+            .collect();
+        latencies.sort_unstable();
         println!(
-            "real      {made} realms of this run: last {step} at {:.2} tenants/s, failed {}, \
-             Keycloak resident {} MiB",
-            step as f64 / started.elapsed().as_secs_f64(),
+            "real      {made} realms of this run: {} at once at {:.2} tenants/s (POST to \
+             AVAILABLE p50 {:.1} s, max {:.1} s), one alone {alone:.2} s, failed {}, Keycloak \
+             resident {} MiB",
+            step - 1,
+            (step - 1) as f64 / batch_secs,
+            percentile(&latencies, 0.5) as f64 / 1000.0,
+            latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
             count("FAILED"),
             keycloak_rss_mib().map_or("?".into(), |m| m.to_string())
         );
     }
-    let (list, _) = db
-        .list_tenants(&TenantFilter::default(), 0, None)
-        .expect("tenants");
-    let started = Instant::now();
-    for t in list.iter().filter(|t| t.id.starts_with('m')) {
-        let _ = request(
-            a,
-            "DELETE",
-            &format!("/api/v1/tenants/{}", t.id),
-            &[],
-            b"",
-            Duration::from_secs(10),
-        );
-    }
-    while db
-        .list_tenants(&TenantFilter::default(), 0, None)
-        .map(|(l, _)| l.iter().filter(|t| t.id.starts_with('m')).count())
-        .unwrap_or(0)
-        > 0
-        && started.elapsed() < Duration::from_secs(1800)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let took = delete_all(a, db, &format!("m{run_id}-"));
     println!(
         "real      {made} realms deleted in {:.1} s; Keycloak resident {} MiB",
-        started.elapsed().as_secs_f64(),
+        took.as_secs_f64(),
         keycloak_rss_mib().map_or("?".into(), |m| m.to_string())
     );
 }

@@ -240,6 +240,7 @@ fn spawn_gauges(tm: &Arc<Tm>, ops: &Arc<Ops>) {
                     service::UPDATING,
                     service::DELETING,
                     service::FAILED,
+                    service::MOVING,
                 ] {
                     let n = st
                         .tenants

@@ -518,6 +518,9 @@ fn a_task_left_by_a_crashed_worker_resumes_on_the_next_start() {
             version: 1,
             created_ms: now,
             updated_ms: now,
+            first_admin: None,
+            move_from: None,
+            move_to: None,
         };
         db.insert_tenant(
             &t,
@@ -573,6 +576,9 @@ fn creating_tenant(id: &str, now: i64) -> TenantRecord {
         version: 1,
         created_ms: now,
         updated_ms: now,
+        first_admin: None,
+        move_from: None,
+        move_to: None,
     }
 }
 

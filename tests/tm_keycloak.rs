@@ -1452,6 +1452,22 @@ fn every_tenant_change_sends_one_updated_event() {
     server["url"] = json!("not a url");
     step("PUT", "/api/v1/keycloak-servers/1", Some(server), 400, NONE);
 
+    // A move to another server: one event when the tenant is there; one when a move fails and
+    // the tenant stays (its failure reason changed); none for a move to where it is.
+    let other = Keycloak::start();
+    register(a, 2, &other, ADMIN_PASSWORD);
+    register(a, 3, &other, "wrong");
+    step("PATCH", t, Some(json!({"keycloak_server_id": 2})), 202, EV);
+    step(
+        "PATCH",
+        t,
+        Some(json!({"keycloak_server_id": 2})),
+        200,
+        NONE,
+    );
+    step("PATCH", t, Some(json!({"keycloak_server_id": 3})), 202, EV);
+    assert_eq!(get_tenant(a, "ev").json()["keycloak_server_id"], 2);
+
     // Deleting a tenant sends `unregistered`, not `updated`.
     step(
         "DELETE",
@@ -1582,4 +1598,356 @@ fn new_tenants_fill_the_default_server_up_to_its_bound_then_go_to_the_least_load
     // A tenant that names its server goes there, bound or not.
     create(a, json!({"id": "t5", "keycloak_server_id": 1}));
     assert_eq!(wait_status(a, "t5", "AVAILABLE")["keycloak_server_id"], 1);
+}
+
+// ------------------------------------------------------------------ first administrator
+
+/// A key for `tenant-manager.secret-key` (32 bytes in base64).
+const SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The stored (raw) first administrator of a tenant, as the database holds it.
+fn raw_first_admin(dir: &support::TempDir, id: &str) -> Option<String> {
+    let c = rusqlite::Connection::open(dir.0.join("iam.db")).unwrap();
+    c.query_row("SELECT first_admin FROM tenants WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// `POST /tenants` with `admin`: bad input is a 400 naming the field and stores nothing; the
+/// administrator waits sealed in the database while the realm cannot be made, is made once
+/// with `tenant-admin` (also when a run fails after making it), logs in with the password
+/// grant on the tenant's frontend client, and is no longer stored once the tenant is AVAILABLE.
+#[test]
+fn a_tenant_is_created_with_its_first_administrator() {
+    let kc = Keycloak::start();
+    let dir = support::TempDir::new();
+    let yaml = format!("{}  secret-key: {SECRET_KEY}\n", tm_yaml(&kc, ""));
+    let tm = start_tm(&support::sqlite_settings(&dir), &yaml);
+    let a = tm.addr;
+    let admin = json!({"username": "Boss", "email": "boss@example.com", "first_name": "Bo",
+                       "last_name": "Ss", "password": "first-password"});
+
+    for (field, bad) in [
+        ("admin", json!("boss")),
+        ("admin.username", json!({"password": "first-password"})),
+        ("admin.password", json!({"username": "boss"})),
+        (
+            "admin.password",
+            json!({"username": "boss", "password": "short"}),
+        ),
+        (
+            "admin.email",
+            json!({"username": "boss", "password": "first-password", "email": "nope"}),
+        ),
+        (
+            "admin.roles",
+            json!({"username": "boss", "password": "first-password", "roles": ["x"]}),
+        ),
+    ] {
+        let r = call_json(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(&json!({"id": "acme", "admin": bad})),
+        );
+        let e = expect(&r, 400);
+        assert_eq!(e["details"]["field"], field, "{e}");
+        expect(&get_tenant(a, "acme"), 404);
+    }
+    assert!(!kc.has_realm("acme"), "nothing made");
+
+    // Keycloak down: the tenant waits with its administrator sealed in the database.
+    kc.set_down(true);
+    let t = create(a, json!({"id": "acme", "admin": admin}));
+    let shown = t.to_string();
+    assert!(
+        !shown.contains("first-password") && !shown.contains("admin"),
+        "{shown}"
+    );
+    let stored = raw_first_admin(&dir, "acme").expect("the administrator is stored");
+    assert!(stored.starts_with("enc:v1:"), "{stored}");
+    assert!(!stored.contains("first-password") && !stored.contains("boss"));
+
+    // The user is made, then the answer to its role mapping is lost: the run fails after the
+    // user exists, and the next run takes that user on instead of failing on its name.
+    kc.lose_on("POST", "/role-mappings/realm", 500);
+    kc.set_down(false);
+    let t = wait_status(a, "acme", "AVAILABLE");
+    assert_eq!(kc.pending_faults(), 0, "the role mapping's answer was lost");
+    assert_eq!(raw_first_admin(&dir, "acme"), None, "dropped once made");
+    let snap = kc.realm_snapshot("acme").unwrap();
+    assert_eq!(snap.duplicates(), Vec::<String>::new());
+    let boss = snap.user("boss").expect("the administrator in the realm");
+    assert!(boss.roles.iter().any(|r| r == "tenant-admin"), "{boss:?}");
+    assert_eq!(boss.email.as_deref(), Some("boss@example.com"));
+    assert_eq!(boss.representation["firstName"], "Bo");
+    let users = expect(
+        &call_json(a, "GET", "/api/v1/tenants/acme/users", None),
+        200,
+    );
+    assert_eq!(users["count"], 1, "{users}");
+    assert_eq!(users["results"][0]["username"], "boss");
+    assert_eq!(users["results"][0]["roles"], json!(["tenant-admin"]));
+
+    // The administrator logs in through the tenant's frontend client.
+    let frontend = t["client_frontend_id"].as_str().unwrap();
+    let (access, _) = support::login(&kc.url(), "acme", frontend, "boss", "first-password");
+    let claims = support::jwt_payload(&access);
+    assert!(
+        claims["realm_access"]["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "tenant-admin"),
+        "{claims}"
+    );
+
+    // A temporary password: the administrator must choose another at the first login.
+    create(
+        a,
+        json!({"id": "beta", "admin": {"username": "root", "password": "temporary-pw",
+                                        "temporary_password": true}}),
+    );
+    let t = wait_status(a, "beta", "AVAILABLE");
+    let (status, body) = support::token_request(
+        &kc.url(),
+        "beta",
+        &[
+            ("grant_type", "password"),
+            ("client_id", t["client_frontend_id"].as_str().unwrap()),
+            ("username", "root"),
+            ("password", "temporary-pw"),
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error_description"], "Account is not fully set up");
+    let root = kc.realm_snapshot("beta").unwrap();
+    assert_eq!(
+        root.user("root").unwrap().required_actions,
+        vec!["UPDATE_PASSWORD".to_string()]
+    );
+}
+
+// ------------------------------------------------------------------ moves between servers
+
+/// Register a stand-in as Keycloak server `id` (`password`: its admin password).
+fn register(a: SocketAddr, id: i64, kc: &Keycloak, password: &str) {
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(&json!({"id": id, "url": kc.url(), "username": ADMIN_USER,
+                        "password": password})),
+        ),
+        201,
+    );
+}
+
+/// Poll until the tenant is AVAILABLE again after a move (which passes through MOVING).
+fn wait_moved(a: SocketAddr, id: &str) -> Value {
+    let mut last = Value::Null;
+    wait_for("the move ended", || {
+        last = get_tenant(a, id).json();
+        last["status"] == "AVAILABLE"
+    });
+    last
+}
+
+/// `keycloak_server_id` changed on an AVAILABLE tenant moves it: the tenant is MOVING while the
+/// realm is made on the new server from the plan (IDPs included) with the realm's users (their
+/// roles, no password: each must choose a new one), then it switches to the new server and the
+/// old realm is removed. A move the new server refuses leaves the tenant AVAILABLE where it was,
+/// with the reason and nothing left on the new server; bad targets are 400s that change nothing.
+#[test]
+fn a_tenant_moves_to_another_keycloak_server() {
+    let one = Keycloak::start();
+    let two = Keycloak::start();
+    let dir = support::TempDir::new();
+    let tm = start(&one, &dir);
+    let a = tm.addr;
+    register(a, 2, &two, ADMIN_PASSWORD);
+    register(a, 3, &two, "not-the-password");
+    let t = "/api/v1/tenants/acme";
+
+    create(
+        a,
+        json!({"id": "acme", "admin": {"username": "boss", "email": "boss@example.com",
+                                        "password": "first-password"}}),
+    );
+    wait_status(a, "acme", "AVAILABLE");
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/tenants/acme/users",
+            Some(&json!({"username": "carl", "password": "carl-password",
+                         "roles": ["dashboard-admin"], "enabled": false})),
+        ),
+        201,
+    );
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/idps",
+            Some(
+                &json!({"tenant_id": "acme", "alias": "corp", "provider_id": "oidc",
+                         "config": {"clientId": "kaa", "issuer": "https://idp.example.com"}}),
+            ),
+        ),
+        201,
+    );
+    wait_status(a, "acme", "AVAILABLE");
+
+    // Bad targets change nothing.
+    for (body, status) in [
+        (json!({"keycloak_server_id": 9}), 400),
+        (json!({"keycloak_server_id": "2"}), 400),
+        (json!({"keycloak_server_id": null}), 400),
+    ] {
+        let e = expect(&call_json(a, "PATCH", t, Some(&body)), status);
+        assert_eq!(e["details"]["field"], "keycloak_server_id", "{e}");
+    }
+    expect(
+        &call_json(
+            a,
+            "PATCH",
+            "/api/v1/tenants/kaa",
+            Some(&json!({"keycloak_server_id": 2})),
+        ),
+        409,
+    );
+    let same = expect(
+        &call_json(a, "PATCH", t, Some(&json!({"keycloak_server_id": 1}))),
+        200,
+    );
+    assert_eq!(same["status"], "AVAILABLE");
+
+    // The move.
+    let moving = expect(
+        &call_json(a, "PATCH", t, Some(&json!({"keycloak_server_id": 2}))),
+        202,
+    );
+    assert_eq!(moving["status"], "MOVING");
+    assert_eq!(moving["keycloak_server_id"], 1);
+    assert_eq!(moving["moving_to_keycloak_server_id"], 2);
+    let moved = wait_moved(a, "acme");
+    assert_eq!(moved["keycloak_server_id"], 2, "{moved}");
+    assert_eq!(moved["moving_to_keycloak_server_id"], Value::Null);
+    assert_eq!(moved["failure_reason"], Value::Null);
+    assert_realm_is_the_plan(&two, &moved);
+    assert!(!one.has_realm("acme"), "the old realm is removed");
+    let snap = two.realm_snapshot("acme").unwrap();
+    assert!(
+        snap.idps.iter().any(|i| i["alias"] == "corp"),
+        "{:?}",
+        snap.idps
+    );
+    let boss = snap.user("boss").expect("the administrator is copied");
+    assert!(boss.roles.iter().any(|r| r == "tenant-admin"));
+    assert_eq!(boss.password, None, "no password can be carried");
+    assert_eq!(boss.required_actions, vec!["UPDATE_PASSWORD".to_string()]);
+    let carl = snap.user("carl").expect("carl is copied");
+    assert!(!carl.enabled);
+    assert!(carl.roles.iter().any(|r| r == "dashboard-admin"));
+    let ctx = expect(
+        &call_json(a, "GET", &format!("{t}/security-context"), None),
+        200,
+    );
+    assert_eq!(ctx["keycloak_private_url"], two.url());
+    assert_eq!(ctx["issuer"], two.issuer("acme"));
+    // The administrator is given a password again and logs in on the new server.
+    let users = expect(&call_json(a, "GET", &format!("{t}/users"), None), 200);
+    assert_eq!(users["count"], 2, "{users}");
+    let boss_id = users["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "boss")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect(
+        &call_json(
+            a,
+            "PATCH",
+            &format!("{t}/users/{boss_id}"),
+            Some(&json!({"password": "second-password"})),
+        ),
+        200,
+    );
+    support::login(
+        &two.url(),
+        "acme",
+        moved["client_frontend_id"].as_str().unwrap(),
+        "boss",
+        "second-password",
+    );
+
+    // A server that refuses the Tenant Manager: the tenant stays, with the reason.
+    expect(
+        &call_json(a, "PATCH", t, Some(&json!({"keycloak_server_id": 3}))),
+        202,
+    );
+    let stayed = wait_moved(a, "acme");
+    assert_eq!(stayed["keycloak_server_id"], 2);
+    let reason = stayed["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("moving to keycloak server 3 failed")
+            && reason.contains("stays on keycloak server 2")
+            && reason.contains("Invalid user credentials"),
+        "{reason}"
+    );
+    assert!(!reason.contains("not-the-password"), "{reason}");
+    assert!(two.has_realm("acme"));
+
+    // A new server that fails half way: what was made there is removed again.
+    let realm_deletes = |kc: &Keycloak| {
+        kc.calls()
+            .iter()
+            .filter(|c| c.method == "DELETE" && c.path.ends_with("/realms/acme") && c.status < 300)
+            .count()
+    };
+    let deleted_before = realm_deletes(&one);
+    one.fail_after(12, 400);
+    expect(
+        &call_json(a, "PATCH", t, Some(&json!({"keycloak_server_id": 1}))),
+        202,
+    );
+    let stayed = wait_moved(a, "acme");
+    assert_eq!(stayed["keycloak_server_id"], 2);
+    assert!(
+        stayed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("moving to keycloak server 1 failed"),
+        "{stayed}"
+    );
+    assert_eq!(one.pending_faults(), 0);
+    assert_eq!(
+        realm_deletes(&one),
+        deleted_before + 1,
+        "the half-made realm is removed"
+    );
+    assert!(!one.has_realm("acme"));
+    assert_realm_is_the_plan(&two, &stayed);
+
+    // And back: the next move succeeds and clears the reason.
+    expect(
+        &call_json(a, "PATCH", t, Some(&json!({"keycloak_server_id": 1}))),
+        202,
+    );
+    let back = wait_moved(a, "acme");
+    assert_eq!(back["keycloak_server_id"], 1);
+    assert_eq!(back["failure_reason"], Value::Null);
+    assert_realm_is_the_plan(&one, &back);
+    assert!(!two.has_realm("acme"));
+
+    // Deleting a tenant removes its realm wherever it is.
+    expect(&call_json(a, "DELETE", t, None), 202);
+    wait_status(a, "acme", "GONE");
+    assert!(!one.has_realm("acme") && !two.has_realm("acme"));
 }

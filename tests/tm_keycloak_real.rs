@@ -680,3 +680,215 @@ fn the_tenant_managers_scopes_are_decided_by_the_real_keycloak() {
     drop(tm);
     admin.delete_realm(&system).unwrap();
 }
+
+/// The realm roles a real access token carries.
+fn realm_roles(access: &str) -> Vec<String> {
+    support::jwt_payload(access)["realm_access"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str().map(String::from))
+        .collect()
+}
+
+/// A tenant created with its first administrator on the real Keycloak: the administrator logs
+/// in with the password grant on the tenant's frontend client and the token carries
+/// `tenant-admin`; with a temporary password Keycloak asks for a new one first; bad input is a
+/// 400 naming the field and makes nothing.
+#[test]
+fn a_tenant_created_with_its_first_administrator_on_the_real_keycloak() {
+    let Some(kc) = support::real_keycloak("first administrator on the real Keycloak") else {
+        return;
+    };
+    let dir = support::TempDir::new();
+    let tm = start_tm(&support::sqlite_settings(&dir), &tm_yaml(&kc));
+    let a = tm.addr;
+    let admin = kc.admin();
+    let id = tenant_id("first-admin");
+
+    let r = call(
+        a,
+        "POST",
+        "/api/v1/tenants",
+        Some(&json!({"id": id, "admin": {"username": "boss", "password": "short"}})),
+    );
+    let e = expect(&r, 400);
+    assert_eq!(e["details"]["field"], "admin.password", "{e}");
+    assert_eq!(
+        call(a, "GET", &format!("/api/v1/tenants/{id}"), None).status,
+        404
+    );
+    assert!(matches!(
+        admin.get_realm(&id),
+        Err(KeycloakError::NotFound(_))
+    ));
+
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(
+                &json!({"id": id, "admin": {"username": "boss", "email": "boss@example.com",
+                          "first_name": "Bo", "last_name": "Ss",
+                          "password": "first-password"}}),
+            ),
+        ),
+        202,
+    );
+    let t = wait_status(a, &id, "AVAILABLE");
+    let frontend = t["client_frontend_id"].as_str().unwrap();
+    let (access, _) = support::login(&kc.url, &id, frontend, "boss", "first-password");
+    assert!(
+        realm_roles(&access).iter().any(|r| r == "tenant-admin"),
+        "{}",
+        support::jwt_payload(&access)
+    );
+    let user = admin.find_user(&id, "boss").unwrap().expect("boss");
+    assert_eq!(user["email"], "boss@example.com");
+    assert_eq!(user["firstName"], "Bo");
+
+    let temp = tenant_id("temp-admin");
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(
+                &json!({"id": temp, "admin": {"username": "root", "password": "temporary-pw",
+                          "temporary_password": true}}),
+            ),
+        ),
+        202,
+    );
+    let t2 = wait_status(a, &temp, "AVAILABLE");
+    let (status, body) = kc.token(
+        &temp,
+        &[
+            ("grant_type", "password"),
+            ("client_id", t2["client_frontend_id"].as_str().unwrap()),
+            ("username", "root"),
+            ("password", "temporary-pw"),
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error_description"], "Account is not fully set up");
+
+    for t in [&id, &temp] {
+        expect(
+            &call(a, "DELETE", &format!("/api/v1/tenants/{t}"), None),
+            202,
+        );
+        wait_status(a, t, "GONE");
+    }
+}
+
+/// A move on the real Keycloak. One real server registered a second time under another address
+/// (`localhost` for `127.0.0.1`) is one Keycloak: the move switches the tenant to the other
+/// address without copying or removing anything (the realm is recognised by its id), and the
+/// tenant's security context and issuer follow the address; the administrator's password still
+/// works. A server whose credentials Keycloak refuses leaves the tenant where it was, with the
+/// reason.
+#[test]
+fn a_tenant_moves_between_two_addresses_of_the_real_keycloak() {
+    let Some(kc) = support::real_keycloak("tenant move on the real Keycloak") else {
+        return;
+    };
+    let other_url = if kc.url.contains("127.0.0.1") {
+        kc.url.replace("127.0.0.1", "localhost")
+    } else {
+        kc.url.replace("localhost", "127.0.0.1")
+    };
+    assert_ne!(
+        other_url, kc.url,
+        "IAM_TEST_KEYCLOAK_URL names neither 127.0.0.1 nor localhost"
+    );
+    let dir = support::TempDir::new();
+    let tm = start_tm(&support::sqlite_settings(&dir), &tm_yaml(&kc));
+    let a = tm.addr;
+    let admin = kc.admin();
+    for (sid, url, password) in [
+        (2, other_url.as_str(), kc.admin_password.as_str()),
+        (3, kc.url.as_str(), "not-the-password"),
+    ] {
+        expect(
+            &call(
+                a,
+                "POST",
+                "/api/v1/keycloak-servers",
+                Some(
+                    &json!({"id": sid, "url": url, "username": kc.admin_username,
+                             "password": password}),
+                ),
+            ),
+            201,
+        );
+    }
+    let id = tenant_id("mover");
+    let path = format!("/api/v1/tenants/{id}");
+    expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(&json!({"id": id, "admin": {"username": "boss", "password": "first-password"}})),
+        ),
+        202,
+    );
+    let t = wait_status(a, &id, "AVAILABLE");
+    assert_eq!(t["keycloak_server_id"], 1);
+    let realm_id = admin.get_realm(&id).unwrap()["id"].clone();
+    let frontend = t["client_frontend_id"].as_str().unwrap().to_string();
+
+    // Refused credentials: the tenant stays on server 1, with the reason; the realm is intact.
+    expect(
+        &call(a, "PATCH", &path, Some(&json!({"keycloak_server_id": 3}))),
+        202,
+    );
+    let t = wait_status(a, &id, "AVAILABLE");
+    assert_eq!(t["keycloak_server_id"], 1);
+    let reason = t["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("moving to keycloak server 3 failed")
+            && reason.contains("Invalid user credentials"),
+        "{reason}"
+    );
+    assert_eq!(admin.get_realm(&id).unwrap()["id"], realm_id);
+    support::login(&kc.url, &id, &frontend, "boss", "first-password");
+
+    // The same Keycloak under its other address: the tenant switches, the realm stays.
+    let moving = expect(
+        &call(a, "PATCH", &path, Some(&json!({"keycloak_server_id": 2}))),
+        202,
+    );
+    assert_eq!(moving["status"], "MOVING");
+    let t = wait_status(a, &id, "AVAILABLE");
+    assert_eq!(t["keycloak_server_id"], 2);
+    assert_eq!(t["failure_reason"], Value::Null);
+    assert_eq!(
+        admin.get_realm(&id).unwrap()["id"],
+        realm_id,
+        "the realm is the one it was, not removed and made again"
+    );
+    let users = admin.list_users(&id, &Default::default()).unwrap();
+    assert_eq!(
+        names(&users, "username"),
+        BTreeSet::from(["boss".to_string()])
+    );
+    let ctx = expect(
+        &call(a, "GET", &format!("{path}/security-context"), None),
+        200,
+    );
+    assert_eq!(ctx["keycloak_private_url"], other_url.as_str());
+    assert_eq!(ctx["issuer"], format!("{other_url}/realms/{id}"));
+    let (access, _) = support::login(&other_url, &id, &frontend, "boss", "first-password");
+    assert_eq!(support::jwt_payload(&access)["iss"], ctx["issuer"]);
+    assert!(realm_roles(&access).iter().any(|r| r == "tenant-admin"));
+
+    expect(&call(a, "DELETE", &path, None), 202);
+    wait_status(a, &id, "GONE");
+    assert!(matches!(
+        admin.get_realm(&id),
+        Err(KeycloakError::NotFound(_))
+    ));
+}

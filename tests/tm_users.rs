@@ -309,3 +309,56 @@ fn tenant_users_are_kept_locally_without_keycloak_on_postgres() {
     let tm = start_tm(&db.storage(), "");
     crud(tm.addr);
 }
+
+/// In the embedded run a tenant's first administrator is a local tenant user with
+/// `tenant-admin`; the API never shows its password.
+#[test]
+fn the_first_administrator_is_a_local_tenant_user_without_keycloak() {
+    let dir = support::TempDir::new();
+    let tm = start_tm(&support::sqlite_settings(&dir), "");
+    let a = tm.addr;
+    let t = expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/tenants",
+            Some(
+                &json!({"id": "solo", "admin": {"username": "Root", "email": "root@example.com",
+                          "password": "root-password"}}),
+            ),
+        ),
+        202,
+    );
+    assert!(!t.to_string().contains("root-password"));
+    wait_available(a, "solo");
+    let all = expect(&call(a, "GET", "/api/v1/tenants/solo/users", None), 200);
+    assert_eq!(all["count"], 1, "{all}");
+    let root = &all["results"][0];
+    assert_eq!(root["username"], "root");
+    assert_eq!(root["email"], "root@example.com");
+    assert_eq!(root["roles"], json!(["tenant-admin"]));
+    assert!(!all.to_string().contains("root-password"));
+    // A tenant whose realm is kept locally has no Keycloak server to move from.
+    let e = expect(
+        &call(
+            a,
+            "POST",
+            "/api/v1/keycloak-servers",
+            Some(
+                &json!({"id": 5, "url": "http://127.0.0.1:9", "username": "admin",
+                          "password": "admin"}),
+            ),
+        ),
+        201,
+    );
+    assert_eq!(e["id"], 5);
+    expect(
+        &call(
+            a,
+            "PATCH",
+            "/api/v1/tenants/solo",
+            Some(&json!({"keycloak_server_id": 5})),
+        ),
+        409,
+    );
+}

@@ -971,7 +971,21 @@ impl KeycloakAdmin {
     /// that name carrying this id is the one this call made, and its id is returned. Any other
     /// user of that name is left alone (the error stands).
     pub fn create_user_once(&self, realm: &str, user: &NewUser) -> Result<String> {
-        let marker = request_marker();
+        self.create_user_marked(realm, user, &request_marker(), false)
+    }
+
+    /// [`KeycloakAdmin::create_user_once`] with a request id the caller keeps (`marker`), so
+    /// that a later attempt of the same work finds the user an earlier one made: with
+    /// `adopt_conflict`, a 409 is answered by the id of the user of that name that carries
+    /// `marker` (a user of that name without it stays a conflict).
+    pub fn create_user_marked(
+        &self,
+        realm: &str,
+        user: &NewUser,
+        marker: &str,
+        adopt_conflict: bool,
+    ) -> Result<String> {
+        let marker = marker.to_string();
         let mut user = user.clone();
         let mut attrs = user
             .attributes
@@ -982,12 +996,17 @@ impl KeycloakAdmin {
         user.attributes = Some(Value::Object(attrs));
         match self.create_user(realm, &user) {
             Ok(id) => Ok(id),
-            Err(e) if e.is_transient() => match self.find_user(realm, &user.username) {
-                Ok(Some(found)) if marker_of(&found) == Some(marker.as_str()) => {
-                    object_id(&found).ok_or(e)
+            Err(e)
+                if e.is_transient()
+                    || (adopt_conflict && matches!(e, KeycloakError::Conflict(_))) =>
+            {
+                match self.find_user(realm, &user.username) {
+                    Ok(Some(found)) if marker_of(&found) == Some(marker.as_str()) => {
+                        object_id(&found).ok_or(e)
+                    }
+                    _ => Err(e),
                 }
-                _ => Err(e),
-            },
+            }
             Err(e) => Err(e),
         }
     }

@@ -87,6 +87,7 @@ pub fn tenant_view(t: &TenantRecord) -> Value {
         "roles_version": t.roles_version,
         "resources_version": t.resources_version,
         "keycloak_server_id": t.keycloak_server_id,
+        "moving_to_keycloak_server_id": t.move_to,
         "opendistro_enabled": t.opendistro_enabled,
         "subscription_type": t.subscription_type,
         "status": t.status,
@@ -160,7 +161,9 @@ fn update_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
     guard(c, req, "kaa:tenant:update")?;
     let t = c.tm.update_tenant(p.req("id"), &json_body(req)?)?;
     c.signal.notify();
-    let status = if t.status == crate::tenants::service::UPDATING {
+    let status = if t.status == crate::tenants::service::UPDATING
+        || t.status == crate::tenants::service::MOVING
+    {
         202
     } else {
         200

@@ -29,6 +29,13 @@ pub struct TenantRecord {
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The first administrator to make once the realm is provisioned (JSON with its password),
+    /// stored sealed and dropped when the tenant becomes `AVAILABLE`.
+    pub first_admin: Option<String>,
+    /// A move to another Keycloak server: the server the realm is being made on (`move_to`),
+    /// then, once the tenant switched, the server whose realm is being removed (`move_from`).
+    pub move_from: Option<i64>,
+    pub move_to: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -221,6 +228,17 @@ pub trait TaskStore {
         now_ms: i64,
     ) -> Result<(), StorageError>;
     fn pending_tasks(&self, tenant_id: &str) -> Result<Vec<TaskRecord>, StorageError>;
+    /// End a move that cannot finish: the task goes, the tenant stays on the server it is on
+    /// (`AVAILABLE`, or `UPDATING` with changes queued) with `reason` as its failure reason and
+    /// no move left, and the event is enqueued, in one transaction; nothing when the task is
+    /// gone (another worker finished it).
+    fn end_move(
+        &self,
+        task: &TaskRecord,
+        reason: &str,
+        event: Option<&OutboxEvent>,
+        now_ms: i64,
+    ) -> Result<(), StorageError>;
     /// Release every task leased to `worker` (a worker that is running none: a claim whose
     /// answer was lost); returns how many.
     fn release_tasks(&self, worker: &str) -> Result<u64, StorageError>;
@@ -373,6 +391,10 @@ fn tenant_aad(id: &str) -> String {
     format!("tenants.client_backend_secret/{id}")
 }
 
+fn first_admin_aad(id: &str) -> String {
+    format!("tenants.first_admin/{id}")
+}
+
 fn server_aad(column: &str, id: i64) -> String {
     format!("keycloak_servers.{column}/{id}")
 }
@@ -380,6 +402,11 @@ fn server_aad(column: &str, id: i64) -> String {
 fn seal_tenant(k: &SecretKeys, t: &TenantRecord) -> Result<TenantRecord, StorageError> {
     Ok(TenantRecord {
         client_backend_secret: k.seal(&tenant_aad(&t.id), &t.client_backend_secret)?,
+        first_admin: t
+            .first_admin
+            .as_deref()
+            .map(|a| k.seal(&first_admin_aad(&t.id), a))
+            .transpose()?,
         ..t.clone()
     })
 }
@@ -387,6 +414,11 @@ fn seal_tenant(k: &SecretKeys, t: &TenantRecord) -> Result<TenantRecord, Storage
 fn open_tenant(k: &SecretKeys, t: TenantRecord) -> Result<TenantRecord, StorageError> {
     Ok(TenantRecord {
         client_backend_secret: k.open(&tenant_aad(&t.id), &t.client_backend_secret)?,
+        first_admin: t
+            .first_admin
+            .as_deref()
+            .map(|a| k.open(&first_admin_aad(&t.id), a))
+            .transpose()?,
         ..t
     })
 }
@@ -455,6 +487,22 @@ impl Database {
                 n += 1;
             }
             for r in tx.query(
+                "SELECT id, first_admin FROM tenants WHERE first_admin IS NOT NULL ORDER BY id",
+                &[],
+            )? {
+                let (id, stored) = (r.string(0)?, r.string(1)?);
+                if k.is_current(&stored) {
+                    continue;
+                }
+                let aad = first_admin_aad(&id);
+                let fresh = k.seal(&aad, &k.open(&aad, &stored)?)?;
+                tx.execute(
+                    "UPDATE tenants SET first_admin = $1 WHERE id = $2",
+                    &[Val::from(fresh), Val::from(&id)],
+                )?;
+                n += 1;
+            }
+            for r in tx.query(
                 "SELECT id, password, client_secret FROM keycloak_servers ORDER BY id",
                 &[],
             )? {
@@ -485,7 +533,8 @@ impl Database {
 const TENANT_COLS: &str = "id, realm_name, client_frontend_id, client_backend_id, client_backend_secret, \
      realm_template_version, realm_scopes_version, client_backend_version, client_frontend_version, \
      roles_version, resources_version, keycloak_server_id, opendistro_enabled, subscription_type, \
-     status, failure_reason, display_name, version, created_ms, updated_ms";
+     status, failure_reason, display_name, version, created_ms, updated_ms, first_admin, move_from, \
+     move_to";
 
 fn tenant(r: &Row) -> Result<TenantRecord, StorageError> {
     Ok(TenantRecord {
@@ -512,7 +561,17 @@ fn tenant(r: &Row) -> Result<TenantRecord, StorageError> {
         version: r.i64(17)?,
         created_ms: r.i64(18)?,
         updated_ms: r.i64(19)?,
+        first_admin: r.opt_string(20)?,
+        move_from: opt_i64(r, 21)?,
+        move_to: opt_i64(r, 22)?,
     })
+}
+
+fn opt_i64(r: &Row, i: usize) -> Result<Option<i64>, StorageError> {
+    match r.0.get(i) {
+        Some(Val::Null) | None => Ok(None),
+        Some(_) => Ok(Some(r.i64(i)?)),
+    }
 }
 
 fn tenant_params(t: &TenantRecord) -> Vec<Val> {
@@ -537,6 +596,9 @@ fn tenant_params(t: &TenantRecord) -> Vec<Val> {
         Val::I64(t.version),
         Val::I64(t.created_ms),
         Val::I64(t.updated_ms),
+        Val::from(t.first_admin.clone()),
+        t.move_from.map_or(Val::Null, Val::I64),
+        t.move_to.map_or(Val::Null, Val::I64),
     ]
 }
 
@@ -615,7 +677,8 @@ fn write_tenant_tx(
          client_backend_version = $8, client_frontend_version = $9, roles_version = $10, \
          resources_version = $11, keycloak_server_id = $12, opendistro_enabled = $13, \
          subscription_type = $14, status = $15, failure_reason = $16, display_name = $17, \
-         version = $18, created_ms = $19, updated_ms = $20 WHERE id = $1 AND version = $21",
+         version = $18, created_ms = $19, updated_ms = $20, first_admin = $21, move_from = $22, \
+         move_to = $23 WHERE id = $1 AND version = $24",
         &p,
     )?;
     if n == 0 {
@@ -648,7 +711,7 @@ impl TenantStore for Database {
             if !clash.is_empty() {
                 return Err(StorageError::Conflict("tenant id or realm exists".into()));
             }
-            let placeholders: Vec<String> = (1..=20).map(|i| format!("${i}")).collect();
+            let placeholders: Vec<String> = (1..=23).map(|i| format!("${i}")).collect();
             tx.execute(
                 &format!(
                     "INSERT INTO tenants ({TENANT_COLS}) VALUES ({})",
@@ -901,9 +964,18 @@ impl TaskStore for Database {
                     } else {
                         s.as_str()
                     };
+                    // The realm work is done: the first administrator (made) and the move (finished)
+                    // are no longer needed; a skipped task (DELETING) keeps them for the delete.
+                    let done = if s == "AVAILABLE" {
+                        ", first_admin = NULL, move_from = NULL, move_to = NULL"
+                    } else {
+                        ""
+                    };
                     tx.execute(
-                        "UPDATE tenants SET status = $1, failure_reason = NULL, updated_ms = $2, \
-                         version = version + 1 WHERE id = $3",
+                        &format!(
+                            "UPDATE tenants SET status = $1, failure_reason = NULL, updated_ms = $2, \
+                             version = version + 1{done} WHERE id = $3"
+                        ),
                         &[Val::from(status), Val::I64(now_ms), Val::from(&t.tenant_id)],
                     )?;
                 }
@@ -971,6 +1043,45 @@ impl TaskStore for Database {
                         emit(tx, e, now_ms)?;
                     }
                 }
+            }
+            Ok(())
+        })
+    }
+
+    fn end_move(
+        &self,
+        t: &TaskRecord,
+        reason: &str,
+        event: Option<&OutboxEvent>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            let n = tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
+            if n == 0 {
+                return Ok(());
+            }
+            let queued = tx
+                .query(
+                    "SELECT COUNT(*) FROM tasks WHERE tenant_id = $1",
+                    &[Val::from(&t.tenant_id)],
+                )?
+                .first()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0);
+            let status = if queued > 0 { "UPDATING" } else { "AVAILABLE" };
+            tx.execute(
+                "UPDATE tenants SET status = $1, failure_reason = $2, updated_ms = $3, \
+                 version = version + 1, move_from = NULL, move_to = NULL WHERE id = $4",
+                &[
+                    Val::from(status),
+                    Val::from(reason),
+                    Val::I64(now_ms),
+                    Val::from(&t.tenant_id),
+                ],
+            )?;
+            if let Some(e) = event {
+                emit(tx, e, now_ms)?;
             }
             Ok(())
         })
@@ -1202,7 +1313,8 @@ impl KeycloakServerStore for Database {
         self.tx(|tx| {
             get_server_tx(tx, id)?;
             let used = tx.query(
-                "SELECT COUNT(*) FROM tenants WHERE keycloak_server_id = $1",
+                "SELECT COUNT(*) FROM tenants WHERE keycloak_server_id = $1 OR move_from = $1 \
+                 OR move_to = $1",
                 &[Val::I64(id)],
             )?;
             if used.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0 {
@@ -1478,7 +1590,8 @@ fn effect_tx(
                     )?;
                     enqueue(tx, tenant, task, now_ms)
                 }
-                "CREATING" | "UPDATING" => enqueue(tx, tenant, task, now_ms),
+                // A move reads the plan when it runs; a change made meanwhile follows it.
+                "CREATING" | "UPDATING" | "MOVING" => enqueue(tx, tenant, task, now_ms),
                 _ => Ok(()),
             }
         }

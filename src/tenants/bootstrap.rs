@@ -265,6 +265,9 @@ pub fn run(tm: &Tm) -> Result<(), TmError> {
                 version: 1,
                 created_ms: now,
                 updated_ms: now,
+                first_admin: None,
+                move_from: None,
+                move_to: None,
             };
             match tm.db.insert_tenant(&t, None, None) {
                 Ok(_) | Err(StorageError::Conflict(_)) => {}

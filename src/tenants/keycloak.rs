@@ -727,6 +727,19 @@ impl Provisioner for KeycloakProvisioner {
             kc: Arc::clone(&self.kc),
         })
     }
+
+    fn realm_identity(&self, t: &TenantRecord) -> Result<Option<String>, ProvisionError> {
+        match self.kc.get_realm(&t.realm_name) {
+            Ok(rep) => Ok(Some(
+                rep.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&t.realm_name)
+                    .to_string(),
+            )),
+            Err(KeycloakError::NotFound(_)) => Ok(None),
+            Err(e) => Err(self.fail(&format!("read realm `{}`", t.realm_name), e)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,10 @@ pub trait Provisioner: Send + Sync {
     fn delete(&self, t: &TenantRecord) -> Result<(), ProvisionError>;
     /// The users of the realms this provisioner makes.
     fn users(&self) -> Arc<dyn super::users::TenantUsers>;
+    /// The identity of the tenant's realm on this server, whoever made it (`None`: there is no
+    /// realm of that name): Keycloak's internal realm id, the same whatever address the server is
+    /// reached at, so two registered servers that are one Keycloak are told apart from two.
+    fn realm_identity(&self, t: &TenantRecord) -> Result<Option<String>, ProvisionError>;
 }
 
 /// Chooses the provisioner of a tenant's Keycloak server.
@@ -141,5 +145,13 @@ impl Provisioner for LocalProvisioner {
         Arc::new(super::users::LocalUsers {
             db: Arc::clone(&self.db),
         })
+    }
+
+    fn realm_identity(&self, t: &TenantRecord) -> Result<Option<String>, ProvisionError> {
+        match self.db.get_entry("realm", &t.realm_name) {
+            Ok(_) => Ok(Some(format!("local/{}", t.realm_name))),
+            Err(StorageError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }

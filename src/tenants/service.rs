@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::err::{TmError, storage};
-use super::provision::{Plan, PlannedResource, PlannedRole, ProvisionError, Provisioners};
+use super::provision::{
+    Plan, PlannedResource, PlannedRole, ProvisionError, Provisioner, Provisioners,
+};
 use crate::clients::tle::{self, LifecycleEvent, LifecycleKind};
 use crate::clock::now_ms;
 use crate::storage::{
@@ -23,6 +25,11 @@ pub const AVAILABLE: &str = "AVAILABLE";
 pub const UPDATING: &str = "UPDATING";
 pub const DELETING: &str = "DELETING";
 pub const FAILED: &str = "FAILED";
+/// The realm is being made on another Keycloak server; the tenant works on its current one.
+pub const MOVING: &str = "MOVING";
+
+/// The realm role that makes a user the tenant's administrator.
+pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
 
 /// How long the event of a change made outside the database is held back before it goes out
 /// anyway (the change's outcome never came back: at least once).
@@ -32,6 +39,18 @@ pub const EVENT_HOLD_MS: i64 = 5 * 60 * 1000;
 pub const TASK_CREATE: &str = "create_realm";
 pub const TASK_UPDATE: &str = "update_realm";
 pub const TASK_DELETE: &str = "delete_realm";
+/// Make the realm on the server of `move_to`, switch the tenant to it, remove the old realm.
+pub const TASK_MOVE: &str = "move_realm";
+
+/// The fields of a tenant's first administrator (`admin` of `POST /tenants`).
+const ADMIN_FIELDS: &[&str] = &[
+    "username",
+    "email",
+    "first_name",
+    "last_name",
+    "password",
+    "temporary_password",
+];
 
 /// Settings of the `tenant-manager` config section.
 #[derive(Debug, Clone)]
@@ -449,6 +468,7 @@ impl Tm {
             "keycloak_server_id",
             "opendistro_enabled",
             "subscription_type",
+            "admin",
         ];
         if let Some(k) = b.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(TmError::field(k, "unknown field"));
@@ -509,8 +529,15 @@ impl Tm {
             version: 1,
             created_ms: now,
             updated_ms: now,
+            first_admin: None,
+            move_from: None,
+            move_to: None,
         };
         self.apply_versions(&mut t, b)?;
+        t.first_admin = match b.get("admin") {
+            None | Some(Value::Null) => None,
+            Some(a) => Some(self.first_admin(a, t.roles_version)?),
+        };
         match b.get("opendistro_enabled") {
             None | Some(Value::Null) => {}
             Some(Value::Bool(v)) => t.opendistro_enabled = *v,
@@ -550,6 +577,64 @@ impl Tm {
                 )),
                 other => TmError::Storage(other),
             })
+    }
+
+    /// The `admin` of a new tenant, checked as a tenant user is, as stored until it is made (with
+    /// the request id that makes its creation idempotent). The tenant's roles must include
+    /// [`TENANT_ADMIN_ROLE`].
+    fn first_admin(&self, a: &Value, roles_version: i64) -> Result<String, TmError> {
+        let Value::Object(m) = a else {
+            return Err(TmError::field(
+                "admin",
+                format!("must be an object with {}", ADMIN_FIELDS.join(", ")),
+            ));
+        };
+        if let Some(k) = m.keys().find(|k| !ADMIN_FIELDS.contains(&k.as_str())) {
+            return Err(TmError::field(
+                &format!("admin.{k}"),
+                format!("unknown field; the fields are {}", ADMIN_FIELDS.join(", ")),
+            ));
+        }
+        let u = super::users::parse_input(a, true, &[]).map_err(|e| match e {
+            TmError::Invalid(_, fields) => {
+                let (f, m) = fields.into_iter().next().unwrap_or_default();
+                TmError::field(&format!("admin.{f}"), m)
+            }
+            other => other,
+        })?;
+        if !self
+            .roles_of_version(roles_version)?
+            .iter()
+            .any(|r| r == TENANT_ADMIN_ROLE)
+        {
+            return Err(TmError::field(
+                "admin",
+                format!(
+                    "role version {roles_version} has no `{TENANT_ADMIN_ROLE}` role to give the \
+                     tenant's first administrator"
+                ),
+            ));
+        }
+        Ok(json!({
+            "username": u.username,
+            "email": u.email.flatten(),
+            "first_name": u.first_name.flatten(),
+            "last_name": u.last_name.flatten(),
+            "password": u.password,
+            "temporary_password": u.temporary_password,
+            "request": random_hex(16)?,
+        })
+        .to_string())
+    }
+
+    /// The realm roles of a role version.
+    fn roles_of_version(&self, v: i64) -> Result<Vec<String>, TmError> {
+        Ok(self
+            .bodies("role-version-mapping")?
+            .iter()
+            .filter(|m| m.get("version").and_then(Value::as_i64) == Some(v))
+            .filter_map(|m| m.get("role_id").and_then(Value::as_str).map(String::from))
+            .collect())
     }
 
     /// A 400 when `name` is a realm no tenant may have: Keycloak's `master`, the system tenant's
@@ -652,6 +737,7 @@ impl Tm {
             "resources_version",
             "opendistro_enabled",
             "subscription_type",
+            "keycloak_server_id",
             "version",
         ];
         if let Some(k) = b.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -704,6 +790,50 @@ impl Tm {
                 ));
             }
         };
+        let move_to = match b.get("keycloak_server_id") {
+            None => None,
+            Some(v) => {
+                let n = v.as_i64().ok_or_else(|| {
+                    TmError::field(
+                        "keycloak_server_id",
+                        "must be the id of a registered Keycloak server",
+                    )
+                })?;
+                let server = self.db.get_server(n).map_err(|e| match e {
+                    StorageError::NotFound => {
+                        TmError::field("keycloak_server_id", format!("no Keycloak server {n}"))
+                    }
+                    other => TmError::Storage(other),
+                })?;
+                if server
+                    .admin_realm
+                    .eq_ignore_ascii_case(&probe_before.realm_name)
+                {
+                    return Err(TmError::field(
+                        "keycloak_server_id",
+                        format!(
+                            "the realm `{}` is Keycloak server {n}'s admin realm",
+                            probe_before.realm_name
+                        ),
+                    ));
+                }
+                Some(n)
+            }
+        };
+        if move_to.is_some() && probe_before.keycloak_server_id.is_none() {
+            return Err(TmError::Conflict(format!(
+                "tenant `{id}` has no Keycloak server (its realm is kept by the Tenant Manager \
+                 itself): it cannot move"
+            )));
+        }
+        if id == self.settings.system_tenant
+            && move_to.is_some_and(|n| Some(n) != probe_before.keycloak_server_id)
+        {
+            return Err(TmError::Conflict(format!(
+                "the system tenant `{id}`'s realm is made by the installer, not by the Tenant \
+                 Manager: it cannot move to another Keycloak server"
+            )));
+        }
         if id == self.settings.system_tenant
             && versions
                 .iter()
@@ -740,6 +870,15 @@ impl Tm {
             }
             if let Some(v) = &display_name {
                 t.display_name = v.clone();
+            }
+            // A move makes the whole plan on the new server (version changes included) and
+            // sends its event when the tenant is there.
+            if let Some(n) = move_to.filter(|n| Some(*n) != cur.keycloak_server_id) {
+                t.move_to = Some(n);
+                t.failure_reason = None;
+                t.status = MOVING.into();
+                t.updated_ms = now_ms();
+                return Ok(Some((t, Some(self.task(TASK_MOVE)), None)));
             }
             // A write that changes nothing is no change: no new version, no event.
             if !reprovision && t == *cur {
@@ -928,29 +1067,11 @@ impl Tm {
                 .complete_task(task, &TaskOutcome::Status(DELETING.into()), None, now_ms())?;
             return Ok(());
         }
-        let server = match t.keycloak_server_id {
-            Some(id) => Some(self.db.get_server(id)?),
-            None => None,
+        let result = match task.kind.as_str() {
+            TASK_DELETE => self.delete_realms(&t),
+            TASK_MOVE => self.move_realm(&t),
+            kind => self.provision(&t, kind),
         };
-        let result =
-            self.provisioners
-                .for_server(server.as_ref())
-                .and_then(|p| match task.kind.as_str() {
-                    TASK_DELETE => p.delete(&t),
-                    kind => {
-                        // A plan that cannot be read now (storage) is retried; one that
-                        // cannot be made (a missing template) fails the tenant.
-                        let plan = self.plan(&t).map_err(|e| match e {
-                            TmError::Storage(s) => ProvisionError::Transient(s.to_string()),
-                            other => ProvisionError::Fatal(other.to_string()),
-                        })?;
-                        if kind == TASK_UPDATE {
-                            p.update(&t, &plan)
-                        } else {
-                            p.create(&t, &plan)
-                        }
-                    }
-                });
         let now = now_ms();
         match result {
             Ok(()) => {
@@ -983,6 +1104,14 @@ impl Tm {
                     Some(now + delay)
                 };
                 let reason = format!("{} failed (attempt {}): {e}", task.kind, task.attempts);
+                if last && task.kind == TASK_MOVE {
+                    // The tenant keeps working where it is: the move ends, with the reason.
+                    let reason = self.abandon_move(&t.id, &e)?;
+                    let event = self.event(LifecycleKind::Updated, &t.id)?;
+                    self.db.end_move(task, &reason, event.as_ref(), now)?;
+                    log::warn!("tasks: tenant `{}`: {reason}", t.id);
+                    return Ok(());
+                }
                 if last && task.kind == TASK_DELETE {
                     // A delete that cannot finish keeps the tenant DELETING for an operator.
                     self.db.fail_task(
@@ -1008,6 +1137,254 @@ impl Tm {
             }
         }
         Ok(())
+    }
+
+    /// The provisioner of a Keycloak server (`None`: the local one).
+    fn provisioner_of(&self, server: Option<i64>) -> Result<Arc<dyn Provisioner>, ProvisionError> {
+        let server = match server {
+            Some(id) => Some(self.db.get_server(id).map_err(|e| match e {
+                StorageError::NotFound => {
+                    ProvisionError::Fatal(format!("keycloak server {id} is not registered"))
+                }
+                other => ProvisionError::Transient(other.to_string()),
+            })?),
+            None => None,
+        };
+        self.provisioners.for_server(server.as_ref())
+    }
+
+    /// The plan of a tenant for a task: one that cannot be read now (storage) is retried; one
+    /// that cannot be made (a missing template) fails the tenant.
+    fn task_plan(&self, t: &TenantRecord) -> Result<Plan, ProvisionError> {
+        self.plan(t).map_err(|e| match e {
+            TmError::Storage(s) => ProvisionError::Transient(s.to_string()),
+            other => ProvisionError::Fatal(other.to_string()),
+        })
+    }
+
+    /// A create or an update: the realm brought to the plan, then the tenant's first
+    /// administrator made (when it has one still to make).
+    fn provision(&self, t: &TenantRecord, kind: &str) -> Result<(), ProvisionError> {
+        let p = self.provisioner_of(t.keycloak_server_id)?;
+        let plan = self.task_plan(t)?;
+        if kind == TASK_UPDATE {
+            p.update(t, &plan)?;
+        } else {
+            p.create(t, &plan)?;
+        }
+        if let Some(admin) = &t.first_admin {
+            self.make_first_admin(&*p, t, admin, &plan)?;
+        }
+        Ok(())
+    }
+
+    /// The tenant's first administrator, a user of its realm with [`TENANT_ADMIN_ROLE`]. The
+    /// user carries the request id stored with it, so a retried run finds the user an earlier
+    /// one made instead of failing on its name.
+    fn make_first_admin(
+        &self,
+        p: &dyn Provisioner,
+        t: &TenantRecord,
+        stored: &str,
+        plan: &Plan,
+    ) -> Result<(), ProvisionError> {
+        let a: Value = serde_json::from_str(stored).map_err(|e| {
+            ProvisionError::Fatal(format!("the stored first administrator is unreadable: {e}"))
+        })?;
+        let s = |k: &str| a.get(k).and_then(Value::as_str).map(String::from);
+        let username = s("username").unwrap_or_default();
+        let input = super::users::UserInput {
+            username: Some(username.clone()),
+            email: Some(s("email")),
+            first_name: Some(s("first_name")),
+            last_name: Some(s("last_name")),
+            enabled: Some(true),
+            password: s("password"),
+            temporary_password: a
+                .get("temporary_password")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            roles: Some(vec![TENANT_ADMIN_ROLE.to_string()]),
+        };
+        let roles: Vec<String> = plan.roles.iter().map(|r| r.name.clone()).collect();
+        let marker = s("request").unwrap_or_default();
+        p.users()
+            .create_marked(&t.realm_name, &roles, &input, &marker)
+            .map(|_| ())
+            .map_err(|e| {
+                let why = format!(
+                    "the first administrator `{username}` of realm `{}`: {e}",
+                    t.realm_name
+                );
+                match e {
+                    TmError::Conflict(_) | TmError::Invalid(..) | TmError::Forbidden(_) => {
+                        ProvisionError::Fatal(why)
+                    }
+                    _ => ProvisionError::Transient(why),
+                }
+            })
+    }
+
+    /// A delete: the tenant's realm on its server, and on the other server of a move under way
+    /// (each only when it carries this installation's mark for the tenant).
+    fn delete_realms(&self, t: &TenantRecord) -> Result<(), ProvisionError> {
+        let mut servers = vec![t.keycloak_server_id];
+        for other in [t.move_to, t.move_from] {
+            if other.is_some() && !servers.contains(&other) {
+                servers.push(other);
+            }
+        }
+        for server in servers {
+            self.provisioner_of(server)?.delete(t)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the tenant's realm as `a` and `b` see it is one realm (two registered servers
+    /// that are one Keycloak under two addresses).
+    fn same_realm(
+        &self,
+        a: &dyn Provisioner,
+        b: &dyn Provisioner,
+        t: &TenantRecord,
+    ) -> Result<bool, ProvisionError> {
+        Ok(match (a.realm_identity(t)?, b.realm_identity(t)?) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        })
+    }
+
+    /// A move: the realm made on the new server from the plan (with the realm's users, without
+    /// passwords), the tenant switched to that server, then the old realm removed. Each phase is
+    /// recorded on the tenant (`move_to`, then `move_from`), so a retried run carries on where
+    /// the last one stopped. When both servers are one Keycloak (one realm under two addresses)
+    /// nothing is copied or removed: the tenant only switches address.
+    fn move_realm(&self, t: &TenantRecord) -> Result<(), ProvisionError> {
+        if let Some(to) = t.move_to {
+            let from_p = self.provisioner_of(t.keycloak_server_id)?;
+            let to_p = self.provisioner_of(Some(to))?;
+            let plan = self.task_plan(t)?;
+            let same = self.same_realm(&*from_p, &*to_p, t)?;
+            to_p.update(t, &plan)?;
+            if same {
+                log::info!(
+                    "move of tenant `{}`: keycloak servers {:?} and {to} hold one realm `{}`: \
+                     nothing to copy",
+                    t.id,
+                    t.keycloak_server_id,
+                    t.realm_name
+                );
+            } else {
+                self.copy_users(&*from_p, &*to_p, t, &plan)?;
+            }
+            let mut switch = |cur: &TenantRecord| -> Result<Option<TenantChange>, StorageError> {
+                if cur.move_to != Some(to) {
+                    return Ok(None);
+                }
+                let mut n = cur.clone();
+                n.move_from = cur.keycloak_server_id;
+                n.keycloak_server_id = Some(to);
+                n.move_to = None;
+                n.updated_ms = now_ms();
+                Ok(Some((n, None, None)))
+            };
+            self.db.modify_tenant(&t.id, &mut switch)?;
+            log::info!("move of tenant `{}`: now on keycloak server {to}", t.id);
+        }
+        let t = self.db.get_tenant(&t.id)?;
+        if let Some(from) = t.move_from {
+            let from_p = self.provisioner_of(Some(from))?;
+            let cur_p = self.provisioner_of(t.keycloak_server_id)?;
+            if self.same_realm(&*from_p, &*cur_p, &t)? {
+                log::info!(
+                    "move of tenant `{}`: realm `{}` of keycloak server {from} is the one it \
+                     moved to: kept",
+                    t.id,
+                    t.realm_name
+                );
+            } else {
+                from_p.delete(&t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The users of the old realm copied to the new one (those of a user federation come from
+    /// it again, and are not copied).
+    fn copy_users(
+        &self,
+        from: &dyn Provisioner,
+        to: &dyn Provisioner,
+        t: &TenantRecord,
+        plan: &Plan,
+    ) -> Result<(), ProvisionError> {
+        let roles: Vec<String> = plan.roles.iter().map(|r| r.name.clone()).collect();
+        let transient = |e: TmError| match e {
+            TmError::Conflict(_) | TmError::Invalid(..) | TmError::Forbidden(_) => {
+                ProvisionError::Fatal(format!(
+                    "copying the users of realm `{}`: {e}",
+                    t.realm_name
+                ))
+            }
+            e => ProvisionError::Transient(format!(
+                "copying the users of realm `{}`: {e}",
+                t.realm_name
+            )),
+        };
+        let (_, users) = from
+            .users()
+            .list(&t.realm_name, &roles, None, 0, None)
+            .map_err(transient)?;
+        let dest = to.users();
+        let mut copied = 0;
+        for u in users.iter().filter(|u| !u.federated) {
+            if dest.copy_in(&t.realm_name, &roles, u).map_err(transient)? {
+                copied += 1;
+            }
+        }
+        log::info!(
+            "move of tenant `{}`: {copied} of {} users copied (each must choose a new password)",
+            t.id,
+            users.len()
+        );
+        Ok(())
+    }
+
+    /// Ends a move that cannot finish; the tenant's failure reason. Before the switch, what the
+    /// move made on the new server is removed (unless it is the tenant's realm itself).
+    fn abandon_move(&self, id: &str, e: &ProvisionError) -> Result<String, TmError> {
+        let t = self.db.get_tenant(id)?;
+        let on = t
+            .keycloak_server_id
+            .map_or("no server".to_string(), |s| format!("keycloak server {s}"));
+        if let Some(to) = t.move_to {
+            let discard = || -> Result<(), ProvisionError> {
+                let to_p = self.provisioner_of(Some(to))?;
+                let cur_p = self.provisioner_of(t.keycloak_server_id)?;
+                if !self.same_realm(&*cur_p, &*to_p, &t)? {
+                    to_p.delete(&t)?;
+                }
+                Ok(())
+            };
+            if let Err(d) = discard() {
+                log::warn!(
+                    "move of tenant `{id}`: what was made of realm `{}` on keycloak server {to} \
+                     stays: {d}",
+                    t.realm_name
+                );
+            }
+            return Ok(format!(
+                "moving to keycloak server {to} failed; the tenant stays on {on}: {e}"
+            ));
+        }
+        if let Some(from) = t.move_from {
+            return Ok(format!(
+                "moved to {on}, but the old realm `{}` on keycloak server {from} could not be \
+                 removed (remove it by hand): {e}",
+                t.realm_name
+            ));
+        }
+        Ok(format!("move failed: {e}"))
     }
 
     /// The users of a tenant's realm, and the roles of its plan (what users may be given).

@@ -26,6 +26,8 @@ pub struct TenantUser {
     /// Realm roles of the tenant's plan the user holds.
     pub roles: Vec<String>,
     pub created_ms: i64,
+    /// Kept by a user federation (LDAP, Active Directory), not by the realm itself.
+    pub federated: bool,
 }
 
 impl TenantUser {
@@ -224,7 +226,26 @@ pub trait TenantUsers: Send + Sync {
         u: &UserInput,
     ) -> Result<TenantUser, TmError>;
     fn delete(&self, realm: &str, id: &str) -> Result<(), TmError>;
+    /// Create a user so that a later attempt of the same work finds the one an earlier attempt
+    /// made: the user carries `marker` (kept by the caller), and a user of that name that
+    /// carries it is taken as made (its roles set again); any other user of that name is a
+    /// conflict.
+    fn create_marked(
+        &self,
+        realm: &str,
+        roles: &[String],
+        u: &UserInput,
+        marker: &str,
+    ) -> Result<TenantUser, TmError>;
+    /// Make a copy of a user of another realm: names, e-mail, `enabled` and the plan's roles,
+    /// without a password (none can be read from a realm); the user must choose one (Keycloak's
+    /// required action `UPDATE_PASSWORD`, set through a reset or the forgotten-password flow).
+    /// A user of that name there already is left as it is; whether the copy was made.
+    fn copy_in(&self, realm: &str, roles: &[String], u: &TenantUser) -> Result<bool, TmError>;
 }
+
+/// Keycloak's required action that makes a user choose a new password.
+pub const UPDATE_PASSWORD: &str = "UPDATE_PASSWORD";
 
 fn not_found(id: &str) -> TmError {
     TmError::NotFound(format!("tenant user `{id}` not found"))
@@ -273,6 +294,7 @@ impl KeycloakUsers {
                 .get("createdTimestamp")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
+            federated: rep.get("federationLink").is_some_and(|l| !l.is_null()),
         })
     }
 
@@ -306,6 +328,19 @@ impl KeycloakUsers {
         }
         Ok(())
     }
+}
+
+/// The Keycloak user of a create.
+fn new_user(u: &UserInput) -> NewUser {
+    NewUser {
+        username: u.username.clone().unwrap_or_default(),
+        email: u.email.clone().flatten(),
+        first_name: u.first_name.clone().flatten(),
+        last_name: u.last_name.clone().flatten(),
+        enabled: u.enabled.unwrap_or(true),
+        ..NewUser::default()
+    }
+    .with_password(u.password.as_deref().unwrap_or(""), u.temporary_password)
 }
 
 fn changes(u: &UserInput) -> Value {
@@ -375,15 +410,7 @@ impl TenantUsers for KeycloakUsers {
     }
 
     fn create(&self, realm: &str, roles: &[String], u: &UserInput) -> Result<TenantUser, TmError> {
-        let user = NewUser {
-            username: u.username.clone().unwrap_or_default(),
-            email: u.email.clone().flatten(),
-            first_name: u.first_name.clone().flatten(),
-            last_name: u.last_name.clone().flatten(),
-            enabled: u.enabled.unwrap_or(true),
-            ..NewUser::default()
-        }
-        .with_password(u.password.as_deref().unwrap_or(""), u.temporary_password);
+        let user = new_user(u);
         let id = self
             .kc
             .create_user_once(realm, &user)
@@ -398,6 +425,48 @@ impl TenantUsers for KeycloakUsers {
             return Err(e);
         }
         self.get(realm, roles, &id)
+    }
+
+    fn create_marked(
+        &self,
+        realm: &str,
+        roles: &[String],
+        u: &UserInput,
+        marker: &str,
+    ) -> Result<TenantUser, TmError> {
+        let id = self
+            .kc
+            .create_user_marked(realm, &new_user(u), marker, true)
+            .map_err(|e| kc_error("create the user", e))?;
+        if let Some(want) = &u.roles {
+            self.set_roles(realm, &id, roles, want)?;
+        }
+        self.get(realm, roles, &id)
+    }
+
+    fn copy_in(&self, realm: &str, roles: &[String], u: &TenantUser) -> Result<bool, TmError> {
+        let user = NewUser {
+            username: u.username.clone(),
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            enabled: u.enabled,
+            required_actions: vec![UPDATE_PASSWORD.into()],
+            ..NewUser::default()
+        };
+        let id = match self.kc.create_user_once(realm, &user) {
+            Ok(id) => id,
+            Err(KeycloakError::Conflict(_)) => return Ok(false),
+            Err(e) => return Err(kc_error("copy the user", e)),
+        };
+        // The roles, or no copy at all (the next attempt makes it again).
+        if let Err(e) = self.set_roles(realm, &id, roles, &u.roles) {
+            if let Err(d) = self.kc.delete_user(realm, &id) {
+                log::warn!("keycloak: copied user `{id}` of `{realm}` stays without roles: {d}");
+            }
+            return Err(e);
+        }
+        Ok(true)
     }
 
     fn update(
@@ -477,6 +546,7 @@ impl LocalUsers {
                 })
                 .unwrap_or_default(),
             created_ms,
+            federated: false,
         }
     }
 
@@ -523,6 +593,80 @@ impl TenantUsers for LocalUsers {
     }
 
     fn create(&self, realm: &str, _roles: &[String], u: &UserInput) -> Result<TenantUser, TmError> {
+        self.insert(realm, u, None, &[])
+    }
+
+    fn create_marked(
+        &self,
+        realm: &str,
+        _roles: &[String],
+        u: &UserInput,
+        marker: &str,
+    ) -> Result<TenantUser, TmError> {
+        match self.insert(realm, u, Some(marker), &[]) {
+            Err(TmError::Conflict(m)) => {
+                let name = u.username.clone().unwrap_or_default();
+                let id = self
+                    .db
+                    .get_entry(NAME_KIND, &format!("{realm}/{name}"))
+                    .ok()
+                    .and_then(|e| serde_json::from_str::<Value>(&e.body).ok())
+                    .and_then(|v| v.get("id").and_then(Value::as_str).map(String::from));
+                let Some(id) = id else {
+                    return Err(TmError::Conflict(m));
+                };
+                let (e, v) = self.read(realm, &id)?;
+                if v.get("request").and_then(Value::as_str) != Some(marker) {
+                    return Err(TmError::Conflict(m));
+                }
+                Ok(Self::user_of(&v, e.created_ms))
+            }
+            other => other,
+        }
+    }
+
+    fn copy_in(&self, realm: &str, _roles: &[String], u: &TenantUser) -> Result<bool, TmError> {
+        let input = UserInput {
+            username: Some(u.username.clone()),
+            email: Some(u.email.clone()),
+            first_name: Some(u.first_name.clone()),
+            last_name: Some(u.last_name.clone()),
+            enabled: Some(u.enabled),
+            roles: Some(u.roles.clone()),
+            ..UserInput::default()
+        };
+        match self.insert(realm, &input, None, &[UPDATE_PASSWORD]) {
+            Ok(_) => Ok(true),
+            Err(TmError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn update(
+        &self,
+        realm: &str,
+        _roles: &[String],
+        id: &str,
+        u: &UserInput,
+    ) -> Result<TenantUser, TmError> {
+        self.change(realm, id, u)
+    }
+
+    fn delete(&self, realm: &str, id: &str) -> Result<(), TmError> {
+        self.remove(realm, id)
+    }
+}
+
+impl LocalUsers {
+    /// A new user entry (`marker`: the request id of [`TenantUsers::create_marked`];
+    /// `required`: Keycloak's required actions, `UPDATE_PASSWORD` for a copy without password).
+    fn insert(
+        &self,
+        realm: &str,
+        u: &UserInput,
+        marker: Option<&str>,
+        required: &[&str],
+    ) -> Result<TenantUser, TmError> {
         let username = u.username.clone().unwrap_or_default();
         let id = super::service::uuid4()?;
         let now = now_ms();
@@ -549,8 +693,13 @@ impl TenantUsers for LocalUsers {
             "last_name": u.last_name.clone().flatten(),
             "enabled": u.enabled.unwrap_or(true),
             "roles": u.roles.clone().unwrap_or_default(),
-            "password_hash": Self::hash(u.password.as_deref().unwrap_or(""))?,
+            "password_hash": match &u.password {
+                Some(p) => Value::from(Self::hash(p)?),
+                None => Value::Null,
+            },
             "temporary_password": u.temporary_password,
+            "request": marker,
+            "required_actions": required,
         });
         let made = self.db.insert_entry(&CatalogRecord {
             kind: USER_KIND.into(),
@@ -566,13 +715,7 @@ impl TenantUsers for LocalUsers {
         Ok(Self::user_of(&body, now))
     }
 
-    fn update(
-        &self,
-        realm: &str,
-        _roles: &[String],
-        id: &str,
-        u: &UserInput,
-    ) -> Result<TenantUser, TmError> {
+    fn change(&self, realm: &str, id: &str, u: &UserInput) -> Result<TenantUser, TmError> {
         let (mut e, mut v) = self.read(realm, id)?;
         let set = |v: &mut Value, k: &str, x: Value| {
             if let Value::Object(m) = v {
@@ -608,7 +751,7 @@ impl TenantUsers for LocalUsers {
         Ok(Self::user_of(&v, e.created_ms))
     }
 
-    fn delete(&self, realm: &str, id: &str) -> Result<(), TmError> {
+    fn remove(&self, realm: &str, id: &str) -> Result<(), TmError> {
         let (_, v) = self.read(realm, id)?;
         self.db
             .delete_entry(USER_KIND, &format!("{realm}/{id}"))
