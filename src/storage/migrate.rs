@@ -34,6 +34,7 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 4, "0004_tenant_events"),
     migration!("sqlite", 5, "0005_subscription_phases"),
     migration!("sqlite", 6, "0006_pool_principals"),
+    migration!("sqlite", 7, "0007_audit"),
 ];
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001_policies"),
@@ -42,6 +43,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 4, "0004_tenant_events"),
     migration!("postgres", 5, "0005_subscription_phases"),
     migration!("postgres", 6, "0006_pool_principals"),
+    migration!("postgres", 7, "0007_audit"),
 ];
 
 /// The advisory lock key that makes replicas starting together migrate one at a time.
