@@ -775,6 +775,31 @@ fn history_and_restore(a: SocketAddr) {
     );
     assert_eq!(kept["data"].as_array().unwrap().len(), 4);
     refused(a, "POST", &restore, Value::Null, 404);
+    // A policy made again under the same name starts a history of its own.
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/policies",
+            Some(
+                &json!({"name": "history", "tenantID": T, "description": "again", "statements": st("svc:thing:list")}),
+            ),
+        ),
+        201,
+        "create again",
+    );
+    let again = expect(
+        &call_json(
+            a,
+            "GET",
+            &format!("/api/v1/policies/{}/versions", path_id(&p)),
+            None,
+        ),
+        200,
+        "versions after the new create",
+    );
+    assert_eq!(again["data"].as_array().unwrap().len(), 1);
+    assert_eq!(again["data"][0]["description"], "again");
     let never = krn("policy", "never");
     expect(
         &call_json(

@@ -509,6 +509,101 @@ mod tests {
         assert_eq!(changed(&a, &c), vec!["enabled".to_string()]);
     }
 
+    fn temp_db(name: &str) -> (Database, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "kaa-audit-{name}-{}-{}",
+            std::process::id(),
+            crate::clock::now_ms()
+        ));
+        let db = Database::open(&crate::config::StorageSettings::Sqlite(
+            crate::config::SqliteSettings {
+                path: dir.join("t.db"),
+            },
+        ))
+        .unwrap_or_else(|e| panic!("open: {e}"));
+        (db, dir)
+    }
+
+    fn rows(db: &Database, tenant: &str) -> Vec<AuditRecord> {
+        db.audit(&AuditFilter {
+            tenant: tenant.into(),
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .unwrap_or_else(|e| panic!("audit: {e}"))
+    }
+
+    /// A change reported by a write that then fails is rolled back with it.
+    #[test]
+    fn a_failed_write_leaves_no_record() {
+        let (db, dir) = temp_db("rollback");
+        let failed: Result<(), StorageError> = db.tx(|tx| {
+            tx.record(Change::new("t", "iam:user:create", "krn:iam:t::user/a"));
+            Err(StorageError::Conflict("refused after the change".into()))
+        });
+        assert!(failed.is_err());
+        assert!(rows(&db, "t").is_empty());
+        db.tx(|tx| {
+            tx.record(Change::new("t", "iam:user:create", "krn:iam:t::user/b"));
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let kept = rows(&db, "t");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].entity, "krn:iam:t::user/b");
+        assert_eq!(
+            kept[0].principal, SERVICE,
+            "no request: the service's own write"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Grouped writes committed by whichever thread leads the group still name the request
+    /// that submitted each.
+    #[test]
+    fn grouped_writes_name_their_own_request() {
+        use crate::storage::{NewPolicy, PolicyStore};
+        let (db, dir) = temp_db("grouped");
+        let db = Arc::new(db);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let db = Arc::clone(&db);
+                std::thread::spawn(move || {
+                    let _s = scope(&format!("req-{i}"), None);
+                    identify(Some(format!("krn:iam:t::user/u{i}")), None, "t");
+                    db.insert_policy(&NewPolicy {
+                        tenant: "t".into(),
+                        krn: format!("krn:iam:t::policy/p{i}"),
+                        name: format!("p{i}"),
+                        kind: "identity".into(),
+                        description: None,
+                        statements: "[]".into(),
+                        origin: "api".into(),
+                        now_ms: 1,
+                        resource_krn: None,
+                        pools: Vec::new(),
+                    })
+                    .unwrap_or_else(|e| panic!("insert: {e}"));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap_or_else(|_| panic!("writer panicked"));
+        }
+        let kept = rows(&db, "t");
+        assert_eq!(kept.len(), 8);
+        for r in &kept {
+            let i = r.entity.trim_start_matches("krn:iam:t::policy/p");
+            assert_eq!(r.request_id.as_deref(), Some(format!("req-{i}").as_str()));
+            assert_eq!(r.principal, format!("krn:iam:t::user/u{i}"));
+            let v = db
+                .policy_version("t", &r.entity, 1)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(v.principal, r.principal);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn scope_sets_and_restores_who() {
         assert!(current().is_none());

@@ -2039,6 +2039,7 @@ impl SnapshotStore for Database {
                 "group_members",
                 "policy_attachments",
                 "policies",
+                "policy_versions",
                 "resources",
                 "users",
             ] {
@@ -2067,6 +2068,13 @@ impl SnapshotStore for Database {
                 }
             }
             bump_revision(tx, tenant)?;
+            // The trail of the tenant stays (until its retention): it says when and why the
+            // tenant's entities went.
+            tx.record(Change::new(
+                tenant,
+                "iam:tenant:purge",
+                &format!("krn:iam:{tenant}::tenant/{tenant}"),
+            ));
             Ok(())
         })
     }

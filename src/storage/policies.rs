@@ -133,6 +133,11 @@ pub(crate) fn insert_tx(tx: &mut dyn Tx, p: &NewPolicy) -> Result<(), StorageErr
             Val::from(p.resource_krn.clone()),
         ],
     )?;
+    // A policy made again under the name of a deleted one starts a history of its own.
+    tx.execute(
+        "DELETE FROM policy_versions WHERE tenant = $1 AND krn = $2",
+        &[Val::from(&p.tenant), Val::from(&p.krn)],
+    )?;
     keep_policy_version(tx, &new_record(p))?;
     Ok(())
 }
