@@ -604,6 +604,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The pruning by age, then by rows per tenant (the newest kept).
+    #[test]
+    fn pruning_by_age_and_by_rows_per_tenant() {
+        let (db, dir) = temp_db("prune");
+        let write = |tenant: &str, n: usize| {
+            for i in 0..n {
+                db.tx(|tx| {
+                    tx.record(Change::new(tenant, "iam:pool:create", &format!("e{i}")));
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        write("a", 5);
+        write("b", 2);
+        assert_eq!(
+            db.prune_audit(Some(0), None).unwrap_or(99),
+            0,
+            "none that old"
+        );
+        assert_eq!(db.prune_audit(None, Some(3)).unwrap_or(99), 2);
+        let a: Vec<String> = rows(&db, "a").into_iter().map(|r| r.entity).collect();
+        assert_eq!(a, ["e4", "e3", "e2"]);
+        assert_eq!(
+            rows(&db, "b").len(),
+            2,
+            "another tenant's rows are its own to count"
+        );
+        let later = crate::clock::now_ms() + 1000;
+        assert_eq!(db.prune_audit(Some(later), None).unwrap_or(99), 5);
+        assert!(rows(&db, "a").is_empty() && rows(&db, "b").is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn scope_sets_and_restores_who() {
         assert!(current().is_none());
