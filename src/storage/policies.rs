@@ -352,7 +352,10 @@ impl PolicyStore for Database {
                 Change::new(tenant, &out.audit_action("update"), krn)
                     .versions(Some(out.version - 1), Some(out.version))
                     .fields(fields)
-                    .detail(serde_json::json!({ "poolIDs": pools })),
+                    .detail(match &pools {
+                        Some(p) => serde_json::json!({ "poolIDs": p }),
+                        None => serde_json::json!({}),
+                    }),
             );
             keep_policy_version(tx, &out)?;
             Ok(out)
