@@ -92,6 +92,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("KAA_LICENSE_CERT_PASSWORD", "license.cert-password"),
     ("KAA_LICENSE_REQUIRED", "license.required"),
     ("KAA_NATS_URLS", "nats.urls"),
+    ("KAA_IAM_AUDIT_RETENTION_DAYS", "iam.audit.retention-days"),
+    ("KAA_IAM_AUDIT_RETENTION_ROWS", "iam.audit.retention-rows"),
     ("KAA_KEYCLOAK_URL", "tenant-manager.keycloak.url"),
     (
         "KAA_KEYCLOAK_PUBLIC_URL",

@@ -1,6 +1,7 @@
 //! IAM domain services: users, groups, policies, resources, pools and authorization decisions.
 //! Calls the storage traits and the policy engine only; HTTP lives in `http::iam_api`.
 
+pub mod audit;
 pub mod caller;
 pub mod err;
 pub mod evaluate;
@@ -45,13 +46,15 @@ impl HasOps for IamCtx {
 
 /// Check the `iam` section of the configuration (used by `check-config` and at start).
 pub fn validate_config(config: &Config) -> Result<(), String> {
-    service::parse_iam_config(&config.iam).map(|_| ())
+    service::parse_iam_config(&config.iam)?;
+    audit::retention(&config.iam).map(|_| ())
 }
 
 /// Wire the IAM service over opened storage: sync base policies, load the decision index, keep
 /// it in step with the database, and serve the API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
     let (auth, tenants) = authenticator(config)?;
+    let retention = audit::retention(&config.iam)?;
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,
@@ -106,6 +109,7 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         started.elapsed().as_millis()
     );
     spawn_refresher(&iam, Duration::from_millis(500));
+    audit::spawn_pruner(&iam, retention);
     let weak = Arc::downgrade(&iam);
     let _ = ops.scrape.set(Box::new(move |m| {
         if let Some(iam) = weak.upgrade() {
@@ -136,6 +140,17 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
                 iam.nats.events_handled(),
             );
             m.set_gauge("iam_nats_subscriptions", iam.nats.subscriptions());
+            m.set_total(
+                "iam_audit_prune_passes_total",
+                "Completed passes of the audit trail's pruning",
+                iam.audit_prune_passes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            m.set_total(
+                "iam_audit_rows_pruned_total",
+                "Audit rows deleted as past the retention",
+                iam.audit_pruned.load(std::sync::atomic::Ordering::Relaxed),
+            );
         }
     }));
     // With a Tenant Manager: reconcile at start and after every NATS (re)connection.

@@ -5,6 +5,7 @@
 //! once against the [`Tx`] trait with `$N` placeholders. Callers branch on error kinds, never on
 //! the backend. The backend is chosen once, at the composition root, by [`Database::open`].
 
+pub mod audit;
 mod bulk;
 mod directory;
 mod err;
@@ -18,6 +19,7 @@ mod value;
 
 use std::time::Duration;
 
+pub use audit::{AuditFilter, AuditRecord, AuditStore, PolicyVersion};
 pub use bulk::{BulkCount, BulkStore, ROWS_PER_TX, TenantCounts};
 pub use directory::{
     AttachmentStore, GroupFilter, GroupRecord, GroupStore, PoolRecord, PoolStore, ResourceFilter,
@@ -76,6 +78,13 @@ pub trait Tx {
     fn defer_bump(&mut self, _tenant: &str) -> bool {
         false
     }
+    /// Report a change this write makes, for the audit trail ([`audit`]): inserted before
+    /// the transaction ends. A transaction without an audit layer drops it.
+    fn record(&mut self, _change: audit::Change) {}
+    /// Who the audit trail names for this write.
+    fn principal(&self) -> String {
+        audit::SERVICE.to_string()
+    }
 }
 
 /// Told of every tenant revision a transaction of this process takes, while that transaction
@@ -114,6 +123,14 @@ impl Tx for Deferring<'_> {
             self.bumps.push(tenant.to_string());
         }
         true
+    }
+
+    fn record(&mut self, change: audit::Change) {
+        self.tx.record(change);
+    }
+
+    fn principal(&self) -> String {
+        self.tx.principal()
     }
 }
 
@@ -257,12 +274,13 @@ impl Database {
     ) -> Result<T, StorageError> {
         let token = next_token();
         let mut taken: Vec<(String, i64)> = Vec::new();
+        let who = audit::current();
         let out = self.backend_tx(|tx| {
             let mut d = Deferring {
                 tx,
                 bumps: Vec::new(),
             };
-            let v = f(&mut d)?;
+            let v = audit::audited(&mut d, who.as_deref(), f)?;
             let bumps = d.bumps;
             self.take_revisions(tx, vec![bumps], token, &mut taken)?;
             Ok(v)
@@ -362,8 +380,11 @@ impl Database {
         &self,
         mut job: impl FnMut(&mut dyn Tx) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
+        // Who makes the write is known on this thread; the job may run on another.
+        let who = audit::current();
         let boxed: GroupJob = Box::new(move |tx: &mut dyn Tx| {
-            job(tx).map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)
+            audit::audited(tx, who.as_deref(), &mut job)
+                .map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)
         });
         let lock = || self.group.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut g = lock();

@@ -109,6 +109,43 @@ fn tenants_act_in_their_own_tenant_only() {
     assert_eq!(r.status, 200, "{}", body(&r));
     assert_eq!(r.json()["count"], 1);
 
+    // The tenant's audit trail: its own changes, by its own administrator; another tenant's
+    // trail is not its to read; the platform's administrator reads any.
+    let r = call_json_as(a, "GET", "/api/v1/audit", Some(&acme_admin), None);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let trail = r.json()["data"].as_array().unwrap().clone();
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(trail[0]["entity"], "krn:iam:acme::policy/readers");
+    assert_eq!(trail[0]["principal"], "krn:iam:acme::user/boss");
+    assert_eq!(trail[0]["callerTenantID"], "acme");
+    let r = call_json_as(
+        a,
+        "GET",
+        "/api/v1/audit?tenantID=kaa",
+        Some(&acme_admin),
+        None,
+    );
+    assert_eq!(r.status, 403, "{}", body(&r));
+    let r = call_json_as(
+        a,
+        "GET",
+        "/api/v1/audit?tenantID=acme",
+        Some(&system_admin),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_eq!(r.json()["data"], json!(trail));
+    let r = call_json_as(a, "GET", "/api/v1/audit", Some(&system_admin), None);
+    assert!(
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row["tenantID"] == "kaa"),
+        "{}",
+        body(&r)
+    );
+
     // Tokens naming realms no tenant has (unverifiable: IAM would have to ask the Tenant
     // Manager first) are refused, and do not push the tenant's issuer out of the cache.
     for i in 0..200 {

@@ -595,6 +595,59 @@ fn every_route_answers_as_documented() {
         412,
     );
     c.call("PATCH", &format!("/api/v1/policies/{temp_id}"), None, 405);
+    // ---------------- policy history and the audit trail
+    c.call(
+        "GET",
+        &format!("/api/v1/policies/{temp_id}/versions"),
+        None,
+        200,
+    );
+    c.call(
+        "GET",
+        &format!("/api/v1/policies/{temp_id}/versions/1"),
+        None,
+        200,
+    );
+    c.call(
+        "GET",
+        &format!("/api/v1/policies/{temp_id}/versions/7"),
+        None,
+        404,
+    );
+    c.call(
+        "GET",
+        &format!("/api/v1/policies/{temp_id}/versions/x"),
+        None,
+        400,
+    );
+    c.call_h(
+        "POST",
+        &format!("/api/v1/policies/{temp_id}/versions/1/restore"),
+        None,
+        &[("If-Match", "\"1\"")],
+        412,
+    );
+    c.call(
+        "POST",
+        &format!("/api/v1/policies/{temp_id}/versions/1/restore"),
+        Some(json!({"version": 2})),
+        200,
+    );
+    c.call(
+        "POST",
+        &format!("/api/v1/policies/{temp_id}/versions/1/restore"),
+        Some(json!({"surprise": 1})),
+        400,
+    );
+    let trail = c.call("GET", "/api/v1/audit?tenantID=t1&pageSize=2", None, 200);
+    let next = trail["next"].as_str().unwrap_or("").to_string();
+    c.call(
+        "GET",
+        &format!("/api/v1/audit?tenantID=t1&pageSize=2&next={next}&action=iam:policy:update&entity={temp_id}&principal=anonymous&from=2026-01-01&to=2999-01-01"),
+        None,
+        200,
+    );
+    c.call("GET", "/api/v1/audit?from=soon", None, 400);
     let base_id = id("krn:iam:kaa::policy/tenant-admin");
     c.call("DELETE", &format!("/api/v1/policies/{base_id}"), None, 409);
 

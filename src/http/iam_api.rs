@@ -10,6 +10,7 @@ use super::json::body;
 use super::message::{Request, Response};
 use super::router::{Params, Router};
 use crate::app::ops_routes;
+use crate::iam::audit::{AuditView, PolicyVersionView};
 use crate::iam::evaluate::Decided;
 use crate::iam::model::*;
 use crate::iam::service::{listed, path_id};
@@ -37,10 +38,20 @@ impl From<IamError> for ApiError {
 /// administrator.
 fn caller(ctx: &IamCtx, req: &Request) -> Result<Caller, ApiError> {
     match &ctx.auth {
-        None => Ok(Caller::system_admin()),
+        None => {
+            let c = Caller::system_admin();
+            crate::storage::audit::identify(None, None, &c.tenant);
+            Ok(c)
+        }
         Some(auth) => {
             let identity = auth.authenticate(req)?;
-            Ok(ctx.iam.caller_for(&identity)?)
+            let c = ctx.iam.caller_for(&identity)?;
+            crate::storage::audit::identify(
+                c.principal.as_ref().map(|p| p.as_str().to_string()),
+                Some(identity.subject.clone()),
+                &c.tenant,
+            );
+            Ok(c)
         }
     }
 }
@@ -143,6 +154,48 @@ fn replace_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
 fn delete_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
     c.iam.delete_policy(&caller(c, req)?, id(p))?;
     Ok(no_content())
+}
+
+// ---------------------------------------------------------------- audit and history
+
+fn list_audit(c: &IamCtx, req: &Request, _: &Params) -> R {
+    let who = caller(c, req)?;
+    let (rows, next) = c.iam.list_audit(&who, &query(req))?;
+    let views: Vec<AuditView> = rows.iter().map(AuditView::from).collect();
+    Ok(Response::json(200, &json!({ "data": views, "next": next })))
+}
+
+fn policy_versions(c: &IamCtx, req: &Request, p: &Params) -> R {
+    let list = c.iam.policy_versions(&caller(c, req)?, id(p))?;
+    let views: Vec<PolicyVersionView> = list.iter().map(PolicyVersionView::from).collect();
+    Ok(data(200, views, None))
+}
+
+fn policy_version(c: &IamCtx, req: &Request, p: &Params) -> R {
+    let v = c.iam.policy_version(&caller(c, req)?, id(p), p.req("n"))?;
+    Ok(data(200, PolicyVersionView::from(&v), None))
+}
+
+/// The optional body of a restore: the version the policy is expected to have now.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    #[serde(default)]
+    version: Option<i64>,
+}
+
+fn restore_policy_version(c: &IamCtx, req: &Request, p: &Params) -> R {
+    let who = caller(c, req)?;
+    let expected = if req.body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        body::<RestoreBody>(req)?.version
+    };
+    let expected = crate::iam::service::version_of(expected, if_match(req)?)?;
+    let rec = c
+        .iam
+        .restore_policy_version(&who, id(p), p.req("n"), expected)?;
+    Ok(data(200, policy_view(c, &rec)?, Some(rec.version)))
 }
 
 fn bulk_delete_policies(c: &IamCtx, req: &Request, _: &Params) -> R {
@@ -664,6 +717,14 @@ pub fn router() -> Router<IamCtx> {
     r.route("GET", "/api/v1/policies/{id}", get_policy);
     r.route("PUT", "/api/v1/policies/{id}", replace_policy);
     r.route("DELETE", "/api/v1/policies/{id}", delete_policy);
+    r.route("GET", "/api/v1/policies/{id}/versions", policy_versions);
+    r.route("GET", "/api/v1/policies/{id}/versions/{n}", policy_version);
+    r.route(
+        "POST",
+        "/api/v1/policies/{id}/versions/{n}/restore",
+        restore_policy_version,
+    );
+    r.route("GET", "/api/v1/audit", list_audit);
 
     r.route("POST", "/api/v1/users", create_user);
     r.route("GET", "/api/v1/users", list_users);

@@ -204,6 +204,11 @@ impl<C> Router<C> {
                 params,
                 ..
             } => {
+                // The writes the handler makes are audited as this request's.
+                let _who = crate::storage::audit::scope(
+                    &req.request_id,
+                    req.remote.map(|r| r.to_string()),
+                );
                 let resp = handler(ctx, req, &params).unwrap_or_else(ApiError::into_response);
                 (resp, pattern)
             }

@@ -39,6 +39,9 @@ pub struct Iam {
     pub notices: std::sync::OnceLock<super::notices::Outbox>,
     /// The NATS subscriptions and the lifecycle events handled (`/metrics`).
     pub nats: super::events::NatsState,
+    /// Audit rows pruned, and pruning passes completed (`/metrics`).
+    pub audit_pruned: std::sync::atomic::AtomicU64,
+    pub audit_prune_passes: std::sync::atomic::AtomicU64,
 }
 
 /// The built-in base policies: a realm's `tenant-admin` role may do anything in IAM in its
@@ -430,6 +433,8 @@ impl Iam {
             realm_users: std::sync::OnceLock::new(),
             notices: std::sync::OnceLock::new(),
             nats: super::events::NatsState::default(),
+            audit_pruned: Default::default(),
+            audit_prune_passes: Default::default(),
         })
     }
 
@@ -1185,10 +1190,7 @@ pub(crate) fn sort_order(v: Option<&str>) -> Result<crate::storage::SortOrder, I
 }
 
 /// The version a write expects: the body's `version` and `If-Match` must agree when both given.
-pub(crate) fn version_of(
-    body: Option<i64>,
-    if_match: Option<i64>,
-) -> Result<Option<i64>, IamError> {
+pub fn version_of(body: Option<i64>, if_match: Option<i64>) -> Result<Option<i64>, IamError> {
     match (body, if_match) {
         (Some(a), Some(b)) if a != b => Err(IamError::invalid(format!(
             "`version` {a} and If-Match {b} disagree"

@@ -2,8 +2,83 @@
 //! policy attachments, resources, pools and their members, and the per-tenant snapshot the
 //! decision index is built from. Every write bumps the tenant revision in its transaction.
 
+use super::audit::{Change, Fields, changed, set};
 use super::policies::PolicyRecord;
 use super::{Database, Page, Row, SortOrder, StorageError, Tx, Val, bump_revision, lock_row};
+use serde_json::json;
+
+fn o(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+impl UserRecord {
+    /// The audited fields (the password is compared, never shown).
+    pub fn audit_fields(&self) -> Fields {
+        vec![
+            ("username", self.username.clone()),
+            ("path", self.path.clone()),
+            ("email", o(&self.email)),
+            ("firstName", o(&self.first_name)),
+            ("lastName", o(&self.last_name)),
+            ("enabled", self.enabled.to_string()),
+            ("authID", o(&self.auth_id)),
+            ("password", o(&self.password_hash)),
+            ("metadata", self.metadata.clone()),
+            ("requiredActions", self.required_actions.clone()),
+            ("poolIDs", self.pools.join(",")),
+        ]
+    }
+}
+
+impl GroupRecord {
+    pub fn audit_fields(&self) -> Fields {
+        vec![
+            ("name", self.name.clone()),
+            ("displayName", o(&self.display_name)),
+            ("parentID", o(&self.parent_krn)),
+            ("path", self.path.clone()),
+            ("metadata", self.metadata.clone()),
+            ("poolIDs", self.pools.join(",")),
+        ]
+    }
+}
+
+impl ResourceRecord {
+    pub fn audit_fields(&self) -> Fields {
+        vec![
+            ("service", self.service.clone()),
+            ("resourceType", self.resource_type.clone()),
+            ("name", self.name.clone()),
+            ("path", self.path.clone()),
+            ("displayName", o(&self.display_name)),
+            ("description", o(&self.description)),
+            ("enabled", self.enabled.to_string()),
+            ("metadata", self.metadata.clone()),
+            ("poolIDs", self.pools.join(",")),
+        ]
+    }
+}
+
+impl PoolRecord {
+    pub fn audit_fields(&self) -> Fields {
+        vec![
+            ("name", self.name.clone()),
+            ("displayName", o(&self.display_name)),
+            ("description", o(&self.description)),
+        ]
+    }
+}
+
+/// The version of an entity about to be deleted (`NotFound` when there is none).
+fn version_tx(tx: &mut dyn Tx, table: &str, tenant: &str, krn: &str) -> Result<i64, StorageError> {
+    one(
+        tx.query(
+            &format!("SELECT version FROM {table} WHERE tenant = $1 AND krn = $2"),
+            &[Val::from(tenant), Val::from(krn)],
+        )?,
+        |r| r.i64(0),
+    )
+}
 
 // ---------------------------------------------------------------- records and filters
 
@@ -698,7 +773,14 @@ impl UserStore for Database {
             attach_tx(tx, &u.tenant, &u.krn, policies)?;
             set_principal_pools_tx(tx, &u.tenant, &u.krn, &u.pools)?;
             bump_revision(tx, &u.tenant)?;
-            get_user_tx(tx, &u.tenant, &u.krn)
+            let out = get_user_tx(tx, &u.tenant, &u.krn)?;
+            tx.record(
+                Change::new(&u.tenant, "iam:user:create", &u.krn)
+                    .versions(None, Some(out.version))
+                    .fields(set(&out.audit_fields()))
+                    .detail(json!({ "groupIDs": groups, "policyIDs": policies })),
+            );
+            Ok(out)
         })
     }
 
@@ -783,6 +865,7 @@ impl UserStore for Database {
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
+            let before = cur.audit_fields();
             if let Some(v) = &p.email {
                 cur.email.clone_from(v);
             }
@@ -829,14 +912,21 @@ impl UserStore for Database {
                 set_principal_pools_tx(tx, tenant, krn, pools)?;
             }
             bump_revision(tx, tenant)?;
-            get_user_tx(tx, tenant, krn)
+            let out = get_user_tx(tx, tenant, krn)?;
+            tx.record(
+                Change::new(tenant, "iam:user:update", krn)
+                    .versions(Some(cur.version), Some(out.version))
+                    .fields(changed(&before, &out.audit_fields())),
+            );
+            Ok(out)
         })
     }
 
     fn delete_users(&self, tenant: &str, krns: &[String]) -> Result<(), StorageError> {
         self.tx(|tx| {
             for k in krns {
-                require(tx, "users", tenant, k)?;
+                let v = version_tx(tx, "users", tenant, k)?;
+                tx.record(Change::new(tenant, "iam:user:delete", k).versions(Some(v), None));
                 tx.execute(
                     "DELETE FROM policy_attachments WHERE tenant = $1 AND target_krn = $2",
                     &[Val::from(tenant), Val::from(k)],
@@ -927,7 +1017,13 @@ impl GroupStore for Database {
             )?;
             set_principal_pools_tx(tx, &g.tenant, &g.krn, &g.pools)?;
             bump_revision(tx, &g.tenant)?;
-            get_group_tx(tx, &g.tenant, &g.krn)
+            let out = get_group_tx(tx, &g.tenant, &g.krn)?;
+            tx.record(
+                Change::new(&g.tenant, "iam:group:create", &g.krn)
+                    .versions(None, Some(out.version))
+                    .fields(set(&out.audit_fields())),
+            );
+            Ok(out)
         })
     }
 
@@ -993,6 +1089,7 @@ impl GroupStore for Database {
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
+            let (before, version) = (cur.audit_fields(), cur.version);
             let n = tx.execute(
                 "UPDATE user_groups SET display_name = $1, metadata = $2, version = version + 1, \
                  updated_ms = $3 WHERE tenant = $4 AND krn = $5 AND version = $6",
@@ -1012,14 +1109,21 @@ impl GroupStore for Database {
                 set_principal_pools_tx(tx, tenant, krn, pools)?;
             }
             bump_revision(tx, tenant)?;
-            get_group_tx(tx, tenant, krn)
+            let out = get_group_tx(tx, tenant, krn)?;
+            tx.record(
+                Change::new(tenant, "iam:group:update", krn)
+                    .versions(Some(version), Some(out.version))
+                    .fields(changed(&before, &out.audit_fields())),
+            );
+            Ok(out)
         })
     }
 
     fn delete_groups(&self, tenant: &str, krns: &[String]) -> Result<(), StorageError> {
         self.tx(|tx| {
             for k in krns {
-                require(tx, "user_groups", tenant, k)?;
+                let v = version_tx(tx, "user_groups", tenant, k)?;
+                tx.record(Change::new(tenant, "iam:group:delete", k).versions(Some(v), None));
             }
             for k in krns {
                 let children = count(
@@ -1060,6 +1164,11 @@ impl GroupStore for Database {
             require_users(tx, tenant, users)?;
             add_members_tx(tx, tenant, group, users)?;
             bump_revision(tx, tenant)?;
+            tx.record(
+                Change::new(tenant, "iam:group:user:add", group)
+                    .fields(vec!["members".into()])
+                    .detail(json!({ "userIDs": users })),
+            );
             Ok(())
         })
     }
@@ -1080,6 +1189,11 @@ impl GroupStore for Database {
                 )?;
             }
             bump_revision(tx, tenant)?;
+            tx.record(
+                Change::new(tenant, "iam:group:user:remove", group)
+                    .fields(vec!["members".into()])
+                    .detail(json!({ "userIDs": users })),
+            );
             Ok(())
         })
     }
@@ -1092,6 +1206,11 @@ impl GroupStore for Database {
                 add_members_tx(tx, tenant, g, &[user.to_string()])?;
             }
             bump_revision(tx, tenant)?;
+            tx.record(
+                Change::new(tenant, "iam:group:user:add", user)
+                    .fields(vec!["groups".into()])
+                    .detail(json!({ "groupIDs": groups })),
+            );
             Ok(())
         })
     }
@@ -1138,14 +1257,17 @@ impl GroupStore for Database {
 // ---------------------------------------------------------------- attachments
 
 /// A policy attachment's target (a user, group or pool) must exist: `NotFound` otherwise.
-fn require_target(tx: &mut dyn Tx, tenant: &str, target: &str) -> Result<(), StorageError> {
-    // `krn:iam:<tenant>::<type>/...`
-    let kind = target
+/// `user`, `group` or `pool` of `krn:iam:<tenant>::<type>/...`.
+fn kind_of(target: &str) -> &str {
+    target
         .split("::")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
-        .unwrap_or("");
-    let table = match kind {
+        .unwrap_or("")
+}
+
+fn require_target(tx: &mut dyn Tx, tenant: &str, target: &str) -> Result<(), StorageError> {
+    let table = match kind_of(target) {
         "user" => "users",
         "group" => "user_groups",
         "pool" => "pools",
@@ -1160,6 +1282,15 @@ impl AttachmentStore for Database {
             require_target(tx, tenant, target)?;
             attach_tx(tx, tenant, target, policies)?;
             bump_revision(tx, tenant)?;
+            tx.record(
+                Change::new(
+                    tenant,
+                    &format!("iam:policy:{}:attach", kind_of(target)),
+                    target,
+                )
+                .fields(vec!["policies".into()])
+                .detail(json!({ "policyIDs": policies })),
+            );
             Ok(())
         })
     }
@@ -1175,6 +1306,11 @@ impl AttachmentStore for Database {
                 )?;
             }
             bump_revision(tx, tenant)?;
+            tx.record(
+                Change::new(tenant, &format!("iam:policy:{}:detach", kind_of(target)), target)
+                    .fields(vec!["policies".into()])
+                    .detail(json!({ "policyIDs": policies })),
+            );
             Ok(())
         })
     }
@@ -1308,7 +1444,14 @@ impl ResourceStore for Database {
                 add_pool_members_tx(tx, &r.tenant, pool, std::slice::from_ref(&r.krn))?;
             }
             bump_revision(tx, &r.tenant)?;
-            get_resource_tx(tx, &r.tenant, &r.krn)
+            let out = get_resource_tx(tx, &r.tenant, &r.krn)?;
+            tx.record(
+                Change::new(&r.tenant, "iam:resource:create", &r.krn)
+                    .versions(None, Some(out.version))
+                    .fields(set(&out.audit_fields()))
+                    .detail(json!({ "policy": policy.map(|p| p.krn.clone()) })),
+            );
+            Ok(out)
         })
     }
 
@@ -1374,6 +1517,7 @@ impl ResourceStore for Database {
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
+            let before = cur.audit_fields();
             if let Some(v) = &p.display_name {
                 cur.display_name.clone_from(v);
             }
@@ -1415,14 +1559,21 @@ impl ResourceStore for Database {
                 }
             }
             bump_revision(tx, tenant)?;
-            get_resource_tx(tx, tenant, krn)
+            let out = get_resource_tx(tx, tenant, krn)?;
+            tx.record(
+                Change::new(tenant, "iam:resource:update", krn)
+                    .versions(Some(cur.version), Some(out.version))
+                    .fields(changed(&before, &out.audit_fields())),
+            );
+            Ok(out)
         })
     }
 
     fn delete_resources(&self, tenant: &str, krns: &[String]) -> Result<(), StorageError> {
         self.tx(|tx| {
             for k in krns {
-                require(tx, "resources", tenant, k)?;
+                let v = version_tx(tx, "resources", tenant, k)?;
+                tx.record(Change::new(tenant, "iam:resource:delete", k).versions(Some(v), None));
                 tx.execute(
                     "DELETE FROM policies WHERE tenant = $1 AND resource_krn = $2",
                     &[Val::from(tenant), Val::from(k)],
@@ -1525,7 +1676,14 @@ impl PoolStore for Database {
             )?;
             add_pool_members_tx(tx, &p.tenant, &p.krn, resources)?;
             bump_revision(tx, &p.tenant)?;
-            get_pool_tx(tx, &p.tenant, &p.krn)
+            let out = get_pool_tx(tx, &p.tenant, &p.krn)?;
+            tx.record(
+                Change::new(&p.tenant, "iam:pool:create", &p.krn)
+                    .versions(None, Some(out.version))
+                    .fields(set(&out.audit_fields()))
+                    .detail(json!({ "resourceIDs": resources })),
+            );
+            Ok(out)
         })
     }
 
@@ -1572,6 +1730,7 @@ impl PoolStore for Database {
             if expected_version.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
+            let (before, version) = (cur.audit_fields(), cur.version);
             tx.execute(
                 "UPDATE pools SET display_name = $1, description = $2, version = version + 1, \
                  updated_ms = $3 WHERE tenant = $4 AND krn = $5",
@@ -1584,13 +1743,20 @@ impl PoolStore for Database {
                 ],
             )?;
             bump_revision(tx, tenant)?;
-            get_pool_tx(tx, tenant, krn)
+            let out = get_pool_tx(tx, tenant, krn)?;
+            tx.record(
+                Change::new(tenant, "iam:pool:update", krn)
+                    .versions(Some(version), Some(out.version))
+                    .fields(changed(&before, &out.audit_fields())),
+            );
+            Ok(out)
         })
     }
 
     fn delete_pool(&self, tenant: &str, krn: &str) -> Result<(), StorageError> {
         self.tx(|tx| {
-            require(tx, "pools", tenant, krn)?;
+            let v = version_tx(tx, "pools", tenant, krn)?;
+            tx.record(Change::new(tenant, "iam:pool:delete", krn).versions(Some(v), None));
             for sql in [
                 "DELETE FROM policy_attachments WHERE tenant = $1 AND target_krn = $2",
                 "DELETE FROM pool_members WHERE tenant = $1 AND pool_krn = $2",
@@ -1613,6 +1779,11 @@ impl PoolStore for Database {
             require(tx, "pools", tenant, pool_krn)?;
             add_pool_members_tx(tx, tenant, pool_krn, resources)?;
             bump_revision(tx, tenant)?;
+            tx.record(
+                Change::new(tenant, "iam:pool:resource:add", pool_krn)
+                    .fields(vec!["resources".into()])
+                    .detail(json!({ "resourceIDs": resources })),
+            );
             Ok(())
         })
     }
@@ -1633,6 +1804,11 @@ impl PoolStore for Database {
                 )?;
             }
             bump_revision(tx, tenant)?;
+            tx.record(
+                Change::new(tenant, "iam:pool:resource:remove", pool_krn)
+                    .fields(vec!["resources".into()])
+                    .detail(json!({ "resourceIDs": resources })),
+            );
             Ok(())
         })
     }
@@ -1863,6 +2039,7 @@ impl SnapshotStore for Database {
                 "group_members",
                 "policy_attachments",
                 "policies",
+                "policy_versions",
                 "resources",
                 "users",
             ] {
@@ -1891,6 +2068,13 @@ impl SnapshotStore for Database {
                 }
             }
             bump_revision(tx, tenant)?;
+            // The trail of the tenant stays (until its retention): it says when and why the
+            // tenant's entities went.
+            tx.record(Change::new(
+                tenant,
+                "iam:tenant:purge",
+                &format!("krn:iam:{tenant}::tenant/{tenant}"),
+            ));
             Ok(())
         })
     }

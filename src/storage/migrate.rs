@@ -35,6 +35,7 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 5, "0005_subscription_phases"),
     migration!("sqlite", 6, "0006_pool_principals"),
     migration!("sqlite", 7, "0007_tenant_admin_and_moves"),
+    migration!("sqlite", 8, "0008_audit"),
 ];
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001_policies"),
@@ -44,6 +45,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 5, "0005_subscription_phases"),
     migration!("postgres", 6, "0006_pool_principals"),
     migration!("postgres", 7, "0007_tenant_admin_and_moves"),
+    migration!("postgres", 8, "0008_audit"),
 ];
 
 /// The advisory lock key that makes replicas starting together migrate one at a time.

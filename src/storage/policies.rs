@@ -1,5 +1,6 @@
 //! The policy capability, written once for both backends.
 
+use super::audit::{Change, Fields, changed, keep_policy_version, set};
 use super::{
     Database, Page, PolicyStore, SortOrder, StorageError, Tx, Val, bump_revision, lock_row,
 };
@@ -19,6 +20,28 @@ pub struct PolicyRecord {
     pub updated_ms: i64,
     /// For resource-based policies: the resource it is bound to.
     pub resource_krn: Option<String>,
+}
+
+impl PolicyRecord {
+    /// The audited fields.
+    pub fn audit_fields(&self) -> Fields {
+        vec![
+            ("name", self.name.clone()),
+            ("type", self.kind.clone()),
+            ("description", self.description.clone().unwrap_or_default()),
+            ("statements", self.statements.clone()),
+            ("resourceID", self.resource_krn.clone().unwrap_or_default()),
+        ]
+    }
+
+    /// The action a write of this policy is audited as.
+    fn audit_action(&self, verb: &str) -> String {
+        if self.kind == "resource" {
+            "iam:resource:policy:update".to_string()
+        } else {
+            format!("iam:policy:{verb}")
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +133,30 @@ pub(crate) fn insert_tx(tx: &mut dyn Tx, p: &NewPolicy) -> Result<(), StorageErr
             Val::from(p.resource_krn.clone()),
         ],
     )?;
+    // A policy made again under the name of a deleted one starts a history of its own.
+    tx.execute(
+        "DELETE FROM policy_versions WHERE tenant = $1 AND krn = $2",
+        &[Val::from(&p.tenant), Val::from(&p.krn)],
+    )?;
+    keep_policy_version(tx, &new_record(p))?;
     Ok(())
+}
+
+/// The row `insert_tx` writes.
+fn new_record(p: &NewPolicy) -> PolicyRecord {
+    PolicyRecord {
+        tenant: p.tenant.clone(),
+        krn: p.krn.clone(),
+        name: p.name.clone(),
+        kind: p.kind.clone(),
+        description: p.description.clone(),
+        statements: p.statements.clone(),
+        origin: p.origin.clone(),
+        version: 1,
+        created_ms: p.now_ms,
+        updated_ms: p.now_ms,
+        resource_krn: p.resource_krn.clone(),
+    }
 }
 
 /// Make `pools` (each must exist: `NotFound` otherwise) the pools `policy` is attached to; its
@@ -143,6 +189,20 @@ pub(crate) fn set_policy_pools_tx(
     Ok(())
 }
 
+/// Delete one policy (`NotFound` when absent), audited.
+fn delete_tx(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<(), StorageError> {
+    let current = get(tx, tenant, krn)?;
+    tx.execute(
+        "DELETE FROM policies WHERE tenant = $1 AND krn = $2",
+        &[Val::from(tenant), Val::from(krn)],
+    )?;
+    tx.record(
+        Change::new(tenant, &current.audit_action("delete"), krn)
+            .versions(Some(current.version), None),
+    );
+    Ok(())
+}
+
 /// `LIKE` pattern for a literal substring (escape `\`, `%`, `_`).
 pub fn like_contains(s: &str) -> String {
     let mut out = String::from("%");
@@ -167,19 +227,14 @@ impl PolicyStore for Database {
             }
             bump_revision(tx, &p.tenant)?;
             // The row as just inserted (no read back: one round trip less).
-            Ok(PolicyRecord {
-                tenant: p.tenant.clone(),
-                krn: p.krn.clone(),
-                name: p.name.clone(),
-                kind: p.kind.clone(),
-                description: p.description.clone(),
-                statements: p.statements.clone(),
-                origin: p.origin.clone(),
-                version: 1,
-                created_ms: p.now_ms,
-                updated_ms: p.now_ms,
-                resource_krn: p.resource_krn.clone(),
-            })
+            let out = new_record(p);
+            tx.record(
+                Change::new(&p.tenant, &out.audit_action("create"), &p.krn)
+                    .versions(None, Some(1))
+                    .fields(set(&out.audit_fields()))
+                    .detail(serde_json::json!({ "poolIDs": p.pools })),
+            );
+            Ok(out)
         })
     }
 
@@ -281,13 +336,29 @@ impl PolicyStore for Database {
                 set_policy_pools_tx(tx, tenant, krn, pools)?;
             }
             bump_revision(tx, tenant)?;
-            Ok(PolicyRecord {
+            let before = current.audit_fields();
+            let out = PolicyRecord {
                 description: description.map(str::to_string),
                 statements: statements.to_string(),
                 version: current.version + 1,
                 updated_ms: now_ms,
                 ..current
-            })
+            };
+            let mut fields = changed(&before, &out.audit_fields());
+            if pools.is_some() {
+                fields.push("poolIDs".into());
+            }
+            tx.record(
+                Change::new(tenant, &out.audit_action("update"), krn)
+                    .versions(Some(out.version - 1), Some(out.version))
+                    .fields(fields)
+                    .detail(match &pools {
+                        Some(p) => serde_json::json!({ "poolIDs": p }),
+                        None => serde_json::json!({}),
+                    }),
+            );
+            keep_policy_version(tx, &out)?;
+            Ok(out)
         })
     }
 
@@ -295,13 +366,7 @@ impl PolicyStore for Database {
         let (tenant, krn) = (tenant.to_string(), krn.to_string());
         self.tx_grouped(move |tx| {
             let (tenant, krn) = (tenant.as_str(), krn.as_str());
-            let n = tx.execute(
-                "DELETE FROM policies WHERE tenant = $1 AND krn = $2",
-                &[Val::from(tenant), Val::from(krn)],
-            )?;
-            if n == 0 {
-                return Err(StorageError::NotFound);
-            }
+            delete_tx(tx, tenant, krn)?;
             bump_revision(tx, tenant)?;
             Ok(())
         })
@@ -312,13 +377,7 @@ impl PolicyStore for Database {
         self.tx_grouped(move |tx| {
             let tenant = tenant.as_str();
             for krn in &krns {
-                let n = tx.execute(
-                    "DELETE FROM policies WHERE tenant = $1 AND krn = $2",
-                    &[Val::from(tenant), Val::from(krn)],
-                )?;
-                if n == 0 {
-                    return Err(StorageError::NotFound);
-                }
+                delete_tx(tx, tenant, krn)?;
             }
             bump_revision(tx, tenant)?;
             Ok(())
