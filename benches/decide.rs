@@ -665,6 +665,7 @@ struct Q {
 impl Q {
     fn query(&self) -> Query<'_> {
         Query {
+            env: &kaa::policy::NoEnv,
             principals: &self.principals,
             action: &self.action,
             resource: &self.resource,

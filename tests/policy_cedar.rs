@@ -488,6 +488,7 @@ fn check_case(policies: &[GenPolicy], requests: &[GenRequest]) -> Result<(), Tes
         let resource = parse_krn(r.resource);
         let pools: Vec<Krn> = r.pools.iter().map(|k| parse_krn(k)).collect();
         let q = Query {
+            env: &kaa::policy::NoEnv,
             principals: &principals,
             action: &action,
             resource: &resource,

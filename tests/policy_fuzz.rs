@@ -345,6 +345,7 @@ fn fuzz_document(v: &Value) -> Result<(), TestCaseError> {
         let action = Action::parse("iam:user:read").unwrap();
         let resource = Krn::parse("krn:iam:kaa::user/bob").unwrap();
         let _ = ix.decide(&Query {
+            env: &kaa::policy::NoEnv,
             principals: &principals,
             action: &action,
             resource: &resource,

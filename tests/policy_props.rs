@@ -41,6 +41,7 @@ struct OwnedQuery {
 impl OwnedQuery {
     fn q(&self) -> Query<'_> {
         Query {
+            env: &kaa::policy::NoEnv,
             principals: &self.principals,
             action: &self.action,
             resource: &self.resource,
@@ -55,10 +56,7 @@ fn model_decide<'a>(
     q: &OwnedQuery,
 ) -> Decision {
     if q.action.as_str().ends_with('*') || q.resource.as_str().ends_with('*') {
-        return Decision {
-            outcome: Outcome::ImplicitDeny,
-            reasons: vec![],
-        };
+        return Decision::implicit_deny();
     }
     let mut deny = Vec::new();
     let mut allow = Vec::new();
@@ -106,7 +104,11 @@ fn model_decide<'a>(
     };
     reasons.sort();
     reasons.dedup();
-    Decision { outcome, reasons }
+    Decision {
+        outcome,
+        reasons,
+        checks: vec![],
+    }
 }
 
 // ----- generators -----
@@ -225,6 +227,8 @@ fn identity_statement() -> impl Strategy<Value = Statement> {
                 resources,
                 principals,
                 description: None,
+                templates: vec![],
+                conditions: Default::default(),
             })
     })
 }
@@ -289,6 +293,8 @@ fn stored_policy() -> impl Strategy<Value = StoredPolicy> {
                             resources: if named { vec![bound.clone()] } else { vec![] },
                             principals,
                             description: None,
+                            templates: vec![],
+                            conditions: Default::default(),
                         })
                         .collect(),
                 },
@@ -439,7 +445,7 @@ proptest! {
         for (ai, action) in actions.iter().enumerate() {
             prop_assert_eq!(m[ai].len(), resources.len());
             for (ri, (r, pools)) in resources.iter().enumerate() {
-                let q = Query { principals: &principals, action, resource: r, resource_pools: pools };
+                let q = Query { env: &kaa::policy::NoEnv, principals: &principals, action, resource: r, resource_pools: pools };
                 prop_assert_eq!(&m[ai][ri], &ix.decide(&q));
             }
             let allowed: Vec<usize> = (0..resources.len()).filter(|&ri| m[ai][ri].is_allowed()).collect();
@@ -672,13 +678,12 @@ fn pinned_cases_from_earlier_failures() {
             name: "n".into(),
             kind: PolicyKind::Identity,
             description: None,
-            statements: vec![Statement {
-                effect: Effect::Allow,
-                actions: actions.iter().map(|a| Action::parse(a).unwrap()).collect(),
-                resources: vec![k(resource)],
-                principals: vec![],
-                description: None,
-            }],
+            statements: vec![Statement::new(
+                Effect::Allow,
+                actions.iter().map(|a| Action::parse(a).unwrap()).collect(),
+                vec![k(resource)],
+                vec![],
+            )],
         },
         attached_principals: vec![k("krn:iam:t2::user/bob")],
         attached_pools: vec![k("krn:iam:t1::pool/*")],

@@ -77,6 +77,7 @@ struct ParsedRequest {
 impl ParsedRequest {
     fn query(&self) -> Query<'_> {
         Query {
+            env: &kaa::policy::NoEnv,
             principals: &self.principals,
             action: &self.action,
             resource: &self.resource,
