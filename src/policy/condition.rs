@@ -292,6 +292,8 @@ fn short(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Part {
     Text(String),
+    /// `${$}`, `${*}`, `${?}`: the character itself, never a wildcard.
+    Escaped(char),
     Var(Key),
 }
 
@@ -308,7 +310,12 @@ pub(crate) fn parse_template(s: &str) -> Result<Vec<Part>, String> {
         };
         let name = &after[..end];
         match name {
-            "$" | "*" | "?" => text.push_str(name),
+            "$" | "*" | "?" => {
+                if !text.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                }
+                parts.push(Part::Escaped(name.chars().next().unwrap_or('$')));
+            }
             _ => {
                 let key = Key::parse(name).map_err(|e| format!("variable `${{{name}}}`: {e}"))?;
                 if matches!(key, Key::Groups) {
@@ -424,19 +431,40 @@ impl<'a> Facts<'a> {
     }
 
     /// `parts` with every variable replaced; `Err(key)` names the first one without a value.
-    pub(crate) fn substitute(&self, parts: &[Part]) -> Result<String, String> {
-        let mut out = String::new();
-        for p in parts {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Var(k) => match self.variable(k) {
-                    Some(v) => out.push_str(&v),
-                    None => return Err(k.name().into_owned()),
-                },
-            }
-        }
-        Ok(out)
+    /// For a `StringLike` pattern (`like`), escaped characters and variable values are matched
+    /// literally.
+    pub(crate) fn substitute(&self, parts: &[Part], like: bool) -> Result<String, String> {
+        render(parts, like, |k| {
+            self.variable(k).ok_or_else(|| k.name().into_owned())
+        })
     }
+}
+
+/// The text of `parts`, variables given by `var`. With `like`, the result is a `StringLike`
+/// pattern in which `\` escapes: `*` and `?` of text stay wildcards, escaped characters and
+/// variable values match themselves.
+fn render(
+    parts: &[Part],
+    like: bool,
+    mut var: impl FnMut(&Key) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let literal = |out: &mut String, s: &str, wild: bool| {
+        for c in s.chars() {
+            if like && (c == '\\' || (!wild && (c == '*' || c == '?'))) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    };
+    for p in parts {
+        match p {
+            Part::Text(t) => literal(&mut out, t, true),
+            Part::Escaped(c) => literal(&mut out, &c.to_string(), false),
+            Part::Var(k) => literal(&mut out, &var(k)?, false),
+        }
+    }
+    Ok(out)
 }
 
 fn scalar_text(v: &Value) -> Option<String> {
@@ -556,17 +584,27 @@ impl IpNet {
 
 /// `*` matches any run of characters, `?` one character; everything else itself.
 pub(crate) fn like(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
+    // Tokens: `None` for `*`, `Some(None)` for `?`, `Some(Some(c))` for a literal character.
+    let mut p: Vec<Option<Option<char>>> = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        p.push(match c {
+            '*' => None,
+            '?' => Some(None),
+            '\\' => Some(Some(chars.next().unwrap_or('\\'))),
+            c => Some(Some(c)),
+        });
+    }
     let t: Vec<char> = s.chars().collect();
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
+            Some(None) => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(c) if *c == '?' || *c == t[ti] => {
+            Some(Some(c)) if c.is_none_or(|c| c == t[ti]) => {
                 pi += 1;
                 ti += 1;
             }
@@ -580,7 +618,7 @@ pub(crate) fn like(pattern: &str, s: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(Option::is_none)
 }
 
 /// The comparison of an operator, before negation.
@@ -862,21 +900,20 @@ fn expected(test: Test, v: &Value) -> Result<Expected, String> {
             short(&text)
         ));
     }
+    let like = test == Test::StringLike;
     if test != Test::Null && text.contains("${") {
         let parts = parse_template(&text)?;
         if parts.iter().any(|p| matches!(p, Part::Var(_))) {
             return Ok(Expected::Template(parts));
         }
-        // Only escapes: the literal text.
-        let literal: String = parts
-            .into_iter()
-            .map(|p| match p {
-                Part::Text(t) => t,
-                Part::Var(_) => String::new(),
-            })
-            .collect();
+        // Only escapes: the literal text (a pattern for `StringLike`).
+        let literal = render(&parts, like, |_| Ok(String::new()))?;
         return convert(test, &Value::String(literal.clone()))
-            .ok_or_else(|| bad_value(test, &literal));
+            .ok_or_else(|| bad_value(test, &text));
+    }
+    if like {
+        let pattern = render(&[Part::Text(text.clone())], true, |_| Ok(String::new()))?;
+        return Ok(Expected::Text(pattern));
     }
     convert(test, v).ok_or_else(|| bad_value(test, &text))
 }
@@ -944,7 +981,9 @@ impl Condition {
         let mut failure: Option<String> = None;
         for v in &self.values {
             match v {
-                Expected::Template(parts) => match facts.substitute(parts) {
+                Expected::Template(parts) => match facts
+                    .substitute(parts, self.test == Test::StringLike)
+                {
                     Ok(s) => match convert(self.test, &Value::String(s.clone())) {
                         Some(x) => expected.push(Cow::Owned(x)),
                         None => {
@@ -1110,6 +1149,7 @@ impl ResourceTemplate {
             .iter()
             .map(|p| match p {
                 Part::Text(t) => t.clone(),
+                Part::Escaped(c) => c.to_string(),
                 Part::Var(Key::Principal) => "krn:iam:sample::user/sample".to_owned(),
                 Part::Var(_) => "sample".to_owned(),
             })
@@ -1154,6 +1194,7 @@ impl ResourceTemplate {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
+                Part::Escaped(c) => out.push(*c),
                 Part::Var(k) => match facts.variable(k) {
                     Some(v) if v.contains('*') => {
                         return Err(format!("variable `${{{}}}` holds a `*`", k.name()));
@@ -1278,6 +1319,9 @@ mod tests {
         assert!(like("?é?", "xéy"));
         assert!(!like("abc", "abcd"));
         assert!(like("**a", "a"));
+        assert!(like("a\\*b", "a*b"));
+        assert!(!like("a\\*b", "axb"));
+        assert!(like("a\\\\b", "a\\b"));
     }
 
     #[test]

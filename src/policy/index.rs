@@ -276,6 +276,13 @@ impl Hits<'_> {
         };
         list.sort_unstable();
         list.dedup();
+        // A statement that applied through another of its keys is not shown as skipped.
+        checks.retain(|c| {
+            c.applied
+                || list
+                    .binary_search(&(c.policy_id.as_str(), c.statement))
+                    .is_err()
+        });
         Decision {
             checks,
             outcome,
@@ -1096,7 +1103,12 @@ impl PolicyIndex {
         let Some(x) = self.extras.get(&sid) else {
             return true;
         };
-        let literal = r & 1 == 1 || x.var_keys.binary_search(&(r >> 1)).is_err();
+        let literal = r & 1 == 1
+            || x.var_keys.binary_search(&(r >> 1)).is_err()
+            || x.statement
+                .resources
+                .iter()
+                .any(|k| facts.resource.matches(k));
         conditional(&x.statement, literal, facts, sink, policy, x.index)
     }
 
@@ -1226,6 +1238,10 @@ pub(crate) fn conditional<'a, S: Sink<'a>>(
     policy: &str,
     index: usize,
 ) -> bool {
+    if literal && st.conditions.is_empty() {
+        // Matched by a resource without variables, and nothing else to check.
+        return true;
+    }
     if !sink.tracing() {
         return (literal || st.templates.iter().any(|t| t.matches(facts)))
             && st.conditions.hold(facts);
