@@ -1058,7 +1058,7 @@ fn model_conditions(
                     return false;
                 };
                 let m = match base {
-                    "StringEquals" | "StringNotEquals" => expected.iter().any(|e| *e == at),
+                    "StringEquals" | "StringNotEquals" => expected.contains(&at),
                     "StringLike" | "StringNotLike" => expected.iter().any(|e| model_like(&at, e)),
                     "NumericLessThan" | "NumericGreaterThanEquals" | "NumericNotEquals" => {
                         let Some(x) = num(&at) else { return false };
