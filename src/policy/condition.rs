@@ -507,16 +507,15 @@ fn secs_to_ms(x: f64) -> Option<i64> {
 /// The `+hh:mm` / `-hh:mm` offset at the end of an RFC 3339 text, in minutes (0 for `Z`).
 fn utc_offset_minutes(s: &str) -> i64 {
     let b = s.as_bytes();
-    if b.len() < 6 {
+    let Some(tail) = s.get(s.len().saturating_sub(6)..).filter(|t| t.len() == 6) else {
         return 0;
-    }
-    let tail = &s[s.len() - 6..];
+    };
     let tb = tail.as_bytes();
     if !matches!(tb[0], b'+' | b'-') || tb[3] != b':' || b.len() <= 19 {
         return 0;
     }
-    let h: i64 = tail[1..3].parse().unwrap_or(0);
-    let m: i64 = tail[4..6].parse().unwrap_or(0);
+    let h: i64 = tail.get(1..3).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let m: i64 = tail.get(4..6).and_then(|x| x.parse().ok()).unwrap_or(0);
     let off = h * 60 + m;
     if tb[0] == b'-' { -off } else { off }
 }
