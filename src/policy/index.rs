@@ -13,6 +13,11 @@
 //! statements test the principal on lookup. A statement costs one 20-byte entry, its ids in one
 //! per-policy block, and one posting per (principal key, resource key); strings are shared by all
 //! statements that name them.
+//!
+//! Statements with conditions or resource variables are posted like the others (a variable
+//! resource under the wildcard pattern of its text before the first `${`) and flagged; only when
+//! the index finds a flagged statement does it read its conditions from `extras` and evaluate them
+//! against the query's environment.
 
 mod intern;
 mod scan;
