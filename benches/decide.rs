@@ -9,7 +9,14 @@
 //!   `PolicyIndex::allowed_resources`, `PolicyIndex::decide_matrix`,
 //!   `PolicyIndex::decide_matrix_outcomes` (no reasons), 100 `Engine::decide` calls,
 //!   and 100 Cedar calls (Cedar skipped at 100k: one decision takes tens of milliseconds);
-//! * `index_build`: upserting every policy into an empty `PolicyIndex` (throughput = statements/s).
+//! * `index_build`: upserting every policy into an empty `PolicyIndex` (throughput = statements/s);
+//! * `decide_conditions`: the same tenant as is and with a `conditions` block on every tenth
+//!   statement (an IP range, a string and a numeric comparison, all holding for the request
+//!   context), side by side: `Engine::decide_outcome` and `Engine::decide` on the single queries,
+//!   and `Engine::decide_matrix_outcomes_with` on the batches, all with the same context.
+//!
+//! `KAA_BENCH_SIZES` (comma-separated statement counts, default `1000,10000,100000`) picks the
+//! tenants, `KAA_BENCH_CEDAR=0` leaves Cedar out.
 //!
 //! Printed, not timed: heap bytes per indexed statement (the index with its documents, counted by a
 //! global counting allocator), allocations per decision, the outcome mix of the generated queries
@@ -34,7 +41,7 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression,
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
-use kaa::policy::{Action, Engine, Krn, PolicyDocument, PolicyIndex, Query, StoredPolicy};
+use kaa::policy::{Action, Engine, Krn, MapEnv, PolicyDocument, PolicyIndex, Query, StoredPolicy};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, Stats, StatsAlloc};
 
 #[global_allocator]
@@ -496,16 +503,47 @@ fn krn(s: &str) -> Krn {
 }
 
 fn stored(p: &GenPolicy) -> StoredPolicy {
+    stored_with(p, &mut |_| None)
+}
+
+/// The conditions of the `decide_conditions` tenants: they hold for [`bench_context`].
+fn bench_conditions() -> serde_json::Value {
+    serde_json::json!({
+        "IpAddress": {"kaa:SourceIp": ["10.0.0.0/8", "192.168.0.0/16"]},
+        "StringEquals": {"site": ["ber", "nyc"]},
+        "NumericLessThanEquals": {"level": 5},
+    })
+}
+
+fn bench_context() -> MapEnv {
+    let mut env = MapEnv::default();
+    env.context.insert("kaa:SourceIp".into(), "10.1.2.3".into());
+    env.context.insert("site".into(), "nyc".into());
+    env.context.insert("level".into(), 3.into());
+    env
+}
+
+/// The policy with `conditions(n)` added to its statements, `n` counting statements over every
+/// policy built this way.
+fn stored_with(
+    p: &GenPolicy,
+    conditions: &mut dyn FnMut(usize) -> Option<serde_json::Value>,
+) -> StoredPolicy {
     let statements: Vec<serde_json::Value> = p
         .statements
         .iter()
-        .map(|s| {
-            serde_json::json!({
+        .enumerate()
+        .map(|(i, s)| {
+            let mut st = serde_json::json!({
                 "effect": if s.deny { "deny" } else { "allow" },
                 "actions": s.actions,
                 "resources": s.resources,
                 "principals": s.principals,
-            })
+            });
+            if let Some(c) = conditions(i) {
+                st["conditions"] = c;
+            }
+            st
         })
         .collect();
     let name = p.id.rsplit('/').next().unwrap_or("p");
@@ -665,6 +703,7 @@ struct Q {
 impl Q {
     fn query(&self) -> Query<'_> {
         Query {
+            env: &kaa::policy::NoEnv,
             principals: &self.principals,
             action: &self.action,
             resource: &self.resource,
@@ -763,6 +802,8 @@ struct Fixture {
     statements: usize,
     stored: Vec<StoredPolicy>,
     engine: Engine,
+    /// The same tenant with conditions on every tenth statement.
+    conditional: Engine,
     queries: Vec<Q>,
     batches: Vec<Batch>,
     cedar: Option<CedarFixture>,
@@ -852,6 +893,23 @@ fn build_fixture(statements: usize, with_cedar: bool) -> Fixture {
             panic!("upsert refused: {e}");
         }
     }
+    let mut conditional = Engine::new(Vec::new());
+    let mut n = 0usize;
+    let mut every_tenth = |_: usize| {
+        n += 1;
+        (n % 10 == 0).then(bench_conditions)
+    };
+    for p in &gen_policies {
+        if let Err(e) = conditional.upsert(TENANT, stored_with(p, &mut every_tenth)) {
+            panic!("upsert refused: {e}");
+        }
+    }
+    println!(
+        "[conditions] {label}: {} of {statements} statements have conditions",
+        conditional
+            .tenant(TENANT)
+            .map_or(0, PolicyIndex::conditional_count)
+    );
     let mut rng = Rng(0xC0FFEE ^ statements as u64);
     let queries = make_queries(&gen_policies, &sz, &mut rng, QUERIES);
     let batches = make_batches(&gen_policies, &sz, &mut rng);
@@ -938,6 +996,7 @@ fn build_fixture(statements: usize, with_cedar: bool) -> Fixture {
         statements,
         stored,
         engine,
+        conditional,
         queries,
         batches,
         cedar,
@@ -1055,6 +1114,73 @@ fn bench_batch(c: &mut Criterion, f: &Fixture, quick: bool) {
     g.finish();
 }
 
+fn bench_conditions_group(c: &mut Criterion, f: &Fixture) {
+    let mut g = c.benchmark_group("decide_conditions");
+    g.sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_millis(1500));
+    let env = bench_context();
+    // The conditions hold: both tenants decide alike.
+    for q in &f.queries {
+        let query = Query {
+            env: &env,
+            ..q.query()
+        };
+        assert_eq!(
+            f.engine.decide_outcome(TENANT, &query),
+            f.conditional.decide_outcome(TENANT, &query)
+        );
+    }
+    for (name, engine) in [("plain", &f.engine), ("cond10", &f.conditional)] {
+        let mut i = 0usize;
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new(format!("outcome_{name}"), &f.label), |b| {
+            b.iter(|| {
+                let q = &f.queries[i % f.queries.len()];
+                i = i.wrapping_add(1);
+                black_box(engine.decide_outcome(
+                    TENANT,
+                    &Query {
+                        env: &env,
+                        ..q.query()
+                    },
+                ))
+            });
+        });
+        g.bench_function(BenchmarkId::new(format!("decide_{name}"), &f.label), |b| {
+            b.iter(|| {
+                let q = &f.queries[i % f.queries.len()];
+                i = i.wrapping_add(1);
+                black_box(engine.decide(
+                    TENANT,
+                    &Query {
+                        env: &env,
+                        ..q.query()
+                    },
+                ))
+            });
+        });
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_function(
+            BenchmarkId::new(format!("matrix_outcomes_{name}"), &f.label),
+            |b| {
+                b.iter(|| {
+                    let bt = &f.batches[i % f.batches.len()];
+                    i = i.wrapping_add(1);
+                    black_box(engine.decide_matrix_outcomes_with(
+                        TENANT,
+                        &env,
+                        &bt.principals,
+                        std::slice::from_ref(&bt.action),
+                        &bt.resources,
+                    ))
+                });
+            },
+        );
+    }
+    g.finish();
+}
+
 fn bench_build(c: &mut Criterion, f: &Fixture) {
     let mut g = c.benchmark_group("index_build");
     g.throughput(Throughput::Elements(f.statements as u64));
@@ -1072,16 +1198,21 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a quick smoke pass.
     let quick = !std::env::args().any(|a| a == "--bench");
     let mut criterion = Criterion::default().configure_from_args();
-    let sizes: &[(usize, bool)] = if quick {
-        &[(1_000, true)]
-    } else {
-        &[(1_000, true), (10_000, true), (100_000, true)]
+    let cedar = std::env::var("KAA_BENCH_CEDAR").map_or(true, |v| v != "0");
+    let sizes: Vec<usize> = match std::env::var("KAA_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("KAA_BENCH_SIZES: statement counts"))
+            .collect(),
+        Err(_) if quick => vec![1_000],
+        Err(_) => vec![1_000, 10_000, 100_000],
     };
-    for &(n, with_cedar) in sizes {
-        let f = build_fixture(n, with_cedar);
+    for n in sizes {
+        let f = build_fixture(n, cedar);
         bench_single(&mut criterion, &f, quick);
         bench_batch(&mut criterion, &f, quick);
         bench_build(&mut criterion, &f);
+        bench_conditions_group(&mut criterion, &f);
     }
     criterion.final_summary();
 }

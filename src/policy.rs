@@ -3,6 +3,7 @@
 
 mod action;
 mod base;
+mod condition;
 mod document;
 mod engine;
 mod err;
@@ -12,6 +13,11 @@ mod krn;
 
 pub use action::{ACTION_MAX_LEN, Action};
 pub use base::{BasePolicy, TENANT_VARIABLE};
+pub use condition::{
+    Condition, ConditionCheck, Conditions, Env, GLOBAL_KEYS, Key, MAX_CONDITION_TEXT,
+    MAX_CONDITION_VALUES, MAX_CONDITIONS, MapEnv, NoEnv, ResourceCheck, ResourceTemplate,
+    check_context_entry, check_context_key, operator_names,
+};
 pub use document::{
     Effect, MAX_DESCRIPTION_LEN, MAX_ENTRIES, MAX_NAME_LEN, MAX_STATEMENTS, PolicyDocument,
     PolicyKind, Statement,

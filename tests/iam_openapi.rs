@@ -1061,6 +1061,58 @@ fn every_route_answers_as_documented() {
     let v = c.call("POST", "/api/v1/evaluate/simulate", Some(sim), 200);
     assert_eq!(v["data"]["results"][0]["changed"], true, "{v}");
 
+    // Conditions and variables: the policy as written and read back, an explained decision and
+    // a simulation with the request context, each as documented.
+    let guarded = json!({"name": "guarded", "tenantID": "t1", "statements": [
+        {"effect": "allow", "actions": ["epr:endpoint:update"], "resources": ["krn:epr:t1::endpoint/*"],
+         "principals": ["krn:iam:t1::user/alice"],
+         "conditions": {"IpAddress": {"kaa:SourceIp": "10.0.0.0/8"}, "StringEqualsIfExists": {"site": ["a", "b"]}}},
+        {"effect": "allow", "actions": ["fs:file:read"], "resources": ["krn:fs:t1::folder/${iam:username}/*"],
+         "principals": ["krn:iam:t1::user/alice"]}]});
+    let v = c.call("POST", "/api/v1/policies", Some(guarded), 201);
+    assert!(
+        v["data"]["statements"][0]["conditions"]["IpAddress"].is_object(),
+        "{v}"
+    );
+    let ctx =
+        json!({"kaa:SourceIp": "10.1.2.3", "kaa:CurrentTime": "2026-12-07T09:00:00Z", "site": "c"});
+    let v = c.call(
+        "POST",
+        "/api/v1/evaluate?explain=true",
+        Some(
+            json!({"principal": "krn:iam:t1::user/alice", "action": "epr:endpoint:update",
+            "resources": ["krn:epr:t1::endpoint/e2"], "context": ctx}),
+        ),
+        403,
+    );
+    assert_eq!(v["decisions"][0]["checked"][0]["applied"], false, "{v}");
+    let v = c.call(
+        "POST",
+        "/api/v1/evaluate/simulate",
+        Some(json!({"principal": "krn:iam:t1::user/alice", "actions": ["fs:file:read"],
+            "resources": ["krn:fs:t1::folder/bob/x"], "context": ctx,
+            "add": [{"name": "shared", "attachedTo": ["krn:iam:t1::user/alice"], "statements": [
+                {"effect": "allow", "actions": ["fs:file:read"], "resources": ["krn:fs:t1::folder/*"],
+                 "conditions": {"Bool": {"kaa:SourceIp": true}}}]}]})),
+        200,
+    );
+    assert!(v["data"]["results"][0]["checked"].is_array(), "{v}");
+    c.call(
+        "POST",
+        "/api/v1/evaluate",
+        Some(
+            json!({"principal": "krn:iam:t1::user/alice", "action": "epr:endpoint:update",
+            "resources": ["krn:epr:t1::endpoint/e2"], "context": {"iam:username": "x"}}),
+        ),
+        400,
+    );
+    c.call(
+        "DELETE",
+        &format!("/api/v1/policies/{}", id("krn:iam:t1::policy/guarded")),
+        None,
+        204,
+    );
+
     // ---------------- deletes
     c.call(
         "POST",

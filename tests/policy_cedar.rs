@@ -19,6 +19,19 @@
 //! A trailing `*` in our patterns is Cedar's `like` wildcard, any other pattern is `==`; KRN and
 //! action characters never include `*` elsewhere, `\` or `"`.
 //!
+//! Statements may carry a `conditions` block over the request context (`site`, `level`, `mfa`,
+//! `kaa:SourceIp`), the principal's metadata (`iam:metadata/site`) and the resource's metadata
+//! (`resource:metadata/site`), with the operators Cedar can express: string equality and `like`
+//! (`*` only), numeric comparisons, booleans, IP ranges (the `ipaddr` extension), `IfExists`,
+//! negated forms and `Null`, and the variable `${iam:metadata/site}` in a value. Each entry becomes
+//! a conjunct of the `when` clause over `context`, `principal` and `resource` attributes:
+//!
+//! ```text
+//! context has site && !(context.site == "a" || context.site == "b")      // StringNotEquals
+//! (!(context has "kaa:SourceIp") || context["kaa:SourceIp"].isInRange(ip("10.0.0.0/8")))
+//! resource has site && principal has site && resource.site == principal.site
+//! ```
+//!
 //! Checked for every request: Allow vs not-Allow agree (Cedar has no explicit/implicit split), the
 //! reasons agree with Cedar's determining policies (satisfied permits for Allow, satisfied forbids
 //! for a deny, none for our ImplicitDeny, so ExplicitDeny is always decided by forbids), and Cedar
@@ -32,7 +45,7 @@ use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Policy, PolicyId,
     PolicySet, Request, RestrictedExpression,
 };
-use kaa::policy::{Action, Engine, Krn, PolicyDocument, Query, StoredPolicy};
+use kaa::policy::{Action, Engine, Krn, MapEnv, PolicyDocument, Query, StoredPolicy};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -141,6 +154,8 @@ struct GenStatement {
     fallback_principal: &'static str,
     /// For resource policies: whether the statement names its bound resource (else it is empty).
     names_bound: bool,
+    /// (operator, key, values) entries of its conditions block.
+    conditions: Vec<(String, &'static str, serde_json::Value)>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +172,14 @@ struct GenRequest {
     action: &'static str,
     resource: &'static str,
     pools: Vec<&'static str>,
+    /// Request context keys.
+    site: Option<&'static str>,
+    level: Option<i64>,
+    mfa: Option<bool>,
+    ip: Option<&'static str>,
+    /// `site` metadata of the principal (a user) and of the resource.
+    principal_site: Option<&'static str>,
+    resource_site: Option<&'static str>,
 }
 
 /// One statement as both engines see it after attachment and binding are applied.
@@ -168,6 +191,8 @@ struct FlatStatement {
     resources: Vec<&'static str>,
     pools: Vec<&'static str>,
     principals: Vec<&'static str>,
+    /// The conditions block as written in the document (an object, or null).
+    conditions: serde_json::Value,
 }
 
 fn pick(
@@ -181,6 +206,67 @@ fn pick(
     .boxed()
 }
 
+/// One (operator, key, values) entry Cedar can express.
+fn condition_entry() -> impl Strategy<Value = (String, &'static str, serde_json::Value)> {
+    use serde_json::json;
+    let ie = || prop::sample::select(vec!["", "IfExists"]);
+    let keyed = |ops: Vec<&'static str>, key: &'static str, values: Vec<serde_json::Value>| {
+        (
+            prop::sample::select(ops),
+            prop::sample::select(vec!["", "IfExists"]),
+            prop::sample::select(values),
+        )
+            .prop_map(move |(o, x, v)| (format!("{o}{x}"), key, v))
+    };
+    prop_oneof![
+        keyed(
+            vec!["StringEquals", "StringNotEquals"],
+            "site",
+            vec![json!("a"), json!(["a", "b"])]
+        ),
+        keyed(
+            vec!["StringLike", "StringNotLike"],
+            "site",
+            vec![json!("a*"), json!(["*b", "x*"])]
+        ),
+        keyed(
+            vec![
+                "NumericLessThan",
+                "NumericGreaterThanEquals",
+                "NumericEquals",
+                "NumericNotEquals"
+            ],
+            "level",
+            vec![json!(3), json!([1, 5])]
+        ),
+        (ie(), prop::sample::select(vec![json!(true), json!(false)])).prop_map(|(x, v)| (
+            format!("Bool{x}"),
+            "mfa",
+            v
+        )),
+        keyed(
+            vec!["IpAddress", "NotIpAddress"],
+            "kaa:SourceIp",
+            vec![json!("10.0.0.0/8"), json!(["192.168.0.0/24", "10.1.2.3"])]
+        ),
+        keyed(
+            vec!["StringEquals", "StringNotEquals"],
+            "iam:metadata/site",
+            vec![json!("a"), json!("b")]
+        ),
+        keyed(
+            vec!["StringEquals", "StringNotEquals"],
+            "resource:metadata/site",
+            vec![json!("${iam:metadata/site}"), json!("a")]
+        ),
+        (
+            prop::sample::select(vec!["site", "level", "iam:metadata/site"]),
+            prop::sample::select(vec![json!(true), json!(false)])
+        )
+            .prop_map(|(k, v)| ("Null".to_string(), k, v)),
+    ]
+}
+
 fn statement() -> impl Strategy<Value = GenStatement> {
     (
         prop::bool::weighted(0.75),
@@ -189,9 +275,21 @@ fn statement() -> impl Strategy<Value = GenStatement> {
         prop::collection::vec(pick(PRINCIPALS, PRINCIPAL_WILDCARDS), 0..=2),
         pick(PRINCIPALS, PRINCIPAL_WILDCARDS),
         any::<bool>(),
+        prop_oneof![
+            1 => Just(Vec::new()),
+            1 => prop::collection::vec(condition_entry(), 1..=3),
+        ],
     )
         .prop_map(
-            |(allow, actions, resources, principals, fallback_principal, names_bound)| {
+            |(
+                allow,
+                actions,
+                resources,
+                principals,
+                fallback_principal,
+                names_bound,
+                conditions,
+            )| {
                 GenStatement {
                     allow,
                     actions,
@@ -199,9 +297,25 @@ fn statement() -> impl Strategy<Value = GenStatement> {
                     principals,
                     fallback_principal,
                     names_bound,
+                    conditions,
                 }
             },
         )
+}
+
+/// The conditions block of a statement (entries of the same operator and key: the last wins).
+fn conditions_block(s: &GenStatement) -> serde_json::Value {
+    if s.conditions.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let mut ops = serde_json::Map::new();
+    for (op, key, values) in &s.conditions {
+        let e = ops
+            .entry(op.clone())
+            .or_insert_with(|| serde_json::json!({}));
+        e[*key] = values.clone();
+    }
+    serde_json::Value::Object(ops)
 }
 
 fn policy() -> impl Strategy<Value = GenPolicy> {
@@ -230,13 +344,33 @@ fn request() -> impl Strategy<Value = GenRequest> {
         prop::sample::select(ACTIONS),
         prop::sample::select(RESOURCES),
         prop::sample::subsequence(POOLS, 0..=2),
+        (
+            prop::option::of(prop::sample::select(vec!["a", "b", "ab", "xb"])),
+            prop::option::of(prop::sample::select(vec![1i64, 3, 5])),
+            prop::option::of(any::<bool>()),
+            prop::option::of(prop::sample::select(vec![
+                "10.1.2.3",
+                "192.168.0.9",
+                "172.16.0.1",
+            ])),
+            prop::option::of(prop::sample::select(vec!["a", "b"])),
+            prop::option::of(prop::sample::select(vec!["a", "b"])),
+        ),
     )
-        .prop_map(|(principals, action, resource, pools)| GenRequest {
-            principals,
-            action,
-            resource,
-            pools,
-        })
+        .prop_map(
+            |(principals, action, resource, pools, (site, level, mfa, ip, ps, rs))| GenRequest {
+                principals,
+                action,
+                resource,
+                pools,
+                site,
+                level,
+                mfa,
+                ip,
+                principal_site: ps,
+                resource_site: rs,
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = (Vec<GenPolicy>, Vec<GenRequest>)> {
@@ -288,6 +422,7 @@ fn flatten(policies: &[GenPolicy]) -> Vec<FlatStatement> {
                 resources: resource_keys,
                 pools: p.pools.clone(),
                 principals: principal_keys,
+                conditions: conditions_block(s),
             });
         }
     }
@@ -305,12 +440,17 @@ fn stored_policies(policies: &[GenPolicy]) -> Vec<StoredPolicy> {
                 .iter()
                 .map(|s| {
                     let (resources, principals) = document_keys(p, s);
-                    serde_json::json!({
+                    let mut st = serde_json::json!({
                         "effect": if s.allow { "allow" } else { "deny" },
                         "actions": s.actions,
                         "resources": resources,
                         "principals": principals,
-                    })
+                    });
+                    let block = conditions_block(s);
+                    if !block.is_null() {
+                        st["conditions"] = block;
+                    }
+                    st
                 })
                 .collect();
             let kind = if p.bound.is_some() {
@@ -357,6 +497,74 @@ fn any_of(terms: Vec<String>) -> String {
     }
 }
 
+/// The `has` test and the access of a condition key in Cedar.
+fn cedar_key(key: &str) -> (&'static str, &'static str) {
+    match key {
+        "site" => ("context has site", "context.site"),
+        "level" => ("context has level", "context.level"),
+        "mfa" => ("context has mfa", "context.mfa"),
+        "kaa:SourceIp" => ("context has \"kaa:SourceIp\"", "context[\"kaa:SourceIp\"]"),
+        "iam:metadata/site" => ("principal has site", "principal.site"),
+        "resource:metadata/site" => ("resource has site", "resource.site"),
+        other => panic!("no Cedar form for key {other}"),
+    }
+}
+
+/// One (operator, key, values) entry as a Cedar expression.
+fn cedar_condition(op: &str, key: &str, values: &serde_json::Value) -> String {
+    let (has, acc) = cedar_key(key);
+    if op == "Null" {
+        return if values == &serde_json::json!(true) {
+            format!("!({has})")
+        } else {
+            format!("({has})")
+        };
+    }
+    let (base, if_exists) = match op.strip_suffix("IfExists") {
+        Some(b) => (b, true),
+        None => (op, false),
+    };
+    let list: Vec<serde_json::Value> = match values {
+        serde_json::Value::Array(a) => a.clone(),
+        v => vec![v.clone()],
+    };
+    // A variable without a value makes the entry false: its `has` guards the comparison.
+    let mut guard = "true".to_string();
+    let terms: Vec<String> = list
+        .iter()
+        .map(|v| {
+            let lit = match v {
+                serde_json::Value::String(t) if t == "${iam:metadata/site}" => {
+                    guard = "principal has site".into();
+                    "principal.site".to_string()
+                }
+                serde_json::Value::String(t) => format!("\"{t}\""),
+                other => other.to_string(),
+            };
+            match base {
+                "StringEquals" | "StringNotEquals" | "NumericEquals" | "NumericNotEquals"
+                | "Bool" => format!("{acc} == {lit}"),
+                "StringLike" | "StringNotLike" => format!("{acc} like {lit}"),
+                "NumericLessThan" => format!("{acc} < {lit}"),
+                "NumericGreaterThanEquals" => format!("{acc} >= {lit}"),
+                "IpAddress" | "NotIpAddress" => format!("{acc}.isInRange(ip({lit}))"),
+                other => panic!("no Cedar form for operator {other}"),
+            }
+        })
+        .collect();
+    let any = format!("({})", terms.join(" || "));
+    let compared = if base.contains("Not") {
+        format!("({guard} && !{any})")
+    } else {
+        format!("({guard} && {any})")
+    };
+    if if_exists {
+        format!("(!({has}) || {compared})")
+    } else {
+        format!("({has} && {compared})")
+    }
+}
+
 fn cedar_policy_text(s: &FlatStatement) -> String {
     let actions = any_of(
         s.actions
@@ -388,9 +596,18 @@ fn cedar_policy_text(s: &FlatStatement) -> String {
             })
             .collect(),
     );
+    let mut conditions = String::new();
+    if let serde_json::Value::Object(ops) = &s.conditions {
+        for (op, keys) in ops {
+            for (key, values) in keys.as_object().into_iter().flatten() {
+                conditions.push_str(" && ");
+                conditions.push_str(&cedar_condition(op, key, values));
+            }
+        }
+    }
     let effect = if s.allow { "permit" } else { "forbid" };
     format!(
-        "{effect} (principal, action, resource) when {{ {actions} && {resources} && {principals} }};"
+        "{effect} (principal, action, resource) when {{ {actions} && {resources} && {principals}{conditions} }};"
     )
 }
 
@@ -412,7 +629,7 @@ fn cedar_decide(
     r: &GenRequest,
 ) -> (bool, BTreeSet<String>, usize) {
     let principal = EntityUid::from_str(r#"P::"q""#).expect("principal uid");
-    let attrs: HashMap<String, RestrictedExpression> = r
+    let mut attrs: HashMap<String, RestrictedExpression> = r
         .principals
         .iter()
         .enumerate()
@@ -423,9 +640,26 @@ fn cedar_decide(
             )
         })
         .collect();
+    // Metadata belongs to a user principal (the first of the set).
+    if let (Some(site), true) = (r.principal_site, first_is_user(r)) {
+        attrs.insert(
+            "site".into(),
+            RestrictedExpression::new_string(site.to_string()),
+        );
+    }
     let entity = Entity::new(principal.clone(), attrs, HashSet::new()).expect("principal entity");
-    let entities = Entities::from_entities([entity], None).expect("entities");
-    let context = Context::from_pairs([
+    let resource_uid = EntityUid::from_str(r#"R::"r""#).expect("resource uid");
+    let mut resource_attrs = HashMap::new();
+    if let Some(site) = r.resource_site {
+        resource_attrs.insert(
+            "site".to_string(),
+            RestrictedExpression::new_string(site.to_string()),
+        );
+    }
+    let resource_entity =
+        Entity::new(resource_uid.clone(), resource_attrs, HashSet::new()).expect("resource entity");
+    let entities = Entities::from_entities([entity, resource_entity], None).expect("entities");
+    let mut pairs = vec![
         (
             "action".to_string(),
             RestrictedExpression::new_string(r.action.to_string()),
@@ -442,12 +676,24 @@ fn cedar_decide(
                     .map(|p| RestrictedExpression::new_string((*p).to_string())),
             ),
         ),
-    ])
-    .expect("context");
+    ];
+    if let Some(site) = r.site {
+        pairs.push(("site".into(), RestrictedExpression::new_string(site.into())));
+    }
+    if let Some(level) = r.level {
+        pairs.push(("level".into(), RestrictedExpression::new_long(level)));
+    }
+    if let Some(mfa) = r.mfa {
+        pairs.push(("mfa".into(), RestrictedExpression::new_bool(mfa)));
+    }
+    if let Some(ip) = r.ip {
+        pairs.push(("kaa:SourceIp".into(), RestrictedExpression::new_ip(ip)));
+    }
+    let context = Context::from_pairs(pairs).expect("context");
     let request = Request::new(
         principal,
         EntityUid::from_str(r#"Action::"a""#).expect("action uid"),
-        EntityUid::from_str(r#"R::"r""#).expect("resource uid"),
+        resource_uid,
         context,
         None,
     )
@@ -460,6 +706,39 @@ fn cedar_decide(
         .collect();
     let errors = response.diagnostics().errors().count();
     (response.decision() == CedarDecision::Allow, reasons, errors)
+}
+
+fn first_is_user(r: &GenRequest) -> bool {
+    r.principals
+        .first()
+        .is_some_and(|p| p.starts_with("krn:iam:") && p.contains("::user/"))
+}
+
+/// The request context and metadata our engine reads, as the Cedar request carries them.
+fn our_env(r: &GenRequest) -> MapEnv {
+    let mut env = MapEnv::default();
+    if let Some(site) = r.site {
+        env.context.insert("site".into(), site.into());
+    }
+    if let Some(level) = r.level {
+        env.context.insert("level".into(), level.into());
+    }
+    if let Some(mfa) = r.mfa {
+        env.context.insert("mfa".into(), mfa.into());
+    }
+    if let Some(ip) = r.ip {
+        env.context.insert("kaa:SourceIp".into(), ip.into());
+    }
+    if let Some(site) = r.principal_site {
+        // Given whatever the principal is: the engine reads it for a user principal only.
+        env.principal_metadata.insert("site".into(), site.into());
+    }
+    if let Some(site) = r.resource_site {
+        let mut m = serde_json::Map::new();
+        m.insert("site".into(), site.into());
+        env.resource_metadata.insert(r.resource.to_string(), m);
+    }
+    env
 }
 
 static ALLOWS: AtomicUsize = AtomicUsize::new(0);
@@ -487,7 +766,9 @@ fn check_case(policies: &[GenPolicy], requests: &[GenRequest]) -> Result<(), Tes
         let action = Action::parse(r.action).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let resource = parse_krn(r.resource);
         let pools: Vec<Krn> = r.pools.iter().map(|k| parse_krn(k)).collect();
+        let env = our_env(r);
         let q = Query {
+            env: &env,
             principals: &principals,
             action: &action,
             resource: &resource,

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use kaa::policy::{Action, BasePolicy, Krn, PolicyDocument, PolicyIndex, Query, StoredPolicy};
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::strategy::ValueTree;
 use serde_json::{Value, json};
 
 /// Everything an accepted KRN must satisfy.
@@ -246,10 +247,22 @@ fn valid_document() -> impl Strategy<Value = Value> {
             let statements: Vec<Value> = sts
                 .into_iter()
                 .map(|(effect, action, resource)| {
-                    if kind == "resource" {
-                        json!({"effect": effect, "actions": [action], "principals": ["krn:iam:t::user/x"]})
-                    } else {
-                        json!({"effect": effect, "actions": [action], "resources": [resource], "principals": ["krn:iam:${tenant}::role/r"]})
+                    // Conditions of every operator family, for the mutations to work on.
+                    let conditions = json!({
+                        "StringLike": {"site": ["a*", "?b"]},
+                        "IpAddressIfExists": {"kaa:SourceIp": "10.0.0.0/8"},
+                        "DateLessThan": {"kaa:CurrentTime": "2027-01-01T00:00:00+01:00"},
+                        "NumericLessThan": {"kaa:CurrentHour": 18},
+                        "Bool": {"mfa": true},
+                        "Null": {"iam:metadata/site": false},
+                        "StringEquals": {"resource:metadata/site": "${iam:metadata/site}"}
+                    });
+                    match kind {
+                        "resource" => json!({"effect": effect, "actions": [action], "principals": ["krn:iam:t::user/x"], "conditions": conditions}),
+                        "identity" => json!({"effect": effect, "actions": [action],
+                            "resources": [resource, "krn:fs:t::folder/${iam:username}/*"],
+                            "principals": ["krn:iam:t::user/x"], "conditions": conditions}),
+                        _ => json!({"effect": effect, "actions": [action], "resources": [resource], "principals": ["krn:iam:${tenant}::role/r"]}),
                     }
                 })
                 .collect();
@@ -344,7 +357,14 @@ fn fuzz_document(v: &Value) -> Result<(), TestCaseError> {
         let principals = [Krn::parse("krn:iam:t::user/x").unwrap()];
         let action = Action::parse("iam:user:read").unwrap();
         let resource = Krn::parse("krn:iam:kaa::user/bob").unwrap();
+        let mut env = kaa::policy::MapEnv::default();
+        env.context.insert("kaa:SourceIp".into(), json!("10.1.2.3"));
+        env.context
+            .insert("kaa:CurrentTime".into(), json!("2026-12-07T10:00:00+01:00"));
+        env.context.insert("site".into(), json!(["ab", 3, true]));
+        env.principal_metadata.insert("site".into(), json!("ab"));
         let _ = ix.decide(&Query {
+            env: &env,
             principals: &principals,
             action: &action,
             resource: &resource,
@@ -430,4 +450,19 @@ fn valid_documents_are_accepted() {
         {"effect": "allow", "actions": ["iam:*"], "resources": ["krn:iam:kaa:*"]}
     ]});
     assert!(PolicyDocument::from_json(&identity).is_ok());
+    // Every generated start document is valid (conditions and variables included).
+    let mut runner = proptest::test_runner::TestRunner::default();
+    for _ in 0..64 {
+        let doc = valid_document().new_tree(&mut runner).unwrap().current();
+        let ok = if doc["type"] == "base" {
+            BasePolicy::from_json(&doc)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            PolicyDocument::from_json(&doc)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(ok.is_ok(), "{doc}: {ok:?}");
+    }
 }

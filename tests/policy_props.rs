@@ -1,5 +1,6 @@
 //! Property tests of the policy index against a naive model: random policy sets (identity and
-//! resource policies, wildcards, denies, attachments, pools, wide statements) and random queries.
+//! resource policies, wildcards, denies, attachments, pools, wide statements, conditions and
+//! resource variables) and random queries with a request context.
 //! The model below scans every statement and implements docs/ENGINE_API.md "Semantics" literally,
 //! with its own string matching; it shares no code with the index.
 
@@ -41,6 +42,7 @@ struct OwnedQuery {
 impl OwnedQuery {
     fn q(&self) -> Query<'_> {
         Query {
+            env: &kaa::policy::NoEnv,
             principals: &self.principals,
             action: &self.action,
             resource: &self.resource,
@@ -55,10 +57,7 @@ fn model_decide<'a>(
     q: &OwnedQuery,
 ) -> Decision {
     if q.action.as_str().ends_with('*') || q.resource.as_str().ends_with('*') {
-        return Decision {
-            outcome: Outcome::ImplicitDeny,
-            reasons: vec![],
-        };
+        return Decision::implicit_deny();
     }
     let mut deny = Vec::new();
     let mut allow = Vec::new();
@@ -106,7 +105,11 @@ fn model_decide<'a>(
     };
     reasons.sort();
     reasons.dedup();
-    Decision { outcome, reasons }
+    Decision {
+        outcome,
+        reasons,
+        checks: vec![],
+    }
 }
 
 // ----- generators -----
@@ -225,6 +228,8 @@ fn identity_statement() -> impl Strategy<Value = Statement> {
                 resources,
                 principals,
                 description: None,
+                templates: vec![],
+                conditions: Default::default(),
             })
     })
 }
@@ -289,6 +294,8 @@ fn stored_policy() -> impl Strategy<Value = StoredPolicy> {
                             resources: if named { vec![bound.clone()] } else { vec![] },
                             principals,
                             description: None,
+                            templates: vec![],
+                            conditions: Default::default(),
                         })
                         .collect(),
                 },
@@ -439,7 +446,7 @@ proptest! {
         for (ai, action) in actions.iter().enumerate() {
             prop_assert_eq!(m[ai].len(), resources.len());
             for (ri, (r, pools)) in resources.iter().enumerate() {
-                let q = Query { principals: &principals, action, resource: r, resource_pools: pools };
+                let q = Query { env: &kaa::policy::NoEnv, principals: &principals, action, resource: r, resource_pools: pools };
                 prop_assert_eq!(&m[ai][ri], &ix.decide(&q));
             }
             let allowed: Vec<usize> = (0..resources.len()).filter(|&ri| m[ai][ri].is_allowed()).collect();
@@ -672,13 +679,12 @@ fn pinned_cases_from_earlier_failures() {
             name: "n".into(),
             kind: PolicyKind::Identity,
             description: None,
-            statements: vec![Statement {
-                effect: Effect::Allow,
-                actions: actions.iter().map(|a| Action::parse(a).unwrap()).collect(),
-                resources: vec![k(resource)],
-                principals: vec![],
-                description: None,
-            }],
+            statements: vec![Statement::new(
+                Effect::Allow,
+                actions.iter().map(|a| Action::parse(a).unwrap()).collect(),
+                vec![k(resource)],
+                vec![],
+            )],
         },
         attached_principals: vec![k("krn:iam:t2::user/bob")],
         attached_pools: vec![k("krn:iam:t1::pool/*")],
@@ -760,4 +766,440 @@ fn pattern_generators_reach_every_wildcard_shape() {
         "krn:iam:t1::user/bob",
         "krn:iam:t1::user/bo"
     ));
+}
+
+// ----- conditions and variables -----
+//
+// Statements get a random `conditions` block and sometimes a resource with a variable; queries
+// get a random request context. The model reads the block as JSON and evaluates it with its own
+// code, following docs/ENGINE_API.md "Conditions and variables": entries AND-ed, values OR-ed,
+// negated operators NOR, a missing key false unless `IfExists`, `Null` tests presence, a value of
+// the wrong type false, a variable without a value false (and its resource matches nothing).
+
+/// The request context of a query: a few keys, each present or not.
+fn context() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> {
+    use serde_json::json;
+    (
+        prop::option::of(select(vec![
+            json!("a"),
+            json!("b"),
+            json!("ab"),
+            json!(["a", "c"]),
+        ])),
+        prop::option::of(select(vec![json!(1), json!(3), json!("5"), json!("x")])),
+        prop::option::of(select(vec![json!(true), json!(false), json!("true")])),
+        prop::option::of(select(vec![
+            json!("10.1.2.3"),
+            json!("192.168.0.9"),
+            json!("192.168.1.9"),
+        ])),
+    )
+        .prop_map(|(site, level, mfa, ip)| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in [
+                ("site", site),
+                ("level", level),
+                ("mfa", mfa),
+                ("kaa:SourceIp", ip),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.into(), v);
+                }
+            }
+            m
+        })
+}
+
+/// One (operator, key, values) entry.
+fn condition_entry() -> impl Strategy<Value = (String, &'static str, serde_json::Value)> {
+    use serde_json::json;
+    let ie = || select(vec!["", "IfExists"]);
+    prop_oneof![
+        (
+            select(vec!["StringEquals", "StringNotEquals"]),
+            ie(),
+            select(vec![
+                json!("a"),
+                json!(["a", "b"]),
+                json!("${iam:username}")
+            ])
+        )
+            .prop_map(|(o, x, v)| (format!("{o}{x}"), "site", v)),
+        (
+            select(vec!["StringEquals", "StringNotEquals"]),
+            ie(),
+            select(vec![json!("bob"), json!(["alice", "e1"])])
+        )
+            .prop_map(|(o, x, v)| (format!("{o}{x}"), "iam:username", v)),
+        (
+            select(vec!["StringLike", "StringNotLike"]),
+            ie(),
+            select(vec![json!("a*"), json!(["?", "*c"])])
+        )
+            .prop_map(|(o, x, v)| (format!("{o}{x}"), "site", v)),
+        (
+            select(vec![
+                "NumericLessThan",
+                "NumericGreaterThanEquals",
+                "NumericNotEquals"
+            ]),
+            ie(),
+            select(vec![json!(3), json!([1, "5"])])
+        )
+            .prop_map(|(o, x, v)| (format!("{o}{x}"), "level", v)),
+        (ie(), select(vec![json!(true), json!("false")])).prop_map(|(x, v)| (
+            format!("Bool{x}"),
+            "mfa",
+            v
+        )),
+        (
+            select(vec!["IpAddress", "NotIpAddress"]),
+            ie(),
+            select(vec![
+                json!("10.0.0.0/8"),
+                json!(["192.168.0.0/24", "10.1.2.3"])
+            ])
+        )
+            .prop_map(|(o, x, v)| (format!("{o}{x}"), "kaa:SourceIp", v)),
+        select(vec![json!(true), json!(false)]).prop_map(|v| ("Null".to_string(), "site", v)),
+        (
+            select(vec!["StringEquals", "StringNotEquals"]),
+            select(vec![json!("endpoint"), json!("user")])
+        )
+            .prop_map(|(o, v)| (o.to_string(), "resource:type", v)),
+    ]
+}
+
+/// A statement from the identity generator with a conditions block (often) and a resource with a
+/// variable (sometimes).
+fn conditional_statement() -> impl Strategy<Value = Statement> {
+    (
+        identity_statement(),
+        prop::collection::vec(condition_entry(), 0..=3),
+        prop::option::of(select(vec![
+            "krn:iam:t1::user/${iam:username}",
+            "krn:epr:t1::endpoint/${site}",
+            "krn:iam:t2::user/org1/${iam:username}",
+        ])),
+    )
+        .prop_map(|(st, entries, template)| {
+            let mut doc = PolicyDocument {
+                name: "c".into(),
+                kind: PolicyKind::Identity,
+                description: None,
+                statements: vec![st],
+            }
+            .to_json();
+            let s = &mut doc["statements"][0];
+            if !entries.is_empty() {
+                let mut ops = serde_json::Map::new();
+                for (op, key, values) in entries {
+                    let e = ops.entry(op).or_insert_with(|| serde_json::json!({}));
+                    e[key] = values;
+                }
+                s["conditions"] = serde_json::Value::Object(ops);
+            }
+            if let (Some(t), Some(list)) = (template, s["resources"].as_array_mut()) {
+                list.push(serde_json::json!(t));
+            }
+            PolicyDocument::from_json(&doc)
+                .unwrap_or_else(|e| panic!("{doc}: {e}"))
+                .statements
+                .remove(0)
+        })
+}
+
+fn conditional_policy() -> impl Strategy<Value = StoredPolicy> {
+    (
+        select(vec!["c0", "c1", "c2", "c3", "c4", "c5"]),
+        prop::collection::vec(conditional_statement(), 1..=4),
+        attachments(),
+        prop::collection::vec(pool(), 0..=1),
+    )
+        .prop_map(
+            |(id, statements, attached_principals, attached_pools)| StoredPolicy {
+                id: id.into(),
+                document: PolicyDocument {
+                    name: "c".into(),
+                    kind: PolicyKind::Identity,
+                    description: None,
+                    statements,
+                },
+                attached_principals,
+                attached_pools,
+                resource: None,
+            },
+        )
+}
+
+/// The model's value of a key: `None` when absent; a list (one or more values) when present.
+fn model_lookup(
+    key: &str,
+    q: &OwnedQuery,
+    ctx: &serde_json::Map<String, serde_json::Value>,
+) -> Option<Vec<serde_json::Value>> {
+    use serde_json::Value;
+    match key {
+        "iam:username" => {
+            let p = q.principals.first()?.as_str();
+            let rest = p.strip_prefix("krn:iam:")?;
+            let (_, res) = rest.split_once("::")?;
+            let id = res.rsplit('/').next()?;
+            res.starts_with("user/")
+                .then(|| vec![Value::String(id.to_string())])
+        }
+        "resource:type" => {
+            let res = q.resource.as_str().splitn(5, ':').nth(4)?;
+            Some(vec![Value::String(res.split('/').next()?.to_string())])
+        }
+        _ => match ctx.get(key)? {
+            Value::Array(a) if a.is_empty() => None,
+            Value::Array(a) => Some(a.clone()),
+            v => Some(vec![v.clone()]),
+        },
+    }
+}
+
+/// `*` any run, `?` one character.
+fn model_like(value: &str, pattern: &str) -> bool {
+    fn go(v: &[char], p: &[char]) -> bool {
+        match p.split_first() {
+            None => v.is_empty(),
+            Some(('*', rest)) => (0..=v.len()).any(|i| go(&v[i..], rest)),
+            Some(('?', rest)) => !v.is_empty() && go(&v[1..], rest),
+            Some((c, rest)) => v.first() == Some(c) && go(&v[1..], rest),
+        }
+    }
+    let v: Vec<char> = value.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    go(&v, &p)
+}
+
+fn model_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn model_ipv4_in(ip: &str, net: &str) -> Option<bool> {
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    let (a, bits) = net.split_once('/').unwrap_or((net, "32"));
+    let a: std::net::Ipv4Addr = a.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    Some(u32::from(ip) & mask == u32::from(a) & mask)
+}
+
+/// Replaces `${iam:username}` and `${site}`; `None` when a variable has no single value.
+fn model_substitute(
+    text: &str,
+    q: &OwnedQuery,
+    ctx: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    let mut out = text.to_string();
+    for key in ["iam:username", "site"] {
+        let var = format!("${{{key}}}");
+        if out.contains(&var) {
+            let vals = model_lookup(key, q, ctx)?;
+            if vals.len() != 1 {
+                return None;
+            }
+            out = out.replace(&var, &model_text(&vals[0])?);
+        }
+    }
+    Some(out)
+}
+
+fn model_conditions(
+    block: &serde_json::Value,
+    q: &OwnedQuery,
+    ctx: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    let Some(ops) = block.as_object() else {
+        return true;
+    };
+    ops.iter().all(|(op, keys)| {
+        keys.as_object().unwrap().iter().all(|(key, values)| {
+            let actual = model_lookup(key, q, ctx);
+            if op == "Null" {
+                let want_absent = values == &serde_json::json!(true);
+                return actual.is_none() == want_absent;
+            }
+            let (base, if_exists) = match op.strip_suffix("IfExists") {
+                Some(b) => (b, true),
+                None => (op.as_str(), false),
+            };
+            let Some(actual) = actual else {
+                return if_exists;
+            };
+            let listed: Vec<serde_json::Value> = match values {
+                serde_json::Value::Array(a) => a.clone(),
+                v => vec![v.clone()],
+            };
+            let mut expected = Vec::new();
+            for v in &listed {
+                match model_substitute(&model_text(v).unwrap(), q, ctx) {
+                    Some(t) => expected.push(t),
+                    None => return false,
+                }
+            }
+            let negated = base.contains("Not");
+            let num = |s: &str| s.trim().parse::<f64>().ok();
+            let mut any = false;
+            for a in &actual {
+                let Some(at) = model_text(a) else {
+                    return false;
+                };
+                let m = match base {
+                    "StringEquals" | "StringNotEquals" => expected.contains(&at),
+                    "StringLike" | "StringNotLike" => expected.iter().any(|e| model_like(&at, e)),
+                    "NumericLessThan" | "NumericGreaterThanEquals" | "NumericNotEquals" => {
+                        let Some(x) = num(&at) else { return false };
+                        expected.iter().any(|e| {
+                            let y = num(e).unwrap();
+                            match base {
+                                "NumericLessThan" => x < y,
+                                "NumericGreaterThanEquals" => x >= y,
+                                _ => x == y,
+                            }
+                        })
+                    }
+                    "Bool" => {
+                        let b = match at.to_lowercase().as_str() {
+                            "true" => true,
+                            "false" => false,
+                            _ => return false,
+                        };
+                        expected.iter().any(|e| (e == "true") == b)
+                    }
+                    "IpAddress" | "NotIpAddress" => {
+                        let mut hit = false;
+                        for e in &expected {
+                            match model_ipv4_in(&at, e) {
+                                Some(h) => hit |= h,
+                                None => return false,
+                            }
+                        }
+                        hit
+                    }
+                    other => panic!("operator {other} not in the model"),
+                };
+                any |= m;
+            }
+            any != negated
+        })
+    })
+}
+
+/// [`model_decide`] for statements that may have conditions and variable resources.
+fn model_decide_with(
+    policies: &[&StoredPolicy],
+    q: &OwnedQuery,
+    ctx: &serde_json::Map<String, serde_json::Value>,
+) -> (Outcome, Vec<Reason>) {
+    if q.action.as_str().ends_with('*') || q.resource.as_str().ends_with('*') {
+        return (Outcome::ImplicitDeny, vec![]);
+    }
+    let mut deny = Vec::new();
+    let mut allow = Vec::new();
+    for p in policies {
+        let doc = p.document.to_json();
+        for (i, st) in doc["statements"].as_array().unwrap().iter().enumerate() {
+            let action = st["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| pattern_matches(q.action.as_str(), a.as_str().unwrap()));
+            let resource = p.attached_pools.iter().any(|pool| q.pools.contains(pool))
+                || st["resources"].as_array().unwrap().iter().any(|r| {
+                    let r = r.as_str().unwrap();
+                    if r.contains("${") {
+                        model_substitute(r, q, ctx).is_some_and(|s| {
+                            !s.contains('*') && pattern_matches(q.resource.as_str(), &s)
+                        })
+                    } else {
+                        pattern_matches(q.resource.as_str(), r)
+                    }
+                });
+            let principal = st["principals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .chain(p.attached_principals.iter().map(|k| k.as_str().to_string()))
+                .any(|key| {
+                    q.principals
+                        .iter()
+                        .any(|qp| pattern_matches(qp.as_str(), &key))
+                });
+            if action && resource && principal && model_conditions(&st["conditions"], q, ctx) {
+                let r = Reason {
+                    policy_id: p.id.clone(),
+                    statement: i,
+                };
+                if st["effect"] == "deny" {
+                    deny.push(r);
+                } else {
+                    allow.push(r);
+                }
+            }
+        }
+    }
+    let (outcome, mut reasons) = if !deny.is_empty() {
+        (Outcome::ExplicitDeny, deny)
+    } else if !allow.is_empty() {
+        (Outcome::Allow, allow)
+    } else {
+        (Outcome::ImplicitDeny, vec![])
+    };
+    reasons.sort();
+    (outcome, reasons)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// (e) With conditions and variables, the index, its batch form, the outcome-only path and a
+    /// simulation of the same policies all decide as the model.
+    #[test]
+    fn conditions_equal_naive_scan(
+        plain in prop::collection::vec(stored_policy(), 0..6),
+        conditional in prop::collection::vec(conditional_policy(), 0..6),
+        asked in prop::collection::vec((query(), context()), 16),
+    ) {
+        let mut all = plain;
+        all.extend(conditional);
+        let model = final_set(&all);
+        let ix = build(all.iter().cloned());
+        let empty = PolicyIndex::new();
+        let candidates: Vec<StoredPolicy> = model.values().cloned().collect();
+        let policies: Vec<&StoredPolicy> = model.values().collect();
+        for (q, ctx) in &asked {
+            let env = kaa::policy::MapEnv { context: ctx.clone(), ..Default::default() };
+            let query = Query { env: &env, ..q.q() };
+            let want = model_decide_with(&policies, q, ctx);
+            let d = ix.decide(&query);
+            prop_assert_eq!((d.outcome, d.reasons.clone()), want.clone(), "{:?} {:?}", q, ctx);
+            prop_assert_eq!(ix.decide_outcome(&query), want.0);
+            let one = [(q.resource.clone(), q.pools.clone())];
+            let m = ix.decide_matrix_with(&env, &q.principals, std::slice::from_ref(&q.action), &one);
+            prop_assert_eq!(&m[0][0], &d);
+            let s = empty.simulate(&query, &candidates, &[]);
+            prop_assert_eq!((s.outcome, s.reasons), want);
+            // Every statement shown as applied is a reason or lost to a deny.
+            for c in d.checks.iter().filter(|c| c.applied) {
+                let effect_kept = (c.effect == Effect::Deny) == (d.outcome == Outcome::ExplicitDeny);
+                if effect_kept {
+                    prop_assert!(d.reasons.iter().any(|r| r.policy_id == c.policy_id && r.statement == c.statement));
+                }
+            }
+        }
+    }
 }

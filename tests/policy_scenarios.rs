@@ -4,15 +4,19 @@
 //! engine holding the scenario's policies, and again through `simulate` on an engine holding only
 //! the base policies with the policies passed as candidates. Both must give the expected outcome and
 //! reasons. Scenarios without base policies are also checked against the tenant's `PolicyIndex`
-//! directly (`decide`, `decide_matrix`, `allowed_resources`, `allowed_actions`).
+//! directly (`decide`, `decide_matrix`, `allowed_resources`, `allowed_actions`). Requests may
+//! carry a request context and metadata for statement conditions, and may name the conditional
+//! statements the explanation must show; scenarios may list policies that must be refused.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use kaa::policy::{
-    Action, BasePolicy, Decision, Engine, Krn, PolicyDocument, PolicyIndex, Query, StoredPolicy,
+    Action, BasePolicy, Decision, Engine, Krn, MapEnv, PolicyDocument, PolicyIndex, Query,
+    StoredPolicy,
 };
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// The corpus must not shrink below this many files.
 const MIN_SCENARIOS: usize = 60;
@@ -27,7 +31,19 @@ struct Scenario {
     base_policies: Vec<serde_json::Value>,
     #[serde(default)]
     policies: Vec<PolicySpec>,
+    /// Documents that must be refused, each with a piece of the expected message.
+    #[serde(default)]
+    invalid_policies: Vec<InvalidSpec>,
     requests: Vec<RequestSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidSpec {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    statements: Vec<Value>,
+    error: String,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -61,8 +77,20 @@ struct RequestSpec {
     resource: String,
     #[serde(default)]
     resource_pools: Vec<String>,
+    /// The request context (`kaa:SourceIp`, `kaa:CurrentTime`, caller keys).
+    #[serde(default)]
+    context: Map<String, Value>,
+    /// Metadata of the principal (the first of `principals`) and of the resource.
+    #[serde(default)]
+    principal_metadata: Map<String, Value>,
+    #[serde(default)]
+    resource_metadata: Map<String, Value>,
     expect: String,
     reasons: Vec<(String, usize)>,
+    /// The statements with conditions or variables the decision must show as checked:
+    /// [policy id, statement index, applied], sorted.
+    #[serde(default)]
+    checked: Option<Vec<(String, usize, bool)>>,
 }
 
 /// A request with its identifiers parsed.
@@ -72,11 +100,13 @@ struct ParsedRequest {
     action: Action,
     resource: Krn,
     pools: Vec<Krn>,
+    env: MapEnv,
 }
 
 impl ParsedRequest {
     fn query(&self) -> Query<'_> {
         Query {
+            env: &self.env,
             principals: &self.principals,
             action: &self.action,
             resource: &self.resource,
@@ -149,13 +179,32 @@ fn effective_policies(s: &Scenario, tenant: &str) -> Vec<PolicySpec> {
 }
 
 fn parse_request(r: &RequestSpec) -> Result<ParsedRequest, String> {
+    let resource = krn(&r.resource)?;
+    let mut env = MapEnv {
+        context: r.context.clone(),
+        principal_metadata: r.principal_metadata.clone(),
+        ..MapEnv::default()
+    };
+    if !r.resource_metadata.is_empty() {
+        env.resource_metadata
+            .insert(resource.as_str().to_string(), r.resource_metadata.clone());
+    }
     Ok(ParsedRequest {
         tenant: r.tenant.clone(),
         principals: krns(&r.principals)?,
         action: Action::parse(&r.action).map_err(|e| format!("bad action `{}`: {e}", r.action))?,
-        resource: krn(&r.resource)?,
+        resource,
         pools: krns(&r.resource_pools)?,
+        env,
     })
+}
+
+/// The conditional statements a decision shows as checked.
+fn checked(d: &Decision) -> Vec<(String, usize, bool)> {
+    d.checks
+        .iter()
+        .map(|c| (c.policy_id.clone(), c.statement, c.applied))
+        .collect()
 }
 
 /// Checks the corpus itself: expectations well formed, reasons sorted and unique.
@@ -202,8 +251,37 @@ fn index_checks(
     if &got != expected {
         errs.push(format!("PolicyIndex::decide gave {}", show(&got)));
     }
+    let outcome = observe(&Decision::of(index.decide_outcome(&q.query())));
+    if outcome.0 != expected.0 {
+        errs.push(format!("PolicyIndex::decide_outcome gave {}", outcome.0));
+    }
     let resources = vec![(q.resource.clone(), q.pools.clone())];
-    let matrix = index.decide_matrix(&q.principals, std::slice::from_ref(&q.action), &resources);
+    let matrix = index.decide_matrix_with(
+        &q.env,
+        &q.principals,
+        std::slice::from_ref(&q.action),
+        &resources,
+    );
+    let outcomes = index.decide_matrix_outcomes_with(
+        &q.env,
+        &q.principals,
+        std::slice::from_ref(&q.action),
+        &resources,
+    );
+    if outcomes.first().and_then(|row| row.first())
+        != matrix
+            .first()
+            .and_then(|row| row.first())
+            .map(|d| &d.outcome)
+    {
+        errs.push(format!(
+            "PolicyIndex::decide_matrix_outcomes_with gave {outcomes:?}"
+        ));
+    }
+    if index.conditional_count() > 0 {
+        // The batch forms below take no request context.
+        return errs;
+    }
     match matrix.first().and_then(|row| row.first()) {
         Some(d) if matrix.len() == 1 && matrix[0].len() == 1 => {
             let got = observe(d);
@@ -279,6 +357,21 @@ fn run_scenario_inner(path: &Path, requests: &mut usize) -> Vec<String> {
         Ok(b) => Engine::new(b),
         Err(e) => return vec![format!("{file}: {e}")],
     };
+    for (i, bad) in scenario.invalid_policies.iter().enumerate() {
+        let doc = serde_json::json!({
+            "name": "invalid",
+            "type": bad.kind.as_deref().unwrap_or("identity"),
+            "statements": bad.statements,
+        });
+        match PolicyDocument::from_json(&doc) {
+            Ok(_) => failures.push(format!("{file}: invalid policy {i} was accepted")),
+            Err(e) if !e.to_string().contains(&bad.error) => failures.push(format!(
+                "{file}: invalid policy {i} refused with `{e}`, expected a message with `{}`",
+                bad.error
+            )),
+            Err(_) => {}
+        }
+    }
     if !failures.is_empty() {
         return failures;
     }
@@ -306,9 +399,29 @@ fn run_scenario_inner(path: &Path, requests: &mut usize) -> Vec<String> {
         let expected: Observed = (r.expect.clone(), r.reasons.clone());
         let mut errs = Vec::new();
 
-        let got = observe(&engine.decide(&q.tenant, &q.query()));
+        let decision = engine.decide(&q.tenant, &q.query());
+        let got = observe(&decision);
         if got != expected {
             errs.push(format!("Engine::decide gave {}", show(&got)));
+        }
+        if let Some(want) = &r.checked {
+            let got = checked(&decision);
+            if &got != want {
+                errs.push(format!("Engine::decide checked {got:?}, expected {want:?}"));
+            }
+        }
+        let matrix = engine.decide_matrix_with(
+            &q.tenant,
+            &q.env,
+            &q.principals,
+            std::slice::from_ref(&q.action),
+            &[(q.resource.clone(), q.pools.clone())],
+        );
+        match matrix.first().and_then(|row| row.first()) {
+            Some(d) if d == &decision => {}
+            other => errs.push(format!(
+                "Engine::decide_matrix_with gave {other:?}, decide gave {decision:?}"
+            )),
         }
 
         let got = observe(&engine.simulate(&q.tenant, &q.query(), &[], &[]));
@@ -325,7 +438,16 @@ fn run_scenario_inner(path: &Path, requests: &mut usize) -> Vec<String> {
             .collect();
         match add {
             Ok(add) => {
-                let got = observe(&empty.simulate(&q.tenant, &q.query(), &add, &[]));
+                let simulated = empty.simulate(&q.tenant, &q.query(), &add, &[]);
+                let got = observe(&simulated);
+                if let Some(want) = &r.checked {
+                    let got = checked(&simulated);
+                    if &got != want {
+                        errs.push(format!(
+                            "Engine::simulate adding the policies checked {got:?}, expected {want:?}"
+                        ));
+                    }
+                }
                 if got != expected {
                     errs.push(format!(
                         "Engine::simulate adding the policies to an empty engine gave {}",

@@ -514,6 +514,11 @@ fn explained(d: &Decided, ai: usize) -> Vec<Value> {
                 m.insert("disabled".into(), Value::from(kind));
                 m.insert("message".into(), Value::from(message));
             }
+            if !x.checks.is_empty()
+                && let Value::Object(m) = &mut v
+            {
+                m.insert("checked".into(), json!(x.checks));
+            }
             v
         })
         .collect()

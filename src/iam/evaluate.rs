@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::caller::Caller;
 use super::err::IamError;
 use super::model::EvaluateBody;
 use super::service::*;
 use super::state::{Disabled, is_pool};
-use crate::policy::{Action, Decision, Krn, Outcome, PolicyDocument, StoredPolicy};
+use crate::policy::{
+    Action, Decision, Krn, Outcome, PolicyDocument, StoredPolicy, check_context_entry,
+};
 use crate::storage::{Page, ResourceFilter, ResourceStore};
 
 /// A parsed evaluation request.
@@ -19,6 +21,38 @@ pub struct Evaluation {
     pub principals: Vec<Krn>,
     pub actions: Vec<Action>,
     pub resources: Vec<Krn>,
+    /// The request context, with `kaa:CurrentTime` (the service's clock when not sent).
+    pub context: Map<String, Value>,
+}
+
+/// Most keys in a request context.
+const MAX_CONTEXT_KEYS: usize = 64;
+
+/// The request context of an evaluation, checked, with the service's time as `kaa:CurrentTime`
+/// unless the caller sent one.
+pub fn parse_context(b: &EvaluateBody) -> Result<Map<String, Value>, IamError> {
+    let mut context = b.context.clone().unwrap_or_default();
+    if context.len() > MAX_CONTEXT_KEYS {
+        return Err(IamError::invalid(format!(
+            "`context` has {} keys, at most {MAX_CONTEXT_KEYS}",
+            context.len()
+        )));
+    }
+    let errors: Vec<String> = context
+        .iter()
+        .filter_map(|(k, v)| check_context_entry(k, v).err())
+        .map(|e| format!("context: {e}"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(IamError::Invalid("invalid context".into(), errors));
+    }
+    if !context.contains_key("kaa:CurrentTime") {
+        context.insert(
+            "kaa:CurrentTime".into(),
+            Value::String(crate::clock::rfc3339_ms(crate::clock::now_ms())),
+        );
+    }
+    Ok(context)
 }
 
 /// Decisions of an evaluation: `[action][resource]`, and per resource why it is denied whatever
@@ -167,6 +201,7 @@ impl Iam {
     ) -> Result<Evaluation, IamError> {
         let actions = parse_actions(b, many_actions)?;
         let resources = parse_resources(&b.resources)?;
+        let context = parse_context(b)?;
         if actions.len().saturating_mul(resources.len()) > MAX_EVALUATIONS {
             return Err(IamError::invalid(format!(
                 "at most {MAX_EVALUATIONS} action × resource pairs per request"
@@ -178,6 +213,7 @@ impl Iam {
             principals,
             actions,
             resources,
+            context,
         })
     }
 
@@ -191,6 +227,7 @@ impl Iam {
         let eval = self.evaluation(caller, b, many_actions)?;
         let (decisions, disabled) = self.state.decide_matrix(
             &eval.tenant,
+            &eval.context,
             &eval.principals,
             &eval.actions,
             &eval.resources,
@@ -230,20 +267,14 @@ impl Iam {
         let eval = self.evaluation(caller, b, many_actions)?;
         let (outcomes, disabled) = self.state.decide_outcomes(
             &eval.tenant,
+            &eval.context,
             &eval.principals,
             &eval.actions,
             &eval.resources,
         );
         let decisions = outcomes
             .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|outcome| Decision {
-                        outcome,
-                        reasons: Vec::new(),
-                    })
-                    .collect()
-            })
+            .map(|row| row.into_iter().map(Decision::of).collect())
             .collect();
         Ok(Decided {
             eval,
@@ -264,6 +295,7 @@ impl Iam {
         let Some(rtype) = b.resource_type.clone() else {
             return Err(IamError::invalid("`resourceType` is required"));
         };
+        let context = parse_context(b)?;
         let (tenant, principals) = self.evaluation_principals(caller, b)?;
         let page = self.page(
             m.get("page").map(String::as_str),
@@ -289,9 +321,9 @@ impl Iam {
                 .iter()
                 .filter_map(|r| Krn::parse(&r.krn).ok())
                 .collect();
-            let (d, _) = self
-                .state
-                .decide_outcomes(&tenant, &principals, &actions, &krns);
+            let (d, _) =
+                self.state
+                    .decide_outcomes(&tenant, &context, &principals, &actions, &krns);
             if let Some(row) = d.first() {
                 for (k, outcome) in krns.iter().zip(row) {
                     if *outcome == Outcome::Allow {
@@ -336,6 +368,7 @@ impl Iam {
         let remove_refs: Vec<&str> = remove.iter().map(String::as_str).collect();
         let (now, _) = self.state.decide_matrix(
             &eval.tenant,
+            &eval.context,
             &eval.principals,
             &eval.actions,
             &eval.resources,
@@ -343,18 +376,35 @@ impl Iam {
         let mut results = Vec::new();
         for (ai, a) in eval.actions.iter().enumerate() {
             for (ri, r) in eval.resources.iter().enumerate() {
-                let (sim, disabled) =
-                    self.state
-                        .simulate(&eval.tenant, &eval.principals, a, r, &add, &remove_refs);
+                let (sim, disabled) = self.state.simulate(
+                    &eval.tenant,
+                    &eval.context,
+                    &eval.principals,
+                    a,
+                    r,
+                    &add,
+                    &remove_refs,
+                );
                 let cur = &now[ai][ri];
+                let mut current = json!({ "outcome": cur.outcome, "reasons": cur.reasons });
+                if !cur.checks.is_empty()
+                    && let Value::Object(m) = &mut current
+                {
+                    m.insert("checked".into(), json!(cur.checks));
+                }
                 let mut result = json!({
                     "action": a.as_str(),
                     "resource": r.as_str(),
                     "outcome": sim.outcome,
                     "reasons": sim.reasons,
-                    "current": { "outcome": cur.outcome, "reasons": cur.reasons },
+                    "current": current,
                     "changed": sim.outcome != cur.outcome,
                 });
+                if !sim.checks.is_empty()
+                    && let Value::Object(m) = &mut result
+                {
+                    m.insert("checked".into(), json!(sim.checks));
+                }
                 if let (Some(d), Value::Object(m)) = (disabled, &mut result) {
                     m.insert("disabled".into(), Value::from(d.kind()));
                     m.insert("message".into(), Value::from(d.message()));

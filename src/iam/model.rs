@@ -583,6 +583,10 @@ pub struct EvaluateBody {
     pub service: Option<String>,
     #[serde(rename = "tenantID", default)]
     pub tenant_id: Option<String>,
+    /// The request context that statement conditions read (`kaa:SourceIp`, `kaa:CurrentTime`,
+    /// and the caller's own keys).
+    #[serde(default)]
+    pub context: Option<serde_json::Map<String, Value>>,
 }
 
 /// The read-only fields an update body may carry back as GET returned them (`id`, `krn`,

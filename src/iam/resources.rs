@@ -312,6 +312,7 @@ impl Iam {
             k.tenant(),
             &Delta {
                 resource_states: vec![(out.krn.clone(), out.enabled)],
+                resource_metadata: vec![(out.krn.clone(), out.metadata.clone())],
                 resources: if patch.pools.is_some() {
                     vec![out.krn.clone()]
                 } else {

@@ -17,8 +17,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value};
+
 use crate::policy::{
-    Action, BasePolicy, Decision, Effect, Engine, Krn, Outcome, PolicyDocument, PolicyIndex,
+    Action, BasePolicy, Decision, Effect, Engine, Env, Krn, Outcome, PolicyDocument, PolicyIndex,
     PolicyKind, Query, Statement, StoredPolicy,
 };
 use crate::storage::{
@@ -47,6 +49,79 @@ struct TenantDir {
     disabled_users: HashSet<String>,
     /// Registered resources marked `enabled: false`: denied as resources.
     disabled_resources: HashSet<String>,
+    /// Metadata of the users and registered resources that have some (conditions read it).
+    user_metadata: HashMap<String, Map<String, Value>>,
+    resource_metadata: HashMap<String, Map<String, Value>>,
+}
+
+/// A metadata text as stored: its object, `None` when empty or unreadable.
+fn metadata_object(text: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) if !m.is_empty() => Some(m),
+        _ => None,
+    }
+}
+
+/// The context of the service's own checks of its callers: its clock as `kaa:CurrentTime`.
+pub fn server_context() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "kaa:CurrentTime".into(),
+        Value::String(crate::clock::rfc3339_ms(crate::clock::now_ms())),
+    );
+    m
+}
+
+/// Sets or clears the metadata of `krn` in `map`.
+fn set_metadata(map: &mut HashMap<String, Map<String, Value>>, krn: String, text: &str) {
+    match metadata_object(text) {
+        Some(m) => {
+            map.insert(krn, m);
+        }
+        None => {
+            map.remove(&krn);
+        }
+    }
+}
+
+/// What conditions read in one evaluation: the request context, and the metadata of the
+/// principal and of the resources as the decision state holds them.
+#[derive(Debug)]
+struct Attributes<'a> {
+    context: &'a Map<String, Value>,
+    principal: Option<&'a Map<String, Value>>,
+    dir: Option<&'a TenantDir>,
+}
+
+impl<'a> Attributes<'a> {
+    fn new(
+        context: &'a Map<String, Value>,
+        dir: Option<&'a TenantDir>,
+        principals: &[Krn],
+    ) -> Attributes<'a> {
+        let principal = dir.and_then(|d| {
+            principals
+                .first()
+                .and_then(|p| d.user_metadata.get(p.as_str()))
+        });
+        Attributes {
+            context,
+            principal,
+            dir,
+        }
+    }
+}
+
+impl Env for Attributes<'_> {
+    fn context(&self, key: &str) -> Option<&Value> {
+        self.context.get(key)
+    }
+    fn principal_metadata(&self, key: &str) -> Option<&Value> {
+        self.principal?.get(key)
+    }
+    fn resource_metadata(&self, resource: &Krn, key: &str) -> Option<&Value> {
+        self.dir?.resource_metadata.get(resource.as_str())?.get(key)
+    }
 }
 
 /// Why a decision is a deny before any policy is asked: its principal or its resource is
@@ -77,10 +152,7 @@ impl Disabled {
 
     /// The decision it makes: a deny no policy can turn, without statements.
     pub fn decision() -> Decision {
-        Decision {
-            outcome: Outcome::ExplicitDeny,
-            reasons: Vec::new(),
-        }
+        Decision::of(Outcome::ExplicitDeny)
     }
 }
 
@@ -140,6 +212,9 @@ struct Prepared {
     /// Users and resources whose enabled state the write set.
     user_states: Vec<(String, bool)>,
     resource_states: Vec<(String, bool)>,
+    /// Users and resources whose metadata the write set (KRN, metadata JSON).
+    user_metadata: Vec<(String, String)>,
+    resource_metadata: Vec<(String, String)>,
 }
 
 /// A revision of this process not applied yet.
@@ -244,6 +319,10 @@ pub struct Delta {
     pub user_states: Vec<(String, bool)>,
     /// Registered resources whose enabled state the write set: (KRN, enabled).
     pub resource_states: Vec<(String, bool)>,
+    /// Users whose metadata the write set: (KRN, metadata JSON).
+    pub user_metadata: Vec<(String, String)>,
+    /// Registered resources whose metadata the write set: (KRN, metadata JSON).
+    pub resource_metadata: Vec<(String, String)>,
     /// The change is wider than these: reload the tenant.
     pub reload: bool,
 }
@@ -326,6 +405,8 @@ fn typed_document(rec: &PolicyRecord) -> Option<PolicyDocument> {
                 .map(|p| Krn::parse(p).ok())
                 .collect::<Option<_>>()?,
             description: st.description,
+            templates: Vec::new(),
+            conditions: Default::default(),
         });
     }
     let doc = PolicyDocument {
@@ -610,6 +691,8 @@ impl DecisionState {
         let mut out = Prepared {
             user_states: delta.user_states.clone(),
             resource_states: delta.resource_states.clone(),
+            user_metadata: delta.user_metadata.clone(),
+            resource_metadata: delta.resource_metadata.clone(),
             ..Prepared::default()
         };
         let index_entry = |rec: &PolicyRecord, targets: Vec<String>| {
@@ -789,6 +872,14 @@ impl DecisionState {
                             if let Ok(p) = Krn::parse(&pool) {
                                 pools_of.entry(principal).or_default().push(p);
                             }
+                        }
+                    }
+                    SnapshotPart::Metadata { users, resources } => {
+                        for (krn, text) in users {
+                            set_metadata(&mut dir.user_metadata, krn, &text);
+                        }
+                        for (krn, text) in resources {
+                            set_metadata(&mut dir.resource_metadata, krn, &text);
                         }
                     }
                     SnapshotPart::Disabled { users, resources } => {
@@ -974,6 +1065,7 @@ impl DecisionState {
     pub fn decide_matrix(
         &self,
         tenant: &str,
+        context: &Map<String, Value>,
         principals: &[Krn],
         actions: &[Action],
         resources: &[Krn],
@@ -995,9 +1087,11 @@ impl DecisionState {
                 (r.clone(), pools)
             })
             .collect();
-        let mut decisions = inner
-            .engine
-            .decide_matrix(tenant, principals, actions, &with_pools);
+        let env = Attributes::new(context, dir, principals);
+        let mut decisions =
+            inner
+                .engine
+                .decide_matrix_with(tenant, &env, principals, actions, &with_pools);
         for row in &mut decisions {
             for (d, why) in row.iter_mut().zip(&disabled) {
                 if why.is_some() {
@@ -1014,6 +1108,7 @@ impl DecisionState {
     pub fn decide_outcomes(
         &self,
         tenant: &str,
+        context: &Map<String, Value>,
         principals: &[Krn],
         actions: &[Action],
         resources: &[Krn],
@@ -1034,10 +1129,14 @@ impl DecisionState {
                 (r, pools)
             })
             .collect();
-        let mut outcomes =
-            inner
-                .engine
-                .decide_matrix_outcomes(tenant, principals, actions, &with_pools);
+        let env = Attributes::new(context, dir, principals);
+        let mut outcomes = inner.engine.decide_matrix_outcomes_with(
+            tenant,
+            &env,
+            principals,
+            actions,
+            &with_pools,
+        );
         if disabled.iter().any(Option::is_some) {
             for row in &mut outcomes {
                 for (o, why) in row.iter_mut().zip(&disabled) {
@@ -1054,6 +1153,7 @@ impl DecisionState {
     fn with_query<R>(
         &self,
         tenant: &str,
+        context: &Map<String, Value>,
         principals: &[Krn],
         action: &Action,
         resource: &Krn,
@@ -1062,7 +1162,9 @@ impl DecisionState {
         let inner = self.read();
         let dir = inner.tenants.get(tenant);
         let pools = dir.and_then(|d| d.pools_of_resource.get(resource.as_str()));
+        let env = Attributes::new(context, dir, principals);
         let q = Query {
+            env: &env,
             principals,
             action,
             resource,
@@ -1081,10 +1183,18 @@ impl DecisionState {
         action: &Action,
         resource: &Krn,
     ) -> bool {
-        self.with_query(tenant, principals, action, resource, |e, q, dir| {
-            dir.and_then(|d| d.disabled_principal(principals)).is_none()
-                && e.decide_outcome(tenant, q) == Outcome::Allow
-        })
+        let context = server_context();
+        self.with_query(
+            tenant,
+            &context,
+            principals,
+            action,
+            resource,
+            |e, q, dir| {
+                dir.and_then(|d| d.disabled_principal(principals)).is_none()
+                    && e.decide_outcome(tenant, q) == Outcome::Allow
+            },
+        )
     }
 
     /// One decision.
@@ -1097,6 +1207,7 @@ impl DecisionState {
     ) -> Decision {
         self.with_query(
             tenant,
+            &server_context(),
             principals,
             action,
             resource,
@@ -1111,9 +1222,11 @@ impl DecisionState {
     }
 
     /// A decision against the stored policies plus `add` minus `remove`, index unchanged.
+    #[allow(clippy::too_many_arguments)]
     pub fn simulate(
         &self,
         tenant: &str,
+        context: &Map<String, Value>,
         principals: &[Krn],
         action: &Action,
         resource: &Krn,
@@ -1122,6 +1235,7 @@ impl DecisionState {
     ) -> (Decision, Option<Disabled>) {
         self.with_query(
             tenant,
+            context,
             principals,
             action,
             resource,
@@ -1179,6 +1293,12 @@ fn apply_prepared(inner: &mut Inner, tenant: &str, p: Prepared) {
         } else {
             dir.disabled_resources.insert(r);
         }
+    }
+    for (u, text) in p.user_metadata {
+        set_metadata(&mut dir.user_metadata, u, &text);
+    }
+    for (r, text) in p.resource_metadata {
+        set_metadata(&mut dir.resource_metadata, r, &text);
     }
 }
 

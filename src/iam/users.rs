@@ -275,6 +275,7 @@ impl Iam {
                 users: vec![out.krn.clone()],
                 policies: policies.clone(),
                 user_states: vec![(out.krn.clone(), out.enabled)],
+                user_metadata: vec![(out.krn.clone(), out.metadata.clone())],
                 ..Delta::default()
             },
         );
@@ -436,6 +437,7 @@ impl Iam {
             k.tenant(),
             &Delta {
                 user_states: vec![(out.krn.clone(), out.enabled)],
+                user_metadata: vec![(out.krn.clone(), out.metadata.clone())],
                 users: if patch.pools.is_some() {
                     vec![out.krn.clone()]
                 } else {

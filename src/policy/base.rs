@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::action::Action;
+use super::condition::Conditions;
 use super::document::{Effect, PolicyDocument, PolicyKind, RawDocument, Statement};
 use super::err::{KrnError, PolicyError, StatementError};
 use super::krn::{Krn, is_token};
@@ -30,6 +31,7 @@ struct BaseStatement {
     resources: Vec<Template>,
     principals: Vec<Template>,
     description: Option<String>,
+    conditions: Conditions,
 }
 
 /// A KRN, or a KRN text with `${tenant}` in it.
@@ -105,6 +107,12 @@ impl BasePolicy {
                     .map(|p| Template::read("principal", p).map_err(at))
                     .collect::<Result<_, _>>()?,
                 description: st.description.clone(),
+                conditions: match &st.conditions {
+                    None => Conditions::default(),
+                    Some(v) => {
+                        Conditions::from_json(v).map_err(|e| at(StatementError::Condition(e)))?
+                    }
+                },
             });
         }
         let policy = BasePolicy {
@@ -153,6 +161,8 @@ impl BasePolicy {
                     resources: fill(&s.resources),
                     principals: fill(&s.principals),
                     description: s.description.clone(),
+                    templates: Vec::new(),
+                    conditions: s.conditions.clone(),
                 }
             })
             .collect();

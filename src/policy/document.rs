@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::action::Action;
+use super::condition::{Conditions, ResourceTemplate};
 use super::err::{PolicyError, StatementError};
 use super::krn::{Krn, is_token};
 
@@ -84,6 +85,36 @@ pub struct Statement {
     /// Optional for identity policies; required (non-empty) for resource and base policies.
     pub principals: Vec<Krn>,
     pub description: Option<String>,
+    /// Resources with policy variables (`krn:fs:t1::folder/${iam:username}/*`), written after
+    /// `resources` in JSON; identity and base policies only.
+    pub templates: Vec<ResourceTemplate>,
+    /// Every entry must hold for the statement to apply; empty: no conditions.
+    pub conditions: Conditions,
+}
+
+impl Statement {
+    /// A statement without conditions or variables.
+    pub fn new(
+        effect: Effect,
+        actions: Vec<Action>,
+        resources: Vec<Krn>,
+        principals: Vec<Krn>,
+    ) -> Statement {
+        Statement {
+            effect,
+            actions,
+            resources,
+            principals,
+            description: None,
+            templates: Vec::new(),
+            conditions: Conditions::default(),
+        }
+    }
+
+    /// True when deciding it takes more than the index's keys: conditions or variables.
+    pub fn is_conditional(&self) -> bool {
+        !self.conditions.is_empty() || !self.templates.is_empty()
+    }
 }
 
 /// A policy document as written through the API.
@@ -112,6 +143,26 @@ impl PolicyDocument {
             let parse_krn = |field: &'static str, s: &String| {
                 Krn::parse(s).map_err(|error| at(StatementError::Krn { field, error }))
             };
+            let mut resources = Vec::with_capacity(st.resources.len());
+            let mut templates = Vec::new();
+            for r in &st.resources {
+                match ResourceTemplate::parse(r) {
+                    Ok(Some(t)) => templates.push(t),
+                    Ok(None) => resources.push(parse_krn("resource", r)?),
+                    Err(reason) => {
+                        return Err(at(StatementError::ResourceVariable {
+                            value: r.clone(),
+                            reason,
+                        }));
+                    }
+                }
+            }
+            let conditions = match &st.conditions {
+                None => Conditions::default(),
+                Some(v) => {
+                    Conditions::from_json(v).map_err(|e| at(StatementError::Condition(e)))?
+                }
+            };
             statements.push(Statement {
                 effect: st.effect,
                 actions: st
@@ -119,17 +170,15 @@ impl PolicyDocument {
                     .iter()
                     .map(|a| Action::parse(a).map_err(|error| at(StatementError::Action { error })))
                     .collect::<Result<_, _>>()?,
-                resources: st
-                    .resources
-                    .iter()
-                    .map(|r| parse_krn("resource", r))
-                    .collect::<Result<_, _>>()?,
+                resources,
                 principals: st
                     .principals
                     .iter()
                     .map(|p| parse_krn("principal", p))
                     .collect::<Result<_, _>>()?,
                 description: st.description.clone(),
+                templates,
+                conditions,
             });
         }
         let doc = PolicyDocument {
@@ -151,10 +200,15 @@ impl PolicyDocument {
                 let mut m = Map::new();
                 m.insert("effect".into(), json!(s.effect.as_str()));
                 m.insert("actions".into(), json!(s.actions));
-                m.insert("resources".into(), json!(s.resources));
+                let mut resources: Vec<Value> = s.resources.iter().map(|r| json!(r)).collect();
+                resources.extend(s.templates.iter().map(|t| json!(t.as_str())));
+                m.insert("resources".into(), Value::Array(resources));
                 m.insert("principals".into(), json!(s.principals));
                 if let Some(d) = &s.description {
                     m.insert("description".into(), json!(d));
+                }
+                if !s.conditions.is_empty() {
+                    m.insert("conditions".into(), s.conditions.to_json());
                 }
                 Value::Object(m)
             })
@@ -201,7 +255,7 @@ fn check_statement<'a>(
 ) -> Result<(), StatementError> {
     for (field, len) in [
         ("actions", st.actions.len()),
-        ("resources", st.resources.len()),
+        ("resources", st.resources.len() + st.templates.len()),
         ("principals", st.principals.len()),
     ] {
         if len > MAX_ENTRIES {
@@ -217,7 +271,9 @@ fn check_statement<'a>(
         return Err(StatementError::Empty("actions"));
     }
     match kind {
-        PolicyKind::Identity | PolicyKind::Base if st.resources.is_empty() => {
+        PolicyKind::Identity | PolicyKind::Base
+            if st.resources.is_empty() && st.templates.is_empty() =>
+        {
             return Err(StatementError::Empty("resources"));
         }
         PolicyKind::Resource | PolicyKind::Base if st.principals.is_empty() => {
@@ -226,6 +282,13 @@ fn check_statement<'a>(
         _ => {}
     }
     if kind == PolicyKind::Resource {
+        if let Some(t) = st.templates.first() {
+            return Err(StatementError::ResourceVariable {
+                value: t.as_str().to_owned(),
+                reason: "a resource policy names its one concrete resource, without variables"
+                    .into(),
+            });
+        }
         for r in &st.resources {
             if r.is_wildcard() {
                 return Err(StatementError::WildcardBoundResource(r.to_string()));
@@ -290,6 +353,8 @@ pub(crate) struct RawStatement {
     pub resources: Vec<String>,
     pub principals: Vec<String>,
     pub description: Option<String>,
+    /// The conditions block as written.
+    pub conditions: Option<Value>,
 }
 
 impl RawDocument {
@@ -352,7 +417,7 @@ impl RawStatement {
         if let Some(k) = m.keys().find(|k| {
             !matches!(
                 k.as_str(),
-                "effect" | "actions" | "resources" | "principals" | "description"
+                "effect" | "actions" | "resources" | "principals" | "description" | "conditions"
             )
         }) {
             return Err(StatementError::UnknownField(k.clone()));
@@ -377,12 +442,17 @@ impl RawStatement {
             Some(v) => strings(v, "principals")?,
         };
         let description = opt_string(m, "description").ok_or(swrong("description", "a string"))?;
+        let conditions = match m.get("conditions") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.clone()),
+        };
         Ok(RawStatement {
             effect,
             actions,
             resources,
             principals,
             description,
+            conditions,
         })
     }
 }
@@ -612,6 +682,14 @@ mod tests {
         assert_eq!(
             err(with("condition", json!({}))),
             "statement 2: unknown field `condition`"
+        );
+        assert_eq!(
+            err(with("conditions", json!({"Bool": {"mfa": "yes"}}))),
+            "statement 2: conditions: `Bool` on `mfa`: value `yes` is not `true` or `false`"
+        );
+        assert_eq!(
+            err(with("resources", json!(["krn:fs:t::folder/${iam:user}/*"]))),
+            "statement 2: resource `krn:fs:t::folder/${iam:user}/*`: variable `${iam:user}`: unknown key `iam:user`: the `iam:` keys are `iam:username`, `iam:path`, `iam:tenant`, `iam:groups`, `iam:metadata/<key>`"
         );
         assert_eq!(
             err(with("description", json!(1))),

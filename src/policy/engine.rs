@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 
 use super::action::Action;
 use super::base::BasePolicy;
+use super::condition::{Env, NoEnv};
 use super::err::IndexError;
 use super::index::{
     self, Decision, Hits, Layer, Outcome, PolicyIndex, Query, ResourceRef, StoredPolicy, Verdict,
@@ -165,9 +166,22 @@ impl Engine {
         actions: &[Action],
         resources: &[(Krn, Vec<Krn>)],
     ) -> Vec<Vec<Decision>> {
+        self.decide_matrix_with(tenant, &NoEnv, principals, actions, resources)
+    }
+
+    /// [`Engine::decide_matrix`] with the request context and metadata conditions read.
+    pub fn decide_matrix_with<R: ResourceRef>(
+        &self,
+        tenant: &str,
+        env: &dyn Env,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[R],
+    ) -> Vec<Vec<Decision>> {
         let base = self.base_of(tenant);
         index::decide_matrix(
             &self.layers(tenant, &base, None),
+            env,
             principals,
             actions,
             resources,
@@ -183,9 +197,22 @@ impl Engine {
         actions: &[Action],
         resources: &[R],
     ) -> Vec<Vec<Outcome>> {
+        self.decide_matrix_outcomes_with(tenant, &NoEnv, principals, actions, resources)
+    }
+
+    /// [`Engine::decide_matrix_outcomes`] with the request context and metadata conditions read.
+    pub fn decide_matrix_outcomes_with<R: ResourceRef>(
+        &self,
+        tenant: &str,
+        env: &dyn Env,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[R],
+    ) -> Vec<Vec<Outcome>> {
         let base = self.base_of(tenant);
         index::decide_matrix_outcomes(
             &self.layers(tenant, &base, None),
+            env,
             principals,
             actions,
             resources,
@@ -356,15 +383,7 @@ mod tests {
         let principals = [k(principal)];
         let action = a(action);
         let resource = k(resource);
-        e.decide(
-            tenant,
-            &Query {
-                principals: &principals,
-                action: &action,
-                resource: &resource,
-                resource_pools: &[],
-            },
-        )
+        e.decide(tenant, &Query::new(&principals, &action, &resource, &[]))
     }
 
     #[test]
@@ -482,12 +501,7 @@ mod tests {
         ];
         let action = a("endpoint:read");
         let resource = k("krn:epr:acme::endpoint/e1");
-        let q = Query {
-            principals: &principals,
-            action: &action,
-            resource: &resource,
-            resource_pools: &[],
-        };
+        let q = Query::new(&principals, &action, &resource, &[]);
         assert_eq!(e.decide("acme", &q).outcome, Outcome::ImplicitDeny);
         let sim = e.simulate("acme", &q, std::slice::from_ref(&p), &[]);
         assert_eq!(sim.outcome, Outcome::Allow);

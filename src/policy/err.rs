@@ -227,6 +227,10 @@ pub enum StatementError {
     },
     #[error("{field} `{}`: unknown variable, only `${{tenant}}` is allowed", shown(.value))]
     UnknownVariable { field: &'static str, value: String },
+    #[error("resource `{}`: {reason}", shown(.value))]
+    ResourceVariable { value: String, reason: String },
+    #[error("conditions: {0}")]
+    Condition(String),
     #[error("resource `{}`: a resource policy names only its one concrete resource", shown(.0))]
     WildcardBoundResource(String),
     #[error("resource `{}`: a resource policy names only its one resource, `{}`", shown(.resource), shown(.bound))]

@@ -13,6 +13,11 @@
 //! statements test the principal on lookup. A statement costs one 20-byte entry, its ids in one
 //! per-policy block, and one posting per (principal key, resource key); strings are shared by all
 //! statements that name them.
+//!
+//! Statements with conditions or resource variables are posted like the others (a variable
+//! resource under the wildcard pattern of its text before the first `${`) and flagged; only when
+//! the index finds a flagged statement does it read its conditions from `extras` and evaluate them
+//! against the query's environment.
 
 mod intern;
 mod scan;
@@ -23,7 +28,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::action::{self, Action};
-use super::document::{Effect, PolicyDocument, PolicyKind};
+use super::condition::{ConditionCheck, Env, Facts, NoEnv, ResourceCheck};
+use super::document::{Effect, PolicyDocument, PolicyKind, Statement};
 use super::err::IndexError;
 use super::krn::{self, Krn};
 use intern::Interner;
@@ -102,6 +108,8 @@ impl StoredPolicy {
 /// One authorization question.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
+    /// The request context and the metadata that conditions read ([`NoEnv`]: none).
+    pub env: &'a dyn Env,
     /// The caller's principal set, already expanded: user, its groups and their ancestors, roles.
     pub principals: &'a [Krn],
     /// Concrete; a wildcard action decides `ImplicitDeny`.
@@ -110,6 +118,32 @@ pub struct Query<'a> {
     pub resource: &'a Krn,
     /// Pools the resource is a member of.
     pub resource_pools: &'a [Krn],
+}
+
+impl<'a> Query<'a> {
+    /// A question without request context or metadata.
+    pub fn new(
+        principals: &'a [Krn],
+        action: &'a Action,
+        resource: &'a Krn,
+        resource_pools: &'a [Krn],
+    ) -> Query<'a> {
+        Query {
+            env: &NoEnv,
+            principals,
+            action,
+            resource,
+            resource_pools,
+        }
+    }
+
+    pub(crate) fn facts(&self) -> Facts<'a> {
+        Facts {
+            principals: self.principals,
+            resource: self.resource,
+            env: self.env,
+        }
+    }
 }
 
 /// What a decision came to. JSON `"allow"`, `"explicitDeny"`, `"implicitDeny"`.
@@ -134,6 +168,28 @@ pub struct Reason {
 pub struct Decision {
     pub outcome: Outcome,
     pub reasons: Vec<Reason>,
+    /// The statements with conditions or variables that matched principal, action and resource
+    /// key, with what their conditions compared (whether they applied or were skipped), sorted
+    /// by (policy id, statement). JSON `checked`, left out when empty.
+    #[serde(rename = "checked", default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<StatementCheck>,
+}
+
+/// A statement with conditions or variables that the index matched, and why it applied or not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatementCheck {
+    #[serde(rename = "policyID")]
+    pub policy_id: String,
+    pub statement: usize,
+    pub effect: Effect,
+    /// True when its resources and every condition held.
+    pub applied: bool,
+    /// Each (operator, key) entry of its conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ConditionCheck>,
+    /// Its resources with variables, when no resource without variables matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceCheck>,
 }
 
 impl Decision {
@@ -142,6 +198,16 @@ impl Decision {
         Decision {
             outcome: Outcome::ImplicitDeny,
             reasons: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// An outcome without reasons.
+    pub fn of(outcome: Outcome) -> Decision {
+        Decision {
+            outcome,
+            reasons: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -158,13 +224,21 @@ pub(crate) trait Sink<'a> {
     fn settled(&self) -> bool {
         false
     }
+    /// True when the conditions of the statements found are to be traced.
+    fn tracing(&self) -> bool {
+        false
+    }
+    /// A traced statement with conditions or variables.
+    fn check(&mut self, _check: StatementCheck) {}
 }
 
-/// Applying statements found so far, as (policy id, statement index).
+/// Applying statements found so far, as (policy id, statement index), and the traces of the
+/// statements with conditions.
 #[derive(Debug, Default)]
 pub(crate) struct Hits<'a> {
     deny: Vec<(&'a str, usize)>,
     allow: Vec<(&'a str, usize)>,
+    checks: Vec<StatementCheck>,
 }
 
 impl<'a> Sink<'a> for Hits<'a> {
@@ -176,20 +250,46 @@ impl<'a> Sink<'a> for Hits<'a> {
             self.allow.push((policy, statement));
         }
     }
+
+    fn tracing(&self) -> bool {
+        true
+    }
+
+    fn check(&mut self, check: StatementCheck) {
+        self.checks.push(check);
+    }
 }
 
 impl Hits<'_> {
     pub(crate) fn into_decision(self) -> Decision {
+        // A statement found under several keys is traced once: as applied when it applied once.
+        let mut checks = self.checks;
+        checks.sort_by(|a, b| {
+            (&a.policy_id, a.statement, !a.applied).cmp(&(&b.policy_id, b.statement, !b.applied))
+        });
+        checks.dedup_by(|later, first| {
+            later.policy_id == first.policy_id && later.statement == first.statement
+        });
         let (outcome, mut list) = if !self.deny.is_empty() {
             (Outcome::ExplicitDeny, self.deny)
         } else if !self.allow.is_empty() {
             (Outcome::Allow, self.allow)
         } else {
-            return Decision::implicit_deny();
+            let mut d = Decision::implicit_deny();
+            d.checks = checks;
+            return d;
         };
         list.sort_unstable();
         list.dedup();
+        // A statement that applied through another of its keys is not shown as skipped.
+        checks.retain(|c| {
+            c.applied
+                || list
+                    .binary_search(&(c.policy_id.as_str(), c.statement))
+                    .is_err()
+        });
         Decision {
+            checks,
             outcome,
             reasons: list
                 .into_iter()
@@ -299,6 +399,8 @@ struct StmtEntry {
     deny: bool,
     /// Posted in its policy's own map (reached through `via`) rather than under each principal key.
     indirect: bool,
+    /// Has conditions or variables: [`PolicyIndex::extras`] holds them.
+    checked: bool,
 }
 
 impl StmtEntry {
@@ -493,6 +595,19 @@ pub struct PolicyIndex {
     /// KRN id of a principal key -> policy slots whose map holds indirect statements it reaches.
     via: KeyMap,
     lists: Lists,
+    /// Statement id -> conditions and variables of the statements that have them.
+    extras: FxHashMap<u32, Box<Extra>>,
+}
+
+/// What a statement with conditions or variables needs beyond its keys.
+#[derive(Debug, Clone)]
+struct Extra {
+    /// Index of the statement in its policy.
+    index: usize,
+    statement: Statement,
+    /// KRN ids of the keys it is posted under for its variable resources only (sorted): a find
+    /// under one of them must substitute and match.
+    var_keys: Vec<u32>,
 }
 
 /// A query resource's keys, or an action's pattern ids, in one index.
@@ -590,6 +705,13 @@ impl PolicyIndex {
             + self.free_maps.capacity() * 4
             + map_heap_bytes(&self.via)
             + self.lists.heap_bytes()
+            + self.extras.capacity() * (std::mem::size_of::<(u32, Box<Extra>)>() + 1)
+            + self.extras.len() * std::mem::size_of::<Extra>()
+    }
+
+    /// Statements with conditions or variables.
+    pub fn conditional_count(&self) -> usize {
+        self.extras.len()
     }
 
     fn insert(&mut self, p: &StoredPolicy) {
@@ -612,6 +734,7 @@ impl PolicyIndex {
         };
         let bound = p.bound();
         let mut entries = Vec::with_capacity(n_stmts);
+        let mut extras: Vec<(usize, Extra)> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for (index, st) in p.document.statements.iter().enumerate() {
             names.clear();
@@ -620,7 +743,32 @@ impl PolicyIndex {
             names.dedup();
             let at = data.len() as u32;
             let acts = sorted(names.iter().map(|a| self.actions.intern(a)).collect());
-            let res = self.intern_krns(&st.resources, bound);
+            let res = if st.templates.is_empty() {
+                self.intern_krns(&st.resources, bound)
+            } else {
+                let mut all = st.resources.clone();
+                all.extend(st.templates.iter().map(|t| t.index_key().clone()));
+                self.intern_krns(&all, bound)
+            };
+            if st.is_conditional() {
+                // Keys of variable resources that no resource without variables shares.
+                let var_keys = sorted(
+                    st.templates
+                        .iter()
+                        .map(|t| t.index_key())
+                        .filter(|k| !st.resources.contains(k) && bound != Some(*k))
+                        .filter_map(|k| self.krn_id(k))
+                        .collect(),
+                );
+                extras.push((
+                    index,
+                    Extra {
+                        index,
+                        statement: st.clone(),
+                        var_keys,
+                    },
+                ));
+            }
             let prin = self.intern_krns(&st.principals, None);
             entries.push(StmtEntry {
                 policy: slot_id,
@@ -631,6 +779,7 @@ impl PolicyIndex {
                 n_principals: prin.len() as u16,
                 deny: st.effect == Effect::Deny,
                 indirect: principal_keys(&prin, &attached).count() > FANOUT,
+                checked: st.is_conditional(),
             });
             data.extend_from_slice(&acts);
             data.extend_from_slice(&res);
@@ -651,6 +800,10 @@ impl PolicyIndex {
             };
             if let Some(d) = data.get_mut(i) {
                 *d = sid;
+            }
+            if let Some(pos) = extras.iter().position(|(index, _)| *index == i) {
+                let (_, x) = extras.swap_remove(pos);
+                self.extras.insert(sid, Box::new(x));
             }
         }
         let mut slot = PolicySlot {
@@ -789,6 +942,9 @@ impl PolicyIndex {
             for &r in e.resources(&slot).iter().chain(e.principals(&slot)) {
                 self.krns.release(r);
             }
+            if e.checked {
+                self.extras.remove(&sid);
+            }
             if let Some(entry) = self.stmts.get_mut(sid as usize) {
                 *entry = StmtEntry::default();
             }
@@ -902,13 +1058,16 @@ impl PolicyIndex {
     }
 
     /// Reports to `sink` the statements of `scope` posted under `resource_keys` whose actions
-    /// match `action_keys`, skipping excluded policies.
+    /// match `action_keys`, skipping excluded policies. Statements with conditions or variables
+    /// are reported when they hold for `facts`.
+    #[allow(clippy::too_many_arguments)]
     fn collect<'a, S: Sink<'a>>(
         &'a self,
         scope: &Scope<'a>,
         action_keys: &[u32],
         resource_keys: &[u32],
         exclude: Option<&FxHashSet<u32>>,
+        facts: &Facts<'_>,
         sink: &mut S,
     ) {
         if action_keys.is_empty() {
@@ -931,6 +1090,9 @@ impl PolicyIndex {
                     {
                         continue;
                     }
+                    if e.checked && !self.holds(sid, r, &slot.id, facts, sink) {
+                        continue;
+                    }
                     sink.push(e.deny, &slot.id, e.index as usize);
                     if sink.settled() {
                         return;
@@ -938,6 +1100,27 @@ impl PolicyIndex {
                 }
             }
         }
+    }
+
+    /// Whether a statement with conditions or variables, found under resource key `r`, applies.
+    fn holds<'a, S: Sink<'a>>(
+        &self,
+        sid: u32,
+        r: u32,
+        policy: &str,
+        facts: &Facts<'_>,
+        sink: &mut S,
+    ) -> bool {
+        let Some(x) = self.extras.get(&sid) else {
+            return true;
+        };
+        let literal = r & 1 == 1
+            || x.var_keys.binary_search(&(r >> 1)).is_err()
+            || x.statement
+                .resources
+                .iter()
+                .any(|k| facts.resource.matches(k));
+        conditional(&x.statement, literal, facts, sink, policy, x.index)
     }
 
     fn entry(&self, sid: u32) -> Option<(&StmtEntry, &PolicySlot)> {
@@ -974,7 +1157,24 @@ impl PolicyIndex {
         actions: &[Action],
         resources: &[(Krn, Vec<Krn>)],
     ) -> Vec<Vec<Decision>> {
-        decisions(matrix(&[Layer::new(self)], principals, actions, resources))
+        self.decide_matrix_with(&NoEnv, principals, actions, resources)
+    }
+
+    /// [`PolicyIndex::decide_matrix`] with a request context and metadata for conditions.
+    pub fn decide_matrix_with(
+        &self,
+        env: &dyn Env,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[(Krn, Vec<Krn>)],
+    ) -> Vec<Vec<Decision>> {
+        decisions(matrix(
+            &[Layer::new(self)],
+            env,
+            principals,
+            actions,
+            resources,
+        ))
     }
 
     /// The outcomes of [`PolicyIndex::decide_matrix`] without their reasons (no allocation per
@@ -985,7 +1185,24 @@ impl PolicyIndex {
         actions: &[Action],
         resources: &[R],
     ) -> Vec<Vec<Outcome>> {
-        outcomes(matrix(&[Layer::new(self)], principals, actions, resources))
+        self.decide_matrix_outcomes_with(&NoEnv, principals, actions, resources)
+    }
+
+    /// [`PolicyIndex::decide_matrix_outcomes`] with a request context and metadata.
+    pub fn decide_matrix_outcomes_with<R: ResourceRef>(
+        &self,
+        env: &dyn Env,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[R],
+    ) -> Vec<Vec<Outcome>> {
+        outcomes(matrix(
+            &[Layer::new(self)],
+            env,
+            principals,
+            actions,
+            resources,
+        ))
     }
 
     /// Indexes of the resources on which `action` is allowed.
@@ -1019,6 +1236,59 @@ impl PolicyIndex {
         decide_into(&layers, &extra, q, &mut hits);
         hits.into_decision()
     }
+}
+
+/// Whether a statement with conditions or variables applies, its action and principal having
+/// matched: some resource matched without variables (`literal`) or one with them matches once
+/// substituted, and every condition holds. A tracing sink gets what was compared.
+pub(crate) fn conditional<'a, S: Sink<'a>>(
+    st: &Statement,
+    literal: bool,
+    facts: &Facts<'_>,
+    sink: &mut S,
+    policy: &str,
+    index: usize,
+) -> bool {
+    if literal && st.conditions.is_empty() {
+        // Matched by a resource without variables, and nothing else to check.
+        return true;
+    }
+    if !sink.tracing() {
+        return (literal || st.templates.iter().any(|t| t.matches(facts)))
+            && st.conditions.hold(facts);
+    }
+    let mut resources = Vec::new();
+    let mut resource_ok = literal;
+    if !literal {
+        for t in &st.templates {
+            let (substituted, note, held) = match t.instantiate(facts) {
+                Ok(k) => {
+                    let held = facts.resource.matches(&k);
+                    (Some(k.to_string()), None, held)
+                }
+                Err(e) => (None, Some(e), false),
+            };
+            resource_ok |= held;
+            resources.push(ResourceCheck {
+                pattern: t.as_str().to_owned(),
+                substituted,
+                held,
+                note,
+            });
+        }
+    }
+    let mut conditions = Vec::new();
+    let conditions_ok = st.conditions.trace(facts, &mut conditions);
+    let applied = resource_ok && conditions_ok;
+    sink.check(StatementCheck {
+        policy_id: policy.to_owned(),
+        statement: index,
+        effect: st.effect,
+        applied,
+        conditions,
+        resources,
+    });
+    applied
 }
 
 /// The principal keys of a statement: its own and its policy's attachments (both sorted, without
@@ -1101,7 +1371,8 @@ pub(crate) fn decide_into<'a, S: Sink<'a>>(
             continue;
         }
         let scope = ix.scope(q.principals);
-        ix.collect(&scope, &acts, &res, layer.exclude.as_ref(), sink);
+        let facts = q.facts();
+        ix.collect(&scope, &acts, &res, layer.exclude.as_ref(), &facts, sink);
         if sink.settled() {
             return;
         }
@@ -1114,6 +1385,7 @@ pub(crate) fn decide_into<'a, S: Sink<'a>>(
 /// The sinks of every (action, resource) pair: `[action][resource]`.
 pub(crate) fn matrix<'a, S: Sink<'a> + Default, R: ResourceRef>(
     layers: &[Layer<'a>],
+    env: &dyn Env,
     principals: &[Krn],
     actions: &[Action],
     resources: &[R],
@@ -1145,11 +1417,16 @@ pub(crate) fn matrix<'a, S: Sink<'a> + Default, R: ResourceRef>(
                 continue;
             }
             let mut start = 0;
-            for (&end, cell) in ends.iter().zip(row.iter_mut()) {
+            for ((&end, cell), r) in ends.iter().zip(row.iter_mut()).zip(resources) {
                 let res = keys.get(start..end).unwrap_or(&[]);
                 start = end;
                 if !cell.settled() {
-                    ix.collect(&scope, &acts, res, layer.exclude.as_ref(), cell);
+                    let facts = Facts {
+                        principals,
+                        resource: r.resource(),
+                        env,
+                    };
+                    ix.collect(&scope, &acts, res, layer.exclude.as_ref(), &facts, cell);
                 }
             }
         }
@@ -1171,20 +1448,22 @@ fn outcomes(m: Vec<Vec<Verdict>>) -> Vec<Vec<Outcome>> {
 
 pub(crate) fn decide_matrix<R: ResourceRef>(
     layers: &[Layer<'_>],
+    env: &dyn Env,
     principals: &[Krn],
     actions: &[Action],
     resources: &[R],
 ) -> Vec<Vec<Decision>> {
-    decisions(matrix(layers, principals, actions, resources))
+    decisions(matrix(layers, env, principals, actions, resources))
 }
 
 pub(crate) fn decide_matrix_outcomes<R: ResourceRef>(
     layers: &[Layer<'_>],
+    env: &dyn Env,
     principals: &[Krn],
     actions: &[Action],
     resources: &[R],
 ) -> Vec<Vec<Outcome>> {
-    outcomes(matrix(layers, principals, actions, resources))
+    outcomes(matrix(layers, env, principals, actions, resources))
 }
 
 pub(crate) fn allowed_resources<R: ResourceRef>(
@@ -1193,8 +1472,13 @@ pub(crate) fn allowed_resources<R: ResourceRef>(
     action: &Action,
     resources: &[R],
 ) -> Vec<usize> {
-    let rows: Vec<Vec<Verdict>> =
-        matrix(layers, principals, std::slice::from_ref(action), resources);
+    let rows: Vec<Vec<Verdict>> = matrix(
+        layers,
+        &NoEnv,
+        principals,
+        std::slice::from_ref(action),
+        resources,
+    );
     rows.into_iter()
         .next()
         .unwrap_or_default()
@@ -1213,7 +1497,7 @@ pub(crate) fn allowed_actions(
     pools: &[Krn],
 ) -> Vec<usize> {
     let resources = [(resource, pools)];
-    let rows: Vec<Vec<Verdict>> = matrix(layers, principals, actions, &resources);
+    let rows: Vec<Vec<Verdict>> = matrix(layers, &NoEnv, principals, actions, &resources);
     rows.iter()
         .enumerate()
         .filter(|(_, row)| row.first().is_some_and(|v| v.0 == Outcome::Allow))

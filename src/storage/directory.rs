@@ -421,6 +421,12 @@ pub enum SnapshotPart {
     PoolMembers(Vec<(String, String)>),
     /// (user or group KRN, pool KRN), all of them.
     PoolPrincipals(Vec<(String, String)>),
+    /// (KRN, metadata JSON) of the users and of the registered resources whose metadata is not
+    /// `{}`: what conditions on `iam:metadata/...` and `resource:metadata/...` read.
+    Metadata {
+        users: Vec<(String, String)>,
+        resources: Vec<(String, String)>,
+    },
     /// The users and the registered resources marked disabled.
     Disabled {
         users: Vec<String>,
@@ -1997,6 +2003,17 @@ impl SnapshotStore for Database {
             let users = disabled("users")?;
             let resources = disabled("resources")?;
             each(SnapshotPart::Disabled { users, resources })?;
+            let users = pairs(
+                tx,
+                "SELECT krn, metadata FROM users WHERE tenant = $1 AND metadata <> '{}'",
+                tenant,
+            )?;
+            let resources = pairs(
+                tx,
+                "SELECT krn, metadata FROM resources WHERE tenant = $1 AND metadata <> '{}'",
+                tenant,
+            )?;
+            each(SnapshotPart::Metadata { users, resources })?;
             let sql = format!(
                 "SELECT {} FROM policies WHERE tenant = $1 AND krn > $2 ORDER BY krn LIMIT $3",
                 super::policies::COLUMNS

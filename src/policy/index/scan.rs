@@ -2,7 +2,7 @@
 //! index: the candidates of a simulation and the base policies of a tenant the engine has no
 //! cache for. Same semantics as the index (docs/ENGINE_API.md, "Semantics").
 
-use super::{Effect, Query, Sink, StoredPolicy};
+use super::{Effect, Query, Sink, StoredPolicy, conditional};
 
 /// Reports to `sink` every statement of `p` that applies to `q` (a concrete query).
 pub(crate) fn scan_policy<'a, S: Sink<'a>>(p: &'a StoredPolicy, q: &Query, sink: &mut S) {
@@ -15,9 +15,10 @@ pub(crate) fn scan_policy<'a, S: Sink<'a>>(p: &'a StoredPolicy, q: &Query, sink:
         .attached_principals
         .iter()
         .any(|k| q.principals.iter().any(|qp| qp.matches(k)));
+    let facts = q.facts();
     for (i, st) in p.document.statements.iter().enumerate() {
         let action = st.actions.iter().any(|a| q.action.matches(a));
-        let resource = in_pool
+        let literal = in_pool
             || st
                 .resources
                 .iter()
@@ -28,7 +29,20 @@ pub(crate) fn scan_policy<'a, S: Sink<'a>>(p: &'a StoredPolicy, q: &Query, sink:
                 .principals
                 .iter()
                 .any(|k| q.principals.iter().any(|qp| qp.matches(k)));
-        if action && resource && principal {
+        if !action || !principal {
+            continue;
+        }
+        let applies = if st.is_conditional() {
+            let keyed = literal
+                || st
+                    .templates
+                    .iter()
+                    .any(|t| q.resource.matches(t.index_key()));
+            keyed && conditional(st, literal, &facts, sink, &p.id, i)
+        } else {
+            literal
+        };
+        if applies {
             sink.push(st.effect == Effect::Deny, &p.id, i);
         }
     }

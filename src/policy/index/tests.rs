@@ -53,6 +53,7 @@ impl Q {
 
     fn q(&self) -> Query<'_> {
         Query {
+            env: &crate::policy::NoEnv,
             principals: &self.principals,
             action: &self.action,
             resource: &self.resource,
@@ -732,6 +733,7 @@ fn batches_agree_with_decide() {
         assert_eq!(m[ai].len(), 3);
         for (ri, (r, pools)) in resources.iter().enumerate() {
             let single = ix.decide(&Query {
+                env: &crate::policy::NoEnv,
                 principals: &principals,
                 action,
                 resource: r,
@@ -801,4 +803,140 @@ fn pools_match_by_equality_even_when_written_as_wildcards() {
     assert!(!ix.decide(&q.q()).is_allowed());
     let q = Q::new(&u, "endpoint:read", "krn:epr:t::endpoint/e1").pools(&["krn:iam:t::pool/*"]);
     assert!(ix.decide(&q.q()).is_allowed());
+}
+
+#[test]
+fn conditions_apply_only_when_they_hold_and_deny_still_wins() {
+    use crate::policy::MapEnv;
+    let mut ix = PolicyIndex::new();
+    ix.upsert(identity(
+        "net",
+        json!([
+            {"effect": "allow", "actions": ["endpoint:read"], "resources": ["krn:epr:kaa::endpoint/*"],
+             "conditions": {"IpAddress": {"kaa:SourceIp": "10.0.0.0/8"}}},
+            {"effect": "deny", "actions": ["endpoint:read"], "resources": ["krn:epr:kaa::endpoint/secret"],
+             "conditions": {"Bool": {"locked": true}}},
+            {"effect": "allow", "actions": ["endpoint:read"], "resources": ["krn:epr:kaa::endpoint/open"]}
+        ]),
+        &[BOB],
+    ))
+    .unwrap();
+    assert_eq!(ix.conditional_count(), 2);
+    let env = |c: Value| MapEnv {
+        context: c.as_object().cloned().unwrap_or_default(),
+        ..MapEnv::default()
+    };
+    let decide = |resource: &str, c: Value| {
+        let q = Q::new(&[BOB], "endpoint:read", resource);
+        let e = env(c);
+        let query = Query { env: &e, ..q.q() };
+        let d = ix.decide(&query);
+        assert_eq!(ix.decide_outcome(&query), d.outcome);
+        let resources = [(k(resource), vec![])];
+        let m = ix.decide_matrix_with(&e, &q.principals, &[a("endpoint:read")], &resources);
+        assert_eq!(m[0][0], d);
+        d
+    };
+    let inside = json!({"kaa:SourceIp": "10.1.2.3"});
+    let d = decide("krn:epr:kaa::endpoint/e1", inside.clone());
+    assert_eq!(d.outcome, Outcome::Allow);
+    assert_eq!(d.checks.len(), 1);
+    assert!(d.checks[0].applied);
+    assert_eq!(
+        d.checks[0].conditions[0].actual,
+        Some(vec!["10.1.2.3".into()])
+    );
+    let d = decide(
+        "krn:epr:kaa::endpoint/e1",
+        json!({"kaa:SourceIp": "192.168.1.1"}),
+    );
+    assert_eq!(d.outcome, Outcome::ImplicitDeny);
+    assert!(!d.checks[0].applied);
+    assert_eq!(
+        d.checks[0].conditions[0].values,
+        vec!["10.0.0.0/8".to_string()]
+    );
+    // Missing key: the condition fails.
+    let d = decide("krn:epr:kaa::endpoint/e1", json!({}));
+    assert_eq!(d.outcome, Outcome::ImplicitDeny);
+    assert_eq!(d.checks[0].conditions[0].actual, None);
+    // A deny whose condition holds wins over the allow; when it fails, the allow decides.
+    let mut locked = inside.clone();
+    locked["locked"] = json!(true);
+    let d = decide("krn:epr:kaa::endpoint/secret", locked);
+    assert_eq!(d.outcome, Outcome::ExplicitDeny);
+    assert_eq!(reasons(&d), vec![("net".into(), 1)]);
+    let d = decide("krn:epr:kaa::endpoint/secret", inside);
+    assert_eq!(d.outcome, Outcome::Allow);
+    assert_eq!(reasons(&d), vec![("net".into(), 0)]);
+    assert_eq!(d.checks.len(), 2);
+    // A statement without conditions is not traced; a skipped one is.
+    let d = decide("krn:epr:kaa::endpoint/open", json!({}));
+    assert_eq!(reasons(&d), vec![("net".into(), 2)]);
+    assert_eq!(d.checks.len(), 1);
+    assert_eq!((d.checks[0].statement, d.checks[0].applied), (0, false));
+}
+
+#[test]
+fn variable_resources_are_indexed_under_their_prefix() {
+    let mut ix = PolicyIndex::new();
+    ix.upsert(identity(
+        "home",
+        json!([
+            {"effect": "allow", "actions": ["fs:folder:*"],
+             "resources": ["krn:fs:kaa::folder/${iam:username}/*", "krn:fs:kaa::folder/shared"]},
+            {"effect": "allow", "actions": ["iam:user:update"], "resources": ["${krn:principal}"]}
+        ]),
+        &["krn:iam:kaa::group/staff"],
+    ))
+    .unwrap();
+    let set = ["krn:iam:kaa::user/bob", "krn:iam:kaa::group/staff"];
+    let decide = |principals: &[&str], action: &str, r: &str| {
+        let q = Q::new(principals, action, r);
+        ix.decide(&q.q())
+    };
+    assert!(decide(&set, "fs:folder:read", "krn:fs:kaa::folder/bob/notes").is_allowed());
+    let other = decide(&set, "fs:folder:read", "krn:fs:kaa::folder/alice/notes");
+    assert_eq!(other.outcome, Outcome::ImplicitDeny);
+    assert_eq!(
+        other.checks[0].resources[0].substituted.as_deref(),
+        Some("krn:fs:kaa::folder/bob/*")
+    );
+    assert!(decide(&set, "fs:folder:read", "krn:fs:kaa::folder/shared").is_allowed());
+    assert!(decide(&set, "iam:user:update", "krn:iam:kaa::user/bob").is_allowed());
+    assert!(!decide(&set, "iam:user:update", "krn:iam:kaa::user/alice").is_allowed());
+    // A group asked about alone has no username: the variable resource matches nothing.
+    let d = decide(
+        &["krn:iam:kaa::group/staff"],
+        "fs:folder:read",
+        "krn:fs:kaa::folder/staff/x",
+    );
+    assert_eq!(d.outcome, Outcome::ImplicitDeny);
+    assert_eq!(
+        d.checks[0].resources[0].note.as_deref(),
+        Some("variable `${iam:username}` has no value")
+    );
+    // Removing the policy drops its extras.
+    assert!(ix.remove("home"));
+    assert_eq!(ix.conditional_count(), 0);
+}
+
+#[test]
+fn simulated_candidates_evaluate_conditions() {
+    let ix = PolicyIndex::new();
+    let cand = identity(
+        "cand",
+        json!([{"effect": "allow", "actions": ["fs:folder:read"],
+                "resources": ["krn:fs:kaa::folder/${iam:username}/*"],
+                "conditions": {"StringEquals": {"iam:username": "bob"}}}]),
+        &[BOB],
+    );
+    let q = Q::new(&[BOB], "fs:folder:read", "krn:fs:kaa::folder/bob/x");
+    let d = ix.simulate(&q.q(), std::slice::from_ref(&cand), &[]);
+    assert!(d.is_allowed());
+    assert!(d.checks[0].applied);
+    let q = Q::new(&[BOB], "fs:folder:read", "krn:fs:kaa::folder/eve/x");
+    let d = ix.simulate(&q.q(), std::slice::from_ref(&cand), &[]);
+    assert_eq!(d.outcome, Outcome::ImplicitDeny);
+    assert!(!d.checks[0].applied);
 }
