@@ -25,8 +25,8 @@
 #
 # Environment: SIZES ("1k 10k 50k"; also 100k, or any N with `k`), PEERS ("opa openfga cedar"),
 # CONNS ("1 64"), DURATION (10s), BATCH (100), SAMPLES (1000 single samples; a tenth as many
-# batches), CHECK_SAMPLES (single samples whose answers are checked, 1000; every batch sample is
-# checked too), SEED (1), KAA_PEERS_CACHE, OPA_VERSION, OPENFGA_VERSION, CEDAR_AGENT_VERSION,
+# batches), CHECK_SAMPLES (single samples whose answers are checked, 1000), CHECK_BATCHES (batch
+# samples checked, 20), FGA_ACTION_WILDCARDS (expand | relations, see bench-peers.py), SEED (1), KAA_PEERS_CACHE, OPA_VERSION, OPENFGA_VERSION, CEDAR_AGENT_VERSION,
 # PORT_BASE (18190: IAM, +1 OPA, +2/+3 OpenFGA HTTP/gRPC, +4 cedar-agent), READY_TIMEOUT (s, 600),
 # KEEP (1: keep the work directory).
 #
@@ -311,7 +311,7 @@ run_system() { # SIZE SYSTEM DIR
     INFO["$size|$sys|rss"]=$(rss_mib "$pid" VmRSS)
     echo "  loaded in $(fmt_ms "$LOAD_MS"); VmRSS ${INFO["$size|$sys|rss"]} MiB"
     local check_out rc=0
-    check_out=$(python3 "$PY" check "$py" "$(url_of "$sys")" "$dir/peers" "$dir/peers/expected.json" "$CHECK_SAMPLES" 2>&1) || rc=$?
+    check_out=$(CHECK_BATCHES=${CHECK_BATCHES:-20} python3 "$PY" check "$py" "$(url_of "$sys")" "$dir/peers" "$dir/peers/expected.json" "$CHECK_SAMPLES" 2>&1) || rc=$?
     echo "$check_out" | sed 's/^/  /'
     INFO["$size|$sys|check"]=$(echo "$check_out" | head -1)
     if [ "$rc" != 0 ]; then
