@@ -6,10 +6,11 @@
 
 mod support;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use kaa::config::StorageSettings;
-use kaa::iam::generate::{GENERATED_PASSWORD_HASH, Options, Sample, generate, outcome_mix};
+use kaa::iam::generate::{GENERATED_PASSWORD_HASH, Options, Report, Sample, generate, outcome_mix};
 use kaa::policy::Outcome;
 use kaa::storage::{BulkStore, Database, UserStore};
 use serde_json::Value;
@@ -66,6 +67,7 @@ fn story(storage: &StorageSettings) {
         samples: 60,
         batch: 25,
         requests: Some(dir.0.join("req")),
+        export: Some(dir.0.join("tenant.json")),
     };
     let report = {
         let db = Database::open(storage).unwrap();
@@ -100,6 +102,8 @@ fn story(storage: &StorageSettings) {
             .unwrap();
     assert_eq!(expected["single"].as_array().unwrap().len(), 60);
 
+    let export: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("tenant.json")).unwrap()).unwrap();
     let svc = support::service::start_iam(storage, "");
     assert_eq!(count(svc.addr, "users"), 200);
     assert_eq!(count(svc.addr, "groups"), 50);
@@ -126,6 +130,128 @@ fn story(storage: &StorageSettings) {
         assert_eq!(r.status, 200);
         let allowed = s.expected.iter().filter(|o| **o == Outcome::Allow).count();
         assert_eq!(r.json().as_array().unwrap().len(), allowed);
+    }
+    exported_tenant_decides_as_the_service(svc.addr, &export, &report);
+}
+
+/// The export holds the whole tenant: its counts are the service's, its statements are the
+/// stored ones, and a plain evaluation over the export alone (statements of the policies attached
+/// to the user, its groups and their ancestors; deny over allow; a trailing `*` matching by
+/// prefix) decides every sample as the service does.
+fn exported_tenant_decides_as_the_service(addr: SocketAddr, export: &Value, report: &Report) {
+    let list = |k: &str| export[k].as_array().unwrap().clone();
+    assert_eq!(export["tenant"], TENANT);
+    assert_eq!(list("users").len() as u64, count(addr, "users"));
+    assert_eq!(list("groups").len() as u64, count(addr, "groups"));
+    assert_eq!(list("policies").len() as u64, count(addr, "policies"));
+    let statements: usize = list("policies")
+        .iter()
+        .map(|p| p["statements"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(statements as u64, report.statements);
+
+    // A few policies as the API lists them: the same statements.
+    for p in list("policies").iter().step_by(37) {
+        let name = p["name"].as_str().unwrap();
+        let r = call_json(
+            addr,
+            "GET",
+            &format!("/api/v1/policies?tenantID={TENANT}&name={name}"),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let listed = r.json();
+        let found = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap_or_else(|| panic!("policy {name} not listed: {listed}"))
+            .clone();
+        assert_eq!(found["statements"], p["statements"], "{name}");
+    }
+
+    let parent: HashMap<&str, Option<&str>> = export["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["krn"].as_str().unwrap(), g["parent"].as_str()))
+        .collect();
+    let groups_of: HashMap<&str, Vec<&str>> = export["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let gs = u["groups"].as_array().unwrap();
+            (
+                u["krn"].as_str().unwrap(),
+                gs.iter().map(|g| g.as_str().unwrap()).collect(),
+            )
+        })
+        .collect();
+    let mut attached: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for p in export["policies"].as_array().unwrap() {
+        attached
+            .entry(p["attachedTo"].as_str().unwrap())
+            .or_default()
+            .extend(p["statements"].as_array().unwrap());
+    }
+    let actions: HashSet<&str> = export["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let resources: HashSet<&str> = export["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let matches = |s: &str, pattern: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => s.starts_with(prefix),
+        None => s == pattern,
+    };
+    let any = |v: &Value, s: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| matches(s, p.as_str().unwrap()))
+    };
+    for s in report.single.iter().chain(&report.batch) {
+        assert!(actions.contains(s.action.as_str()), "{}", s.action);
+        let mut principals = vec![s.principal.as_str()];
+        for &g in &groups_of[s.principal.as_str()] {
+            let mut at = Some(g);
+            while let Some(x) = at {
+                principals.push(x);
+                at = parent[x];
+            }
+        }
+        let reach: Vec<&Value> = principals
+            .iter()
+            .flat_map(|p| attached.get(p).into_iter().flatten().copied())
+            .collect();
+        let decided: Vec<Outcome> = s
+            .resources
+            .iter()
+            .map(|r| {
+                assert!(resources.contains(r.as_str()), "{r}");
+                let hits: Vec<&str> = reach
+                    .iter()
+                    .filter(|st| any(&st["actions"], &s.action) && any(&st["resources"], r))
+                    .map(|st| st["effect"].as_str().unwrap())
+                    .collect();
+                if hits.contains(&"deny") {
+                    Outcome::ExplicitDeny
+                } else if hits.contains(&"allow") {
+                    Outcome::Allow
+                } else {
+                    Outcome::ImplicitDeny
+                }
+            })
+            .collect();
+        assert_eq!(decided, decide(addr, s), "{}", s.body());
     }
 }
 

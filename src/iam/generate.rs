@@ -25,6 +25,12 @@
 //! policies attached to the user, its groups and their ancestors, deny over allow, a pattern
 //! ending in `*` matching by prefix and any other by equality. It shares nothing with the
 //! service's index but that rule.
+//!
+//! Export (`--export FILE`): the tenant as one JSON document, for translating it into other
+//! authorization systems (`scripts/bench-peers.sh`): every user with its groups, every group with
+//! its parent, every policy with its statements (as stored) and the principal it is attached to,
+//! the actions of the generated resource types and every concrete resource KRN the generator can
+//! name (see `export_model`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,6 +68,9 @@ pub struct Options {
     pub batch: usize,
     /// Prefix of the request files; `None` writes none.
     pub requests: Option<PathBuf>,
+    /// File to write the whole tenant to as one JSON document (users, groups, policies, actions, resources), for
+    /// translating it into other authorization systems; `None` writes none.
+    pub export: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -77,6 +86,7 @@ impl Default for Options {
             samples: 1000,
             batch: 100,
             requests: None,
+            export: None,
         }
     }
 }
@@ -754,6 +764,90 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The generated tenant as one JSON document:
+///
+/// ```json
+/// {"tenant": "t",
+///  "users": [{"krn": "krn:iam:t::user/o0/u0", "groups": ["krn:iam:t::group/g3"]}],
+///  "groups": [{"krn": "krn:iam:t::group/g3", "parent": null}],
+///  "policies": [{"krn": "krn:iam:t::policy/p0", "name": "p0",
+///                "attachedTo": "krn:iam:t::group/g3",
+///                "statements": [{"effect": "allow", "actions": [...], "resources": [...]}]}],
+///  "actions": ["iam:user:read", ...],
+///  "resources": ["krn:iam:t::user/d0/t0/u0", ...]}
+/// ```
+///
+/// Statements are exactly the stored ones. A user gets the policies attached to it, to its groups
+/// and to their ancestors; `actions` lists every action of the generated resource types and
+/// `resources` every concrete resource the statements and sample requests can name.
+fn export_model(m: &Model) -> Result<Value, String> {
+    let users: Vec<Value> = (0..m.users)
+        .map(|u| {
+            let groups: Vec<&str> = m.user_groups[u]
+                .iter()
+                .map(|&g| m.group_krn[g as usize].as_str())
+                .collect();
+            json!({ "krn": m.user_krn(u), "groups": groups })
+        })
+        .collect();
+    let groups: Vec<Value> = (0..m.group_krn.len())
+        .map(|j| {
+            let parent = m.group_parent[j].map(|p| m.group_krn[p as usize].as_str());
+            json!({ "krn": m.group_krn[j], "parent": parent })
+        })
+        .collect();
+    let policies = m
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let attached = match p.target {
+                Target::User(u) => m.user_krn(u as usize),
+                Target::Group(g) => m.group_krn[g as usize].clone(),
+            };
+            let name = format!("p{k}");
+            let stored = statements_json(m, &name, &m.stmts[p.first..p.first + p.len])?;
+            let statements: Value = serde_json::from_str(&stored)
+                .map_err(|e| format!("generated policy `{name}`: {e}"))?;
+            Ok(json!({
+                "krn": format!("krn:iam:{}::policy/{name}", m.tenant),
+                "name": name,
+                "attachedTo": attached,
+                "statements": statements,
+            }))
+        })
+        .collect::<Result<Vec<Value>, String>>()?;
+    let mut actions = Vec::new();
+    for (t, rt) in TYPES.iter().enumerate() {
+        for op in 0..rt.ops.len() {
+            actions.push(Model::action(t as u8, op as u8));
+        }
+    }
+    let mut resources = Vec::new();
+    for t in 0..TYPES.len() {
+        for dept in 0..DEPTS {
+            for team in 0..TEAMS {
+                for id in 0..m.ids {
+                    let c = Coord {
+                        dept: dept as u16,
+                        team: team as u16,
+                        id,
+                    };
+                    resources.push(m.resource(t as u8, c));
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "tenant": m.tenant,
+        "users": users,
+        "groups": groups,
+        "policies": policies,
+        "actions": actions,
+        "resources": resources,
+    }))
+}
+
 fn write_requests(prefix: &Path, report: &Report) -> Result<Vec<PathBuf>, String> {
     if let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -1026,6 +1120,11 @@ pub fn generate(db: &Database, opts: &Options) -> Result<Report, String> {
     if let Some(prefix) = &opts.requests {
         report.files = write_requests(prefix, &report)?;
     }
+    if let Some(path) = &opts.export {
+        let text = export_model(&m)?.to_string();
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        report.files.push(path.clone());
+    }
     Ok(report)
 }
 
@@ -1033,6 +1132,7 @@ pub fn generate(db: &Database, opts: &Options) -> Result<Report, String> {
 
 const USAGE: &str = "usage: iam generate [--tenant T] [--users N] [--groups N] [--policies N] \
 [--statements N] [--seed S] [--per-tx N] [--samples N] [--batch N] [--requests PREFIX]
+[--export FILE]
 
 Fills tenant T (default `bench`) with N users (10000), groups (1000, nested up to 4 levels),
 policies (10000) and statements (50000; 30% wildcards, 10% deny), each policy attached to a user
@@ -1040,7 +1140,9 @@ or a group, written through the store configured as for `iam serve` (APP_CONFIG_
 environment: SQLite by default, PostgreSQL with KAA_POSTGRESQL_*) in transactions of --per-tx
 rows (1000). Writes sample evaluate requests to PREFIX.single.jsonl, PREFIX.batch.jsonl and
 PREFIX.expected.json (default prefix `<T>-requests`): --samples single requests (1000) and a tenth
-as many batches of --batch resources (100). Generated users have no usable password.";
+as many batches of --batch resources (100). Generated users have no usable password.
+--export FILE also writes the whole tenant as one JSON document (users with their groups, groups
+with their parent, policies with their statements and attachment, the actions and resources).";
 
 fn number(flag: &str, v: Option<&String>) -> Result<usize, String> {
     let v = v.ok_or_else(|| format!("`{flag}` needs a value"))?;
@@ -1082,6 +1184,9 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--batch" => o.batch = number(name, value().as_ref())?.max(1),
             "--requests" => {
                 requests = Some(PathBuf::from(value().ok_or("`--requests` needs a value")?))
+            }
+            "--export" => {
+                o.export = Some(PathBuf::from(value().ok_or("`--export` needs a value")?))
             }
             other => return Err(format!("unknown option `{other}`")),
         }
@@ -1291,5 +1396,11 @@ mod tests {
         assert_eq!((o.users, o.statements, o.groups), (2000, 1_000_000, 1000));
         assert_eq!(o.requests, Some(PathBuf::from("t1-requests")));
         assert!(parse_args(&["--bogus".to_string()]).is_err());
+        assert_eq!(o.export, None);
+        let o = parse_args(&["--export".to_string(), "t.json".to_string()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.export, Some(PathBuf::from("t.json")));
+        assert!(parse_args(&["--export".to_string()]).is_err());
     }
 }
