@@ -2817,7 +2817,7 @@ fn hostile(addr: SocketAddr, w: &World) -> usize {
         "unknown field in evaluate",
         "POST",
         ev,
-        &json!({"principal": me, "action": "svc:device:read", "resources": [w.resources[0]], "context": {}}),
+        &json!({"principal": me, "action": "svc:device:read", "resources": [w.resources[0]], "contexts": {}}),
         400,
     );
     h.json(
