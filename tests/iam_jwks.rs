@@ -258,8 +258,8 @@ fn a_slow_issuer_and_a_burst_of_unknown_keys_delay_no_request_whose_key_is_known
         latencies.len()
     );
     // Waiting for the fetch would take its 3 s: a third of that, whatever the machine's load,
-    // tells "answered meanwhile" from "held behind the fetch" (the figure itself is printed above
-    // and bounded at 100 ms in scripts/reliability.sh's sense: a latency, not a function).
+    // tells "answered meanwhile" from "held behind the fetch" (the measured figure is printed
+    // above; on a quiet machine the slowest is tens of milliseconds).
     assert!(
         slowest < Duration::from_millis(1000),
         "a request with a known key took {slowest:?} while the issuer was slow"
