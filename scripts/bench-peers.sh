@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # IAM side by side with the services a platform team would pick instead, over HTTP on the same
-# questions in one run: Open Policy Agent (`opa run --server`), OpenFGA (`openfga run`, memory
-# store) and Cedar behind permitio's cedar-agent.
+# questions in one run: Open Policy Agent (`opa run --server`), OpenFGA (`openfga run` on its
+# SQLite datastore, as IAM runs here) and Cedar behind permitio's cedar-agent.
 #
 # For each size: `iam generate` makes one tenant (users, groups nested up to 4 levels, policies
 # with wildcards and denies) into a fresh SQLite file and exports it as JSON (--export);
@@ -26,7 +26,8 @@
 # Environment: SIZES ("1k 10k 50k"; also 100k, or any N with `k`), PEERS ("opa openfga cedar"),
 # CONNS ("1 64"), DURATION (10s), BATCH (100), SAMPLES (1000 single samples; a tenth as many
 # batches), CHECK_SAMPLES (single samples whose answers are checked, 1000), CHECK_BATCHES (batch
-# samples checked, 20), FGA_ACTION_WILDCARDS (expand | relations, see bench-peers.py), SEED (1), KAA_PEERS_CACHE, OPA_VERSION, OPENFGA_VERSION, CEDAR_AGENT_VERSION,
+# samples checked, 20), FGA_ACTION_WILDCARDS (expand | relations, see bench-peers.py), FGA_ENGINE
+# (OpenFGA's datastore: sqlite, a file in the work directory, or memory), SEED (1), KAA_PEERS_CACHE, OPA_VERSION, OPENFGA_VERSION, CEDAR_AGENT_VERSION,
 # PORT_BASE (18190: IAM, +1 OPA, +2/+3 OpenFGA HTTP/gRPC, +4 cedar-agent), READY_TIMEOUT (s, 600),
 # KEEP (1: keep the work directory).
 #
@@ -60,6 +61,7 @@ CHECK_SAMPLES=${CHECK_SAMPLES:-1000}
 SEED=${SEED:-1}
 PORT_BASE=${PORT_BASE:-18190}
 READY_TIMEOUT=${READY_TIMEOUT:-600}
+FGA_ENGINE=${FGA_ENGINE:-sqlite}
 KEEP=${KEEP:-0}
 IAM_PORT=$PORT_BASE
 OPA_PORT=$((PORT_BASE + 1))
@@ -257,9 +259,18 @@ start_system() {
             PID=$!; PIDS+=("$PID")
             wait_http "http://127.0.0.1:$OPA_PORT/health" "$PID" 200 || return 1 ;;
         openfga)
-            "${BIN[openfga]}" run --datastore-engine memory --http-addr "127.0.0.1:$FGA_PORT" \
+            # SQLite, as IAM runs here: OpenFGA's memory store scans every tuple of the store on
+            # each read (pkg/storage/memory), which is for tests, not for tens of thousands of tuples.
+            local fga_db=(--datastore-engine "$FGA_ENGINE")
+            if [ "$FGA_ENGINE" = sqlite ]; then
+                rm -f "$dir/openfga.db"*
+                fga_db+=(--datastore-uri "file:$dir/openfga.db")
+                "${BIN[openfga]}" migrate "${fga_db[@]}" >"$dir/openfga-migrate.log" 2>&1 || return 1
+            fi
+            "${BIN[openfga]}" run "${fga_db[@]}" --http-addr "127.0.0.1:$FGA_PORT" \
                 --grpc-addr "127.0.0.1:$FGA_GRPC_PORT" --playground-enabled=false --metrics-enabled=false \
-                --log-level error --max-checks-per-batch-check "$BATCH" >"$dir/openfga.log" 2>&1 &
+                --log-level error --max-checks-per-batch-check "$BATCH" --request-timeout 60s \
+                --http-upstream-timeout 60s >"$dir/openfga.log" 2>&1 &
             PID=$!; PIDS+=("$PID")
             wait_http "http://127.0.0.1:$FGA_PORT/healthz" "$PID" 200 || return 1
             python3 "$PY" fga-load "http://127.0.0.1:$FGA_PORT" "$dir/peers" | sed 's/^/  /' || return 1 ;;
