@@ -203,7 +203,9 @@ to_us() {
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u >= 1000000) printf "%.2f s", u / 1000000; else if (u >= 1000) printf "%.2f ms", u / 1000; else printf "%d us", u }'; }
 fmt_ms() { awk -v u="$1" 'BEGIN { if (u >= 1000) printf "%.1f s", u / 1000; else printf "%d ms", u }'; }
-wrk_rps() { awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1"; }
+wrk_rps() { awk '/^Requests\/sec:/ { printf "%.2f", $2 }' "$1"; }
+# A rate as printed: one decimal below 10 (a batch form may finish a few requests a second).
+fmt_rate() { awk -v r="$1" -v m="${2:-1}" 'BEGIN { v = r * m; if (v < 10) printf "%.1f", v; else printf "%.0f", v }'; }
 wrk_pct() { to_us "$(awk -v p="$2" '$1 == p { print $2 }' "$1")"; }
 wrk_non2xx() { awk '/Non-2xx/ { print $NF }' "$1" | head -1; }
 wrk_errors() { awk -F'Socket errors: ' '/Socket errors/ { print $2 }' "$1" | head -1; }
@@ -343,7 +345,7 @@ run_system() { # SIZE SYSTEM DIR
                 rps=$(wrk_rps "$out"); p50=$(wrk_pct "$out" 50%); p99=$(wrk_pct "$out" 99%)
                 non=$(wrk_non2xx "$out"); err=$(wrk_errors "$out")
                 R["$size|$sys|$wl|$c"]="${rps:-0} ${p50:-0} ${p99:-0} ${non:-0}"
-                printf '  %-6s c=%-3s %8s req/s  p50 %9s  p99 %9s  non-2xx %s%s\n' "$wl" "$c" "${rps:-0}" \
+                printf '  %-6s c=%-3s %8s req/s  p50 %9s  p99 %9s  non-2xx %s%s\n' "$wl" "$c" "$(fmt_rate "${rps:-0}")" \
                     "$(fmt_us "${p50:-0}")" "$(fmt_us "${p99:-0}")" "${non:-0}" "${err:+  socket errors: $err}"
                 if [ -n "$err" ]; then NOTES+=("$size $sys $wl c=$c: socket errors $err"); fi
                 if [ "$sys" != iam ] && [ "${non:-0}" != 0 ]; then NOTES+=("$size $sys $wl c=$c: $non non-2xx answers"); fi
@@ -392,8 +394,8 @@ done
 
 # ---------------------------------------------------------------- report
 
-ratio() { # VALUE IAM_VALUE -> "x0.42"
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "x%.2f", a / b; else print "-" }'
+ratio() { # VALUE IAM_VALUE -> "x0.42" (x0.0004 below 0.01)
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") { r = a / b; if (r > 0 && r < 0.01) printf "x%.2g", r; else printf "x%.2f", r } else print "-" }'
 }
 
 echo
@@ -431,9 +433,9 @@ for size in $SIZES; do
                 wlname="1 resource"
                 [ "$wl" = batch ] && wlname="$BATCH resources"
                 if [ "$sys" = iam ]; then
-                    echo "| $size | iam | $wlname | $c | $rps | $(( rps * per )) | $(fmt_us "$p50") | $(fmt_us "$p99") | $rss MiB | $(fmt_ms "$load") |"
+                    echo "| $size | iam | $wlname | $c | $(fmt_rate "$rps") | $(fmt_rate "$rps" "$per") | $(fmt_us "$p50") | $(fmt_us "$p99") | $rss MiB | $(fmt_ms "$load") |"
                 else
-                    echo "| $size | $sys | $wlname | $c | $rps ($(ratio "$rps" "$irps")) | $(( rps * per )) ($(ratio "$rps" "$irps")) | $(fmt_us "$p50") ($(ratio "$p50" "$ip50")) | $(fmt_us "$p99") ($(ratio "$p99" "$ip99")) | $rss MiB ($(ratio "$rss" "$irss")) | $(fmt_ms "$load") ($(ratio "$load" "$iload")) |"
+                    echo "| $size | $sys | $wlname | $c | $(fmt_rate "$rps") ($(ratio "$rps" "$irps")) | $(fmt_rate "$rps" "$per") ($(ratio "$rps" "$irps")) | $(fmt_us "$p50") ($(ratio "$p50" "$ip50")) | $(fmt_us "$p99") ($(ratio "$p99" "$ip99")) | $rss MiB ($(ratio "$rss" "$irss")) | $(fmt_ms "$load") ($(ratio "$load" "$iload")) |"
                 fi
             done
         done
