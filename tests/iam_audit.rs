@@ -10,26 +10,15 @@ mod support;
 
 use std::net::SocketAddr;
 
-use kaa::policy::Krn;
 use serde_json::{Value, json};
 use support::proc::{Resp, call_json, call_json_with};
+use support::{path_id, raw_id};
 
 const T: &str = "taudit";
 const OTHER: &str = "taudit2";
 
 fn krn(kind: &str, name: &str) -> String {
     format!("krn:iam:{T}::{kind}/{name}")
-}
-
-fn raw_id(krn: &str) -> String {
-    Krn::parse(krn).unwrap().to_id()
-}
-
-fn path_id(krn: &str) -> String {
-    raw_id(krn)
-        .replace('/', "%2F")
-        .replace('+', "%2B")
-        .replace('=', "%3D")
 }
 
 fn expect(r: &Resp, status: u16, what: &str) -> Value {

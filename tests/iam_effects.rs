@@ -9,38 +9,13 @@ mod support;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use kaa::policy::Krn;
 use serde_json::{Value, json};
 use support::proc::{Resp, call_json};
+use support::{expect, path_id as id, raw_id};
 
 const T: &str = "fx";
 
 /// Path id of a KRN: base64, percent-encoded.
-fn id(krn: &str) -> String {
-    raw_id(krn)
-        .replace('/', "%2F")
-        .replace('+', "%2B")
-        .replace('=', "%3D")
-}
-
-fn raw_id(krn: &str) -> String {
-    Krn::parse(krn).unwrap().to_id()
-}
-
-fn expect(r: &Resp, status: u16) -> Value {
-    assert_eq!(
-        r.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    if r.body.is_empty() {
-        Value::Null
-    } else {
-        r.json()
-    }
-}
-
 fn user(name: &str) -> String {
     format!("krn:iam:{T}::user/{name}")
 }

@@ -8,42 +8,14 @@ mod support;
 
 use std::net::SocketAddr;
 
-use kaa::policy::Krn;
 use serde_json::{Value, json};
-use support::proc::{Resp, call_json};
+use support::proc::call_json;
+use support::{expect, path_id, raw_id};
 
 const T: &str = "tpools";
 
 fn krn(kind: &str, name: &str) -> String {
     format!("krn:iam:{T}::{kind}/{name}")
-}
-
-/// Path id of a KRN: base64, percent-encoded.
-fn path_id(krn: &str) -> String {
-    Krn::parse(krn)
-        .unwrap()
-        .to_id()
-        .replace('/', "%2F")
-        .replace('+', "%2B")
-        .replace('=', "%3D")
-}
-
-fn raw_id(krn: &str) -> String {
-    Krn::parse(krn).unwrap().to_id()
-}
-
-fn expect(r: &Resp, status: u16) -> Value {
-    assert_eq!(
-        r.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    if r.body.is_empty() {
-        Value::Null
-    } else {
-        r.json()
-    }
 }
 
 fn post(a: SocketAddr, collection: &str, body: Value) -> Value {

@@ -476,3 +476,31 @@ pub fn wait_subscribed(addr: std::net::SocketAddr) {
             && metric(addr, "iam_nats_subscriptions") == Some(2)
     });
 }
+
+/// The API id of a KRN (base64 of its canonical text).
+pub fn raw_id(krn: &str) -> String {
+    kaa::policy::Krn::parse(krn).unwrap().to_id()
+}
+
+/// The API id of a KRN as a path segment (base64, percent-encoded).
+pub fn path_id(krn: &str) -> String {
+    raw_id(krn)
+        .replace('/', "%2F")
+        .replace('+', "%2B")
+        .replace('=', "%3D")
+}
+
+/// The answer's JSON (`null` for an empty body) after asserting its status.
+pub fn expect(r: &proc::Resp, status: u16) -> serde_json::Value {
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    if r.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        r.json()
+    }
+}
