@@ -1193,8 +1193,11 @@ proptest! {
             prop_assert_eq!(&m[0][0], &d);
             let s = empty.simulate(&query, &candidates, &[]);
             prop_assert_eq!((s.outcome, s.reasons), want);
+            let explained = ix.explain(&query);
+            prop_assert_eq!((explained.outcome, &explained.reasons), (d.outcome, &d.reasons));
+            prop_assert!(d.checks.is_empty());
             // Every statement shown as applied is a reason or lost to a deny.
-            for c in d.checks.iter().filter(|c| c.applied) {
+            for c in explained.checks.iter().filter(|c| c.applied) {
                 let effect_kept = (c.effect == Effect::Deny) == (d.outcome == Outcome::ExplicitDeny);
                 if effect_kept {
                     prop_assert!(d.reasons.iter().any(|r| r.policy_id == c.policy_id && r.statement == c.statement));
