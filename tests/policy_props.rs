@@ -1117,7 +1117,12 @@ fn model_decide_with(
                 .unwrap()
                 .iter()
                 .any(|a| pattern_matches(q.action.as_str(), a.as_str().unwrap()));
-            let resource = p.attached_pools.iter().any(|pool| q.pools.contains(pool))
+            let bound = p.document.kind == PolicyKind::Resource
+                && p.resource
+                    .as_ref()
+                    .is_some_and(|b| pattern_matches(q.resource.as_str(), b.as_str()));
+            let resource = bound
+                || p.attached_pools.iter().any(|pool| q.pools.contains(pool))
                 || st["resources"].as_array().unwrap().iter().any(|r| {
                     let r = r.as_str().unwrap();
                     if r.contains("${") {
