@@ -12,8 +12,9 @@
 //! * `index_build`: upserting every policy into an empty `PolicyIndex` (throughput = statements/s);
 //! * `decide_conditions`: the same tenant as is and with a `conditions` block on every tenth
 //!   statement (an IP range, a string and a numeric comparison, all holding for the request
-//!   context), side by side: `Engine::decide_outcome` and `Engine::decide` on the single queries,
-//!   and `Engine::decide_matrix_outcomes_with` on the batches, all with the same context.
+//!   context), side by side: `Engine::decide_outcome`, `Engine::decide` and `Engine::explain`
+//!   (with what each condition compared) on the single queries, and
+//!   `Engine::decide_matrix_outcomes_with` on the batches, all with the same context.
 //!
 //! `KAA_BENCH_SIZES` (comma-separated statement counts, default `1000,10000,100000`) picks the
 //! tenants, `KAA_BENCH_CEDAR=0` leaves Cedar out.
@@ -1152,6 +1153,19 @@ fn bench_conditions_group(c: &mut Criterion, f: &Fixture) {
                 let q = &f.queries[i % f.queries.len()];
                 i = i.wrapping_add(1);
                 black_box(engine.decide(
+                    TENANT,
+                    &Query {
+                        env: &env,
+                        ..q.query()
+                    },
+                ))
+            });
+        });
+        g.bench_function(BenchmarkId::new(format!("explain_{name}"), &f.label), |b| {
+            b.iter(|| {
+                let q = &f.queries[i % f.queries.len()];
+                i = i.wrapping_add(1);
+                black_box(engine.explain(
                     TENANT,
                     &Query {
                         env: &env,

@@ -2215,6 +2215,30 @@ fn hostile(addr: SocketAddr, w: &World) -> usize {
         400,
     );
     h.json(
+        "condition value of the wrong type",
+        "POST",
+        pol,
+        &json!({"name": "h", "tenantID": T, "statements": [{"effect": "allow", "actions": ["svc:*"], "resources": ["*"],
+                "conditions": {"NumericLessThan": {"kaa:CurrentHour": "noon"}}}]}),
+        400,
+    );
+    h.json(
+        "unknown condition operator",
+        "POST",
+        pol,
+        &json!({"name": "h", "tenantID": T, "statements": [{"effect": "allow", "actions": ["svc:*"], "resources": ["*"],
+                "conditions": {"StringMatches": {"site": "a"}}}]}),
+        400,
+    );
+    h.json(
+        "resource variable with an unknown key",
+        "POST",
+        pol,
+        &json!({"name": "h", "tenantID": T, "statements": [{"effect": "allow", "actions": ["svc:*"],
+                "resources": ["krn:svc:t1::device/${iam:nobody}"]}]}),
+        400,
+    );
+    h.json(
         "missing statements",
         "POST",
         pol,
@@ -2817,7 +2841,23 @@ fn hostile(addr: SocketAddr, w: &World) -> usize {
         "unknown field in evaluate",
         "POST",
         ev,
-        &json!({"principal": me, "action": "svc:device:read", "resources": [w.resources[0]], "contexts": {}}),
+        &json!({"principal": me, "action": "svc:device:read", "resources": [w.resources[0]], "environment": {}}),
+        400,
+    );
+    h.json(
+        "reserved key in an evaluate context",
+        "POST",
+        ev,
+        &json!({"principal": me, "action": "svc:device:read", "resources": [w.resources[0]],
+                "context": {"iam:username": "root"}}),
+        400,
+    );
+    h.json(
+        "source address that is no address",
+        "POST",
+        ev,
+        &json!({"principal": me, "action": "svc:device:read", "resources": [w.resources[0]],
+                "context": {"kaa:SourceIp": "10.0.0.300"}}),
         400,
     );
     h.json(

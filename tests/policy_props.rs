@@ -1117,7 +1117,12 @@ fn model_decide_with(
                 .unwrap()
                 .iter()
                 .any(|a| pattern_matches(q.action.as_str(), a.as_str().unwrap()));
-            let resource = p.attached_pools.iter().any(|pool| q.pools.contains(pool))
+            let bound = p.document.kind == PolicyKind::Resource
+                && p.resource
+                    .as_ref()
+                    .is_some_and(|b| pattern_matches(q.resource.as_str(), b.as_str()));
+            let resource = bound
+                || p.attached_pools.iter().any(|pool| q.pools.contains(pool))
                 || st["resources"].as_array().unwrap().iter().any(|r| {
                     let r = r.as_str().unwrap();
                     if r.contains("${") {
@@ -1193,8 +1198,11 @@ proptest! {
             prop_assert_eq!(&m[0][0], &d);
             let s = empty.simulate(&query, &candidates, &[]);
             prop_assert_eq!((s.outcome, s.reasons), want);
+            let explained = ix.explain(&query);
+            prop_assert_eq!((explained.outcome, &explained.reasons), (d.outcome, &d.reasons));
+            prop_assert!(d.checks.is_empty());
             // Every statement shown as applied is a reason or lost to a deny.
-            for c in d.checks.iter().filter(|c| c.applied) {
+            for c in explained.checks.iter().filter(|c| c.applied) {
                 let effect_kept = (c.effect == Effect::Deny) == (d.outcome == Outcome::ExplicitDeny);
                 if effect_kept {
                     prop_assert!(d.reasons.iter().any(|r| r.policy_id == c.policy_id && r.statement == c.statement));

@@ -404,11 +404,32 @@ fn run_scenario_inner(path: &Path, requests: &mut usize) -> Vec<String> {
         if got != expected {
             errs.push(format!("Engine::decide gave {}", show(&got)));
         }
+        let explained = engine.explain(&q.tenant, &q.query());
+        if observe(&explained) != got {
+            errs.push(format!(
+                "Engine::explain gave {}",
+                show(&observe(&explained))
+            ));
+        }
         if let Some(want) = &r.checked {
-            let got = checked(&decision);
+            let got = checked(&explained);
             if &got != want {
-                errs.push(format!("Engine::decide checked {got:?}, expected {want:?}"));
+                errs.push(format!(
+                    "Engine::explain checked {got:?}, expected {want:?}"
+                ));
             }
+        }
+        let m = engine.decide_matrix_explained(
+            &q.tenant,
+            &q.env,
+            &q.principals,
+            std::slice::from_ref(&q.action),
+            &[(q.resource.clone(), q.pools.clone())],
+        );
+        if m.first().and_then(|row| row.first()) != Some(&explained) {
+            errs.push(format!(
+                "Engine::decide_matrix_explained gave {m:?}, explain gave {explained:?}"
+            ));
         }
         let matrix = engine.decide_matrix_with(
             &q.tenant,

@@ -1091,7 +1091,7 @@ impl DecisionState {
         let mut decisions =
             inner
                 .engine
-                .decide_matrix_with(tenant, &env, principals, actions, &with_pools);
+                .decide_matrix_explained(tenant, &env, principals, actions, &with_pools);
         for row in &mut decisions {
             for (d, why) in row.iter_mut().zip(&disabled) {
                 if why.is_some() {

@@ -12,8 +12,8 @@ use super::base::BasePolicy;
 use super::condition::{Env, NoEnv};
 use super::err::IndexError;
 use super::index::{
-    self, Decision, Hits, Layer, Outcome, PolicyIndex, Query, ResourceRef, StoredPolicy, Verdict,
-    decide_into, simulated,
+    self, Decision, Hits, Layer, Outcome, PolicyIndex, Query, ResourceRef, StoredPolicy, Traced,
+    Verdict, decide_into, simulated,
 };
 use super::krn::Krn;
 
@@ -149,6 +149,16 @@ impl Engine {
         hits.into_decision()
     }
 
+    /// [`Engine::decide`] with [`Decision::checks`]: what the conditions of the statements found
+    /// compared.
+    pub fn explain(&self, tenant: &str, q: &Query) -> Decision {
+        let base = self.base_of(tenant);
+        let layers = self.layers(tenant, &base, None);
+        let mut hits = Traced::default();
+        decide_into(&layers, &[], q, &mut hits);
+        hits.into_decision()
+    }
+
     /// The outcome of [`Engine::decide`] without its reasons.
     pub fn decide_outcome(&self, tenant: &str, q: &Query) -> Outcome {
         let base = self.base_of(tenant);
@@ -198,6 +208,25 @@ impl Engine {
         resources: &[R],
     ) -> Vec<Vec<Outcome>> {
         self.decide_matrix_outcomes_with(tenant, &NoEnv, principals, actions, resources)
+    }
+
+    /// [`Engine::decide_matrix_with`] with [`Decision::checks`] (explanations).
+    pub fn decide_matrix_explained<R: ResourceRef>(
+        &self,
+        tenant: &str,
+        env: &dyn Env,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[R],
+    ) -> Vec<Vec<Decision>> {
+        let base = self.base_of(tenant);
+        index::decide_matrix_explained(
+            &self.layers(tenant, &base, None),
+            env,
+            principals,
+            actions,
+            resources,
+        )
     }
 
     /// [`Engine::decide_matrix_outcomes`] with the request context and metadata conditions read.
@@ -268,7 +297,7 @@ impl Engine {
         let (layer, extra) = simulated(stored, add, remove);
         let base = self.base_of(tenant);
         let layers = self.layers(tenant, &base, Some(layer));
-        let mut hits = Hits::default();
+        let mut hits = Traced::default();
         decide_into(&layers, &extra, q, &mut hits);
         hits.into_decision()
     }

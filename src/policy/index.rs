@@ -250,13 +250,31 @@ impl<'a> Sink<'a> for Hits<'a> {
             self.allow.push((policy, statement));
         }
     }
+}
+
+/// [`Hits`] that also keeps what the conditions of the statements found compared (explanations
+/// and simulations).
+#[derive(Debug, Default)]
+pub(crate) struct Traced<'a>(pub(crate) Hits<'a>);
+
+impl<'a> Sink<'a> for Traced<'a> {
+    #[inline]
+    fn push(&mut self, deny: bool, policy: &'a str, statement: usize) {
+        self.0.push(deny, policy, statement);
+    }
 
     fn tracing(&self) -> bool {
         true
     }
 
     fn check(&mut self, check: StatementCheck) {
-        self.checks.push(check);
+        self.0.checks.push(check);
+    }
+}
+
+impl Traced<'_> {
+    pub(crate) fn into_decision(self) -> Decision {
+        self.0.into_decision()
     }
 }
 
@@ -1141,6 +1159,15 @@ impl PolicyIndex {
         hits.into_decision()
     }
 
+    /// [`PolicyIndex::decide`] with [`Decision::checks`]: what the conditions of the statements
+    /// found compared.
+    pub fn explain(&self, q: &Query) -> Decision {
+        let layers = [Layer::new(self)];
+        let mut hits = Traced::default();
+        decide_into(&layers, &[], q, &mut hits);
+        hits.into_decision()
+    }
+
     /// The outcome [`PolicyIndex::decide`] would give, without building its reasons.
     pub fn decide_outcome(&self, q: &Query) -> Outcome {
         let layers = [Layer::new(self)];
@@ -1188,6 +1215,23 @@ impl PolicyIndex {
         self.decide_matrix_outcomes_with(&NoEnv, principals, actions, resources)
     }
 
+    /// [`PolicyIndex::decide_matrix_with`] with [`Decision::checks`].
+    pub fn decide_matrix_explained(
+        &self,
+        env: &dyn Env,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[(Krn, Vec<Krn>)],
+    ) -> Vec<Vec<Decision>> {
+        explained(matrix(
+            &[Layer::new(self)],
+            env,
+            principals,
+            actions,
+            resources,
+        ))
+    }
+
     /// [`PolicyIndex::decide_matrix_outcomes`] with a request context and metadata.
     pub fn decide_matrix_outcomes_with<R: ResourceRef>(
         &self,
@@ -1232,7 +1276,7 @@ impl PolicyIndex {
     pub fn simulate(&self, q: &Query, add: &[StoredPolicy], remove: &[&str]) -> Decision {
         let (layer, extra) = simulated(self, add, remove);
         let layers = [layer];
-        let mut hits = Hits::default();
+        let mut hits = Traced::default();
         decide_into(&layers, &extra, q, &mut hits);
         hits.into_decision()
     }
@@ -1438,6 +1482,22 @@ fn decisions(m: Vec<Vec<Hits<'_>>>) -> Vec<Vec<Decision>> {
     m.into_iter()
         .map(|row| row.into_iter().map(Hits::into_decision).collect())
         .collect()
+}
+
+fn explained(m: Vec<Vec<Traced<'_>>>) -> Vec<Vec<Decision>> {
+    m.into_iter()
+        .map(|row| row.into_iter().map(Traced::into_decision).collect())
+        .collect()
+}
+
+pub(crate) fn decide_matrix_explained<R: ResourceRef>(
+    layers: &[Layer<'_>],
+    env: &dyn Env,
+    principals: &[Krn],
+    actions: &[Action],
+    resources: &[R],
+) -> Vec<Vec<Decision>> {
+    explained(matrix(layers, env, principals, actions, resources))
 }
 
 fn outcomes(m: Vec<Vec<Verdict>>) -> Vec<Vec<Outcome>> {

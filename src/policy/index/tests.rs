@@ -830,11 +830,16 @@ fn conditions_apply_only_when_they_hold_and_deny_still_wins() {
         let q = Q::new(&[BOB], "endpoint:read", resource);
         let e = env(c);
         let query = Query { env: &e, ..q.q() };
-        let d = ix.decide(&query);
+        let d = ix.explain(&query);
         assert_eq!(ix.decide_outcome(&query), d.outcome);
+        let plain = ix.decide(&query);
+        assert_eq!((plain.outcome, &plain.reasons), (d.outcome, &d.reasons));
+        assert!(plain.checks.is_empty());
         let resources = [(k(resource), vec![])];
-        let m = ix.decide_matrix_with(&e, &q.principals, &[a("endpoint:read")], &resources);
+        let m = ix.decide_matrix_explained(&e, &q.principals, &[a("endpoint:read")], &resources);
         assert_eq!(m[0][0], d);
+        let m = ix.decide_matrix_with(&e, &q.principals, &[a("endpoint:read")], &resources);
+        assert_eq!(m[0][0], plain);
         d
     };
     let inside = json!({"kaa:SourceIp": "10.1.2.3"});
@@ -893,7 +898,7 @@ fn variable_resources_are_indexed_under_their_prefix() {
     let set = ["krn:iam:kaa::user/bob", "krn:iam:kaa::group/staff"];
     let decide = |principals: &[&str], action: &str, r: &str| {
         let q = Q::new(principals, action, r);
-        ix.decide(&q.q())
+        ix.explain(&q.q())
     };
     assert!(decide(&set, "fs:folder:read", "krn:fs:kaa::folder/bob/notes").is_allowed());
     let other = decide(&set, "fs:folder:read", "krn:fs:kaa::folder/alice/notes");
