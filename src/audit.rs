@@ -240,10 +240,18 @@ mod tests {
             json!({"audit": {"publish": true, "subject": "kaa.*"}}),
             json!({"audit": {"publish": true, "subject": "kaa..audit"}}),
         ] {
-            assert!(trail_config(&bad, "iam", Trail::Iam, true).is_err(), "{bad}");
+            assert!(
+                trail_config(&bad, "iam", Trail::Iam, true).is_err(),
+                "{bad}"
+            );
         }
-        let e = trail_config(&json!({"audit": {"publish": true}}), "iam", Trail::Iam, false)
-            .unwrap_err();
+        let e = trail_config(
+            &json!({"audit": {"publish": true}}),
+            "iam",
+            Trail::Iam,
+            false,
+        )
+        .unwrap_err();
         assert!(e.contains("nats.urls"), "{e}");
     }
 }

@@ -19,7 +19,9 @@ mod value;
 
 use std::time::Duration;
 
-pub use audit::{AuditFilter, AuditRecord, AuditSettings, AuditStore, Change, PolicyVersion, Trail};
+pub use audit::{
+    AuditFilter, AuditRecord, AuditSettings, AuditStore, Change, PolicyVersion, Trail,
+};
 pub use bulk::{BulkCount, BulkStore, ROWS_PER_TX, TenantCounts};
 pub use directory::{
     AttachmentStore, GroupFilter, GroupRecord, GroupStore, PoolRecord, PoolStore, ResourceFilter,

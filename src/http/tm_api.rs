@@ -14,11 +14,11 @@ use crate::clock::rfc3339_ms;
 use crate::storage::{
     Change, KeycloakServerRecord, KeycloakServerStore, StorageError, TenantRecord,
 };
-use crate::tenants::users::changed_fields;
 use crate::tenants::TenantCtx;
 use crate::tenants::catalog::{KINDS, Kind};
 use crate::tenants::err::{TmError, storage};
 use crate::tenants::service::paging;
+use crate::tenants::users::changed_fields;
 
 type R = Result<Response, ApiError>;
 

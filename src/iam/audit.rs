@@ -292,4 +292,3 @@ pub fn spawn_pruner(iam: &Arc<Iam>, r: Retention) {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     });
 }
-

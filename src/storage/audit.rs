@@ -800,7 +800,10 @@ mod tests {
             "another tenant's rows are its own to count"
         );
         let later = crate::clock::now_ms() + 1000;
-        assert_eq!(db.prune_audit(Trail::Iam, Some(later), None).unwrap_or(99), 5);
+        assert_eq!(
+            db.prune_audit(Trail::Iam, Some(later), None).unwrap_or(99),
+            5
+        );
         assert!(rows(&db, "a").is_empty() && rows(&db, "b").is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }

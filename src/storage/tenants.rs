@@ -564,7 +564,10 @@ fn tenant_fields(t: &TenantRecord) -> Fields {
         ("realm_template_version", j(json!(t.realm_template_version))),
         ("realm_scopes_version", j(json!(t.realm_scopes_version))),
         ("client_backend_version", j(json!(t.client_backend_version))),
-        ("client_frontend_version", j(json!(t.client_frontend_version))),
+        (
+            "client_frontend_version",
+            j(json!(t.client_frontend_version)),
+        ),
         ("roles_version", j(json!(t.roles_version))),
         ("resources_version", j(json!(t.resources_version))),
         ("keycloak_server_id", j(json!(t.keycloak_server_id))),
@@ -600,7 +603,10 @@ fn tenant_change(
     };
     let mut detail = serde_json::Map::new();
     if before.is_some() && after.is_some() {
-        for f in fields.iter().filter(|f| !TENANT_SECRETS.contains(&f.as_str())) {
+        for f in fields
+            .iter()
+            .filter(|f| !TENANT_SECRETS.contains(&f.as_str()))
+        {
             detail.insert(
                 f.clone(),
                 json!({"before": value(&b, f), "after": value(&a, f)}),
@@ -699,8 +705,7 @@ fn entry_fields(before: Option<&CatalogRecord>, after: Option<&CatalogRecord>) -
     for (k, v) in &a {
         let was = b.get(k);
         let now_set = !v.is_null();
-        if (before.is_none() && now_set) || (before.is_some() && was.unwrap_or(&Value::Null) != v)
-        {
+        if (before.is_none() && now_set) || (before.is_some() && was.unwrap_or(&Value::Null) != v) {
             out.push(k.clone());
         }
     }
@@ -1346,13 +1351,7 @@ impl TaskStore for Database {
                 ],
             )?;
             if before.is_some() {
-                record_tenant_tx(
-                    tx,
-                    &k,
-                    "kaa:tenant:update",
-                    before.as_ref(),
-                    &t.tenant_id,
-                )?;
+                record_tenant_tx(tx, &k, "kaa:tenant:update", before.as_ref(), &t.tenant_id)?;
             }
             if let Some(e) = event {
                 emit(tx, e, now_ms)?;
@@ -1592,7 +1591,8 @@ impl KeycloakServerStore for Database {
             }
             tx.execute(
                 "UPDATE keycloak_servers SET url = $2, admin_realm = $3, username = $4, password = $5, \
-                 client_id = $6, client_secret = $7, is_default = $8, updated_ms = $10 WHERE id = $1",
+                 client_id = $6, client_secret = $7, is_default = $8, created_ms = $9, updated_ms = $10 \
+                 WHERE id = $1",
                 &server_params(s),
             )?;
             if let Some(c) = server_change(&home, "update", Some(&cur), Some(plain)) {

@@ -98,7 +98,12 @@ impl Tm {
             realm_name: Some(realm.to_string()),
             ..TenantFilter::default()
         };
-        Ok(self.db.list_tenants(&filter, 0, Some(1))?.0.into_iter().next())
+        Ok(self
+            .db
+            .list_tenants(&filter, 0, Some(1))?
+            .0
+            .into_iter()
+            .next())
     }
 }
 

@@ -3,8 +3,8 @@
 //! that sends committed events to NATS in order and marks them published only after the server
 //! confirms it has them (at least once; nothing is lost while NATS is down or cut mid-batch).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::service::Tm;

@@ -1,7 +1,7 @@
 -- Tenant Manager: its audit trail, in a table of the same shape as IAM's `audit` (0008) but of
 -- its own, so that each service reads, filters and prunes only its own records even when both
 -- share one database. One row per committed change (tenants, the catalogue, Keycloak servers,
--- tenant users), written in the transaction of the change; `service` for the Tenant Manager's
+-- tenant users), written in the transaction of the change, `service` for the Tenant Manager's
 -- own writes (bootstrap, the provisioning worker). Never a secret: field names only.
 CREATE TABLE tm_audit (
     id             BIGSERIAL PRIMARY KEY,
