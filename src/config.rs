@@ -94,6 +94,24 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("KAA_NATS_URLS", "nats.urls"),
     ("KAA_IAM_AUDIT_RETENTION_DAYS", "iam.audit.retention-days"),
     ("KAA_IAM_AUDIT_RETENTION_ROWS", "iam.audit.retention-rows"),
+    ("KAA_IAM_AUDIT_PUBLISH", "iam.audit.publish"),
+    ("KAA_IAM_AUDIT_SUBJECT", "iam.audit.subject"),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_RETENTION_DAYS",
+        "tenant-manager.audit.retention-days",
+    ),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_RETENTION_ROWS",
+        "tenant-manager.audit.retention-rows",
+    ),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_PUBLISH",
+        "tenant-manager.audit.publish",
+    ),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_SUBJECT",
+        "tenant-manager.audit.subject",
+    ),
     ("KAA_KEYCLOAK_URL", "tenant-manager.keycloak.url"),
     (
         "KAA_KEYCLOAK_PUBLIC_URL",

@@ -47,14 +47,20 @@ impl HasOps for IamCtx {
 /// Check the `iam` section of the configuration (used by `check-config` and at start).
 pub fn validate_config(config: &Config) -> Result<(), String> {
     service::parse_iam_config(&config.iam)?;
-    audit::retention(&config.iam).map(|_| ())
+    audit::trail_config(&config.iam, !config.nats.urls.is_empty()).map(|_| ())
 }
 
 /// Wire the IAM service over opened storage: sync base policies, load the decision index, keep
 /// it in step with the database, and serve the API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
     let (auth, tenants) = authenticator(config)?;
-    let retention = audit::retention(&config.iam)?;
+    let trail = audit::trail_config(&config.iam, !config.nats.urls.is_empty())?;
+    let retention = trail.retention;
+    // Published, every record is written into the outbox with its change, from the first one.
+    ops.db.set_audit_settings(crate::storage::AuditSettings {
+        iam_feed: trail.subject.clone(),
+        ..(*ops.db.audit_settings()).clone()
+    });
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,
@@ -155,6 +161,17 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
     }));
     // With a Tenant Manager: reconcile at start and after every NATS (re)connection.
     let reconcile = events::spawn_reconciler(&iam);
+    if trail.subject.is_some() {
+        // The audit feed's publisher: stops when the database goes (the service with it).
+        crate::outbox::spawn_publisher(
+            &ops.db,
+            crate::storage::Trail::Iam,
+            &crate::outbox::Signal::new(),
+            config.nats.urls.clone(),
+            config.nats.username.clone(),
+            config.nats.password.expose().to_string(),
+        );
+    }
     if !config.nats.urls.is_empty() {
         let [events_tried, notices_tried] = nats_start_gate(ops);
         events::spawn_listener(
