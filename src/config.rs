@@ -94,6 +94,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("KAA_NATS_URLS", "nats.urls"),
     ("KAA_IAM_AUDIT_RETENTION_DAYS", "iam.audit.retention-days"),
     ("KAA_IAM_AUDIT_RETENTION_ROWS", "iam.audit.retention-rows"),
+    ("KAA_IAM_DECISION_LOG_MODE", "iam.decision-log.mode"),
+    (
+        "KAA_IAM_DECISION_LOG_SAMPLE_RATE",
+        "iam.decision-log.sample-rate",
+    ),
+    (
+        "KAA_IAM_DECISION_LOG_DESTINATION",
+        "iam.decision-log.destination",
+    ),
     ("KAA_KEYCLOAK_URL", "tenant-manager.keycloak.url"),
     (
         "KAA_KEYCLOAK_PUBLIC_URL",
