@@ -51,6 +51,8 @@ pub struct Settings {
 /// The default mode's share of decisions (`sampled`, 1 in 100).
 pub const DEFAULT_SAMPLE_RATE: f64 = 0.01;
 const DEFAULT_BUFFER_LINES: usize = 8192;
+/// How long the writer lets lines gather after the first one arrives.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 const KEYS: &[&str] = &["mode", "sample-rate", "destination", "buffer-lines"];
 
 /// Parse `iam.decision-log` (`mode`, `sample-rate`, `destination`, `buffer-lines`).
@@ -343,8 +345,8 @@ impl DecisionLog {
     /// none can be (the log is off, or samples nothing), so that decisions pay nothing then. A
     /// decision picked while the buffer is full is dropped and counted here, before its line
     /// is built.
-    pub fn picker(&self) -> Option<impl FnMut(Outcome) -> bool + use<>> {
-        let q = Arc::clone(self.queue.as_ref()?);
+    pub fn picker(&self) -> Option<impl FnMut(Outcome) -> bool + '_> {
+        let q = self.queue.as_deref()?;
         let mode = self.settings.mode;
         if let Mode::Sampled(r) = mode
             && r <= 0.0
@@ -461,6 +463,14 @@ fn write_lines(q: &Queue, destination: &Destination) {
             }
             if b.lines.is_empty() && b.closed {
                 return;
+            }
+            if !b.closed && b.lines.len() < q.capacity / 2 {
+                // Let a busy service's lines gather for a moment: one wake-up and one write per
+                // `GATHER` rather than one per line (each a context switch on a core the
+                // decisions need).
+                drop(b);
+                std::thread::sleep(GATHER);
+                b = q.lines.lock().unwrap_or_else(|p| p.into_inner());
             }
             let taken: Vec<String> = b.lines.drain(..).collect();
             q.len.store(0, Ordering::Relaxed);
