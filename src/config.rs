@@ -112,6 +112,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "KAA_TENANT_MANAGER_AUDIT_SUBJECT",
         "tenant-manager.audit.subject",
     ),
+    ("KAA_IAM_DECISION_LOG_MODE", "iam.decision-log.mode"),
+    (
+        "KAA_IAM_DECISION_LOG_SAMPLE_RATE",
+        "iam.decision-log.sample-rate",
+    ),
+    (
+        "KAA_IAM_DECISION_LOG_DESTINATION",
+        "iam.decision-log.destination",
+    ),
     ("KAA_KEYCLOAK_URL", "tenant-manager.keycloak.url"),
     (
         "KAA_KEYCLOAK_PUBLIC_URL",

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod caller;
+pub mod decision_log;
 pub mod err;
 pub mod evaluate;
 pub mod events;
@@ -10,6 +11,7 @@ pub mod generate;
 pub mod model;
 pub mod notices;
 pub mod realm_users;
+pub mod replay;
 pub mod resources;
 pub mod service;
 pub mod state;
@@ -47,6 +49,7 @@ impl HasOps for IamCtx {
 /// Check the `iam` section of the configuration (used by `check-config` and at start).
 pub fn validate_config(config: &Config) -> Result<(), String> {
     service::parse_iam_config(&config.iam)?;
+    decision_log::settings(&config.iam)?;
     audit::trail_config(&config.iam, !config.nats.urls.is_empty()).map(|_| ())
 }
 
@@ -61,6 +64,7 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         iam_feed: trail.subject.clone(),
         ..(*ops.db.audit_settings()).clone()
     });
+    let decisions = decision_log::settings(&config.iam)?;
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,
@@ -114,6 +118,10 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         "index: {tenants} tenants loaded in {} ms",
         started.elapsed().as_millis()
     );
+    let _ = iam.decision_log.set(decision_log::DecisionLog::start(
+        decisions,
+        &config.service.replica_id,
+    ));
     spawn_refresher(&iam, Duration::from_millis(500));
     audit::spawn_pruner(&iam, retention);
     let weak = Arc::downgrade(&iam);
@@ -151,6 +159,20 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
                 "Completed passes of the audit trail's pruning",
                 iam.audit_prune_passes
                     .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            let (written, dropped) = iam
+                .decision_log
+                .get()
+                .map_or((0, 0), decision_log::DecisionLog::counts);
+            m.set_total(
+                "iam_decision_log_lines_total",
+                "Decision log lines written",
+                written,
+            );
+            m.set_total(
+                "iam_decision_log_dropped_total",
+                "Decision log lines dropped (the buffer was full, or the destination failed)",
+                dropped,
             );
             m.set_total(
                 "iam_audit_rows_pruned_total",
