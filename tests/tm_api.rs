@@ -486,6 +486,56 @@ fn concurrent_patches_keep_each_field_on_sqlite_and_postgres() {
     assert!(svc.terminate(Duration::from_secs(10)).success());
 }
 
+/// `DELETE`s (no version asked) sent at once, while the worker is still making the tenant's
+/// realm, are each answered 202 (or 404 once it is gone) and the tenant goes: another request or the worker changing the
+/// tenant between a request's read and its write is no conflict of the caller's.
+fn deletes_race_the_worker(a: SocketAddr) {
+    const TENANTS: usize = 10;
+    const AT_ONCE: usize = 4;
+    for i in 0..TENANTS {
+        let id = format!("race{i}");
+        expect(
+            &call_json(a, "POST", "/api/v1/tenants", Some(&json!({ "id": id }))),
+            202,
+        );
+        let deletes: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let path = format!("/api/v1/tenants/{id}");
+                std::thread::spawn(move || call_json(a, "DELETE", &path, None))
+            })
+            .collect();
+        let mut accepted = 0;
+        for d in deletes {
+            // 404 once the worker has removed it already; never 409.
+            let r = d.join().unwrap();
+            if r.status != 404 {
+                assert_eq!(expect(&r, 202)["status"], "DELETING", "{id}");
+                accepted += 1;
+            }
+        }
+        assert!(accepted >= 1, "{id}: no DELETE was accepted");
+    }
+    for i in 0..TENANTS {
+        wait_status(a, &format!("race{i}"), "GONE");
+    }
+}
+
+#[test]
+fn deletes_racing_the_worker_are_accepted_on_sqlite_and_postgres() {
+    let dir = support::TempDir::new();
+    let svc = proc::start(TM, &dir.0, &[("SERVER_PORT", "0")]).unwrap();
+    deletes_race_the_worker(svc.addr);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("deletes_racing_the_worker (postgres)");
+    };
+    let dir = support::TempDir::new();
+    let env = pg_env(&pg);
+    let svc = proc::start(TM, &dir.0, &refs(&env)).unwrap();
+    deletes_race_the_worker(svc.addr);
+    assert!(svc.terminate(Duration::from_secs(10)).success());
+}
+
 #[test]
 fn a_task_left_by_a_crashed_worker_resumes_on_the_next_start() {
     let dir = support::TempDir::new();

@@ -52,6 +52,9 @@ const ADMIN_FIELDS: &[&str] = &[
     "temporary_password",
 ];
 
+/// A tenant as a change leaves it, with the task it queues and the action it is audited as.
+type Rewrite = (TenantRecord, &'static str, &'static str);
+
 /// Settings of the `tenant-manager` config section.
 #[derive(Debug, Clone)]
 pub struct TmSettings {
@@ -932,46 +935,59 @@ impl Tm {
                 "the system tenant `{id}` cannot be deleted"
             )));
         }
-        let cur = self.get_tenant(id)?;
-        if cur.status == DELETING {
-            return Ok(cur);
-        }
-        let mut t = cur.clone();
-        t.status = DELETING.into();
-        t.updated_ms = now_ms();
-        self.db
-            .save_tenant(
-                &t,
-                Some(cur.version),
-                Some(&self.task(TASK_DELETE)),
-                None,
-                "kaa:tenant:delete",
-            )
-            .map_err(|e| storage(e, "tenant", id))
+        self.unconditionally(id, |cur| {
+            if cur.status == DELETING {
+                return Ok(None);
+            }
+            let mut t = cur.clone();
+            t.status = DELETING.into();
+            t.updated_ms = now_ms();
+            Ok(Some((t, TASK_DELETE, "kaa:tenant:delete")))
+        })
     }
 
     /// `POST /tenants/{id}/retry`: a `FAILED` tenant tries again.
     pub fn retry_tenant(&self, id: &str) -> Result<TenantRecord, TmError> {
-        let cur = self.get_tenant(id)?;
-        if cur.status != FAILED {
-            return Err(TmError::Conflict(format!(
-                "tenant `{id}` is {}, not FAILED",
-                cur.status
-            )));
+        self.unconditionally(id, |cur| {
+            if cur.status != FAILED {
+                return Err(TmError::Conflict(format!(
+                    "tenant `{id}` is {}, not FAILED",
+                    cur.status
+                )));
+            }
+            let mut t = cur.clone();
+            t.status = CREATING.into();
+            t.failure_reason = None;
+            t.updated_ms = now_ms();
+            Ok(Some((t, TASK_CREATE, "kaa:tenant:retry")))
+        })
+    }
+
+    /// A change the caller did not make conditional (no version asked): `change` is applied to
+    /// the tenant as it is, and again to the tenant as it became should a worker have changed
+    /// it between the read and the write (a request must not fail because the service moved a
+    /// tenant along meanwhile). `None`: nothing to write, the tenant as it is.
+    fn unconditionally(
+        &self,
+        id: &str,
+        change: impl Fn(&TenantRecord) -> Result<Option<Rewrite>, TmError>,
+    ) -> Result<TenantRecord, TmError> {
+        const ATTEMPTS: usize = 8;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let cur = self.get_tenant(id)?;
+            let Some((t, task, action)) = change(&cur)? else {
+                return Ok(cur);
+            };
+            match self
+                .db
+                .save_tenant(&t, Some(cur.version), Some(&self.task(task)), None, action)
+            {
+                Err(StorageError::Stale) if attempt < ATTEMPTS => continue,
+                result => return result.map_err(|e| storage(e, "tenant", id)),
+            }
         }
-        let mut t = cur.clone();
-        t.status = CREATING.into();
-        t.failure_reason = None;
-        t.updated_ms = now_ms();
-        self.db
-            .save_tenant(
-                &t,
-                Some(cur.version),
-                Some(&self.task(TASK_CREATE)),
-                None,
-                "kaa:tenant:retry",
-            )
-            .map_err(|e| storage(e, "tenant", id))
     }
 
     /// The realm a tenant's template versions describe.
