@@ -17,6 +17,7 @@
 #   scripts/bench-iam.sh                         # issue sizes: 10k users, 1k groups, 10k policies, 50k statements
 #   SIZE=1m scripts/bench-iam.sh                 # 1M statements (200k policies) on PostgreSQL: memory and start-up
 #   DURATION=5s CONNS="1 64" BACKENDS=sqlite RUNS=3 scripts/bench-iam.sh
+#   LOG_MODES="off default all" WRITES=0 scripts/bench-iam.sh   # the decision log side by side
 #
 # Environment: SIZE (default | 1m), N_USERS, N_GROUPS, N_POLICIES, N_STATEMENTS, SEED, BATCH (100),
 # CONNS ("1 8 64"), DURATION (10s), RUNS (1; medians when more), BACKENDS ("sqlite postgres";
@@ -25,7 +26,10 @@
 # GEN_TIMEOUT (seconds, 1800), READY_TIMEOUT (seconds, 600), IAM_TEST_POSTGRES_URL (server on
 # which a database is created and dropped; default postgres://postgres@127.0.0.1:5432/test),
 # PORT (18090), BARE_PORT (18089), HYPER_PORT (18088), KEEP (1: keep the work directory), WORKERS (iam's
-# server.workers, and the bare server's handler slots; default 16).
+# server.workers, and the bare server's handler slots; default 16), LOG_MODES (decision log modes
+# measured side by side, each on its own iam over the same database, runs interleaved: `off`,
+# `default` (as shipped), `denies`, `all`, `sampled:<rate>`; default "off default"; lines go to
+# a file of the work directory).
 #
 # wrk runs on the same machine as the server: on a 2-core box both compete for the CPUs, so read
 # iam's figures against the bare server's of the same run (the ratio column), not as capacity.
@@ -64,6 +68,7 @@ PORT=${PORT:-18090}
 BARE_PORT=${BARE_PORT:-18089}
 KEEP=${KEEP:-0}
 WORKERS=${WORKERS:-}
+LOG_MODES=${LOG_MODES:-"off default"}
 TENANT=bench
 
 dur_s=${DURATION%s}
@@ -264,33 +269,60 @@ declare -A R
 declare -A INFO
 NOTES=()
 
-# measure BACKEND PORT: the evaluate runs against a running server.
+# measure LABEL:PORT...: the evaluate runs against running servers, one label each; each run of
+# each workload and concurrency goes through the servers in turn, so that a machine whose load
+# drifts weighs on all of them alike.
 measure() {
-    local backend=$1 port=$2
+    local targets=("$@")
     for workload in single batch; do
         local file="$WORK/req.$workload.jsonl" path="/api/v1/evaluate"
         [ "$workload" = batch ] && path="/api/v1/evaluate?filterResources=true"
         for c in $CONNS; do
-            local rps_all="" p50_all="" p99_all="" non_sum=0 req_sum=0 sock="" prog=""
+            declare -A rps_all=() p50_all=() p99_all=() non_sum=() req_sum=() sock=() prog=()
             for run in $(seq 1 "$RUNS"); do
-                local out="$WORK/wrk-$backend-$workload-c$c-$run.txt"
-                run_wrk "$out" "$port" "$c" "$DURATION" "$WORK/evaluate.lua" "$path" "$file" "$path"
-                local rps p50 p99 n s p
-                rps=$(wrk_rps "$out"); p50=$(wrk_pct "$out" 50%); p99=$(wrk_pct "$out" 99%)
-                n=$(wrk_non2xx "$out"); s=$(wrk_sockerr "$out"); p=$(cat "$out.progress")
-                local total; total=$(wrk_requests "$out")
-                printf '  %-8s %-6s c=%-3s run %d: %8s req/s  p50 %8s  p99 %8s  non-2xx %s/%s  socket errors %s  progressing %s\n' \
-                    "$backend" "$workload" "$c" "$run" "${rps:-0}" "$(fmt_us "${p50:-0}")" "$(fmt_us "${p99:-0}")" \
-                    "${n:-0}" "${total:-0}" "${s:-none}" "$p"
-                rps_all="$rps_all ${rps:-0}" p50_all="$p50_all ${p50:-0}" p99_all="$p99_all ${p99:-0}"
-                non_sum=$(( non_sum + ${n:-0} )) req_sum=$(( req_sum + ${total:-0} ))
-                [ "${s:-none}" != none ] && sock="$sock${sock:+;}run$run:$s"
-                # Keep the worst run's count of connections that made progress.
-                if [ -z "$prog" ] || [ "${p%%/*}" -lt "${prog%%/*}" ]; then prog=$p; fi
+                for t in "${targets[@]}"; do
+                    local label=${t%:*} port=${t##*:}
+                    local out="$WORK/wrk-${label// /_}-$workload-c$c-$run.txt"
+                    run_wrk "$out" "$port" "$c" "$DURATION" "$WORK/evaluate.lua" "$path" "$file" "$path"
+                    local rps p50 p99 n s p
+                    rps=$(wrk_rps "$out"); p50=$(wrk_pct "$out" 50%); p99=$(wrk_pct "$out" 99%)
+                    n=$(wrk_non2xx "$out"); s=$(wrk_sockerr "$out"); p=$(cat "$out.progress")
+                    local total; total=$(wrk_requests "$out")
+                    printf '  %-20s %-6s c=%-3s run %d: %8s req/s  p50 %8s  p99 %8s  non-2xx %s/%s  socket errors %s  progressing %s\n' \
+                        "$label" "$workload" "$c" "$run" "${rps:-0}" "$(fmt_us "${p50:-0}")" "$(fmt_us "${p99:-0}")" \
+                        "${n:-0}" "${total:-0}" "${s:-none}" "$p"
+                    rps_all[$label]="${rps_all[$label]:-} ${rps:-0}"
+                    p50_all[$label]="${p50_all[$label]:-} ${p50:-0}"
+                    p99_all[$label]="${p99_all[$label]:-} ${p99:-0}"
+                    non_sum[$label]=$(( ${non_sum[$label]:-0} + ${n:-0} ))
+                    req_sum[$label]=$(( ${req_sum[$label]:-0} + ${total:-0} ))
+                    [ "${s:-none}" != none ] && sock[$label]="${sock[$label]:-}${sock[$label]:+;}run$run:$s"
+                    # Keep the worst run's count of connections that made progress.
+                    local pr=${prog[$label]:-}
+                    if [ -z "$pr" ] || [ "${p%%/*}" -lt "${pr%%/*}" ]; then prog[$label]=$p; fi
+                done
             done
-            R["$backend|$workload|$c"]="$(echo "$rps_all" | median) $(echo "$p50_all" | median) $(echo "$p99_all" | median) $non_sum/$req_sum ${sock:-none} $prog"
+            for t in "${targets[@]}"; do
+                local label=${t%:*}
+                R["$label|$workload|$c"]="$(echo "${rps_all[$label]}" | median) $(echo "${p50_all[$label]}" | median) $(echo "${p99_all[$label]}" | median) ${non_sum[$label]}/${req_sum[$label]} ${sock[$label]:-none} ${prog[$label]}"
+            done
         done
     done
+}
+
+# log_env MODE: the environment that selects a decision log mode of LOG_MODES.
+log_env() {
+    case "$1" in
+        default) ;;
+        off | denies | all) echo "KAA_IAM_DECISION_LOG_MODE=$1" ;;
+        sampled:*) echo "KAA_IAM_DECISION_LOG_MODE=sampled KAA_IAM_DECISION_LOG_SAMPLE_RATE=${1#sampled:}" ;;
+        *) echo "LOG_MODES: unknown mode \`$1\` (off, default, denies, all, sampled:<rate>)" >&2; exit 2 ;;
+    esac
+}
+
+# log_label BACKEND MODE: the table's name of BACKEND's iam with the decision log in MODE.
+log_label() {
+    if [ "$(echo "$LOG_MODES" | wc -w)" -le 1 ]; then echo "$1"; else echo "$1 log=$2"; fi
 }
 
 # list_query KIND BACKEND: the list request that finds what a write run of BACKEND created.
@@ -399,7 +431,8 @@ bench_backend() {
 
     echo "== $backend: starting iam"
     local t0; t0=$(now_ms)
-    "${env_all[@]}" "$IAM" >"$WORK/iam-$backend.log" 2>&1 &
+    "${env_all[@]}" $(log_env "$(echo "$LOG_MODES" | awk '{ print $1 }')") "$IAM" \
+        >"$WORK/decisions-$backend-1.log" 2>"$WORK/iam-$backend.log" &
     local pid=$!
     PIDS+=("$pid")
     local ready
@@ -415,9 +448,39 @@ bench_backend() {
     INFO["$backend|rss"]="$rss"
     echo "  ready in $ready ms (index loaded in ${loaded:-?} ms); VmRSS $rss MiB"
 
+    # One more iam over the same database for each further decision log mode.
+    local -a targets=("$(log_label "$backend" "$(echo "$LOG_MODES" | awk '{ print $1 }')"):$PORT")
+    LABELS+=("$(log_label "$backend" "$(echo "$LOG_MODES" | awk '{ print $1 }')")")
+    local -a more_pids=()
+    local i=1 port
+    for mode in $LOG_MODES; do
+        [ "$i" = 1 ] && { i=2; continue; }
+        port=$(( PORT + 10 * (i - 1) ))
+        sed "s/^  port: .*/  port: $port/" "$WORK/iam.yml" >"$WORK/iam-$i.yml"
+        local -a env_mode=(env -i PATH="$PATH" HOME="${HOME:-/tmp}" APP_CONFIG_PATH="$WORK/iam-$i.yml" "${env_db[@]}")
+        "${env_mode[@]}" $(log_env "$mode") "$IAM" >"$WORK/decisions-$backend-$i.log" 2>"$WORK/iam-$backend-$i.log" &
+        local mpid=$!
+        PIDS+=("$mpid"); more_pids+=("$mpid")
+        if ! wait_ready "$port" "$mpid" "$(now_ms)" >/dev/null; then
+            tail -20 "$WORK/iam-$backend-$i.log" >&2
+            NOTES+=("$backend: iam with decision log $mode did not become ready: not measured")
+        else
+            targets+=("$(log_label "$backend" "$mode"):$port")
+            LABELS+=("$(log_label "$backend" "$mode")")
+        fi
+        i=$(( i + 1 ))
+    done
+
     if [ "$LOAD" = 1 ]; then
-        measure "$backend" "$PORT"
+        measure "${targets[@]}"
     fi
+    for t in "${targets[@]}"; do
+        local lines dropped
+        lines=$(curl -s "http://127.0.0.1:${t##*:}/metrics" | awk '/^iam_decision_log_lines_total/ { print $NF }')
+        dropped=$(curl -s "http://127.0.0.1:${t##*:}/metrics" | awk '/^iam_decision_log_dropped_total/ { print $NF }')
+        INFO["${t%:*}|log"]="decision log lines written ${lines:-0}, dropped ${dropped:-0}"
+    done
+    for p in "${more_pids[@]+"${more_pids[@]}"}"; do stop_pid "$p"; done
     INFO["$backend|rss-after"]=$(rss_mib "$pid" VmRSS)
     if [ "$WRITES" = 1 ]; then
         writes "$backend" "$PORT"
@@ -439,6 +502,8 @@ echo "sizes: SIZE=$SIZE users=$USERS groups=$GROUPS_N policies=$POLICIES stateme
 echo "runs: CONNS=\"$CONNS\" DURATION=$DURATION RUNS=$RUNS BACKENDS=\"$BACKENDS\""
 
 DONE_BACKENDS=()
+LABELS=()
+for m in $LOG_MODES; do log_env "$m" >/dev/null; done
 for b in $BACKENDS; do
     case "$b" in
         sqlite | postgres) bench_backend "$b" ;;
@@ -459,7 +524,7 @@ if [ "$LOAD" = 1 ] && [ -f "$WORK/req.single.jsonl" ]; then
     bpid=$!
     PIDS+=("$bpid")
     for _ in $(seq 1 100); do grep -q "listening on" "$WORK/bare.out" 2>/dev/null && break; sleep 0.1; done
-    measure bare "$BARE_PORT"
+    measure "bare:$BARE_PORT"
     stop_pid "$bpid"
     echo
     echo "== bare hyper (examples/bare_hyper.rs: hyper alone, no layer around it) with the same request bodies"
@@ -467,7 +532,7 @@ if [ "$LOAD" = 1 ] && [ -f "$WORK/req.single.jsonl" ]; then
     hpid=$!
     PIDS+=("$hpid")
     for _ in $(seq 1 100); do grep -q "listening on" "$WORK/hyper.out" 2>/dev/null && break; sleep 0.1; done
-    measure hyper "$HYPER_PORT"
+    measure "hyper:$HYPER_PORT"
     stop_pid "$hpid"
 fi
 
@@ -479,7 +544,7 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| backend | workload | conc. | req/s | decisions/s | p50 | p99 | vs bare | non-2xx / requests | socket errors | conns progressing (worst run) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"
-for b in "${DONE_BACKENDS[@]}" bare hyper; do
+for b in "${LABELS[@]+"${LABELS[@]}"}" bare hyper; do
     for workload in single batch; do
         for c in $CONNS; do
             v=${R["$b|$workload|$c"]:-}
@@ -502,6 +567,33 @@ for b in "${DONE_BACKENDS[@]}" bare hyper; do
         done
     done
 done
+if [ "$(echo "$LOG_MODES" | wc -w)" -gt 1 ]; then
+    first=$(echo "$LOG_MODES" | awk '{ print $1 }')
+    echo
+    echo "Decision log side by side (req/s, medians; runs interleaved; ratio to log=$first):"
+    echo
+    echo "| backend | workload | conc. | $(for m in $LOG_MODES; do printf 'log=%s | ' "$m"; done | sed 's/ | $//') |"
+    echo "|---|---|---:|$(for m in $LOG_MODES; do printf -- '---:|'; done)"
+    for b in "${DONE_BACKENDS[@]+"${DONE_BACKENDS[@]}"}"; do
+        for workload in single batch; do
+            for c in $CONNS; do
+                base=${R["$(log_label "$b" "$first")|$workload|$c"]:-}
+                [ -z "$base" ] && continue
+                base=${base%% *}
+                row=""
+                for m in $LOG_MODES; do
+                    v=${R["$(log_label "$b" "$m")|$workload|$c"]:-}
+                    [ -z "$v" ] && { row="$row - |"; continue; }
+                    v=${v%% *}
+                    row="$row $v ($(awk -v a="$v" -v b="$base" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "-" }')) |"
+                done
+                wl="1 resource"; [ "$workload" = batch ] && wl="$BATCH resources"
+                echo "| $b | $wl | $c |$row"
+            done
+        done
+        for m in $LOG_MODES; do echo "  $(log_label "$b" "$m"): ${INFO["$(log_label "$b" "$m")|log"]:-?}"; done
+    done
+fi
 echo
 echo "Single-resource sample mix (non-2xx there are 403 denials): ${INFO["single-mix"]:-?}"
 echo "Batch sample mix (answered 200 with the allowed subset): ${INFO["batch-mix"]:-?}"

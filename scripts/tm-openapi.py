@@ -268,6 +268,65 @@ paths = {
     },
 }
 
+schemas["AuditRecord"] = {
+    "type": "object",
+    "required": ["service", "id", "time", "tenant_id", "principal", "action", "entity", "fields", "detail"],
+    "description": "One committed change, written in the transaction of the change (a write that fails leaves "
+                   "none). The NATS feed (`tenant-manager.audit.publish`) sends the same object. Never a secret: "
+                   "a Keycloak server's password or client secret, a tenant user's password, an IDP's config are "
+                   "named in `fields`, never shown.",
+    "properties": {
+        "service": {"type": "string", "enum": ["tenant-manager"]},
+        "id": {"type": "integer", "description": "the record's number, increasing"},
+        "time": {"type": "string", "format": "date-time"},
+        "tenant_id": {"type": "string", "description": "the tenant the changed entity belongs to; the system "
+                      "tenant for Keycloak servers and the shared catalogue"},
+        "principal": {"type": "string", "description": "the caller's KRN (`krn:iam:<tenant>::user/<username>`), else "
+                      "its token subject; `anonymous` with security off; `service` for the Tenant Manager's own "
+                      "writes (bootstrap, the provisioning worker)"},
+        "subject": nullable_str, "caller_tenant_id": nullable_str, "request_id": nullable_str,
+        "source": {"type": "string", "nullable": True, "description": "the client's address and port"},
+        "action": {"type": "string", "description": "`kaa:tenant:create|update|move|retry|delete|remove`, "
+                   "`kaa:tenant:<catalogue kind>:create|update|delete`, `kaa:tenant:keycloak-server:...`, "
+                   "`kaa:tenant:tenant-user:...`"},
+        "entity": {"type": "string", "description": "`tenant/<id>`, `keycloak-server/<id>`, `<catalogue kind>/<id>`, "
+                   "`tenant-user/<tenant>/<user id>`"},
+        "version_before": {"type": "integer", "nullable": True, "description": "a tenant's version before (null: "
+                           "created, or an entity without versions)"},
+        "version_after": {"type": "integer", "nullable": True},
+        "fields": {"type": "array", "items": {"type": "string"}, "description": "names of the fields changed (a "
+                   "create: those set)"},
+        "detail": {"type": "object", "description": "a tenant's changed plain fields as {before, after}; a tenant "
+                   "user's username; what a catalogue write did to its tenant"},
+    },
+}
+paths["/api/v1/audit"] = {
+    "get": op("listAudit", "the audit trail, newest first", "audit",
+              {"200": {"description": "a page; `next` is the cursor of the following one (null on the last)",
+                       "content": json_content({"type": "object", "required": ["results", "next"], "properties": {
+                           "results": {"type": "array", "items": ref("AuditRecord")},
+                           "next": nullable_str}})},
+               **errs("400", "401", "403", "503")},
+              [{"name": "tenant_id", "in": "query", "schema": {"type": "string"},
+                "description": "one tenant's trail (a tenant's administrator: its own only, another is a 403)"},
+               {"name": "entity", "in": "query", "schema": {"type": "string"}},
+               {"name": "principal", "in": "query", "schema": {"type": "string"},
+                "description": "the principal KRN or the token subject"},
+               {"name": "action", "in": "query", "schema": {"type": "string"}},
+               {"name": "from", "in": "query", "schema": {"type": "string"},
+                "description": "RFC 3339 date-time or date, inclusive"},
+               {"name": "to", "in": "query", "schema": {"type": "string"},
+                "description": "RFC 3339 date-time or date, exclusive"},
+               {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                "description": "page size (default 50, at most `server.maxPageSize`)"},
+               {"name": "next", "in": "query", "schema": {"type": "string"},
+                "description": "the cursor the previous page answered"}]),
+}
+paths["/api/v1/audit"]["get"]["description"] = (
+    "With security on: a token of the system realm with the scope `kaa:tenant:audit:read` on `kaa-system` "
+    "reads every tenant's trail; a token of a tenant's own realm with the scope `tenant:audit:read` on its "
+    "`tenant-system` resource (the `tenant-admin` role has it) reads only that tenant's.")
+
 def camel(s):
     parts = s.split("-")
     return "".join(p[:1].upper() + p[1:] for p in parts)
@@ -339,7 +398,7 @@ doc = {
                             "Snake_case JSON; lists as {count, results}; errors as {error, details}."},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "tags": [{"name": t} for t in ["tenants", "tenant-users", "catalogue", "keycloak-servers", "operations"]],
+    "tags": [{"name": t} for t in ["tenants", "tenant-users", "catalogue", "keycloak-servers", "audit", "operations"]],
     "paths": paths,
     "components": {"schemas": schemas,
                    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},

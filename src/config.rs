@@ -15,8 +15,8 @@ use std::time::Duration;
 pub use err::ConfigError;
 pub use secret::Secret;
 pub use sections::{
-    IamAudit, IamSection, Section, TenantManagerSection, TmAuthSection, TmKeycloak,
-    TmSubscriptions, TmTasks, valid_installation_id,
+    AuditSection, IamDecisionLog, IamSection, Section, TenantManagerSection, TmAuthSection,
+    TmKeycloak, TmSubscriptions, TmTasks, valid_installation_id,
 };
 pub use tree::{Tree, parse_duration};
 
@@ -99,6 +99,33 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("KAA_NATS_URLS", "nats.urls"),
     ("KAA_IAM_AUDIT_RETENTION_DAYS", "iam.audit.retention-days"),
     ("KAA_IAM_AUDIT_RETENTION_ROWS", "iam.audit.retention-rows"),
+    ("KAA_IAM_AUDIT_PUBLISH", "iam.audit.publish"),
+    ("KAA_IAM_AUDIT_SUBJECT", "iam.audit.subject"),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_RETENTION_DAYS",
+        "tenant-manager.audit.retention-days",
+    ),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_RETENTION_ROWS",
+        "tenant-manager.audit.retention-rows",
+    ),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_PUBLISH",
+        "tenant-manager.audit.publish",
+    ),
+    (
+        "KAA_TENANT_MANAGER_AUDIT_SUBJECT",
+        "tenant-manager.audit.subject",
+    ),
+    ("KAA_IAM_DECISION_LOG_MODE", "iam.decision-log.mode"),
+    (
+        "KAA_IAM_DECISION_LOG_SAMPLE_RATE",
+        "iam.decision-log.sample-rate",
+    ),
+    (
+        "KAA_IAM_DECISION_LOG_DESTINATION",
+        "iam.decision-log.destination",
+    ),
     ("KAA_KEYCLOAK_URL", "tenant-manager.keycloak.url"),
     (
         "KAA_KEYCLOAK_PUBLIC_URL",

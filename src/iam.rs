@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod caller;
+pub mod decision_log;
 pub mod err;
 pub mod evaluate;
 pub mod events;
@@ -10,6 +11,7 @@ pub mod generate;
 pub mod model;
 pub mod notices;
 pub mod realm_users;
+pub mod replay;
 pub mod resources;
 pub mod service;
 pub mod state;
@@ -47,14 +49,22 @@ impl HasOps for IamCtx {
 /// Check the `iam` section of the configuration (used by `check-config` and at start).
 pub fn validate_config(config: &Config) -> Result<(), String> {
     service::parse_iam_config(&config.iam)?;
-    audit::retention(&config.iam).map(|_| ())
+    decision_log::settings(&config.iam.decision_log)?;
+    audit::trail_config(&config.iam, !config.nats.urls.is_empty()).map(|_| ())
 }
 
 /// Wire the IAM service over opened storage: sync base policies, load the decision index, keep
 /// it in step with the database, and serve the API.
 pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, String> {
     let (auth, tenants) = authenticator(config)?;
-    let retention = audit::retention(&config.iam)?;
+    let trail = audit::trail_config(&config.iam, !config.nats.urls.is_empty())?;
+    let retention = trail.retention;
+    // Published, every record is written into the outbox with its change, from the first one.
+    ops.db.set_audit_settings(crate::storage::AuditSettings {
+        iam_feed: trail.subject.clone(),
+        ..(*ops.db.audit_settings()).clone()
+    });
+    let decisions = decision_log::settings(&config.iam.decision_log)?;
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,
@@ -108,6 +118,10 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         "index: {tenants} tenants loaded in {} ms",
         started.elapsed().as_millis()
     );
+    let _ = iam.decision_log.set(decision_log::DecisionLog::start(
+        decisions,
+        &config.service.replica_id,
+    ));
     spawn_refresher(&iam, Duration::from_millis(500));
     audit::spawn_pruner(&iam, retention);
     let weak = Arc::downgrade(&iam);
@@ -146,6 +160,20 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
                 iam.audit_prune_passes
                     .load(std::sync::atomic::Ordering::Relaxed),
             );
+            let (written, dropped) = iam
+                .decision_log
+                .get()
+                .map_or((0, 0), decision_log::DecisionLog::counts);
+            m.set_total(
+                "iam_decision_log_lines_total",
+                "Decision log lines written",
+                written,
+            );
+            m.set_total(
+                "iam_decision_log_dropped_total",
+                "Decision log lines dropped (the buffer was full, or the destination failed)",
+                dropped,
+            );
             m.set_total(
                 "iam_audit_rows_pruned_total",
                 "Audit rows deleted as past the retention",
@@ -155,6 +183,17 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
     }));
     // With a Tenant Manager: reconcile at start and after every NATS (re)connection.
     let reconcile = events::spawn_reconciler(&iam);
+    if trail.subject.is_some() {
+        // The audit feed's publisher: stops when the database goes (the service with it).
+        crate::outbox::spawn_publisher(
+            &ops.db,
+            crate::storage::Trail::Iam,
+            &crate::outbox::Signal::new(),
+            config.nats.urls.clone(),
+            config.nats.username.clone(),
+            config.nats.password.expose().to_string(),
+        );
+    }
     if !config.nats.urls.is_empty() {
         let [events_tried, notices_tried] = nats_start_gate(ops);
         events::spawn_listener(

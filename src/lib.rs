@@ -4,6 +4,7 @@
 //! `app` (the composition root) names concrete backends.
 
 pub mod app;
+pub mod audit;
 pub mod clients;
 pub mod clock;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod iam;
 pub mod license;
 pub mod logging;
+pub mod outbox;
 pub mod password;
 pub mod policy;
 pub mod storage;

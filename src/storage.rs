@@ -20,7 +20,9 @@ mod value;
 
 use std::time::Duration;
 
-pub use audit::{AuditFilter, AuditRecord, AuditStore, PolicyVersion};
+pub use audit::{
+    AuditFilter, AuditRecord, AuditSettings, AuditStore, Change, PolicyVersion, Trail,
+};
 pub use bulk::{BulkCount, BulkStore, ROWS_PER_TX, TenantCounts};
 pub use directory::{
     AttachmentStore, GroupFilter, GroupRecord, GroupStore, PoolRecord, PoolStore, ResourceFilter,
@@ -190,6 +192,8 @@ pub struct Database {
     observers: std::sync::RwLock<Vec<std::sync::Weak<dyn RevisionObserver>>>,
     /// The keys the Tenant Manager's stored secrets are sealed with (none: stored as they are).
     secret_keys: std::sync::RwLock<std::sync::Arc<SecretKeys>>,
+    /// Where audit rows go beyond their table (feeds), and the Tenant Manager's home tenant.
+    audit_settings: std::sync::RwLock<std::sync::Arc<AuditSettings>>,
 }
 
 /// A write that may share its transaction with others ([`Database::tx_grouped`]).
@@ -246,9 +250,30 @@ impl Database {
             group_leaders,
             observers: std::sync::RwLock::new(Vec::new()),
             secret_keys: std::sync::RwLock::new(std::sync::Arc::new(SecretKeys::none())),
+            audit_settings: std::sync::RwLock::new(std::sync::Arc::new(AuditSettings {
+                home_tenant: "kaa".into(),
+                ..AuditSettings::default()
+            })),
         };
         db.migrate()?;
         Ok(db)
+    }
+
+    /// Change where this process's audit rows go beyond their table (see [`AuditSettings`]).
+    pub fn set_audit_settings(&self, settings: AuditSettings) {
+        *self
+            .audit_settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(settings);
+    }
+
+    pub fn audit_settings(&self) -> std::sync::Arc<AuditSettings> {
+        std::sync::Arc::clone(
+            &self
+                .audit_settings
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// A short description for logs (never credentials).
@@ -276,12 +301,13 @@ impl Database {
         let token = next_token();
         let mut taken: Vec<(String, i64)> = Vec::new();
         let who = audit::current();
+        let settings = self.audit_settings();
         let out = self.backend_tx(|tx| {
             let mut d = Deferring {
                 tx,
                 bumps: Vec::new(),
             };
-            let v = audit::audited(&mut d, who.as_deref(), f)?;
+            let v = audit::audited(&mut d, who.as_deref(), &settings, f)?;
             let bumps = d.bumps;
             self.take_revisions(tx, vec![bumps], token, &mut taken)?;
             Ok(v)
@@ -383,8 +409,9 @@ impl Database {
     ) -> Result<T, StorageError> {
         // Who makes the write is known on this thread; the job may run on another.
         let who = audit::current();
+        let settings = self.audit_settings();
         let boxed: GroupJob = Box::new(move |tx: &mut dyn Tx| {
-            audit::audited(tx, who.as_deref(), &mut job)
+            audit::audited(tx, who.as_deref(), &settings, &mut job)
                 .map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)
         });
         let lock = || self.group.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,6 +1,7 @@
 //! Tenant Manager domain services and their wiring: tenants over Keycloak realms, the catalogue
 //! of templates, the durable task queue and its workers, provisioning, lifecycle events.
 
+pub mod audit;
 pub mod bootstrap;
 pub mod catalog;
 pub mod err;
@@ -12,6 +13,7 @@ pub mod users;
 pub mod worker;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +43,10 @@ pub struct TenantCtx {
 pub struct TmAuth {
     pub tokens: Authenticator,
     pub scopes: UmaClient,
+    /// The system realm's issuer (`security.issuer.public-url`).
+    pub issuer: String,
+    /// Tenant realms' tokens, accepted by `GET /audit` only (a tenant's administrator).
+    pub realms: audit::RealmAuths,
 }
 
 impl HasOps for TenantCtx {
@@ -129,6 +135,13 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
             keys_from,
             &s.client_id,
             "kaa-system",
+            Duration::from_secs(ttl),
+        ),
+        issuer: s.issuer_public_url.clone(),
+        realms: audit::RealmAuths::new(
+            s.leeway,
+            s.jwks_refresh_interval,
+            s.jwks_max_age,
             Duration::from_secs(ttl),
         ),
     }))
@@ -222,7 +235,33 @@ fn spawn_gauges(tm: &Arc<Tm>, ops: &Arc<Ops>) {
                 m.set_gauge("tm_stats_up", 0);
             }
         }
+        m.set_total(
+            "tm_audit_prune_passes_total",
+            "Completed passes of the audit trail's pruning",
+            tm.audit_prune_passes.load(Ordering::Relaxed),
+        );
+        m.set_total(
+            "tm_audit_rows_pruned_total",
+            "Audit rows deleted as past the retention",
+            tm.audit_pruned.load(Ordering::Relaxed),
+        );
     }));
+}
+
+/// Prune the trail every `tenant-manager.audit.prune-interval` while the service lives.
+fn spawn_audit_pruner(tm: &Arc<Tm>) {
+    let r = tm.settings.audit.retention;
+    crate::audit::spawn_pruner(tm, r, move |tm: &Tm| {
+        match crate::audit::prune_once(&tm.db, crate::storage::Trail::TenantManager, r) {
+            Ok(0) => {}
+            Ok(n) => {
+                tm.audit_pruned.fetch_add(n, Ordering::Relaxed);
+                log::info!("audit: {n} rows past the retention deleted");
+            }
+            Err(e) => log::warn!("audit: pruning failed, tried again later: {e}"),
+        }
+        tm.audit_prune_passes.fetch_add(1, Ordering::Relaxed);
+    });
 }
 
 /// Wire the Tenant Manager: bootstrap, workers, outbox publisher, API.
@@ -238,6 +277,13 @@ pub fn build_with_signal(
     let auth = tm_auth(config)?;
     let settings = TmSettings::from_config(config)?;
     seal_secrets(config, &ops.db)?;
+    // The trail's platform-wide records belong to the system tenant; published, every record
+    // goes into the outbox with its change, from bootstrap's first one.
+    ops.db.set_audit_settings(crate::storage::AuditSettings {
+        home_tenant: settings.system_tenant.clone(),
+        tm_feed: settings.audit.subject.clone(),
+        ..(*ops.db.audit_settings()).clone()
+    });
     let installation = bootstrap::installation_id(&ops.db, settings.installation_id.as_deref())
         .map_err(|e| format!("bootstrap: installation id: {e}"))?;
     log::info!("tenant manager installation `{installation}`");
@@ -253,6 +299,8 @@ pub fn build_with_signal(
         db: Arc::clone(&ops.db),
         settings,
         provisioners,
+        audit_pruned: Default::default(),
+        audit_prune_passes: Default::default(),
     });
     {
         // Replicas starting together seal and bootstrap one after the other.
@@ -264,6 +312,7 @@ pub fn build_with_signal(
         bootstrap::run(&tm).map_err(|e| format!("bootstrap: {e}"))?;
     }
     spawn_gauges(&tm, ops);
+    spawn_audit_pruner(&tm);
     let signal = Signal::new();
     worker::spawn_workers(&tm, &signal);
     worker::spawn_subscription_sweep(&tm, &signal);

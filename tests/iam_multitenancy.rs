@@ -146,6 +146,42 @@ fn tenants_act_in_their_own_tenant_only() {
         body(&r)
     );
 
+    // Replaying logged decisions: a tenant's own, yes; another tenant's, no (the system
+    // tenant's administrator may replay any).
+    let logged = |tenant: &str| {
+        json!({"decisions": [{"time": "2026-12-07T10:00:00.000Z", "tenantID": tenant,
+            "principal": format!("krn:iam:{tenant}::user/carol"), "action": "iam:user:read",
+            "resource": format!("krn:iam:{tenant}::user/dave"), "outcome": "allow", "statements": []}]})
+    };
+    let r = call_json_as(
+        a,
+        "POST",
+        "/api/v1/evaluate/replay",
+        Some(&acme_admin),
+        Some(&logged("acme")),
+    );
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_eq!(
+        r.json()["data"]["results"][0]["current"]["outcome"],
+        "implicitDeny"
+    );
+    let r = call_json_as(
+        a,
+        "POST",
+        "/api/v1/evaluate/replay",
+        Some(&acme_admin),
+        Some(&logged("kaa")),
+    );
+    assert_eq!(r.status, 403, "{}", body(&r));
+    let r = call_json_as(
+        a,
+        "POST",
+        "/api/v1/evaluate/replay",
+        Some(&system_admin),
+        Some(&logged("acme")),
+    );
+    assert_eq!(r.status, 200, "{}", body(&r));
+
     // Tokens naming realms no tenant has (unverifiable: IAM would have to ask the Tenant
     // Manager first) are refused, and do not push the tenant's issuer out of the cache.
     for i in 0..200 {

@@ -1060,6 +1060,29 @@ fn every_route_answers_as_documented() {
         "remove": [raw_id("krn:iam:t1::policy/temp")]});
     let v = c.call("POST", "/api/v1/evaluate/simulate", Some(sim), 200);
     assert_eq!(v["data"]["results"][0]["changed"], true, "{v}");
+    let logged = json!({"time": "2026-12-07T10:00:00.000Z", "requestID": "r1", "tenantID": "t1",
+        "principal": "krn:iam:t1::user/alice", "action": "epr:endpoint:read",
+        "resource": "krn:epr:t1::endpoint/e2", "outcome": "explicitDeny",
+        "statements": [{"policyID": "krn:iam:t1::policy/gone", "id": raw_id("krn:iam:t1::policy/gone"),
+            "version": 1, "statement": 0}]});
+    let v = c.call(
+        "POST",
+        "/api/v1/evaluate/replay",
+        Some(json!({ "decisions": [logged] })),
+        200,
+    );
+    assert_eq!(v["data"]["changed"], 1, "{v}");
+    assert_eq!(
+        v["data"]["results"][0]["logged"]["statements"][0]["versionNow"],
+        Value::Null,
+        "{v}"
+    );
+    c.call(
+        "POST",
+        "/api/v1/evaluate/replay",
+        Some(json!({"decisions": [{"time": "x"}]})),
+        400,
+    );
 
     // Conditions and variables: the policy as written and read back, an explained decision and
     // a simulation with the request context, each as documented.

@@ -336,7 +336,7 @@ fn five_hundreds_before_and_after_the_work_leave_no_duplicates() {
     kc.lose_after(4, 500);
     kc.lose_after(30, 502);
     kc.lose_after(70, 500);
-    kc.lose_after(97, 500);
+    kc.lose_after(99, 500);
     kc.fail_all(None);
     let t = wait_status(a, "acme", "AVAILABLE");
     assert_eq!(kc.pending_faults(), 0, "every fault was met");

@@ -124,6 +124,40 @@ fn secrets() -> impl Fn(&mut Tree, &str) -> Result<Vec<Secret>, ConfigError> {
     |t, key| Ok(t.string_list(key)?.iter().map(|s| Secret::new(s)).collect())
 }
 
+/// `true` or `false` (`default` when absent).
+fn boolean(default: bool) -> impl Fn(&mut Tree, &str) -> Result<bool, ConfigError> {
+    move |t, key| t.bool(key, default)
+}
+
+/// One of `allowed` (case-insensitive), lower-case.
+fn choice(
+    default: &'static str,
+    allowed: &'static [&'static str],
+) -> impl Fn(&mut Tree, &str) -> Result<String, ConfigError> {
+    move |t, key| t.one_of(key, default, allowed)
+}
+
+/// A share from 0 to 1 (a number or its text).
+fn fraction(default: f64) -> impl Fn(&mut Tree, &str) -> Result<f64, ConfigError> {
+    move |t, key| {
+        let Some(v) = t.raw(key) else {
+            return Ok(default);
+        };
+        let n = match &v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if (0.0..=1.0).contains(&n) => Ok(n),
+            _ => {
+                let shown = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                Err(t.error(key, &shown, "expected a number from 0 to 1"))
+            }
+        }
+    }
+}
+
 /// A nested section.
 fn section<T: Section>() -> impl Fn(&mut Tree, &str) -> Result<T, ConfigError> {
     |t, key| T::read(t, key)
@@ -180,19 +214,40 @@ section! {
         "base-policies" => base_policies: Option<Value> = document(list),
         /// Resource type -> `{statements}` of the policy a registered resource of that type gets.
         "resource-policy-templates" => resource_policy_templates: Option<Value> = document(mapping),
-        "audit" => audit: IamAudit = section(),
+        "audit" => audit: AuditSection = section(),
+        "decision-log" => decision_log: IamDecisionLog = section(),
     }
 }
 
 section! {
-    /// `iam.audit`: how long the audit trail is kept.
-    pub struct IamAudit {
+    /// `<service>.audit` (`iam`, `tenant-manager`): how long the audit trail is kept and whether
+    /// it is published to NATS.
+    pub struct AuditSection {
         /// Rows older than this many days go (0: kept whatever their age).
         "retention-days" => retention_days: u64 = uint(365, 0, 100 * 365),
         /// Each tenant keeps at most this many rows, the newest (0: no bound).
         "retention-rows" => retention_rows: u64 = uint(0, 0, 1 << 40),
         /// How often the pruning runs.
         "prune-interval" => prune_interval: Duration = seconds(3600, 1, 7 * 86_400),
+        /// Every record also goes to NATS through the outbox.
+        "publish" => publish: bool = boolean(false),
+        /// The subject records are published under, as `<subject>.<tenant>` (none:
+        /// `kaa.audit.<service>`).
+        "subject" => subject: Option<String> = opt_text(),
+    }
+}
+
+section! {
+    /// `iam.decision-log`: which decisions leave a line, and where.
+    pub struct IamDecisionLog {
+        /// `off`, `denies`, `sampled` (at `sample-rate`) or `all`.
+        "mode" => mode: String = choice("sampled", &["off", "denies", "sampled", "all"]),
+        /// The share of decisions logged in mode `sampled`.
+        "sample-rate" => sample_rate: f64 = fraction(0.01),
+        /// `stdout`, or a file the lines are appended to.
+        "destination" => destination: String = text("stdout"),
+        /// Lines the buffer holds for the writer; beyond, lines are dropped and counted.
+        "buffer-lines" => buffer_lines: u64 = uint(8192, 1, 1_000_000),
     }
 }
 
@@ -213,6 +268,7 @@ section! {
         "tasks" => tasks: TmTasks = section(),
         "subscriptions" => subscriptions: TmSubscriptions = section(),
         "auth" => auth: TmAuthSection = section(),
+        "audit" => audit: AuditSection = section(),
     }
 }
 

@@ -501,6 +501,13 @@ fn count_outcomes(c: &IamCtx, d: &Decided) {
     }
 }
 
+/// Hand the decisions the decision log picked to it (once the request is answered with them).
+fn log_decisions(c: &IamCtx, d: &Decided, req: &Request) {
+    if let Some(log) = c.iam.decision_log.get() {
+        log.emit(d, &req.request_id);
+    }
+}
+
 fn explained(d: &Decided, ai: usize) -> Vec<Value> {
     d.eval
         .resources
@@ -554,6 +561,7 @@ fn evaluate_on(c: &IamCtx, req: &Request, registered: bool) -> R {
         }
     }
     count_outcomes(c, &d);
+    log_decisions(c, &d, req);
     let row = &d.decisions[0];
     let allowed: Vec<&str> = d
         .eval
@@ -650,6 +658,7 @@ fn evaluate_actions(c: &IamCtx, req: &Request, _: &Params) -> R {
         c.iam.evaluate_outcomes(&who, &b, true)?
     };
     count_outcomes(c, &d);
+    log_decisions(c, &d, req);
     let mut out = serde_json::Map::new();
     for (ai, a) in d.eval.actions.iter().enumerate() {
         let (mut allowed, mut denied) = (Vec::new(), Vec::new());
@@ -691,6 +700,39 @@ fn evaluate_simulate(c: &IamCtx, req: &Request, _: &Params) -> R {
     Ok(Response::json(
         200,
         &json!({ "data": c.iam.simulate(&who, &b)? }),
+    ))
+}
+
+/// `POST /evaluate/replay`: logged decisions (JSON lines as logged, or a JSON object with
+/// `decisions` and/or a time range of this replica's log file) decided again now.
+fn evaluate_replay(c: &IamCtx, req: &Request, _: &Params) -> R {
+    let who = caller(c, req)?;
+    let changed_only = flag(req, "changedOnly")?;
+    if let Some(ct) = req.header("content-type") {
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let accepted = media.is_empty()
+            || media == "application/json"
+            || media.ends_with("+json")
+            || media == "application/x-ndjson"
+            || media == "application/jsonl"
+            || media == "text/plain";
+        if !accepted {
+            return Err(ApiError::new(
+                415,
+                format!(
+                    "unsupported content type `{media}`: send application/x-ndjson (logged                      lines) or application/json"
+                ),
+            ));
+        }
+    }
+    Ok(Response::json(
+        200,
+        &json!({ "data": c.iam.replay(&who, &req.body, changed_only)? }),
     ))
 }
 
@@ -815,5 +857,6 @@ pub fn router() -> Router<IamCtx> {
         .inline();
     r.route("POST", "/api/v1/evaluate/resources", evaluate_resources);
     r.route("POST", "/api/v1/evaluate/simulate", evaluate_simulate);
+    r.route("POST", "/api/v1/evaluate/replay", evaluate_replay);
     r
 }

@@ -38,6 +38,8 @@ struct Route<C> {
     handler: HandlerFn<C>,
     /// Only reads memory: may run on the connection's I/O thread.
     inline: bool,
+    /// Literal segments: the more, the more specific.
+    lits: usize,
 }
 
 /// What the router found for a request.
@@ -57,11 +59,17 @@ pub enum Match<'r, C> {
 
 pub struct Router<C> {
     routes: Vec<Route<C>>,
+    /// Route indexes by segment count, in registration order: a path is only compared with
+    /// the patterns of its length.
+    by_len: Vec<Vec<usize>>,
 }
 
 impl<C> Default for Router<C> {
     fn default() -> Self {
-        Router { routes: Vec::new() }
+        Router {
+            routes: Vec::new(),
+            by_len: Vec::new(),
+        }
     }
 }
 
@@ -105,13 +113,20 @@ impl<C> Router<C> {
                     None => Seg::Lit(s),
                 },
             )
-            .collect();
+            .collect::<Vec<_>>();
+        let lits = segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
+        let len = segs.len();
+        if self.by_len.len() <= len {
+            self.by_len.resize_with(len + 1, Vec::new);
+        }
+        self.by_len[len].push(self.routes.len());
         self.routes.push(Route {
             method,
             pattern,
             segs,
             handler: Box::new(handler),
             inline: false,
+            lits,
         });
         self
     }
@@ -135,19 +150,26 @@ impl<C> Router<C> {
         self.routes.iter().map(|r| (r.method, r.pattern)).collect()
     }
 
-    fn match_path(route: &Route<C>, parts: &[&str]) -> Option<Params> {
-        if route.segs.len() != parts.len() {
-            return None;
-        }
-        let mut params = Vec::new();
-        for (seg, part) in route.segs.iter().zip(parts) {
-            match seg {
-                Seg::Lit(l) if l == part => {}
-                Seg::Lit(_) => return None,
-                Seg::Param(name) => params.push((*name, percent_decode(part, false))),
-            }
-        }
-        Some(Params(params))
+    /// Whether the literal segments of `route` equal the path's (the lengths are equal).
+    fn matches(route: &Route<C>, parts: &[&str]) -> bool {
+        route.segs.iter().zip(parts).all(|(seg, part)| match seg {
+            Seg::Lit(l) => l == part,
+            Seg::Param(_) => true,
+        })
+    }
+
+    fn params(route: &Route<C>, parts: &[&str]) -> Params {
+        Params(
+            route
+                .segs
+                .iter()
+                .zip(parts)
+                .filter_map(|(seg, part)| match seg {
+                    Seg::Param(name) => Some((*name, percent_decode(part, false))),
+                    Seg::Lit(_) => None,
+                })
+                .collect(),
+        )
     }
 
     pub fn find(&self, method: &str, path: &str) -> Match<'_, C> {
@@ -155,44 +177,36 @@ impl<C> Router<C> {
             return Match::NotFound;
         };
         let method = if method == "HEAD" { "GET" } else { method };
+        let Some(candidates) = self.by_len.get(parts.len()) else {
+            return Match::NotFound;
+        };
+        let matching = || {
+            candidates
+                .iter()
+                .map(|&i| &self.routes[i])
+                .filter(|r| Router::matches(r, &parts))
+        };
         // The most specific matching path wins (more literal segments beat parameters:
         // `/users/me` over `/users/{id}`), whatever the registration order; a method that path
         // lacks is 405 even if a less specific pattern has it.
-        let mut best: Option<usize> = None;
-        for r in &self.routes {
-            if Router::match_path(r, &parts).is_some() {
-                let lits = r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
-                if best.is_none_or(|b| lits > b) {
-                    best = Some(lits);
-                }
-            }
-        }
+        let Some(best) = matching().map(|r| r.lits).max() else {
+            return Match::NotFound;
+        };
         let mut allow = Vec::new();
-        if let Some(lits) = best {
-            for r in &self.routes {
-                if r.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count() != lits {
-                    continue;
-                }
-                if let Some(params) = Router::match_path(r, &parts) {
-                    if r.method == method {
-                        return Match::Found {
-                            pattern: r.pattern,
-                            handler: &r.handler,
-                            params,
-                            inline: r.inline,
-                        };
-                    }
-                    if !allow.contains(&r.method) {
-                        allow.push(r.method);
-                    }
-                }
+        for r in matching().filter(|r| r.lits == best) {
+            if r.method == method {
+                return Match::Found {
+                    pattern: r.pattern,
+                    handler: &r.handler,
+                    params: Router::params(r, &parts),
+                    inline: r.inline,
+                };
+            }
+            if !allow.contains(&r.method) {
+                allow.push(r.method);
             }
         }
-        if allow.is_empty() {
-            Match::NotFound
-        } else {
-            Match::MethodNotAllowed { allow }
-        }
+        Match::MethodNotAllowed { allow }
     }
 
     /// Route and run; returns the response and the route pattern (for metrics labels).

@@ -11,20 +11,29 @@ use super::message::{Request, Response};
 use super::router::{Params, Router};
 use crate::app::ops_routes;
 use crate::clock::rfc3339_ms;
-use crate::storage::{KeycloakServerRecord, KeycloakServerStore, StorageError, TenantRecord};
+use crate::storage::{
+    Change, KeycloakServerRecord, KeycloakServerStore, StorageError, TenantRecord,
+};
 use crate::tenants::TenantCtx;
 use crate::tenants::catalog::{KINDS, Kind};
 use crate::tenants::err::{TmError, storage};
 use crate::tenants::service::paging;
+use crate::tenants::users::changed_fields;
 
 type R = Result<Response, ApiError>;
 
 /// The caller must hold `scope` on `kaa-system` (security on); every endpoint but the public
-/// config and the operational routes calls this first.
+/// config and the operational routes calls this first. The writes that follow are audited as
+/// this caller's (`anonymous` with security off).
 fn guard(c: &TenantCtx, req: &Request, scope: &str) -> Result<(), ApiError> {
-    let Some(auth) = &c.auth else { return Ok(()) };
+    let system = &c.tm.settings.system_tenant;
+    let Some(auth) = &c.auth else {
+        crate::storage::audit::identify(None, None, system);
+        return Ok(());
+    };
     let token = crate::http::auth::Authenticator::bearer(req)?;
-    auth.tokens.verify(token)?;
+    let identity = auth.tokens.verify(token)?;
+    identify(system, &identity);
     match auth.scopes.allowed(token, scope) {
         Ok(true) => Ok(()),
         Ok(false) => Err(ApiError::forbidden(format!(
@@ -38,6 +47,17 @@ fn guard(c: &TenantCtx, req: &Request, scope: &str) -> Result<(), ApiError> {
             ))
         }
     }
+}
+
+/// Who the audit trail names for the rest of the request: the principal KRN of the token's user
+/// in its tenant (`krn:iam:<tenant>::user/<preferred_username>`), else its subject.
+fn identify(tenant: &str, identity: &crate::iam::caller::Identity) {
+    let principal = identity
+        .username
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(|u| format!("krn:iam:{tenant}::user/{u}"));
+    crate::storage::audit::identify(principal, Some(identity.subject.clone()), tenant);
 }
 
 impl From<TmError> for ApiError {
@@ -214,8 +234,11 @@ fn create_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
     let body = json_body(req)?;
     let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
     let input = crate::tenants::users::parse_input(&body, true, &roles)?;
-    let u =
-        c.tm.with_event(&t.id, || users.create(&t.realm_name, &roles, &input))?;
+    let u = c.tm.with_event(
+        &t.id,
+        || users.create(&t.realm_name, &roles, &input),
+        |u| user_change(&t.id, "create", u, changed_fields(None, u, &input)),
+    )?;
     c.signal.notify();
     Ok(Response::json(201, &u.view(&t.id)).with_header(
         "Location",
@@ -235,19 +258,44 @@ fn update_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
     let body = json_body(req)?;
     let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
     let input = crate::tenants::users::parse_input(&body, false, &roles)?;
-    let u = c.tm.with_event(&t.id, || {
-        users.update(&t.realm_name, &roles, p.req("user_id"), &input)
-    })?;
+    let before = users.get(&t.realm_name, &roles, p.req("user_id"))?;
+    let u = c.tm.with_event(
+        &t.id,
+        || users.update(&t.realm_name, &roles, p.req("user_id"), &input),
+        |u| user_change(&t.id, "update", u, changed_fields(Some(&before), u, &input)),
+    )?;
     c.signal.notify();
     Ok(Response::json(200, &u.view(&t.id)))
 }
 
 fn delete_tenant_user(c: &TenantCtx, req: &Request, p: &Params) -> R {
     guard(c, req, "kaa:tenant:tenant-user:delete")?;
-    let (t, users, _) = c.tm.tenant_users(p.req("id"))?;
-    c.tm.with_event(&t.id, || users.delete(&t.realm_name, p.req("user_id")))?;
+    let (t, users, roles) = c.tm.tenant_users(p.req("id"))?;
+    let before = users.get(&t.realm_name, &roles, p.req("user_id"))?;
+    c.tm.with_event(
+        &t.id,
+        || users.delete(&t.realm_name, p.req("user_id")),
+        |_| user_change(&t.id, "delete", &before, Vec::new()),
+    )?;
     c.signal.notify();
     Ok(Response::new(204))
+}
+
+/// The trail's record of a tenant user's change (its username in `detail`; a password only
+/// named in `fields`).
+fn user_change(
+    tenant: &str,
+    verb: &str,
+    u: &crate::tenants::users::TenantUser,
+    fields: Vec<String>,
+) -> Change {
+    Change::tm(
+        tenant,
+        &format!("kaa:tenant:tenant-user:{verb}"),
+        &format!("tenant-user/{tenant}/{}", u.id),
+    )
+    .fields(fields)
+    .detail(json!({"username": u.username}))
 }
 
 // ---------------------------------------------------------------- a tenant's IDPs
@@ -497,6 +545,86 @@ fn delete_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
     Ok(Response::new(204))
 }
 
+// ---------------------------------------------------------------- the audit trail
+
+/// Whose trail the caller may read: every tenant's (`None`: security off, or a system realm
+/// caller with `kaa:tenant:audit:read` on `kaa-system`), or only its own tenant's (a token of
+/// the tenant's realm with `tenant:audit:read` on its `tenant-system`).
+fn audit_reader(c: &TenantCtx, req: &Request) -> Result<Option<String>, ApiError> {
+    use crate::tenants::audit::{SYSTEM_SCOPE, TENANT_SCOPE, token_issuer};
+    let Some(auth) = &c.auth else {
+        guard(c, req, SYSTEM_SCOPE)?;
+        return Ok(None);
+    };
+    let token = crate::http::auth::Authenticator::bearer(req)?;
+    let issuer = token_issuer(token);
+    let realm = issuer
+        .as_deref()
+        .filter(|i| *i != auth.issuer)
+        .and_then(|i| i.trim_end_matches('/').rsplit_once("/realms/"))
+        .map(|(_, r)| r.to_string());
+    let Some(realm) = realm else {
+        // The system realm's token (or none the realms know): the scope on `kaa-system`.
+        guard(c, req, SYSTEM_SCOPE)?;
+        return Ok(None);
+    };
+    let refused = || {
+        ApiError::from(crate::http::auth::AuthError::Invalid(
+            "the token's issuer is not accepted here".into(),
+        ))
+    };
+    let t = c.tm.tenant_of_realm(&realm)?.ok_or_else(refused)?;
+    if t.id == c.tm.settings.system_tenant {
+        return Err(refused());
+    }
+    let realm_auth = auth.realms.of(&c.tm, &t)?;
+    if issuer.as_deref() != Some(realm_auth.issuer.as_str()) {
+        return Err(refused());
+    }
+    let identity = realm_auth.tokens.verify(token)?;
+    identify(&t.id, &identity);
+    match realm_auth.scopes.allowed(token, TENANT_SCOPE) {
+        Ok(true) => Ok(Some(t.id)),
+        Ok(false) => Err(ApiError::forbidden(format!(
+            "scope `{TENANT_SCOPE}` on `tenant-system` of realm `{}` is required",
+            t.realm_name
+        ))),
+        Err(e) => {
+            log::warn!("auth: {e}");
+            Err(ApiError::new(
+                503,
+                "cannot decide scopes right now: Keycloak is unavailable",
+            ))
+        }
+    }
+}
+
+/// `GET /audit`: `{"results": [...], "next": cursor or null}`, newest first.
+fn list_audit(c: &TenantCtx, req: &Request, _: &Params) -> R {
+    let own = audit_reader(c, req)?;
+    let q = query(req);
+    let asked = q
+        .get("tenant_id")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
+    let tenant = match (own, asked) {
+        (Some(own), Some(asked)) if asked != own => {
+            return Err(ApiError::forbidden(format!(
+                "the administrator of tenant `{own}` reads only its own tenant's trail, not \
+                 `{asked}`'s"
+            )));
+        }
+        (Some(own), _) => Some(own),
+        (None, asked) => asked.map(str::to_string),
+    };
+    let max_page = c.config.server.max_page_size.max(1);
+    let (results, next) = c.tm.list_audit(tenant, &q, max_page)?;
+    Ok(Response::json(
+        200,
+        &json!({ "results": results, "next": next }),
+    ))
+}
+
 // ---------------------------------------------------------------- catalogue
 
 fn catalog_routes(r: &mut Router<TenantCtx>) {
@@ -607,6 +735,7 @@ pub fn router() -> Router<TenantCtx> {
         "/api/v1/tenants/{id}/users/{user_id}",
         delete_tenant_user,
     );
+    r.route("GET", "/api/v1/audit", list_audit);
     r.route("GET", "/api/v1/keycloak-servers", list_servers);
     r.route("POST", "/api/v1/keycloak-servers", create_server);
     r.route("GET", "/api/v1/keycloak-servers/{id}", get_server);

@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -14,10 +12,10 @@ use super::caller::Caller;
 use super::err::IamError;
 use super::model::{PolicyReplace, id_of};
 use super::service::{Iam, collection, krn_filter, path_id, q};
-use crate::clock::{now_ms, parse_date_ms, rfc3339_ms};
+use crate::clock::rfc3339_ms;
 use crate::config::IamSection;
 use crate::policy::Krn;
-use crate::storage::{AuditFilter, AuditRecord, AuditStore, PolicyRecord, PolicyVersion};
+use crate::storage::{AuditFilter, AuditRecord, AuditStore, PolicyRecord, PolicyVersion, Trail};
 
 /// One audit row as the API shows it.
 #[derive(Debug, Serialize)]
@@ -106,60 +104,28 @@ impl From<&PolicyVersion> for PolicyVersionView {
     }
 }
 
-/// How long the trail is kept (`iam.audit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Rows older than this many days go (0: kept whatever their age).
-    pub days: u64,
-    /// Each tenant keeps at most this many rows, the newest (0: no bound).
-    pub rows: u64,
-    /// How often the pruning runs.
-    pub every: Duration,
-}
-
-const CURSOR_PREFIX: &str = "a1:";
-
-fn cursor(id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{id}"))
-}
+pub use crate::audit::Retention;
 
 fn parse_cursor(s: &str) -> Result<i64, IamError> {
-    let bad = || {
-        IamError::invalid(format!(
-            "`next` `{s}` is not a cursor this service gave out"
-        ))
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s.trim())
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    text.strip_prefix(CURSOR_PREFIX)
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n > 0)
-        .ok_or_else(bad)
+    crate::audit::parse_cursor(s).map_err(IamError::invalid)
 }
 
 fn time_param(m: &HashMap<String, String>, field: &str) -> Result<Option<i64>, IamError> {
     match q(m, field) {
         None | Some("") => Ok(None),
-        Some(s) => parse_date_ms(s).map(Some).ok_or_else(|| {
-            IamError::invalid(format!(
-                "`{field}` must be an RFC 3339 date-time (2026-12-07T10:00:00Z) or a date \
-                 (2026-12-07), got `{s}`"
-            ))
-        }),
+        Some(s) => crate::audit::parse_time(field, s)
+            .map(Some)
+            .map_err(IamError::invalid),
     }
 }
 
-/// The retention of `iam.audit` (`retention-days`, `retention-rows`, `prune-interval`), as
-/// the configuration checked it.
-pub fn retention(section: &IamSection) -> Result<Retention, String> {
-    let a = &section.audit;
-    Ok(Retention {
-        days: a.retention_days,
-        rows: a.retention_rows,
-        every: a.prune_interval,
-    })
+/// `iam.audit` (`retention-days`, `retention-rows`, `prune-interval`, `publish`, `subject`):
+/// see [`crate::audit::trail_config`].
+pub fn trail_config(
+    section: &IamSection,
+    nats_configured: bool,
+) -> Result<crate::audit::TrailConfig, String> {
+    crate::audit::trail_config(&section.audit, "iam", Trail::Iam, nats_configured)
 }
 
 impl Iam {
@@ -204,7 +170,8 @@ impl Iam {
         };
         let nonempty = |k: &str| q(m, k).filter(|v| !v.is_empty()).map(str::to_string);
         let filter = AuditFilter {
-            tenant,
+            trail: Trail::Iam,
+            tenant: Some(tenant),
             entity,
             principal: nonempty("principal"),
             action: nonempty("action"),
@@ -216,7 +183,7 @@ impl Iam {
         let mut rows = self.db.audit(&filter)?;
         let next = if rows.len() > size as usize {
             rows.truncate(size as usize);
-            rows.last().map(|r| cursor(r.id))
+            rows.last().map(|r| crate::audit::cursor(r.id))
         } else {
             None
         };
@@ -312,47 +279,17 @@ fn version_number(n: &str) -> Result<i64, IamError> {
 
 /// Prune the trail every `r.every` as `r` says, while the service lives.
 pub fn spawn_pruner(iam: &Arc<Iam>, r: Retention) {
-    if r.days == 0 && r.rows == 0 {
-        return;
-    }
-    let weak = Arc::downgrade(iam);
-    let _ = std::thread::Builder::new()
-        .name("audit-prune".into())
-        .spawn(move || {
-            loop {
-                {
-                    let Some(iam) = weak.upgrade() else { return };
-                    let older = (r.days > 0).then(|| {
-                        now_ms().saturating_sub(
-                            i64::try_from(r.days).unwrap_or(i64::MAX / 86_400_000) * 86_400_000,
-                        )
-                    });
-                    let rows = (r.rows > 0).then_some(r.rows);
-                    match iam.db.prune_audit(older, rows) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            iam.audit_pruned
-                                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                            log::info!("audit: {n} rows past the retention deleted");
-                        }
-                        Err(e) => log::warn!("audit: pruning failed, tried again later: {e}"),
-                    }
-                    iam.audit_prune_passes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                std::thread::sleep(r.every);
+    crate::audit::spawn_pruner(iam, r, move |iam: &Iam| {
+        match crate::audit::prune_once(&iam.db, Trail::Iam, r) {
+            Ok(0) => {}
+            Ok(n) => {
+                iam.audit_pruned
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                log::info!("audit: {n} rows past the retention deleted");
             }
-        });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_refuse_others() {
-        assert_eq!(parse_cursor(&cursor(42)).unwrap(), 42);
-        assert!(parse_cursor("42").is_err());
-        assert!(parse_cursor(&cursor(0)).is_err());
-    }
+            Err(e) => log::warn!("audit: pruning failed, tried again later: {e}"),
+        }
+        iam.audit_prune_passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
 }

@@ -9,7 +9,7 @@ use super::caller::Caller;
 use super::err::IamError;
 use super::model::EvaluateBody;
 use super::service::*;
-use super::state::{Disabled, is_pool};
+use super::state::{Disabled, Picked, is_pool};
 use crate::policy::{
     Action, Decision, Krn, Outcome, PolicyDocument, StoredPolicy, check_context_entry,
 };
@@ -19,6 +19,8 @@ use crate::storage::{Page, ResourceFilter, ResourceStore};
 pub struct Evaluation {
     pub tenant: String,
     pub principals: Vec<Krn>,
+    /// The roles among `principals` (sent, or the caller's own when it asks for itself).
+    pub roles: Vec<Krn>,
     pub actions: Vec<Action>,
     pub resources: Vec<Krn>,
     /// The request context, with `kaa:CurrentTime` (the service's clock when not sent).
@@ -61,6 +63,8 @@ pub struct Decided {
     pub eval: Evaluation,
     pub decisions: Vec<Vec<Decision>>,
     pub disabled: Vec<Option<Disabled>>,
+    /// The decisions the decision log keeps, with their statements and policy versions.
+    pub picked: Vec<Picked>,
 }
 
 impl Decided {
@@ -139,7 +143,7 @@ impl Iam {
         &self,
         caller: &Caller,
         b: &EvaluateBody,
-    ) -> Result<(String, Vec<Krn>), IamError> {
+    ) -> Result<(String, Vec<Krn>, Vec<Krn>), IamError> {
         let mut roles = Vec::new();
         for (i, r) in b.roles.iter().enumerate() {
             let k = Krn::parse(r).map_err(|e| IamError::invalid(format!("roles[{i}]: {e}")))?;
@@ -174,18 +178,14 @@ impl Iam {
                     self.authorize(caller, "iam:user:evaluate", &p)?;
                 }
                 let tenant = p.tenant().to_string();
-                Ok((
-                    tenant.clone(),
-                    self.state.principal_set(&tenant, &p, &roles),
-                ))
+                let set = self.state.principal_set(&tenant, &p, &roles);
+                Ok((tenant, set, roles))
             }
             (None, Some(me)) => {
                 let mut all = caller.roles.clone();
                 all.extend(roles);
-                Ok((
-                    caller.tenant.clone(),
-                    self.state.principal_set(&caller.tenant, me, &all),
-                ))
+                let set = self.state.principal_set(&caller.tenant, me, &all);
+                Ok((caller.tenant.clone(), set, all))
             }
             (None, None) => Err(IamError::invalid(
                 "`principal` is required: name the principal's KRN",
@@ -193,7 +193,7 @@ impl Iam {
         }
     }
 
-    fn evaluation(
+    pub(crate) fn evaluation(
         &self,
         caller: &Caller,
         b: &EvaluateBody,
@@ -207,10 +207,11 @@ impl Iam {
                 "at most {MAX_EVALUATIONS} action × resource pairs per request"
             )));
         }
-        let (tenant, principals) = self.evaluation_principals(caller, b)?;
+        let (tenant, principals, roles) = self.evaluation_principals(caller, b)?;
         Ok(Evaluation {
             tenant,
             principals,
+            roles,
             actions,
             resources,
             context,
@@ -225,17 +226,20 @@ impl Iam {
         many_actions: bool,
     ) -> Result<Decided, IamError> {
         let eval = self.evaluation(caller, b, many_actions)?;
-        let (decisions, disabled) = self.state.decide_matrix(
+        let mut pick = self.decision_log.get().and_then(|l| l.picker());
+        let (decisions, disabled, picked) = self.state.decide_matrix_picking(
             &eval.tenant,
             &eval.context,
             &eval.principals,
             &eval.actions,
             &eval.resources,
+            pick.as_mut().map(|p| p as &mut dyn FnMut(Outcome) -> bool),
         );
         Ok(Decided {
             eval,
             decisions,
             disabled,
+            picked,
         })
     }
 
@@ -265,12 +269,14 @@ impl Iam {
         many_actions: bool,
     ) -> Result<Decided, IamError> {
         let eval = self.evaluation(caller, b, many_actions)?;
-        let (outcomes, disabled) = self.state.decide_outcomes(
+        let mut pick = self.decision_log.get().and_then(|l| l.picker());
+        let (outcomes, disabled, picked) = self.state.decide_outcomes_picking(
             &eval.tenant,
             &eval.context,
             &eval.principals,
             &eval.actions,
             &eval.resources,
+            pick.as_mut().map(|p| p as &mut dyn FnMut(Outcome) -> bool),
         );
         let decisions = outcomes
             .into_iter()
@@ -280,6 +286,7 @@ impl Iam {
             eval,
             decisions,
             disabled,
+            picked,
         })
     }
 
@@ -296,7 +303,7 @@ impl Iam {
             return Err(IamError::invalid("`resourceType` is required"));
         };
         let context = parse_context(b)?;
-        let (tenant, principals) = self.evaluation_principals(caller, b)?;
+        let (tenant, principals, _) = self.evaluation_principals(caller, b)?;
         let page = self.page(
             m.get("page").map(String::as_str),
             m.get("pageSize").map(String::as_str),

@@ -555,7 +555,7 @@ pub struct Ids {
 }
 
 /// Evaluation requests (`/evaluate`, `/evaluate/actions`, `/evaluate/simulate`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EvaluateBody {
     #[serde(default)]

@@ -43,6 +43,9 @@ pub struct Iam {
     /// Audit rows pruned, and pruning passes completed (`/metrics`).
     pub audit_pruned: std::sync::atomic::AtomicU64,
     pub audit_prune_passes: std::sync::atomic::AtomicU64,
+    /// The decision log (`iam.decision-log`), set when the service is wired; unset: nothing is
+    /// logged.
+    pub decision_log: std::sync::OnceLock<super::decision_log::DecisionLog>,
 }
 
 /// The built-in base policies: a realm's `tenant-admin` role may do anything in IAM in its
@@ -440,6 +443,7 @@ impl Iam {
             nats: super::events::NatsState::default(),
             audit_pruned: Default::default(),
             audit_prune_passes: Default::default(),
+            decision_log: std::sync::OnceLock::new(),
         })
     }
 
@@ -1164,6 +1168,29 @@ impl Iam {
                 Err(e) => return Err(e.into()),
             }
         }
+        // The versions the decision log names: those of the rows holding this configuration.
+        let (stored, _) = self.db.list_policies(
+            &PolicyFilter {
+                tenant: SYSTEM_TENANT.into(),
+                origin: Some("config".into()),
+                ..Default::default()
+            },
+            Page {
+                page: 1,
+                size: 100_000,
+            },
+        )?;
+        let versions = self
+            .base_raw
+            .iter()
+            .filter_map(|(name, statements)| {
+                stored
+                    .iter()
+                    .find(|p| p.name == *name && same(p, statements))
+                    .map(|p| (name.clone(), p.version))
+            })
+            .collect();
+        self.state.set_base_versions(versions);
         Ok(())
     }
 }

@@ -203,8 +203,8 @@ struct Inner {
 /// One committed write, read and parsed for the index.
 #[derive(Debug, Default)]
 struct Prepared {
-    /// Policy KRN and the policy as stored now (`None`: gone, or unreadable).
-    policies: Vec<(String, Option<StoredPolicy>)>,
+    /// Policy KRN and the policy as stored now with its version (`None`: gone, or unreadable).
+    policies: Vec<(String, Option<(StoredPolicy, i64)>)>,
     /// User KRN and its groups with their ancestors and the pools of each.
     users: Vec<(String, Vec<Krn>)>,
     /// Resource KRN and its pools.
@@ -701,7 +701,7 @@ impl DecisionState {
             }
             let targets: Vec<Krn> = targets.iter().filter_map(|t| Krn::parse(t).ok()).collect();
             match stored_policy(rec, targets) {
-                Ok(p) => Some((rec.krn.clone(), Some(p))),
+                Ok(p) => Some((rec.krn.clone(), Some((p, rec.version)))),
                 Err(e) => {
                     log::error!("index: {e}; removed (decisions fail toward deny)");
                     Some((rec.krn.clone(), None))
@@ -837,14 +837,14 @@ impl DecisionState {
         let mut dir = TenantDir::default();
         let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
         let mut pools_of: HashMap<String, Vec<Krn>> = HashMap::new();
-        let (pages_tx, pages_rx) = std::sync::mpsc::sync_channel::<Vec<StoredPolicy>>(2);
+        let (pages_tx, pages_rx) = std::sync::mpsc::sync_channel::<Vec<(StoredPolicy, i64)>>(2);
         let (index, read) = std::thread::scope(|scope| {
             let indexer = scope.spawn(move || {
                 let mut index = PolicyIndex::new();
                 for page in pages_rx {
-                    for p in page {
+                    for (p, version) in page {
                         let id = p.id.clone();
-                        if let Err(e) = index.upsert(p) {
+                        if let Err(e) = index.upsert_version(p, version) {
                             log::error!("index: policy `{id}` not indexed: {e}");
                         }
                     }
@@ -902,7 +902,7 @@ impl DecisionState {
                             }
                             let targets = attached.remove(rec.krn.as_str()).unwrap_or_default();
                             match stored_policy(&rec, targets) {
-                                Ok(p) => page.push(p),
+                                Ok(p) => page.push((p, rec.version)),
                                 Err(e) => {
                                     log::error!("index: {e}; skipped (decisions fail toward deny)")
                                 }
@@ -1070,36 +1070,73 @@ impl DecisionState {
         actions: &[Action],
         resources: &[Krn],
     ) -> (Vec<Vec<Decision>>, Vec<Option<Disabled>>) {
+        let (d, disabled, _) =
+            self.decide_matrix_picking(tenant, context, principals, actions, resources, None);
+        (d, disabled)
+    }
+
+    /// [`DecisionState::decide_matrix`], and for each decision `pick` takes (asked in order,
+    /// action by action) the versions of the policies of its statements, read under the same
+    /// lock as the decision.
+    pub fn decide_matrix_picking(
+        &self,
+        tenant: &str,
+        context: &Map<String, Value>,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[Krn],
+        pick: Option<&mut dyn FnMut(Outcome) -> bool>,
+    ) -> (Vec<Vec<Decision>>, Vec<Option<Disabled>>, Vec<Picked>) {
         let inner = self.read();
         let dir = inner.tenants.get(tenant);
         let disabled = blocked(dir, principals, resources);
-        if disabled.iter().all(Option::is_some) {
+        let decisions = if disabled.iter().all(Option::is_some) {
             let row = vec![Disabled::decision(); resources.len()];
-            return (vec![row; actions.len()], disabled);
-        }
-        let with_pools: Vec<(Krn, Vec<Krn>)> = resources
-            .iter()
-            .map(|r| {
-                let pools = dir
-                    .and_then(|d| d.pools_of_resource.get(r.as_str()))
-                    .cloned()
-                    .unwrap_or_default();
-                (r.clone(), pools)
-            })
-            .collect();
-        let env = Attributes::new(context, dir, principals);
-        let mut decisions =
-            inner
-                .engine
-                .decide_matrix_explained(tenant, &env, principals, actions, &with_pools);
-        for row in &mut decisions {
-            for (d, why) in row.iter_mut().zip(&disabled) {
-                if why.is_some() {
-                    *d = Disabled::decision();
+            vec![row; actions.len()]
+        } else {
+            let with_pools: Vec<(Krn, Vec<Krn>)> = resources
+                .iter()
+                .map(|r| {
+                    let pools = dir
+                        .and_then(|d| d.pools_of_resource.get(r.as_str()))
+                        .cloned()
+                        .unwrap_or_default();
+                    (r.clone(), pools)
+                })
+                .collect();
+            let env = Attributes::new(context, dir, principals);
+            let mut decisions = inner.engine.decide_matrix_explained(
+                tenant,
+                &env,
+                principals,
+                actions,
+                &with_pools,
+            );
+            for row in &mut decisions {
+                for (d, why) in row.iter_mut().zip(&disabled) {
+                    if why.is_some() {
+                        *d = Disabled::decision();
+                    }
+                }
+            }
+            decisions
+        };
+        let mut picked = Vec::new();
+        if let Some(pick) = pick {
+            for (ai, row) in decisions.iter().enumerate() {
+                for (ri, d) in row.iter().enumerate() {
+                    if pick(d.outcome) {
+                        picked.push(Picked {
+                            action: ai,
+                            resource: ri,
+                            versions: versions_of(&inner.engine, tenant, d),
+                            decision: d.clone(),
+                        });
+                    }
                 }
             }
         }
-        (decisions, disabled)
+        (decisions, disabled, picked)
     }
 
     /// The outcomes of [`DecisionState::decide_matrix`] without reasons: `[action][resource]`,
@@ -1113,13 +1150,27 @@ impl DecisionState {
         actions: &[Action],
         resources: &[Krn],
     ) -> (Vec<Vec<Outcome>>, Vec<Option<Disabled>>) {
+        let (o, disabled, _) =
+            self.decide_outcomes_picking(tenant, context, principals, actions, resources, None);
+        (o, disabled)
+    }
+
+    /// [`DecisionState::decide_outcomes`], and for each decision `pick` takes (asked in order,
+    /// action by action) the decision with its statements and their policies' versions, decided
+    /// again under the same lock: only the picked decisions pay for reasons.
+    pub fn decide_outcomes_picking(
+        &self,
+        tenant: &str,
+        context: &Map<String, Value>,
+        principals: &[Krn],
+        actions: &[Action],
+        resources: &[Krn],
+        pick: Option<&mut dyn FnMut(Outcome) -> bool>,
+    ) -> (Vec<Vec<Outcome>>, Vec<Option<Disabled>>, Vec<Picked>) {
         let inner = self.read();
         let dir = inner.tenants.get(tenant);
         let disabled = blocked(dir, principals, resources);
-        if disabled.iter().all(Option::is_some) {
-            let row = vec![Outcome::ExplicitDeny; resources.len()];
-            return (vec![row; actions.len()], disabled);
-        }
+        let all_disabled = disabled.iter().all(Option::is_some);
         let with_pools: Vec<(&Krn, &[Krn])> = resources
             .iter()
             .map(|r| {
@@ -1130,14 +1181,15 @@ impl DecisionState {
             })
             .collect();
         let env = Attributes::new(context, dir, principals);
-        let mut outcomes = inner.engine.decide_matrix_outcomes_with(
-            tenant,
-            &env,
-            principals,
-            actions,
-            &with_pools,
-        );
-        if disabled.iter().any(Option::is_some) {
+        let mut outcomes = if all_disabled {
+            let row = vec![Outcome::ExplicitDeny; resources.len()];
+            vec![row; actions.len()]
+        } else {
+            inner
+                .engine
+                .decide_matrix_outcomes_with(tenant, &env, principals, actions, &with_pools)
+        };
+        if !all_disabled && disabled.iter().any(Option::is_some) {
             for row in &mut outcomes {
                 for (o, why) in row.iter_mut().zip(&disabled) {
                     if why.is_some() {
@@ -1146,7 +1198,57 @@ impl DecisionState {
                 }
             }
         }
-        (outcomes, disabled)
+        let mut picked = Vec::new();
+        if let Some(pick) = pick {
+            for (ai, row) in outcomes.iter().enumerate() {
+                for (ri, o) in row.iter().enumerate() {
+                    if !pick(*o) {
+                        continue;
+                    }
+                    let decision = if disabled[ri].is_some() {
+                        Disabled::decision()
+                    } else {
+                        let (resource, pools) = with_pools[ri];
+                        let q = Query {
+                            env: &env,
+                            principals,
+                            action: &actions[ai],
+                            resource,
+                            resource_pools: pools,
+                        };
+                        inner.engine.decide(tenant, &q)
+                    };
+                    picked.push(Picked {
+                        action: ai,
+                        resource: ri,
+                        versions: versions_of(&inner.engine, tenant, &decision),
+                        decision,
+                    });
+                }
+            }
+        }
+        (outcomes, disabled, picked)
+    }
+
+    /// The stored versions of the base policies, as the configuration holds them.
+    pub fn set_base_versions(&self, versions: Vec<(String, i64)>) {
+        self.write().engine.set_base_versions(versions);
+    }
+
+    /// The version of a policy a decision of `tenant` names now (`None`: not indexed, or its
+    /// version is not known).
+    pub fn policy_version(&self, tenant: &str, id: &str) -> Option<i64> {
+        self.read().engine.policy_version(tenant, id)
+    }
+
+    /// True when a reason's policy id names a base policy (by its name).
+    pub fn is_base_policy(&self, id: &str) -> bool {
+        self.read().engine.is_base(id)
+    }
+
+    /// True when the tenant has anything stored in IAM (loaded here).
+    pub fn knows_tenant(&self, tenant: &str) -> bool {
+        self.read().tenants.contains_key(tenant)
     }
 
     /// The one query about `resource` (with its pools), handed to `f` with the engine.
@@ -1250,12 +1352,29 @@ impl DecisionState {
     }
 }
 
+/// A decision picked for the decision log: its cell (`[action][resource]`), the decision with
+/// its statements, and the version of each statement's policy (`None`: not known).
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub action: usize,
+    pub resource: usize,
+    pub decision: Decision,
+    pub versions: Vec<Option<i64>>,
+}
+
+fn versions_of(engine: &Engine, tenant: &str, d: &Decision) -> Vec<Option<i64>> {
+    d.reasons
+        .iter()
+        .map(|r| engine.policy_version(tenant, &r.policy_id))
+        .collect()
+}
+
 /// Apply one write's prepared changes (the caller holds the write lock).
 fn apply_prepared(inner: &mut Inner, tenant: &str, p: Prepared) {
     for (krn, policy) in p.policies {
         match policy {
-            Some(policy) => {
-                if let Err(e) = inner.engine.upsert(tenant, policy) {
+            Some((policy, version)) => {
+                if let Err(e) = inner.engine.upsert_version(tenant, policy, version) {
                     log::error!("index: policy `{krn}` not indexed: {e}");
                     inner.engine.remove(tenant, &krn);
                 }

@@ -29,6 +29,8 @@ pub struct Engine {
     tenants: FxHashMap<String, Tenant>,
     /// Instantiated base policies of tenants not in `tenants`.
     cache: RwLock<FxHashMap<String, Arc<PolicyIndex>>>,
+    /// The stored version of each base policy, by name, when it is known.
+    base_versions: FxHashMap<String, i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,7 @@ impl Engine {
             fixed,
             tenants: FxHashMap::default(),
             cache: RwLock::new(FxHashMap::default()),
+            base_versions: FxHashMap::default(),
         }
     }
 
@@ -74,6 +77,44 @@ impl Engine {
     pub fn upsert(&mut self, tenant: &str, p: StoredPolicy) -> Result<(), IndexError> {
         p.validate()?;
         self.tenant_mut(tenant).index.upsert(p)
+    }
+
+    /// [`Engine::upsert`] of the policy as stored at `version` (what a decision log names).
+    pub fn upsert_version(
+        &mut self,
+        tenant: &str,
+        p: StoredPolicy,
+        version: i64,
+    ) -> Result<(), IndexError> {
+        p.validate()?;
+        self.tenant_mut(tenant).index.upsert_version(p, version)
+    }
+
+    /// The stored versions of the base policies, by name (the statements they were stored with
+    /// are the ones this engine holds).
+    pub fn set_base_versions(&mut self, versions: impl IntoIterator<Item = (String, i64)>) {
+        self.base_versions = versions.into_iter().collect();
+    }
+
+    /// The version of the policy a [`Reason`](super::Reason) of `tenant` names: a policy of the
+    /// tenant as indexed, else a base policy by name. `None` when it is not known.
+    pub fn policy_version(&self, tenant: &str, id: &str) -> Option<i64> {
+        if let Some(v) = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.index.version_of(id))
+        {
+            return Some(v);
+        }
+        if self.base.iter().any(|b| b.name() == id) {
+            return self.base_versions.get(id).copied();
+        }
+        None
+    }
+
+    /// True when `id` names a base policy (a reason's policy id is its name).
+    pub fn is_base(&self, id: &str) -> bool {
+        self.base.iter().any(|b| b.name() == id)
     }
 
     /// Registers `tenant` without policies, so that its base policies are instantiated once now

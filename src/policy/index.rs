@@ -383,6 +383,8 @@ struct PolicySlot {
     n_pools: u32,
     /// The map (in `PolicyIndex::maps`) of its statements with many principal keys, or `NONE`.
     map: u32,
+    /// The stored version of the policy the statements come from (0: not known).
+    version: i64,
 }
 
 impl PolicySlot {
@@ -669,13 +671,29 @@ impl PolicyIndex {
     /// Adds the policy, or replaces the one with the same id. Invalid policies leave the index
     /// unchanged.
     pub fn upsert(&mut self, p: StoredPolicy) -> Result<(), IndexError> {
+        self.upsert_version(p, 0)
+    }
+
+    /// [`PolicyIndex::upsert`] of the policy as stored at `version` (the version a decision
+    /// log names for its statements; 0: not known).
+    pub fn upsert_version(&mut self, p: StoredPolicy, version: i64) -> Result<(), IndexError> {
         p.validate()?;
         if let Some(slot) = self.by_id.get(p.id.as_str()).copied() {
             self.remove_slot(slot);
         }
-        self.insert(&p);
+        self.insert(&p, version);
         self.revision += 1;
         Ok(())
+    }
+
+    /// The stored version of the policy with this id, when it is indexed and its version known.
+    pub fn version_of(&self, id: &str) -> Option<i64> {
+        let slot = *self.by_id.get(id)?;
+        self.policies
+            .get(slot as usize)?
+            .as_ref()
+            .map(|p| p.version)
+            .filter(|v| *v > 0)
     }
 
     /// Upsert without validation, for base policies instantiated for a tenant whose name cannot
@@ -684,7 +702,7 @@ impl PolicyIndex {
         if let Some(slot) = self.by_id.get(p.id.as_str()).copied() {
             self.remove_slot(slot);
         }
-        self.insert(p);
+        self.insert(p, 0);
         self.revision += 1;
     }
 
@@ -732,7 +750,7 @@ impl PolicyIndex {
         self.extras.len()
     }
 
-    fn insert(&mut self, p: &StoredPolicy) {
+    fn insert(&mut self, p: &StoredPolicy, version: i64) {
         let n_stmts = p.document.statements.len();
         let attached = self.intern_krns(&p.attached_principals, None);
         let pools = self.intern_krns(&p.attached_pools, None);
@@ -831,6 +849,7 @@ impl PolicyIndex {
             n_attached: attached.len() as u32,
             n_pools: pools.len() as u32,
             map: NONE,
+            version,
         };
         self.post(slot_id, &mut slot, true);
         self.live_stmts += n_stmts;

@@ -76,9 +76,74 @@ impl Drop for Scope {
     }
 }
 
+/// Which service's trail a change belongs to: each has its own table (same shape), its own
+/// `GET /audit`, retention and feed subject, even when both services share one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Trail {
+    #[default]
+    Iam,
+    TenantManager,
+}
+
+impl Trail {
+    pub fn table(self) -> &'static str {
+        match self {
+            Trail::Iam => "audit",
+            Trail::TenantManager => "tm_audit",
+        }
+    }
+
+    /// The service's name: in feed payloads and default subjects, and the outbox rows' origin.
+    pub fn service(self) -> &'static str {
+        match self {
+            Trail::Iam => "iam",
+            Trail::TenantManager => "tenant-manager",
+        }
+    }
+}
+
+/// How this process's audit rows are written beyond their table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The NATS subject prefix IAM's records are published under through the outbox
+    /// (`<prefix>.<tenant>`); none: not published.
+    pub iam_feed: Option<String>,
+    /// The same for the Tenant Manager's records.
+    pub tm_feed: Option<String>,
+    /// The tenant whose trail holds the Tenant Manager's platform-wide records (Keycloak
+    /// servers, the shared catalogue): the system tenant.
+    pub home_tenant: String,
+}
+
+impl AuditSettings {
+    pub fn feed(&self, trail: Trail) -> Option<&str> {
+        match trail {
+            Trail::Iam => self.iam_feed.as_deref(),
+            Trail::TenantManager => self.tm_feed.as_deref(),
+        }
+    }
+}
+
+/// A tenant id as one NATS subject token: letters, digits, `-` and `_` kept, anything else
+/// (`.`, wildcards, spaces) as `_`; the payload carries the tenant as it is.
+pub fn subject_token(tenant: &str) -> String {
+    let t: String = tenant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if t.is_empty() { "_".into() } else { t }
+}
+
 /// One change of one entity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
+    pub trail: Trail,
     pub tenant: String,
     /// `iam:<kind>:<verb>`, as the action that authorizes it.
     pub action: String,
@@ -94,6 +159,7 @@ pub struct Change {
 impl Change {
     pub fn new(tenant: &str, action: &str, entity: &str) -> Change {
         Change {
+            trail: Trail::Iam,
             tenant: tenant.to_string(),
             action: action.to_string(),
             entity: entity.to_string(),
@@ -101,6 +167,14 @@ impl Change {
             after: None,
             fields: Vec::new(),
             detail: json!({}),
+        }
+    }
+
+    /// A change of the Tenant Manager's trail.
+    pub fn tm(tenant: &str, action: &str, entity: &str) -> Change {
+        Change {
+            trail: Trail::TenantManager,
+            ..Change::new(tenant, action, entity)
         }
     }
 
@@ -182,10 +256,12 @@ impl Tx for Auditing<'_> {
     }
 }
 
-/// Run one write `f` in `tx` and insert the changes it reports, as made by `who`.
+/// Run one write `f` in `tx` and insert the changes it reports, as made by `who` (and, when
+/// `settings` publish the change's trail, its feed message into the outbox).
 pub(crate) fn audited<'a, T>(
     tx: &'a mut dyn Tx,
     who: Option<&'a Who>,
+    settings: &AuditSettings,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, StorageError>,
 ) -> Result<T, StorageError> {
     let mut a = Auditing {
@@ -198,7 +274,7 @@ pub(crate) fn audited<'a, T>(
     if !changes.is_empty() {
         let now = crate::clock::now_ms();
         for c in &changes {
-            insert(tx, who, now, c)?;
+            insert(tx, who, now, c, settings.feed(c.trail))?;
         }
     }
     Ok(v)
@@ -215,29 +291,97 @@ pub fn principal_of(who: Option<&Who>) -> String {
     }
 }
 
-fn insert(tx: &mut dyn Tx, who: Option<&Who>, now: i64, c: &Change) -> Result<(), StorageError> {
+fn insert(
+    tx: &mut dyn Tx,
+    who: Option<&Who>,
+    now: i64,
+    c: &Change,
+    feed: Option<&str>,
+) -> Result<(), StorageError> {
     let w = who.cloned().unwrap_or_default();
-    tx.execute(
-        "INSERT INTO audit (tenant, at_ms, principal, subject, actor_tenant, request_id, source, \
+    let principal = principal_of(who);
+    let sql = format!(
+        "INSERT INTO {} (tenant, at_ms, principal, subject, actor_tenant, request_id, source, \
          action, entity, version_before, version_after, fields, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        c.trail.table()
+    );
+    let params = [
+        Val::from(&c.tenant),
+        Val::I64(now),
+        Val::from(&principal),
+        Val::from(w.subject.clone()),
+        Val::from(w.actor_tenant.clone()),
+        Val::from(w.request_id.clone()),
+        Val::from(w.source.clone()),
+        Val::from(&c.action),
+        Val::from(&c.entity),
+        Val::from(c.before),
+        Val::from(c.after),
+        Val::from(Value::from(c.fields.clone()).to_string()),
+        Val::from(c.detail.to_string()),
+    ];
+    let Some(prefix) = feed else {
+        tx.execute(&sql, &params)?;
+        return Ok(());
+    };
+    // Published: the message goes into the outbox in this transaction, so that a record that
+    // commits reaches NATS at least once, whenever NATS is reachable again.
+    let id = tx
+        .query(&format!("{sql} RETURNING id"), &params)?
+        .first()
+        .map(|r| r.i64(0))
+        .transpose()?
+        .ok_or_else(|| StorageError::Internal("audit insert returned no id".into()))?;
+    let record = AuditRecord {
+        id,
+        tenant: c.tenant.clone(),
+        at_ms: now,
+        principal,
+        subject: w.subject,
+        actor_tenant: w.actor_tenant,
+        request_id: w.request_id,
+        source: w.source,
+        action: c.action.clone(),
+        entity: c.entity.clone(),
+        before: c.before,
+        after: c.after,
+        fields: c.fields.clone(),
+        detail: c.detail.clone(),
+    };
+    tx.execute(
+        "INSERT INTO outbox (subject, payload, created_ms, origin) VALUES ($1, $2, $3, $4)",
         &[
-            Val::from(&c.tenant),
+            Val::from(format!("{prefix}.{}", subject_token(&c.tenant))),
+            Val::from(super::tenants::hex(
+                feed_message(c.trail, &record).to_string().as_bytes(),
+            )),
             Val::I64(now),
-            Val::from(principal_of(who)),
-            Val::from(w.subject),
-            Val::from(w.actor_tenant),
-            Val::from(w.request_id),
-            Val::from(w.source),
-            Val::from(&c.action),
-            Val::from(&c.entity),
-            Val::from(c.before),
-            Val::from(c.after),
-            Val::from(Value::from(c.fields.clone()).to_string()),
-            Val::from(c.detail.to_string()),
+            Val::from(c.trail.service()),
         ],
     )?;
     Ok(())
+}
+
+/// The feed's message for one record: one shape for both services.
+pub fn feed_message(trail: Trail, r: &AuditRecord) -> Value {
+    json!({
+        "service": trail.service(),
+        "id": r.id,
+        "time": crate::clock::rfc3339_ms(r.at_ms),
+        "tenant_id": r.tenant,
+        "principal": r.principal,
+        "subject": r.subject,
+        "caller_tenant_id": r.actor_tenant,
+        "request_id": r.request_id,
+        "source": r.source,
+        "action": r.action,
+        "entity": r.entity,
+        "version_before": r.before,
+        "version_after": r.after,
+        "fields": r.fields,
+        "detail": r.detail,
+    })
 }
 
 /// One audit row as read back.
@@ -259,10 +403,13 @@ pub struct AuditRecord {
     pub detail: Value,
 }
 
-/// What `GET /audit` asks for: one tenant's rows, newest first, below `before_id`.
+/// What `GET /audit` asks for: one tenant's rows (or every tenant's), newest first, below
+/// `before_id`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    pub tenant: String,
+    pub trail: Trail,
+    /// None: every tenant's (the Tenant Manager's platform administrator).
+    pub tenant: Option<String>,
     pub entity: Option<String>,
     /// The principal KRN or the token subject.
     pub principal: Option<String>,
@@ -366,10 +513,12 @@ pub(crate) fn keep_policy_version(
 pub trait AuditStore {
     /// One page of a tenant's trail, newest first.
     fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StorageError>;
-    /// Delete rows older than `older_than_ms` (when given), then all but the newest `keep_rows`
-    /// of each tenant (when given); the number of rows deleted.
+    /// Delete rows of `trail` older than `older_than_ms` (when given), then all but the newest
+    /// `keep_rows` of each tenant (when given); the number of rows deleted. The trail's feed
+    /// messages the outbox published are deleted too.
     fn prune_audit(
         &self,
+        trail: Trail,
         older_than_ms: Option<i64>,
         keep_rows: Option<u64>,
     ) -> Result<u64, StorageError>;
@@ -385,12 +534,15 @@ pub trait AuditStore {
 
 impl AuditStore for Database {
     fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StorageError> {
-        let mut cond = String::from("tenant = $1");
-        let mut params = vec![Val::from(&f.tenant)];
+        let mut cond = String::from("1 = 1");
+        let mut params = Vec::new();
         let mut add = |cond: &mut String, sql: &str, v: Val| {
             params.push(v);
             cond.push_str(&sql.replace("$?", &format!("${}", params.len())));
         };
+        if let Some(t) = &f.tenant {
+            add(&mut cond, " AND tenant = $?", Val::from(t));
+        }
         if let Some(e) = &f.entity {
             add(&mut cond, " AND entity = $?", Val::from(e));
         }
@@ -417,7 +569,10 @@ impl AuditStore for Database {
         let n = params.len();
         self.tx(|tx| {
             tx.query(
-                &format!("SELECT {COLUMNS} FROM audit WHERE {cond} ORDER BY id DESC LIMIT ${n}"),
+                &format!(
+                    "SELECT {COLUMNS} FROM {} WHERE {cond} ORDER BY id DESC LIMIT ${n}",
+                    f.trail.table()
+                ),
                 &params,
             )?
             .iter()
@@ -428,33 +583,45 @@ impl AuditStore for Database {
 
     fn prune_audit(
         &self,
+        trail: Trail,
         older_than_ms: Option<i64>,
         keep_rows: Option<u64>,
     ) -> Result<u64, StorageError> {
+        let table = trail.table();
         self.tx(|tx| {
             let mut n = 0;
             if let Some(t) = older_than_ms {
-                n += tx.execute("DELETE FROM audit WHERE at_ms < $1", &[Val::I64(t)])?;
+                n += tx.execute(
+                    &format!("DELETE FROM {table} WHERE at_ms < $1"),
+                    &[Val::I64(t)],
+                )?;
             }
             if let Some(keep) = keep_rows {
                 let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-                let tenants = tx.query("SELECT DISTINCT tenant FROM audit", &[])?;
+                let tenants = tx.query(&format!("SELECT DISTINCT tenant FROM {table}"), &[])?;
                 for t in &tenants {
                     let tenant = t.string(0)?;
                     // The id of the oldest row kept; rows below it go.
                     let edge = tx.query(
-                        "SELECT id FROM audit WHERE tenant = $1 ORDER BY id DESC \
-                         LIMIT 1 OFFSET $2",
+                        &format!(
+                            "SELECT id FROM {table} WHERE tenant = $1 ORDER BY id DESC \
+                             LIMIT 1 OFFSET $2"
+                        ),
                         &[Val::from(&tenant), Val::I64(keep.saturating_sub(1))],
                     )?;
                     if let Some(row) = edge.first() {
                         n += tx.execute(
-                            "DELETE FROM audit WHERE tenant = $1 AND id < $2",
+                            &format!("DELETE FROM {table} WHERE tenant = $1 AND id < $2"),
                             &[Val::from(&tenant), Val::I64(row.i64(0)?)],
                         )?;
                     }
                 }
             }
+            // Feed messages already published have done their work.
+            tx.execute(
+                "DELETE FROM outbox WHERE origin = $1 AND published_ms IS NOT NULL",
+                &[Val::from(trail.service())],
+            )?;
             Ok(n)
         })
     }
@@ -526,7 +693,7 @@ mod tests {
 
     fn rows(db: &Database, tenant: &str) -> Vec<AuditRecord> {
         db.audit(&AuditFilter {
-            tenant: tenant.into(),
+            tenant: Some(tenant.into()),
             limit: 1000,
             ..AuditFilter::default()
         })
@@ -620,11 +787,11 @@ mod tests {
         write("a", 5);
         write("b", 2);
         assert_eq!(
-            db.prune_audit(Some(0), None).unwrap_or(99),
+            db.prune_audit(Trail::Iam, Some(0), None).unwrap_or(99),
             0,
             "none that old"
         );
-        assert_eq!(db.prune_audit(None, Some(3)).unwrap_or(99), 2);
+        assert_eq!(db.prune_audit(Trail::Iam, None, Some(3)).unwrap_or(99), 2);
         let a: Vec<String> = rows(&db, "a").into_iter().map(|r| r.entity).collect();
         assert_eq!(a, ["e4", "e3", "e2"]);
         assert_eq!(
@@ -633,7 +800,10 @@ mod tests {
             "another tenant's rows are its own to count"
         );
         let later = crate::clock::now_ms() + 1000;
-        assert_eq!(db.prune_audit(Some(later), None).unwrap_or(99), 5);
+        assert_eq!(
+            db.prune_audit(Trail::Iam, Some(later), None).unwrap_or(99),
+            5
+        );
         assert!(rows(&db, "a").is_empty() && rows(&db, "b").is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }

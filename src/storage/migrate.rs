@@ -36,6 +36,7 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 6, "0006_pool_principals"),
     migration!("sqlite", 7, "0007_tenant_admin_and_moves"),
     migration!("sqlite", 8, "0008_audit"),
+    migration!("sqlite", 9, "0009_tm_audit_and_feed"),
 ];
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001_policies"),
@@ -46,6 +47,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 6, "0006_pool_principals"),
     migration!("postgres", 7, "0007_tenant_admin_and_moves"),
     migration!("postgres", 8, "0008_audit"),
+    migration!("postgres", 9, "0009_tm_audit_and_feed"),
 ];
 
 /// The advisory lock key that makes replicas starting together migrate one at a time.

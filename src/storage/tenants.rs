@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+use serde_json::{Value, json};
+
+use super::audit::{Change, Fields, changed, set};
 use super::{Database, Dialect, Row, SecretKeys, StorageError, Tx, Val};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,16 +184,19 @@ pub trait TenantStore {
     ) -> Result<(Vec<TenantRecord>, u64), StorageError>;
     /// Replace a tenant row (version-checked against `t.version - 1` when `expected` is given),
     /// enqueueing a task and an event in the same transaction.
+    /// The trail records the write as `action` (`kaa:tenant:delete`, `kaa:tenant:retry`).
     fn save_tenant(
         &self,
         t: &TenantRecord,
         expected: Option<i64>,
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
+        action: &str,
     ) -> Result<TenantRecord, StorageError>;
     /// Read-modify-write of a tenant in one transaction (its row locked on PostgreSQL; SQLite's
     /// write transactions are serial): `change` gets the current record and gives the new one
-    /// with the task and event to enqueue, or `None` when nothing changes.
+    /// with the task and event to enqueue, or `None` when nothing changes. The trail records
+    /// `kaa:tenant:move` when a move starts, else `kaa:tenant:update`.
     fn modify_tenant(
         &self,
         id: &str,
@@ -248,8 +254,18 @@ pub trait TaskStore {
 }
 
 pub trait OutboxStore {
-    /// Oldest unpublished events first (held events once their hold ended).
-    fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StorageError>;
+    /// Oldest unpublished events of the Tenant Manager first (held events once their hold
+    /// ended): [`OutboxStore::pending_events_of`] its own trail.
+    fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StorageError> {
+        self.pending_events_of(super::Trail::TenantManager, limit)
+    }
+    /// Oldest unpublished events written by the service of `origin` first (IAM's audit feed,
+    /// or the Tenant Manager's lifecycle events and audit feed).
+    fn pending_events_of(
+        &self,
+        origin: super::Trail,
+        limit: i64,
+    ) -> Result<Vec<OutboxRecord>, StorageError>;
     /// Write an event that is not published before `until_ms` (the event of a change made
     /// outside the database, written before it); returns its id.
     fn hold_event(&self, e: &OutboxEvent, until_ms: i64, now_ms: i64) -> Result<i64, StorageError>;
@@ -306,7 +322,7 @@ pub trait CatalogStore {
     /// Insert when absent (bootstrap); returns whether it was inserted.
     fn ensure_entry(&self, e: &CatalogRecord) -> Result<bool, StorageError>;
     /// [`CatalogStore::ensure_entry`] for each of `entries`, in one transaction; returns how
-    /// many were inserted.
+    /// many were inserted (each recorded in the trail: bootstrap's writes).
     fn ensure_entries(&self, entries: &[CatalogRecord]) -> Result<u64, StorageError>;
     /// A catalogue write and what it does to tenants (tasks, events), in one transaction; the
     /// entry as written (`None` for a delete).
@@ -528,6 +544,222 @@ impl Database {
     }
 }
 
+// ---------------------------------------------------------------- the audit trail
+// Each write below reports its change (`Tx::record`) to the Tenant Manager's trail; the audit
+// layer inserts it in the write's transaction. Values never reach the trail: field names only,
+// and before/after values of a tenant's plain fields in `detail`; secrets only by name.
+
+/// A tenant's fields that are secrets: named when they change, never shown.
+const TENANT_SECRETS: &[&str] = &["client_backend_secret", "admin"];
+
+/// A tenant's audited fields, each as JSON text (`admin` is the first administrator to make).
+fn tenant_fields(t: &TenantRecord) -> Fields {
+    let j = |v: Value| v.to_string();
+    vec![
+        ("realm_name", j(json!(t.realm_name))),
+        ("display_name", j(json!(t.display_name))),
+        ("client_frontend_id", j(json!(t.client_frontend_id))),
+        ("client_backend_id", j(json!(t.client_backend_id))),
+        ("client_backend_secret", t.client_backend_secret.clone()),
+        ("realm_template_version", j(json!(t.realm_template_version))),
+        ("realm_scopes_version", j(json!(t.realm_scopes_version))),
+        ("client_backend_version", j(json!(t.client_backend_version))),
+        (
+            "client_frontend_version",
+            j(json!(t.client_frontend_version)),
+        ),
+        ("roles_version", j(json!(t.roles_version))),
+        ("resources_version", j(json!(t.resources_version))),
+        ("keycloak_server_id", j(json!(t.keycloak_server_id))),
+        ("opendistro_enabled", j(json!(t.opendistro_enabled))),
+        ("subscription_type", j(json!(t.subscription_type))),
+        ("status", j(json!(t.status))),
+        ("failure_reason", j(json!(t.failure_reason))),
+        ("admin", t.first_admin.clone().unwrap_or_default()),
+        ("move_from", j(json!(t.move_from))),
+        ("move_to", j(json!(t.move_to))),
+    ]
+}
+
+/// The trail's record of a tenant's change from `before` to `after` (either absent: created or
+/// removed), both as stored (sealed or plain alike: secrets are compared, never shown).
+fn tenant_change(
+    action: &str,
+    before: Option<&TenantRecord>,
+    after: Option<&TenantRecord>,
+) -> Option<Change> {
+    let id = after.or(before)?.id.clone();
+    let (b, a) = (before.map(tenant_fields), after.map(tenant_fields));
+    let fields = match (&b, &a) {
+        (Some(b), Some(a)) => changed(b, a),
+        (None, Some(a)) => set(a),
+        _ => Vec::new(),
+    };
+    let value = |fs: &Option<Fields>, name: &str| -> Value {
+        fs.as_ref()
+            .and_then(|fs| fs.iter().find(|(n, _)| *n == name))
+            .and_then(|(_, v)| serde_json::from_str(v).ok())
+            .unwrap_or(Value::Null)
+    };
+    let mut detail = serde_json::Map::new();
+    if before.is_some() && after.is_some() {
+        for f in fields
+            .iter()
+            .filter(|f| !TENANT_SECRETS.contains(&f.as_str()))
+        {
+            detail.insert(
+                f.clone(),
+                json!({"before": value(&b, f), "after": value(&a, f)}),
+            );
+        }
+    } else if let Some(t) = after.or(before) {
+        detail.insert("status".into(), json!(t.status));
+    }
+    Some(
+        Change::tm(&id, action, &format!("tenant/{id}"))
+            .versions(before.map(|t| t.version), after.map(|t| t.version))
+            .fields(fields)
+            .detail(Value::Object(detail)),
+    )
+}
+
+/// Record the change of the tenant `id` made since `before` (as stored) was read, as it is now.
+/// Secrets are compared opened: sealing the same value again gives another text.
+fn record_tenant_tx(
+    tx: &mut dyn Tx,
+    k: &SecretKeys,
+    action: &str,
+    before: Option<&TenantRecord>,
+    id: &str,
+) -> Result<(), StorageError> {
+    let after = match get_tenant_tx(tx, id) {
+        Ok(t) => Some(t),
+        Err(StorageError::NotFound) => None,
+        Err(e) => return Err(e),
+    };
+    if before == after.as_ref() {
+        return Ok(());
+    }
+    let open = |t: Option<&TenantRecord>| t.map(|t| open_tenant(k, t.clone()).unwrap_or(t.clone()));
+    let (before, after) = (open(before), open(after.as_ref()));
+    if let Some(c) = tenant_change(action, before.as_ref(), after.as_ref()) {
+        tx.record(c);
+    }
+    Ok(())
+}
+
+/// A Keycloak server's audited fields: the admin password and client secret by name only.
+fn server_fields(s: &KeycloakServerRecord) -> Fields {
+    vec![
+        ("url", s.url.clone()),
+        ("admin_realm", s.admin_realm.clone()),
+        ("username", json!(s.username).to_string()),
+        ("password", s.password.clone().unwrap_or_default()),
+        ("client_id", json!(s.client_id).to_string()),
+        ("client_secret", s.client_secret.clone().unwrap_or_default()),
+        ("is_default", s.is_default.to_string()),
+    ]
+}
+
+fn server_change(
+    home: &str,
+    action: &str,
+    before: Option<&KeycloakServerRecord>,
+    after: Option<&KeycloakServerRecord>,
+) -> Option<Change> {
+    let id = after.or(before)?.id;
+    let fields = match (before, after) {
+        (Some(b), Some(a)) => changed(&server_fields(b), &server_fields(a)),
+        (None, Some(a)) => set(&server_fields(a)),
+        _ => Vec::new(),
+    };
+    Some(
+        Change::tm(
+            home,
+            &format!("kaa:tenant:keycloak-server:{action}"),
+            &format!("keycloak-server/{id}"),
+        )
+        .fields(fields),
+    )
+}
+
+/// The tenant a catalogue entry belongs to: the one its id names (`<tenant>/<name>`: IDPs,
+/// subscriptions), else `home` (the shared catalogue).
+fn entry_tenant<'a>(home: &'a str, id: &'a str) -> &'a str {
+    id.split_once('/').map_or(home, |(t, _)| t)
+}
+
+/// The top-level fields of a catalogue entry's body: names only (an IDP's `config` may hold a
+/// client secret, a template anything).
+fn entry_fields(before: Option<&CatalogRecord>, after: Option<&CatalogRecord>) -> Vec<String> {
+    let map = |e: Option<&CatalogRecord>| -> serde_json::Map<String, Value> {
+        e.and_then(|e| serde_json::from_str::<Value>(&e.body).ok())
+            .and_then(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let (b, a) = (map(before), map(after));
+    let mut out: Vec<String> = Vec::new();
+    for (k, v) in &a {
+        let was = b.get(k);
+        let now_set = !v.is_null();
+        if (before.is_none() && now_set) || (before.is_some() && was.unwrap_or(&Value::Null) != v) {
+            out.push(k.clone());
+        }
+    }
+    if before.is_some() && after.is_some() {
+        for (k, v) in &b {
+            if !a.contains_key(k) && !v.is_null() {
+                out.push(k.clone());
+            }
+        }
+    }
+    out
+}
+
+fn entry_change(
+    home: &str,
+    verb: &str,
+    kind: &str,
+    id: &str,
+    before: Option<&CatalogRecord>,
+    after: Option<&CatalogRecord>,
+) -> Change {
+    Change::tm(
+        entry_tenant(home, id),
+        &format!("kaa:tenant:{kind}:{verb}"),
+        &format!("{kind}/{id}"),
+    )
+    .fields(entry_fields(before, after))
+}
+
+impl Database {
+    /// The trail's records of changes made outside the database (a tenant user in Keycloak),
+    /// written once the change is done, with the release of its held event, in one
+    /// transaction.
+    pub fn record_outside(
+        &self,
+        changes: Vec<Change>,
+        held_event: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.tx(|tx| {
+            if let Some(id) = held_event {
+                tx.execute(
+                    "UPDATE outbox SET not_before_ms = $1 WHERE id = $2 AND published_ms IS NULL",
+                    &[Val::I64(now_ms), Val::I64(id)],
+                )?;
+            }
+            for c in changes {
+                tx.record(c);
+            }
+            Ok(())
+        })
+    }
+}
+
 // ---------------------------------------------------------------- tenants
 
 const TENANT_COLS: &str = "id, realm_name, client_frontend_id, client_backend_id, client_backend_secret, \
@@ -631,7 +863,7 @@ fn enqueue(
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -701,6 +933,7 @@ impl TenantStore for Database {
         event: Option<&OutboxEvent>,
     ) -> Result<TenantRecord, StorageError> {
         let k = self.secret_keys();
+        let plain = t;
         let sealed = seal_tenant(&k, t)?;
         let t = &sealed;
         let out = self.tx(|tx| {
@@ -725,7 +958,15 @@ impl TenantStore for Database {
             if let Some(e) = event {
                 emit(tx, e, t.created_ms)?;
             }
-            get_tenant_tx(tx, &t.id)
+            let out = get_tenant_tx(tx, &t.id)?;
+            let made = TenantRecord {
+                version: out.version,
+                ..plain.clone()
+            };
+            if let Some(c) = tenant_change("kaa:tenant:create", None, Some(&made)) {
+                tx.record(c);
+            }
+            Ok(out)
         })?;
         open_tenant(&k, out)
     }
@@ -790,6 +1031,7 @@ impl TenantStore for Database {
         expected: Option<i64>,
         task: Option<&NewTask>,
         event: Option<&OutboxEvent>,
+        action: &str,
     ) -> Result<TenantRecord, StorageError> {
         let k = self.secret_keys();
         let t = seal_tenant(&k, t)?;
@@ -798,7 +1040,9 @@ impl TenantStore for Database {
             if expected.is_some_and(|v| v != cur.version) {
                 return Err(StorageError::Stale);
             }
-            write_tenant_tx(tx, &cur, &t, task, event)
+            let out = write_tenant_tx(tx, &cur, &t, task, event)?;
+            record_tenant_tx(tx, &k, action, Some(&cur), &t.id)?;
+            Ok(out)
         })?;
         open_tenant(&k, out)
     }
@@ -825,11 +1069,17 @@ impl TenantStore for Database {
             match change(&open_tenant(&k, cur.clone())?)? {
                 None => Ok(cur),
                 Some((t, task, event)) => {
+                    let action = if t.move_to.is_some() && t.move_to != cur.move_to {
+                        "kaa:tenant:move"
+                    } else {
+                        "kaa:tenant:update"
+                    };
                     let t = seal_tenant(&k, &t)?;
                     let out = write_tenant_tx(tx, &cur, &t, task.as_ref(), event.as_ref())?;
                     if out.subscription_type != cur.subscription_type {
                         subscription_type_tx(tx, id, &out.subscription_type, out.updated_ms)?;
                     }
+                    record_tenant_tx(tx, &k, action, Some(&cur), id)?;
                     Ok(out)
                 }
             }
@@ -939,6 +1189,7 @@ impl TaskStore for Database {
         event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError> {
+        let k = self.secret_keys();
         self.tx(|tx| {
             let n = tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
             if n == 0 {
@@ -946,6 +1197,7 @@ impl TaskStore for Database {
                 // ran out: its outcome and event stand, this one's would be a second.
                 return Ok(());
             }
+            let before = get_tenant_tx(tx, &t.tenant_id).ok();
             match outcome {
                 TaskOutcome::Status(s) => {
                     // A tenant with another change queued (an IDP changed while this run was
@@ -998,6 +1250,11 @@ impl TaskStore for Database {
                     )?;
                 }
             }
+            let action = match outcome {
+                TaskOutcome::Status(_) => "kaa:tenant:update",
+                TaskOutcome::Removed => "kaa:tenant:remove",
+            };
+            record_tenant_tx(tx, &k, action, before.as_ref(), &t.tenant_id)?;
             if let Some(e) = event {
                 emit(tx, e, now_ms)?;
             }
@@ -1013,6 +1270,7 @@ impl TaskStore for Database {
         event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError> {
+        let k = self.secret_keys();
         self.tx(|tx| {
             match retry_at_ms {
                 Some(at) => {
@@ -1034,11 +1292,21 @@ impl TaskStore for Database {
                         "DELETE FROM tasks WHERE tenant_id = $1",
                         &[Val::from(&t.tenant_id)],
                     )?;
+                    let before = get_tenant_tx(tx, &t.tenant_id).ok();
                     tx.execute(
                         "UPDATE tenants SET status = 'FAILED', failure_reason = $1, updated_ms = $2, \
                          version = version + 1 WHERE id = $3",
                         &[Val::from(error), Val::I64(now_ms), Val::from(&t.tenant_id)],
                     )?;
+                    if before.is_some() {
+                        record_tenant_tx(
+                            tx,
+                            &k,
+                            "kaa:tenant:update",
+                            before.as_ref(),
+                            &t.tenant_id,
+                        )?;
+                    }
                     if let Some(e) = event {
                         emit(tx, e, now_ms)?;
                     }
@@ -1055,11 +1323,13 @@ impl TaskStore for Database {
         event: Option<&OutboxEvent>,
         now_ms: i64,
     ) -> Result<(), StorageError> {
+        let k = self.secret_keys();
         self.tx(|tx| {
             let n = tx.execute("DELETE FROM tasks WHERE id = $1", &[Val::I64(t.id)])?;
             if n == 0 {
                 return Ok(());
             }
+            let before = get_tenant_tx(tx, &t.tenant_id).ok();
             let queued = tx
                 .query(
                     "SELECT COUNT(*) FROM tasks WHERE tenant_id = $1",
@@ -1080,6 +1350,9 @@ impl TaskStore for Database {
                     Val::from(&t.tenant_id),
                 ],
             )?;
+            if before.is_some() {
+                record_tenant_tx(tx, &k, "kaa:tenant:update", before.as_ref(), &t.tenant_id)?;
+            }
             if let Some(e) = event {
                 emit(tx, e, now_ms)?;
             }
@@ -1103,12 +1376,21 @@ impl TaskStore for Database {
 // ---------------------------------------------------------------- outbox
 
 impl OutboxStore for Database {
-    fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRecord>, StorageError> {
+    fn pending_events_of(
+        &self,
+        origin: super::Trail,
+        limit: i64,
+    ) -> Result<Vec<OutboxRecord>, StorageError> {
         self.tx(|tx| {
             tx.query(
                 "SELECT id, subject, payload, created_ms FROM outbox WHERE published_ms IS NULL \
-                 AND (not_before_ms IS NULL OR not_before_ms <= $2) ORDER BY id LIMIT $1",
-                &[Val::I64(limit), Val::I64(crate::clock::now_ms())],
+                 AND (not_before_ms IS NULL OR not_before_ms <= $2) \
+                 AND COALESCE(origin, 'tenant-manager') = $3 ORDER BY id LIMIT $1",
+                &[
+                    Val::I64(limit),
+                    Val::I64(crate::clock::now_ms()),
+                    Val::from(origin.service()),
+                ],
             )?
             .iter()
             .map(|r| {
@@ -1178,7 +1460,8 @@ impl OutboxStore for Database {
         self.tx(|tx| {
             Ok(tx
                 .query(
-                    "SELECT COUNT(*) FROM outbox WHERE published_ms IS NULL",
+                    "SELECT COUNT(*) FROM outbox WHERE published_ms IS NULL \
+                     AND COALESCE(origin, 'tenant-manager') = 'tenant-manager'",
                     &[],
                 )?
                 .first()
@@ -1240,6 +1523,8 @@ impl KeycloakServerStore for Database {
         s: &KeycloakServerRecord,
     ) -> Result<KeycloakServerRecord, StorageError> {
         let k = self.secret_keys();
+        let home = self.audit_settings().home_tenant.clone();
+        let plain = s;
         let s = &seal_server(&k, s)?;
         let out = self.tx(|tx| {
             if !tx
@@ -1257,6 +1542,9 @@ impl KeycloakServerStore for Database {
                 ),
                 &server_params(s),
             )?;
+            if let Some(c) = server_change(&home, "create", None, Some(plain)) {
+                tx.record(c);
+            }
             get_server_tx(tx, s.id)
         })?;
         open_server(&k, &out)
@@ -1284,9 +1572,11 @@ impl KeycloakServerStore for Database {
         events: EventFor,
     ) -> Result<KeycloakServerRecord, StorageError> {
         let k = self.secret_keys();
+        let home = self.audit_settings().home_tenant.clone();
+        let plain = s;
         let s = &seal_server(&k, s)?;
         let out = self.tx(|tx| {
-            get_server_tx(tx, s.id)?;
+            let cur = open_server(&k, &get_server_tx(tx, s.id)?)?;
             let hosted = tx.query(
                 "SELECT id FROM tenants WHERE keycloak_server_id = $1 ORDER BY id",
                 &[Val::I64(s.id)],
@@ -1301,17 +1591,22 @@ impl KeycloakServerStore for Database {
             }
             tx.execute(
                 "UPDATE keycloak_servers SET url = $2, admin_realm = $3, username = $4, password = $5, \
-                 client_id = $6, client_secret = $7, is_default = $8, updated_ms = $10 WHERE id = $1",
+                 client_id = $6, client_secret = $7, is_default = $8, created_ms = $9, updated_ms = $10 \
+                 WHERE id = $1",
                 &server_params(s),
             )?;
+            if let Some(c) = server_change(&home, "update", Some(&cur), Some(plain)) {
+                tx.record(c);
+            }
             get_server_tx(tx, s.id)
         })?;
         open_server(&k, &out)
     }
 
     fn delete_server(&self, id: i64) -> Result<(), StorageError> {
+        let home = self.audit_settings().home_tenant.clone();
         self.tx(|tx| {
-            get_server_tx(tx, id)?;
+            let cur = get_server_tx(tx, id)?;
             let used = tx.query(
                 "SELECT COUNT(*) FROM tenants WHERE keycloak_server_id = $1 OR move_from = $1 \
                  OR move_to = $1",
@@ -1324,6 +1619,9 @@ impl KeycloakServerStore for Database {
                 "DELETE FROM keycloak_servers WHERE id = $1",
                 &[Val::I64(id)],
             )?;
+            if let Some(c) = server_change(&home, "delete", Some(&cur), None) {
+                tx.record(c);
+            }
             Ok(())
         })
     }
@@ -1633,6 +1931,7 @@ impl CatalogStore for Database {
         effect: EntryEffect,
         events: EventFor,
     ) -> Result<Option<CatalogRecord>, StorageError> {
+        let home = self.audit_settings().home_tenant.clone();
         self.tx(|tx| {
             // A subscription's tenant is locked first: a concurrent change of the tenant's
             // `subscription_type` (which rewrites its subscriptions) waits or is waited for.
@@ -1650,20 +1949,48 @@ impl CatalogStore for Database {
                     other.id
                 )));
             }
-            let (out, now) = match w {
-                EntryWrite::Insert(e) => (Some(insert_entry_tx(tx, e)?), e.updated_ms),
-                EntryWrite::Update(e) => (Some(update_entry_tx(tx, e)?), e.updated_ms),
+            let (kind, id) = match w {
+                EntryWrite::Insert(e) | EntryWrite::Update(e) => (e.kind.as_str(), e.id.as_str()),
+                EntryWrite::Delete { kind, id } => (kind, id),
+            };
+            let before = match w {
+                EntryWrite::Insert(_) => None,
+                _ => Some(get_entry_tx(tx, kind, id)?),
+            };
+            // The tenant a per-tenant entry belongs to, as it is before the effect.
+            let owner = id.split_once('/').map(|(t, _)| t);
+            let owner_before = match owner {
+                Some(t) => get_tenant_tx(tx, t).ok(),
+                None => None,
+            };
+            let (out, now, verb) = match w {
+                EntryWrite::Insert(e) => (Some(insert_entry_tx(tx, e)?), e.updated_ms, "create"),
+                EntryWrite::Update(e) => (Some(update_entry_tx(tx, e)?), e.updated_ms, "update"),
                 EntryWrite::Delete { kind, id } => {
                     delete_entry_tx(tx, kind, id)?;
-                    (None, crate::clock::now_ms())
+                    (None, crate::clock::now_ms(), "delete")
                 }
             };
             effect_tx(tx, effect, events, now)?;
             // The entry as the transaction leaves it (a subscription may have taken its type).
-            match out {
-                Some(e) => Ok(Some(get_entry_tx(tx, &e.kind, &e.id)?)),
-                None => Ok(None),
+            let out = match out {
+                Some(e) => Some(get_entry_tx(tx, &e.kind, &e.id)?),
+                None => None,
+            };
+            let mut change = entry_change(&home, verb, kind, id, before.as_ref(), out.as_ref());
+            // What the write did to its tenant (an IDP brings it through UPDATING, a
+            // subscription may give it its type): one record, the tenant's versions in detail.
+            if let (Some(t), Some(b)) = (owner, owner_before)
+                && let Ok(a) = get_tenant_tx(tx, t)
+                && a.version != b.version
+            {
+                change = change.detail(json!({"tenant": {
+                    "version_before": b.version, "version_after": a.version,
+                    "status_before": b.status, "status_after": a.status,
+                }}));
             }
+            tx.record(change);
+            Ok(out)
         })
     }
 
@@ -1672,10 +1999,15 @@ impl CatalogStore for Database {
     }
 
     fn ensure_entries(&self, entries: &[CatalogRecord]) -> Result<u64, StorageError> {
+        let home = self.audit_settings().home_tenant.clone();
         self.tx(|tx| {
             let mut n = 0;
             for e in entries {
-                n += ensure_entry_tx(tx, e)?;
+                let made = ensure_entry_tx(tx, e)?;
+                if made > 0 {
+                    tx.record(entry_change(&home, "create", &e.kind, &e.id, None, Some(e)));
+                }
+                n += made;
             }
             Ok(n)
         })
@@ -1743,7 +2075,8 @@ impl Database {
             };
             let o = tx.query(
                 "SELECT COUNT(*), MIN(CASE WHEN not_before_ms IS NULL OR not_before_ms <= $1 \
-                 THEN COALESCE(not_before_ms, created_ms) END) FROM outbox WHERE published_ms IS NULL",
+                 THEN COALESCE(not_before_ms, created_ms) END) FROM outbox WHERE published_ms IS NULL \
+                 AND COALESCE(origin, 'tenant-manager') = 'tenant-manager'",
                 &[Val::I64(now_ms)],
             )?;
             st.outbox_pending = one(o.clone(), 0)?;

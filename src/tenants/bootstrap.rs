@@ -13,9 +13,11 @@ use crate::storage::{
     CatalogRecord, CatalogStore, KeycloakServerStore, StorageError, TenantRecord, TenantStore,
 };
 
-/// Scopes of a tenant realm's resource server (Kaa 1.x names).
+/// Scopes of a tenant realm's resource server (Kaa 1.x names, and `tenant:audit:read`: the
+/// tenant's administrator reads its Tenant Manager trail).
 pub const SCOPES: &[&str] = &[
     "tenant:application:create",
+    "tenant:audit:read",
     "tenant:basic-credentials:create",
     "tenant:basic-credentials:read",
     "tenant:basic-credentials:update",
@@ -91,13 +93,13 @@ pub fn installation_id(
         return Ok(id.to_string());
     }
     let now = now_ms();
-    db.ensure_entry(&CatalogRecord {
+    db.ensure_entries(&[CatalogRecord {
         kind: INSTALLATION_KIND.into(),
         id: INSTALLATION_ENTRY.into(),
         body: json!({ "id": uuid4()? }).to_string(),
         created_ms: now,
         updated_ms: now,
-    })?;
+    }])?;
     // Another replica starting at the same moment may have written first: its id stands.
     let stored = db.get_entry(INSTALLATION_KIND, INSTALLATION_ENTRY)?;
     serde_json::from_str::<Value>(&stored.body)

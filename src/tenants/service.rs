@@ -86,6 +86,8 @@ pub struct TmSettings {
     /// Realm names no tenant may have (compared case-insensitively): `master`, the system
     /// tenant's, the realm of the configured issuer, the default server's admin realm.
     pub reserved_realms: Vec<String>,
+    /// `tenant-manager.audit`: the trail's retention and NATS feed.
+    pub audit: crate::audit::TrailConfig,
 }
 
 pub use crate::config::valid_installation_id;
@@ -127,7 +129,14 @@ impl TmSettings {
         );
         reserved_realms.extend(keycloak.as_ref().map(|k| k.admin_realm.clone()));
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let audit = crate::audit::trail_config(
+            &s.audit,
+            "tenant-manager",
+            crate::storage::Trail::TenantManager,
+            !c.nats.urls.is_empty(),
+        )?;
         Ok(TmSettings {
+            audit,
             installation_id: s.installation_id.clone(),
             reserved_realms,
             system_tenant,
@@ -227,6 +236,9 @@ pub struct Tm {
     pub db: Arc<Database>,
     pub settings: TmSettings,
     pub provisioners: Arc<dyn Provisioners>,
+    /// Audit rows deleted as past the retention, and completed pruning passes (`/metrics`).
+    pub audit_pruned: std::sync::atomic::AtomicU64,
+    pub audit_prune_passes: std::sync::atomic::AtomicU64,
 }
 
 /// The template kinds and the tenant field naming their version.
@@ -316,30 +328,42 @@ impl Tm {
     }
 
     /// Run a change made outside the database (a tenant user in Keycloak) with its `updated`
-    /// event: the event is written first, held back, and released once the change is done, or
-    /// removed when it failed. A process that dies in between leaves the event to go out when
-    /// the hold ends ([`EVENT_HOLD_MS`]): late, never lost.
+    /// event and its audit record: the event is written first, held back, and released once the
+    /// change is done, in one transaction with the record (`record` of the change's outcome), or
+    /// removed when the change failed (no record then). A process that dies in between leaves
+    /// the event to go out when the hold ends ([`EVENT_HOLD_MS`]): late, never lost. When the
+    /// record cannot be written after the change was made, the call answers 503 saying so.
     pub fn with_event<T>(
         &self,
         tenant: &str,
         change: impl FnOnce() -> Result<T, TmError>,
+        record: impl FnOnce(&T) -> crate::storage::Change,
     ) -> Result<T, TmError> {
-        let Some(event) = self.event(LifecycleKind::Updated, tenant)? else {
-            return change();
+        let held = match self.event(LifecycleKind::Updated, tenant)? {
+            Some(event) => {
+                let now = now_ms();
+                Some(self.db.hold_event(&event, now + EVENT_HOLD_MS, now)?)
+            }
+            None => None,
         };
-        let now = now_ms();
-        let held = self.db.hold_event(&event, now + EVENT_HOLD_MS, now)?;
         match change() {
             Ok(v) => {
-                if let Err(e) = self.db.release_event(held, now_ms()) {
-                    log::warn!(
-                        "outbox: the event of tenant `{tenant}` goes out when its hold ends: {e}"
+                if let Err(e) = self.db.record_outside(vec![record(&v)], held, now_ms()) {
+                    log::error!(
+                        "audit: a change of tenant `{tenant}` was made but its record could not \
+                         be written: {e}"
                     );
+                    return Err(TmError::Unavailable(format!(
+                        "the change was made, but its audit record could not be written \
+                         ({e}); read the state again before retrying"
+                    )));
                 }
                 Ok(v)
             }
             Err(err) => {
-                if let Err(e) = self.db.drop_event(held) {
+                if let Some(held) = held
+                    && let Err(e) = self.db.drop_event(held)
+                {
                     log::warn!("outbox: a held event of tenant `{tenant}` stays: {e}");
                 }
                 Err(err)
@@ -863,7 +887,13 @@ impl Tm {
         t.status = DELETING.into();
         t.updated_ms = now_ms();
         self.db
-            .save_tenant(&t, Some(cur.version), Some(&self.task(TASK_DELETE)), None)
+            .save_tenant(
+                &t,
+                Some(cur.version),
+                Some(&self.task(TASK_DELETE)),
+                None,
+                "kaa:tenant:delete",
+            )
             .map_err(|e| storage(e, "tenant", id))
     }
 
@@ -881,7 +911,13 @@ impl Tm {
         t.failure_reason = None;
         t.updated_ms = now_ms();
         self.db
-            .save_tenant(&t, Some(cur.version), Some(&self.task(TASK_CREATE)), None)
+            .save_tenant(
+                &t,
+                Some(cur.version),
+                Some(&self.task(TASK_CREATE)),
+                None,
+                "kaa:tenant:retry",
+            )
             .map_err(|e| storage(e, "tenant", id))
     }
 
@@ -1381,6 +1417,20 @@ impl Tm {
             "client_secret": t.client_backend_secret,
             "frontend_client_id": t.client_frontend_id,
         }))
+    }
+
+    /// Where a tenant's tokens come from: the issuer they name (none: the tenant has no
+    /// Keycloak to issue any) and its realm at the private address (keys, UMA decisions).
+    pub fn token_source(&self, t: &TenantRecord) -> Result<(Option<String>, String), TmError> {
+        let (url, private) = self.keycloak_urls(t)?;
+        if private.is_empty() {
+            return Ok((None, String::new()));
+        }
+        let issuer = self
+            .issuer_of(t, &url, &private)
+            .as_str()
+            .map(str::to_string);
+        Ok((issuer, format!("{private}/realms/{}", t.realm_name)))
     }
 
     /// What a login page needs: never a secret.

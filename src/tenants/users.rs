@@ -46,6 +46,48 @@ impl TenantUser {
     }
 }
 
+/// The names of the fields a write changed (`before` absent: a create, the fields it set): the
+/// trail's `fields`, with `password` named when one was given, never shown.
+pub fn changed_fields(
+    before: Option<&TenantUser>,
+    after: &TenantUser,
+    input: &UserInput,
+) -> Vec<String> {
+    let fields = |u: &TenantUser| -> Vec<(&'static str, Value)> {
+        vec![
+            ("username", json!(u.username)),
+            ("email", json!(u.email)),
+            ("first_name", json!(u.first_name)),
+            ("last_name", json!(u.last_name)),
+            ("enabled", json!(u.enabled)),
+            ("roles", json!(u.roles)),
+        ]
+    };
+    let now = fields(after);
+    let mut out: Vec<String> = match before {
+        Some(b) => {
+            let was = fields(b);
+            now.iter()
+                .zip(was.iter())
+                .filter(|((_, a), (_, b))| a != b)
+                .map(|((n, _), _)| (*n).to_string())
+                .collect()
+        }
+        None => now
+            .iter()
+            .filter(|(_, v)| !v.is_null() && *v != json!([]))
+            .map(|(n, _)| (*n).to_string())
+            .collect(),
+    };
+    if input.password.is_some() {
+        out.push("password".into());
+        if input.temporary_password {
+            out.push("temporary_password".into());
+        }
+    }
+    out
+}
+
 /// A create or an update (`None`: not given).
 #[derive(Debug, Clone, Default)]
 pub struct UserInput {

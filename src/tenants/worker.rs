@@ -3,54 +3,15 @@
 //! that sends committed events to NATS in order and marks them published only after the server
 //! confirms it has them (at least once; nothing is lost while NATS is down or cut mid-batch).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::service::Tm;
-use crate::clients::nats::NatsClient;
 use crate::clock::now_ms;
-use crate::storage::{OutboxStore, TaskRecord, TaskStore};
+use crate::storage::{TaskRecord, TaskStore};
 
-/// Stops the background threads and wakes them for new work.
-#[derive(Default)]
-pub struct Signal {
-    stop: AtomicBool,
-    wake: Mutex<u64>,
-    cv: Condvar,
-}
-
-impl Signal {
-    pub fn new() -> Arc<Signal> {
-        Arc::new(Signal::default())
-    }
-
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.notify();
-    }
-
-    pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// New work is there (a write committed).
-    pub fn notify(&self) {
-        if let Ok(mut n) = self.wake.lock() {
-            *n += 1;
-        }
-        self.cv.notify_all();
-    }
-
-    /// Sleep until notified, stopped or `d` passed.
-    pub fn wait(&self, d: Duration) {
-        let Ok(g) = self.wake.lock() else { return };
-        let seen = *g;
-        let _ = self
-            .cv
-            .wait_timeout_while(g, d, |n| *n == seen && !self.stop.load(Ordering::SeqCst));
-    }
-}
+pub use crate::outbox::Signal;
 
 /// Start `tm.settings.workers` task workers, and the thread that keeps their leases.
 pub fn spawn_workers(tm: &Arc<Tm>, signal: &Arc<Signal>) {
@@ -193,7 +154,8 @@ pub fn spawn_subscription_sweep(tm: &Arc<Tm>, signal: &Arc<Signal>) {
         });
 }
 
-/// Publish the outbox to NATS, oldest first.
+/// Publish the Tenant Manager's outbox (lifecycle events, its audit feed) to NATS, oldest
+/// first.
 pub fn spawn_publisher(
     tm: &Arc<Tm>,
     signal: &Arc<Signal>,
@@ -201,65 +163,12 @@ pub fn spawn_publisher(
     username: String,
     password: String,
 ) {
-    let (tm, signal) = (Arc::clone(tm), Arc::clone(signal));
-    let _ = std::thread::Builder::new()
-        .name("outbox".into())
-        .spawn(move || {
-            let mut client: Option<NatsClient> = None;
-            let mut backoff = Duration::from_millis(200);
-            while !signal.stopped() {
-                let batch = match tm.db.pending_events(100) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        log::warn!("outbox: {e}");
-                        signal.wait(Duration::from_secs(1));
-                        continue;
-                    }
-                };
-                if batch.is_empty() {
-                    signal.wait(Duration::from_millis(250));
-                    continue;
-                }
-                if client.is_none() {
-                    match NatsClient::connect(&urls, &username, &password, Duration::from_secs(5)) {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            log::warn!("outbox: {e}; {} events wait", batch.len());
-                            signal.wait(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(10));
-                            continue;
-                        }
-                    }
-                }
-                let Some(c) = &client else { continue };
-                // Marked published only once the server confirms the whole batch; otherwise
-                // the batch goes again (at least once).
-                let msgs: Vec<(String, Vec<u8>)> = batch
-                    .iter()
-                    .map(|e| (e.subject.clone(), e.payload.clone()))
-                    .collect();
-                let n = msgs.len();
-                let failed = match c.publish_confirmed(msgs) {
-                    Ok(()) => {
-                        let sent: Vec<i64> = batch.iter().map(|e| e.id).collect();
-                        if let Err(e) = tm.db.mark_published(&sent, now_ms()) {
-                            // Published but not marked: they go again (at least once).
-                            log::warn!("outbox: cannot mark {} events: {e}", sent.len());
-                        }
-                        false
-                    }
-                    Err(err) => {
-                        log::warn!("outbox: {n} events not confirmed: {err}");
-                        true
-                    }
-                };
-                if failed {
-                    client = None;
-                    signal.wait(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                } else {
-                    backoff = Duration::from_millis(200);
-                }
-            }
-        });
+    crate::outbox::spawn_publisher(
+        &tm.db,
+        crate::storage::Trail::TenantManager,
+        signal,
+        urls,
+        username,
+        password,
+    );
 }
