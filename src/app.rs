@@ -314,7 +314,11 @@ fn check_config(kind: ServiceKind, path: Option<&str>) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
             }
-            if let Err(e) = crate::iam::validate_config(&loaded.config) {
+            let checked = match kind {
+                ServiceKind::Iam => crate::iam::validate_config(&loaded.config),
+                ServiceKind::TenantManager => crate::tenants::validate_config(&loaded.config),
+            };
+            if let Err(e) = checked {
                 eprintln!("{e}");
                 return ExitCode::from(2);
             }

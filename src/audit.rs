@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use serde_json::Value;
 
 use crate::clock::now_ms;
+use crate::config::AuditSection;
 use crate::storage::{AuditStore, Database, StorageError, Trail};
 
 /// How long a trail is kept (`<section>.audit`).
@@ -30,14 +30,6 @@ pub struct TrailConfig {
     pub subject: Option<String>,
 }
 
-const KEYS: &[&str] = &[
-    "retention-days",
-    "retention-rows",
-    "prune-interval",
-    "publish",
-    "subject",
-];
-
 /// Whether `s` can prefix a NATS subject: tokens of printable characters without wildcards,
 /// separated by single dots.
 fn valid_subject(s: &str) -> bool {
@@ -50,75 +42,26 @@ fn valid_subject(s: &str) -> bool {
         })
 }
 
-/// Parse `<section_name>.audit` of the `section` (`retention-days` 365, `retention-rows` 0,
-/// `prune-interval` 3600 s, `publish` false, `subject` `kaa.audit.<service>`). Publishing needs
-/// NATS (`nats_configured`).
+/// The trail of `<section_name>.audit` as the configuration read it (`subject` defaults to
+/// `kaa.audit.<service>`). Publishing needs NATS (`nats_configured`).
 pub fn trail_config(
-    section: &Value,
+    audit: &AuditSection,
     section_name: &str,
     trail: Trail,
     nats_configured: bool,
 ) -> Result<TrailConfig, String> {
-    let audit = match section.get("audit").cloned().unwrap_or(Value::Null) {
-        Value::Null => serde_json::Map::new(),
-        Value::Object(m) => m,
-        _ => return Err(format!("config: `{section_name}.audit` must be a mapping")),
-    };
-    for key in audit.keys() {
-        if !KEYS.contains(&key.as_str()) {
-            return Err(format!(
-                "config: `{section_name}.audit.{key}` is not a key ({})",
-                KEYS.join(", ")
-            ));
-        }
-    }
-    let num = |key: &str, default: u64, max: u64| -> Result<u64, String> {
-        let n = match audit.get(key) {
-            None | Some(Value::Null) => return Ok(default),
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
-            Some(_) => None,
-        };
-        match n {
-            Some(n) if n <= max => Ok(n),
-            _ => Err(format!(
-                "config: `{section_name}.audit.{key}` must be a whole number from 0 to {max}, got {}",
-                audit.get(key).map(Value::to_string).unwrap_or_default()
-            )),
-        }
-    };
-    let every = num("prune-interval", 3600, 7 * 86_400)?;
-    if every == 0 {
-        return Err(format!(
-            "config: `{section_name}.audit.prune-interval` must be at least 1 second"
-        ));
-    }
-    let publish = match audit.get("publish") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("true") => true,
-        Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("false") || s.trim().is_empty() => {
-            false
-        }
-        Some(other) => {
-            return Err(format!(
-                "config: `{section_name}.audit.publish` must be true or false, got {other}"
-            ));
-        }
-    };
-    let subject = match audit.get("subject") {
-        None | Some(Value::Null) => format!("kaa.audit.{}", trail.service()),
-        Some(Value::String(s)) if s.trim().is_empty() => format!("kaa.audit.{}", trail.service()),
-        Some(Value::String(s)) if valid_subject(s.trim()) => s.trim().to_string(),
+    let subject = match audit.subject.as_deref() {
+        None => format!("kaa.audit.{}", trail.service()),
+        Some(s) if valid_subject(s) => s.to_string(),
         Some(other) => {
             return Err(format!(
                 "config: `{section_name}.audit.subject` must be a NATS subject without \
-                 wildcards (dot-separated tokens, e.g. `kaa.audit.{}`), got {other}",
+                 wildcards (dot-separated tokens, e.g. `kaa.audit.{}`), got `{other}`",
                 trail.service()
             ));
         }
     };
-    if publish && !nats_configured {
+    if audit.publish && !nats_configured {
         return Err(format!(
             "config: `{section_name}.audit.publish` is on but no NATS server is configured \
              (`nats.urls`, KAA_NATS_URLS)"
@@ -126,11 +69,11 @@ pub fn trail_config(
     }
     Ok(TrailConfig {
         retention: Retention {
-            days: num("retention-days", 365, 100 * 365)?,
-            rows: num("retention-rows", 0, 1 << 40)?,
-            every: Duration::from_secs(every),
+            days: audit.retention_days,
+            rows: audit.retention_rows,
+            every: audit.prune_interval,
         },
-        subject: publish.then_some(subject),
+        subject: audit.publish.then_some(subject),
     })
 }
 
@@ -200,7 +143,7 @@ pub fn spawn_pruner<T: Send + Sync + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::config::{Section, Tree};
 
     #[test]
     fn cursors_round_trip_and_refuse_others() {
@@ -209,49 +152,42 @@ mod tests {
         assert!(parse_cursor(&cursor(0)).is_err());
     }
 
+    /// `<section>.audit` read from `yaml` the way the configuration reads it.
+    fn read(yaml: &str) -> Result<AuditSection, String> {
+        let mut t = Tree::from_yaml(yaml, "test").map_err(|e| e.to_string())?;
+        AuditSection::read(&mut t, "x.audit").map_err(|e| e.to_string())
+    }
+
     #[test]
     fn trail_config_defaults_bounds_and_feed() {
-        let c = trail_config(&Value::Null, "iam", Trail::Iam, false).unwrap();
+        let c = trail_config(&read("").unwrap(), "iam", Trail::Iam, false).unwrap();
         let r = c.retention;
         assert_eq!((r.days, r.rows, r.every.as_secs()), (365, 0, 3600));
         assert_eq!(c.subject, None, "off by default");
-        let c = trail_config(
-            &json!({"audit": {"retention-rows": "10", "prune-interval": 1, "publish": "true"}}),
-            "tenant-manager",
-            Trail::TenantManager,
-            true,
+        let a = read(
+            "x:\n  audit:\n    retention-rows: '10'\n    prune-interval: 1\n    publish: 'true'\n",
         )
         .unwrap();
+        let c = trail_config(&a, "tenant-manager", Trail::TenantManager, true).unwrap();
         assert_eq!((c.retention.rows, c.retention.every.as_secs()), (10, 1));
         assert_eq!(c.subject.as_deref(), Some("kaa.audit.tenant-manager"));
-        let c = trail_config(
-            &json!({"audit": {"publish": true, "subject": "siem.kaa"}}),
-            "iam",
-            Trail::Iam,
-            true,
-        )
-        .unwrap();
+        let a = read("x:\n  audit:\n    publish: true\n    subject: siem.kaa\n").unwrap();
+        let c = trail_config(&a, "iam", Trail::Iam, true).unwrap();
         assert_eq!(c.subject.as_deref(), Some("siem.kaa"));
-        for bad in [
-            json!({"audit": {"retention-days": -1}}),
-            json!({"audit": {"typo": 1}}),
-            json!({"audit": {"prune-interval": 0}}),
-            json!({"audit": {"publish": "maybe"}}),
-            json!({"audit": {"publish": true, "subject": "kaa.*"}}),
-            json!({"audit": {"publish": true, "subject": "kaa..audit"}}),
-        ] {
-            assert!(
-                trail_config(&bad, "iam", Trail::Iam, true).is_err(),
-                "{bad}"
-            );
+        for bad in ["retention-days: -1", "prune-interval: 0", "publish: maybe"] {
+            let e = read(&format!("x:\n  audit:\n    {bad}\n")).unwrap_err();
+            assert!(e.contains("`x.audit."), "{bad}: {e}");
         }
-        let e = trail_config(
-            &json!({"audit": {"publish": true}}),
-            "iam",
-            Trail::Iam,
-            false,
-        )
-        .unwrap_err();
+        for bad in ["kaa.*", "kaa..audit"] {
+            let a = read(&format!(
+                "x:\n  audit:\n    publish: true\n    subject: '{bad}'\n"
+            ))
+            .unwrap();
+            let e = trail_config(&a, "iam", Trail::Iam, true).unwrap_err();
+            assert!(e.contains("`iam.audit.subject`"), "{e}");
+        }
+        let a = read("x:\n  audit:\n    publish: true\n").unwrap();
+        let e = trail_config(&a, "iam", Trail::Iam, false).unwrap_err();
         assert!(e.contains("nats.urls"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 
 mod err;
 mod secret;
+mod sections;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 pub use err::ConfigError;
 pub use secret::Secret;
+pub use sections::{
+    AuditSection, IamDecisionLog, IamSection, Section, TenantManagerSection, TmAuthSection,
+    TmKeycloak, TmSubscriptions, TmTasks, valid_installation_id,
+};
 pub use tree::{Tree, parse_duration};
 
 /// Which binary is loading its configuration.
@@ -180,10 +185,10 @@ pub struct Config {
     pub security: SecuritySettings,
     pub license: LicenseSettings,
     pub nats: NatsSettings,
-    /// Raw `iam` section (base policies, resource-policy templates), validated by the IAM domain.
-    pub iam: serde_json::Value,
-    /// Raw `tenant-manager` section, validated by the Tenant Manager domain.
-    pub tenant_manager: serde_json::Value,
+    /// The `iam` section (read by IAM; its defaults for the Tenant Manager).
+    pub iam: IamSection,
+    /// The `tenant-manager` section (read by the Tenant Manager; its defaults for IAM).
+    pub tenant_manager: TenantManagerSection,
 }
 
 #[derive(Debug, Clone)]
@@ -522,14 +527,15 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
         password: t.secret("nats.password", "")?,
     };
 
+    // Each binary reads its own section; the other one's keys are warned about as unknown.
     let (iam, tenant_manager) = match kind {
         ServiceKind::Iam => (
-            t.raw("iam").unwrap_or(serde_json::Value::Null),
-            serde_json::Value::Null,
+            sections::read_strict(t, "iam")?,
+            TenantManagerSection::defaults()?,
         ),
         ServiceKind::TenantManager => (
-            serde_json::Value::Null,
-            t.raw("tenant-manager").unwrap_or(serde_json::Value::Null),
+            IamSection::defaults()?,
+            sections::read_strict(t, "tenant-manager")?,
         ),
     };
 
@@ -757,5 +763,233 @@ mod tests {
         };
         assert_eq!(pg.password.expose(), "from-file");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Load `yaml` as the configuration file of `kind`, with `vars` as the environment.
+    fn load_yaml(
+        kind: ServiceKind,
+        yaml: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<Loaded, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "kaa-config-sections-{}-{}",
+            std::process::id(),
+            crate::clock::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}-{}.yml", kind.name(), yaml.len()));
+        std::fs::write(&path, yaml).unwrap();
+        let out = load(kind, &env(vars), Some(path.to_str().unwrap()));
+        std::fs::remove_dir_all(&dir).ok();
+        out
+    }
+
+    #[test]
+    fn the_service_sections_have_their_defaults() {
+        let c = load(ServiceKind::Iam, &missing_default(), None)
+            .unwrap()
+            .config;
+        let a = &c.iam.audit;
+        assert_eq!(
+            (a.retention_days, a.retention_rows, a.prune_interval),
+            (365, 0, Duration::from_secs(3600))
+        );
+        assert!(c.iam.base_policies.is_none() && c.iam.resource_policy_templates.is_none());
+        let c = load(ServiceKind::TenantManager, &missing_default(), None)
+            .unwrap()
+            .config;
+        let tm = &c.tenant_manager;
+        assert_eq!(tm.system_tenant, "kaa");
+        assert_eq!(tm.keycloak.url, None);
+        assert_eq!(tm.keycloak.admin_realm, "master");
+        assert_eq!(tm.keycloak.timeout_ms, 10_000);
+        assert_eq!(
+            (
+                tm.tasks.workers,
+                tm.tasks.max_attempts,
+                tm.tasks.lease_seconds
+            ),
+            (2, 8, 30)
+        );
+        assert_eq!(
+            (tm.tasks.backoff_ms, tm.tasks.max_backoff_ms),
+            (500, 60_000)
+        );
+        assert_eq!(tm.subscriptions.sweep_ms, 1000);
+        assert_eq!(tm.auth.decision_cache_seconds, 30);
+        assert!(tm.secret_key.expose().is_empty() && tm.previous_secret_keys.is_empty());
+    }
+
+    #[test]
+    fn iam_audit_is_read_with_its_bounds() {
+        let yaml = "iam:\n  audit:\n    retention-rows: \"10\"\n    prune-interval: 1\n";
+        let a = load_yaml(ServiceKind::Iam, yaml, &[])
+            .unwrap()
+            .config
+            .iam
+            .audit;
+        assert_eq!(
+            (a.retention_days, a.retention_rows, a.prune_interval),
+            (365, 10, Duration::from_secs(1))
+        );
+        for (yaml, key) in [
+            (
+                "iam:\n  audit:\n    retention-days: -1\n",
+                "iam.audit.retention-days",
+            ),
+            (
+                "iam:\n  audit:\n    prune-interval: 0\n",
+                "iam.audit.prune-interval",
+            ),
+            ("iam:\n  audit:\n    typo: 1\n", "iam.audit.typo"),
+            ("iam:\n  base-policies: {a: 1}\n", "iam.base-policies"),
+            (
+                "iam:\n  resource-policy-templates: [1]\n",
+                "iam.resource-policy-templates",
+            ),
+            ("iam:\n  decision-logs: true\n", "iam.decision-logs"),
+        ] {
+            let err = load_yaml(ServiceKind::Iam, yaml, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{yaml}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        // The variables of the table set the keys of the section, and are named in errors.
+        let e = env(&[("KAA_IAM_AUDIT_RETENTION_DAYS", "7")]);
+        let c = load(ServiceKind::Iam, &e, None).unwrap().config;
+        assert_eq!(c.iam.audit.retention_days, 7);
+        let e = env(&[("KAA_IAM_AUDIT_RETENTION_ROWS", "many")]);
+        let err = load(ServiceKind::Iam, &e, None).unwrap_err().to_string();
+        assert!(
+            err.contains("`iam.audit.retention-rows`")
+                && err.contains("KAA_IAM_AUDIT_RETENTION_ROWS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_tenant_manager_section_is_read_from_file_and_environment() {
+        let yaml = "tenant-manager:\n  system-tenant: root\n  keycloak:\n    url: https://kc.local/\n    \
+                    username: admin\n    password: kc-s3cr3t\n    timeout-ms: 400\n  tasks:\n    \
+                    workers: 4\n    lease-seconds: 9\n  auth:\n    decision-cache-seconds: 0\n  \
+                    previous-secret-keys: [old-1, old-2]\n";
+        let vars = [
+            ("KAA_TENANT_MANAGER_FALLBACK_PACKAGE_TYPE", "basic"),
+            ("KAA_TENANT_MANAGER_INSTALLATION_ID", "site-a:1"),
+            ("KAA_KEYCLOAK_ADMIN_REALM", "ops"),
+            ("KAA_TENANT_MANAGER_SECRET_KEY", "seal-s3cr3t"),
+        ];
+        let c = load_yaml(ServiceKind::TenantManager, yaml, &vars)
+            .unwrap()
+            .config;
+        let tm = &c.tenant_manager;
+        assert_eq!(tm.system_tenant, "root");
+        assert_eq!(tm.keycloak.url.as_deref(), Some("https://kc.local"));
+        assert_eq!(tm.keycloak.admin_realm, "ops");
+        assert_eq!(tm.keycloak.username.as_deref(), Some("admin"));
+        assert_eq!(
+            tm.keycloak.password.as_ref().map(Secret::expose),
+            Some("kc-s3cr3t")
+        );
+        assert_eq!(tm.keycloak.timeout_ms, 400);
+        assert_eq!((tm.tasks.workers, tm.tasks.lease_seconds), (4, 9));
+        assert_eq!(tm.auth.decision_cache_seconds, 0);
+        assert_eq!(
+            tm.subscriptions.fallback_package_type.as_deref(),
+            Some("basic")
+        );
+        assert_eq!(tm.installation_id.as_deref(), Some("site-a:1"));
+        assert_eq!(tm.secret_key.expose(), "seal-s3cr3t");
+        let previous: Vec<&str> = tm.previous_secret_keys.iter().map(Secret::expose).collect();
+        assert_eq!(previous, ["old-1", "old-2"]);
+        let dbg = format!("{c:?}");
+        for s in ["kc-s3cr3t", "seal-s3cr3t", "old-1"] {
+            assert!(!dbg.contains(s), "{s} leaked in {dbg}");
+        }
+    }
+
+    #[test]
+    fn bad_tenant_manager_values_name_the_key() {
+        for (yaml, key) in [
+            (
+                "tenant-manager:\n  tasks:\n    workers: 0\n",
+                "tenant-manager.tasks.workers",
+            ),
+            (
+                "tenant-manager:\n  tasks:\n    wokers: 3\n",
+                "tenant-manager.tasks.wokers",
+            ),
+            (
+                "tenant-manager:\n  keycloak:\n    timeout-ms: soon\n",
+                "tenant-manager.keycloak.timeout-ms",
+            ),
+            (
+                "tenant-manager:\n  keycloak:\n    url: kc.local\n",
+                "tenant-manager.keycloak.url",
+            ),
+            (
+                "tenant-manager:\n  auth:\n    decision-cache-seconds: often\n",
+                "tenant-manager.auth.decision-cache-seconds",
+            ),
+            (
+                "tenant-manager:\n  installation-id: a b\n",
+                "tenant-manager.installation-id",
+            ),
+            (
+                "tenant-manager:\n  subscriptions:\n    sweep-ms: 1\n",
+                "tenant-manager.subscriptions.sweep-ms",
+            ),
+            (
+                "tenant-manager:\n  secret-key: [1]\n",
+                "tenant-manager.secret-key",
+            ),
+            ("tenant-manager:\n  bogus: 1\n", "tenant-manager.bogus"),
+        ] {
+            let err = load_yaml(ServiceKind::TenantManager, yaml, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{yaml}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let e = [("KAA_KEYCLOAK_URL", "ftp://kc")];
+        let err = load_yaml(ServiceKind::TenantManager, "", &e)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`tenant-manager.keycloak.url`") && err.contains("KAA_KEYCLOAK_URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_binary_reads_only_its_own_section() {
+        // The other binary's section is warned about, never refused.
+        let yaml = "iam:\n  audit:\n    typo: 1\ntenant-manager:\n  tasks:\n    workers: 0\n";
+        let l = load_yaml(
+            ServiceKind::Iam,
+            "tenant-manager:\n  tasks:\n    workers: 0\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.contains("`tenant-manager.tasks.workers`")),
+            "{:?}",
+            l.warnings
+        );
+        assert!(load_yaml(ServiceKind::Iam, yaml, &[]).is_err());
+        let l = load_yaml(
+            ServiceKind::TenantManager,
+            "iam:\n  audit:\n    typo: 1\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            l.warnings.iter().any(|w| w.contains("`iam.audit.typo`")),
+            "{:?}",
+            l.warnings
+        );
     }
 }

@@ -49,7 +49,7 @@ impl HasOps for IamCtx {
 /// Check the `iam` section of the configuration (used by `check-config` and at start).
 pub fn validate_config(config: &Config) -> Result<(), String> {
     service::parse_iam_config(&config.iam)?;
-    decision_log::settings(&config.iam)?;
+    decision_log::settings(&config.iam.decision_log)?;
     audit::trail_config(&config.iam, !config.nats.urls.is_empty()).map(|_| ())
 }
 
@@ -64,7 +64,7 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
         iam_feed: trail.subject.clone(),
         ..(*ops.db.audit_settings()).clone()
     });
-    let decisions = decision_log::settings(&config.iam)?;
+    let decisions = decision_log::settings(&config.iam.decision_log)?;
     let iam = Arc::new(Iam::new(
         Arc::clone(&ops.db),
         &config.iam,

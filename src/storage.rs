@@ -12,6 +12,7 @@ mod err;
 mod migrate;
 mod policies;
 mod postgres;
+mod query;
 mod sealed;
 mod sqlite;
 mod tenants;

@@ -91,24 +91,9 @@ impl Provisioners for DefaultProvisioners {
 
 /// Timeout of one Keycloak admin call: `tenant-manager.keycloak.timeout-ms` (default 10 s).
 fn keycloak_timeout(config: &Config) -> Result<Duration, String> {
-    let v = config
-        .tenant_manager
-        .get("keycloak")
-        .and_then(|k| k.get("timeout-ms"));
-    match v {
-        None | Some(serde_json::Value::Null) => Ok(Duration::from_secs(10)),
-        Some(x) => x
-            .as_u64()
-            .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
-            .filter(|n| (1..=600_000).contains(n))
-            .map(Duration::from_millis)
-            .ok_or_else(|| {
-                format!(
-                    "config: `tenant-manager.keycloak.timeout-ms`: must be a whole number from 1 \
-                     to 600000, got `{x}`"
-                )
-            }),
-    }
+    Ok(Duration::from_millis(
+        config.tenant_manager.keycloak.timeout_ms,
+    ))
 }
 
 /// With security on: tokens from the system realm only, scopes asked of Keycloak.
@@ -143,12 +128,7 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
         crate::http::auth::token_audiences(&s.audiences, &s.client_id),
         s.leeway,
     );
-    let ttl = config
-        .tenant_manager
-        .get("auth")
-        .and_then(|a| a.get("decision-cache-seconds"))
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(30);
+    let ttl = config.tenant_manager.auth.decision_cache_seconds;
     Ok(Some(TmAuth {
         tokens,
         scopes: UmaClient::new(
@@ -167,36 +147,23 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
     }))
 }
 
+/// Check what the `tenant-manager` section holds beyond its keys' types and bounds (used by
+/// `check-config` and at start): the secret keys.
+pub fn validate_config(config: &Config) -> Result<(), String> {
+    secret_keys(config).map(|_| ())
+}
+
 /// The keys stored secrets are sealed with: `tenant-manager.secret-key` (32 bytes, base64) and
 /// the decrypt-only `tenant-manager.previous-secret-keys` (a list, or comma-separated).
 fn secret_keys(config: &Config) -> Result<crate::storage::SecretKeys, String> {
     let tm = &config.tenant_manager;
-    let current = match tm.get("secret-key") {
-        None | Some(serde_json::Value::Null) => String::new(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(
-                "config: `tenant-manager.secret-key` (KAA_TENANT_MANAGER_SECRET_KEY): \
-                        must be a string"
-                    .into(),
-            );
-        }
-    };
-    let previous: Vec<String> = match tm.get("previous-secret-keys") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::String(s)) => s.split(',').map(str::to_string).collect(),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or("config: `tenant-manager.previous-secret-keys`: must be a list of strings")?,
-        Some(_) => {
-            return Err("config: `tenant-manager.previous-secret-keys` \
-                        (KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS): must be a list of strings"
-                .into());
-        }
-    };
-    crate::storage::SecretKeys::parse(&current, &previous).map_err(|e| {
+    let current = tm.secret_key.expose();
+    let previous: Vec<String> = tm
+        .previous_secret_keys
+        .iter()
+        .map(|k| k.expose().to_string())
+        .collect();
+    crate::storage::SecretKeys::parse(current, &previous).map_err(|e| {
         format!(
             "config: `tenant-manager.secret-key` / `tenant-manager.previous-secret-keys` \
              (KAA_TENANT_MANAGER_SECRET_KEY / KAA_TENANT_MANAGER_PREVIOUS_SECRET_KEYS): {e}"

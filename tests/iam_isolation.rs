@@ -137,7 +137,7 @@ proptest! {
     fn no_principal_of_a_reaches_a_resource_of_b(specs in prop::collection::vec(policy_spec(), 1..10)) {
         let dir = support::TempDir::new();
         let db = Arc::new(Database::open(&support::sqlite_settings(&dir)).unwrap());
-        let iam = Iam::new(db, &serde_json::Value::Null, 100).unwrap();
+        let iam = Iam::new(db, &kaa::config::IamSection::defaults().unwrap(), 100).unwrap();
         let n = CASE.fetch_add(1, Ordering::SeqCst);
         let (a, b) = (format!("ta{n}"), format!("tb{n}"));
         world(&iam, &a, &b, &specs);
@@ -175,7 +175,7 @@ proptest! {
 fn cross_tenant_statements_are_refused_for_tenant_callers() {
     let dir = support::TempDir::new();
     let db = Arc::new(Database::open(&support::sqlite_settings(&dir)).unwrap());
-    let iam = Iam::new(db, &serde_json::Value::Null, 100).unwrap();
+    let iam = Iam::new(db, &kaa::config::IamSection::defaults().unwrap(), 100).unwrap();
     for res in [
         "krn:epr:tb::endpoint/e1",
         "krn:epr:*",
@@ -203,7 +203,7 @@ fn cross_tenant_statements_are_refused_for_tenant_callers() {
 fn policy_writes_update_the_index_incrementally() {
     let dir = support::TempDir::new();
     let db = Arc::new(Database::open(&support::sqlite_settings(&dir)).unwrap());
-    let iam = Iam::new(db, &serde_json::Value::Null, 100).unwrap();
+    let iam = Iam::new(db, &kaa::config::IamSection::defaults().unwrap(), 100).unwrap();
     let admin = admin_of("inc");
     let body = |i: usize| -> PolicyCreate {
         serde_json::from_value(json!({"name": format!("p{i}"), "statements": [

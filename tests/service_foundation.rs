@@ -114,6 +114,63 @@ fn check_config_accepts_every_shipped_example_and_names_the_first_problem() {
 }
 
 #[test]
+fn check_config_of_each_binary_checks_its_own_section() {
+    let dir = support::TempDir::new();
+    let check = |bin: &str, yaml: &str, env: &[(&str, &str)]| {
+        let path = dir.0.join("section.yml");
+        std::fs::write(&path, yaml).unwrap();
+        proc::run(bin, &dir.0, env, &["check-config", path.to_str().unwrap()])
+    };
+    // A bad value or an unknown key in the Tenant Manager's section is refused, naming the key.
+    for (yaml, key) in [
+        (
+            "tenant-manager:\n  tasks:\n    workers: 0\n",
+            "`tenant-manager.tasks.workers`",
+        ),
+        (
+            "tenant-manager:\n  keycloak:\n    timeout-ms: soon\n",
+            "`tenant-manager.keycloak.timeout-ms`",
+        ),
+        (
+            "tenant-manager:\n  auth:\n    decision-cache-seconds: x\n",
+            "`tenant-manager.auth.decision-cache-seconds`",
+        ),
+        (
+            "tenant-manager:\n  taks:\n    workers: 2\n",
+            "`tenant-manager.taks.workers`",
+        ),
+        (
+            "tenant-manager:\n  secret-key: not-a-key\n",
+            "`tenant-manager.secret-key`",
+        ),
+    ] {
+        let (status, out, err) = check(TM, yaml, &[]);
+        assert_eq!(status.code(), Some(2), "{yaml}: {out}{err}");
+        assert!(err.contains(key), "{yaml}: {err}");
+        assert!(!out.contains("config ok"), "{out}");
+    }
+    // ... and so is a variable that sets one of its keys, named with the key.
+    let (status, _, err) = check(TM, "", &[("KAA_KEYCLOAK_URL", "kc.local")]);
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        err.contains("`tenant-manager.keycloak.url`") && err.contains("KAA_KEYCLOAK_URL"),
+        "{err}"
+    );
+    // IAM checks its own section, and leaves the Tenant Manager's to it.
+    let (status, _, err) = check(IAM, "iam:\n  audit:\n    retention-days: -1\n", &[]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("`iam.audit.retention-days`"), "{err}");
+    let (status, out, err) = check(IAM, "tenant-manager:\n  tasks:\n    workers: 0\n", &[]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        err.contains("unknown key `tenant-manager.tasks.workers`"),
+        "{err}"
+    );
+    let (status, out, err) = check(TM, "tenant-manager:\n  tasks:\n    workers: 3\n", &[]);
+    assert!(status.success() && out.contains("config ok"), "{out}{err}");
+}
+
+#[test]
 fn unknown_kaa_variables_are_warned_about_in_the_log() {
     let dir = support::TempDir::new();
     let svc = proc::start(

@@ -18,4 +18,7 @@ pub enum ConfigError {
         value: String,
         problem: String,
     },
+    /// A key the service's own section (`iam`, `tenant-manager`) does not have.
+    #[error("config: `{key}` is not a key of the `{section}` section (a typo?)")]
+    UnknownKey { key: String, section: String },
 }

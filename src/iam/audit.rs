@@ -13,6 +13,7 @@ use super::err::IamError;
 use super::model::{PolicyReplace, id_of};
 use super::service::{Iam, collection, krn_filter, path_id, q};
 use crate::clock::rfc3339_ms;
+use crate::config::IamSection;
 use crate::policy::Krn;
 use crate::storage::{AuditFilter, AuditRecord, AuditStore, PolicyRecord, PolicyVersion, Trail};
 
@@ -118,13 +119,13 @@ fn time_param(m: &HashMap<String, String>, field: &str) -> Result<Option<i64>, I
     }
 }
 
-/// Parse `iam.audit` (`retention-days`, `retention-rows`, `prune-interval`, `publish`,
-/// `subject`): see [`crate::audit::trail_config`].
+/// `iam.audit` (`retention-days`, `retention-rows`, `prune-interval`, `publish`, `subject`):
+/// see [`crate::audit::trail_config`].
 pub fn trail_config(
-    section: &Value,
+    section: &IamSection,
     nats_configured: bool,
 ) -> Result<crate::audit::TrailConfig, String> {
-    crate::audit::trail_config(section, "iam", Trail::Iam, nats_configured)
+    crate::audit::trail_config(&section.audit, "iam", Trail::Iam, nats_configured)
 }
 
 impl Iam {

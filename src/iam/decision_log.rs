@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use super::caller::SYSTEM_TENANT;
 use super::evaluate::Decided;
 use crate::clock::{now_ms, rfc3339_ms};
+use crate::config::IamDecisionLog;
 use crate::policy::{Decision, Krn, Outcome};
 
 /// Which decisions are logged.
@@ -50,69 +51,20 @@ pub struct Settings {
 
 /// The default mode's share of decisions (`sampled`, 1 in 100).
 pub const DEFAULT_SAMPLE_RATE: f64 = 0.01;
-const DEFAULT_BUFFER_LINES: usize = 8192;
 /// How long the writer lets lines gather after the first one arrives.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
-const KEYS: &[&str] = &["mode", "sample-rate", "destination", "buffer-lines"];
 
-/// Parse `iam.decision-log` (`mode`, `sample-rate`, `destination`, `buffer-lines`).
-pub fn settings(section: &Value) -> Result<Settings, String> {
-    let raw = section.get("decision-log").cloned().unwrap_or(Value::Null);
-    let map = match raw {
-        Value::Null => Map::new(),
-        Value::Object(m) => m,
-        _ => return Err("config: `iam.decision-log` must be a mapping".into()),
+/// `iam.decision-log` as the configuration read it, its destination checked.
+pub fn settings(c: &IamDecisionLog) -> Result<Settings, String> {
+    let mode = match c.mode.as_str() {
+        "off" => Mode::Off,
+        "denies" => Mode::Denies,
+        "all" => Mode::All,
+        _ => Mode::Sampled(c.sample_rate),
     };
-    for key in map.keys() {
-        if !KEYS.contains(&key.as_str()) {
-            return Err(format!(
-                "config: `iam.decision-log.{key}` is not a key ({})",
-                KEYS.join(", ")
-            ));
-        }
-    }
-    let text = |key: &str| -> Option<String> {
-        match map.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.trim().to_string()),
-            Some(other) => Some(other.to_string()),
-        }
-    };
-    let rate = match text("sample-rate") {
-        None => DEFAULT_SAMPLE_RATE,
-        Some(s) => match s.parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => r,
-            _ => {
-                return Err(format!(
-                    "config: `iam.decision-log.sample-rate` (KAA_IAM_DECISION_LOG_SAMPLE_RATE) \
-                     must be a number from 0 to 1 (the share of decisions logged in mode \
-                     `sampled`), got `{s}`"
-                ));
-            }
-        },
-    };
-    let mode = match text("mode").as_deref() {
-        None | Some("sampled") => Mode::Sampled(rate),
-        Some("off") => Mode::Off,
-        Some("denies") => Mode::Denies,
-        Some("all") => Mode::All,
-        Some(other) => {
-            return Err(format!(
-                "config: `iam.decision-log.mode` (KAA_IAM_DECISION_LOG_MODE) must be `off`, \
-                 `denies`, `sampled` or `all`, got `{other}`"
-            ));
-        }
-    };
-    let destination = match text("destination").as_deref() {
-        None | Some("stdout") => Destination::Stdout,
-        Some("") => {
-            return Err(
-                "config: `iam.decision-log.destination` (KAA_IAM_DECISION_LOG_DESTINATION) \
-                 must be `stdout` or a file path, got an empty value"
-                    .into(),
-            );
-        }
-        Some(p) => {
+    let destination = match c.destination.as_str() {
+        "stdout" => Destination::Stdout,
+        p => {
             let path = PathBuf::from(p);
             if path.is_dir() {
                 return Err(format!(
@@ -134,22 +86,10 @@ pub fn settings(section: &Value) -> Result<Settings, String> {
             Destination::File(path)
         }
     };
-    let buffer_lines = match text("buffer-lines") {
-        None => DEFAULT_BUFFER_LINES,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => n,
-            _ => {
-                return Err(format!(
-                    "config: `iam.decision-log.buffer-lines` must be a whole number from 1 to \
-                     1000000, got `{s}`"
-                ));
-            }
-        },
-    };
     Ok(Settings {
         mode,
         destination,
-        buffer_lines,
+        buffer_lines: usize::try_from(c.buffer_lines).unwrap_or(usize::MAX),
     })
 }
 
@@ -538,32 +478,36 @@ fn write_batch(w: &mut dyn Write, batch: &[String]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::config::{Section, Tree};
+
+    /// `iam.decision-log` read from `yaml` (its keys) the way the configuration reads it, then
+    /// checked.
+    fn read(yaml: &str) -> Result<Settings, String> {
+        let text = format!("iam:\n  decision-log:\n{yaml}");
+        let mut t = Tree::from_yaml(&text, "test").map_err(|e| e.to_string())?;
+        let c = IamDecisionLog::read(&mut t, "iam.decision-log").map_err(|e| e.to_string())?;
+        settings(&c)
+    }
 
     #[test]
     fn settings_defaults_and_refusals() {
-        let s = settings(&Value::Null).unwrap();
+        let s = settings(&IamDecisionLog::defaults().unwrap()).unwrap();
         assert_eq!(s.mode, Mode::Sampled(DEFAULT_SAMPLE_RATE));
         assert_eq!(s.destination, Destination::Stdout);
-        let s =
-            settings(&json!({"decision-log": {"mode": "denies", "buffer-lines": "4"}})).unwrap();
+        assert_eq!(s.buffer_lines, 8192);
+        let s = read("    mode: denies\n    buffer-lines: '4'\n").unwrap();
         assert_eq!((s.mode, s.buffer_lines), (Mode::Denies, 4));
-        let s = settings(&json!({"decision-log": {"sample-rate": "0.5"}})).unwrap();
+        let s = read("    sample-rate: '0.5'\n").unwrap();
         assert_eq!(s.mode, Mode::Sampled(0.5));
         for (bad, key) in [
-            (json!({"mode": "some"}), "mode"),
-            (json!({"sample-rate": 2}), "sample-rate"),
-            (json!({"sample-rate": "x"}), "sample-rate"),
-            (json!({"destination": ""}), "destination"),
-            (
-                json!({"destination": "/nonexistent-dir/x.log"}),
-                "destination",
-            ),
-            (json!({"destination": "/tmp"}), "destination"),
-            (json!({"buffer-lines": 0}), "buffer-lines"),
-            (json!({"typo": 1}), "typo"),
+            ("mode: some", "mode"),
+            ("sample-rate: 2", "sample-rate"),
+            ("sample-rate: x", "sample-rate"),
+            ("destination: /nonexistent-dir/x.log", "destination"),
+            ("destination: /tmp", "destination"),
+            ("buffer-lines: 0", "buffer-lines"),
         ] {
-            let e = settings(&json!({ "decision-log": bad })).unwrap_err();
+            let e = read(&format!("    {bad}\n")).unwrap_err();
             assert!(e.contains(&format!("`iam.decision-log.{key}`")), "{e}");
         }
     }

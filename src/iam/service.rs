@@ -11,6 +11,7 @@ use super::err::{IamError, not_found_message, storage};
 use super::model::*;
 use super::state::{DecisionState, Delta};
 use crate::clock::now_ms;
+use crate::config::IamSection;
 use crate::policy::{Action, BasePolicy, Krn, PolicyDocument};
 use crate::storage::{
     AttachmentStore, Database, GroupStore, NewPolicy, Page, PolicyFilter, PolicyRecord,
@@ -78,9 +79,9 @@ pub type IamSettings = (
     HashMap<String, Value>,
 );
 
-pub fn parse_iam_config(section: &Value) -> Result<IamSettings, String> {
-    let base_value = match section.get("base-policies") {
-        None | Some(Value::Null) => default_base_policies(),
+pub fn parse_iam_config(section: &IamSection) -> Result<IamSettings, String> {
+    let base_value = match &section.base_policies {
+        None => default_base_policies(),
         Some(v) => v.clone(),
     };
     let Value::Array(items) = base_value else {
@@ -104,8 +105,8 @@ pub fn parse_iam_config(section: &Value) -> Result<IamSettings, String> {
         base.push(b);
     }
     let mut templates = HashMap::new();
-    match section.get("resource-policy-templates") {
-        None | Some(Value::Null) => {}
+    match &section.resource_policy_templates {
+        None => {}
         Some(Value::Object(map)) => {
             for (rtype, t) in map {
                 let statements = t.get("statements").cloned().unwrap_or(Value::Null);
@@ -422,7 +423,11 @@ pub fn listed<T: serde::Serialize>(items: Vec<T>, count: u64, page: Page) -> Val
 
 impl Iam {
     /// Build from configuration (`iam.base-policies`, `iam.resource-policy-templates`).
-    pub fn new(db: Arc<Database>, iam_config: &Value, max_page_size: u32) -> Result<Iam, String> {
+    pub fn new(
+        db: Arc<Database>,
+        iam_config: &IamSection,
+        max_page_size: u32,
+    ) -> Result<Iam, String> {
         let (base, base_raw, templates) = parse_iam_config(iam_config)?;
         let state = DecisionState::new(base);
         state.observe(&db);

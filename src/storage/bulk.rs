@@ -186,23 +186,7 @@ impl BulkStore for Database {
         ];
         bulk(self, tenant, "users", COLS, rows, per_tx, |u| {
             same_tenant(tenant, &u.tenant, "a user")?;
-            Ok(vec![
-                Val::from(tenant),
-                Val::from(&u.krn),
-                Val::from(&u.username),
-                Val::from(&u.path),
-                Val::from(u.email.clone()),
-                Val::from(u.first_name.clone()),
-                Val::from(u.last_name.clone()),
-                Val::Bool(u.enabled),
-                Val::from(u.auth_id.clone()),
-                Val::from(u.password_hash.clone()),
-                Val::from(&u.metadata),
-                Val::from(&u.required_actions),
-                Val::I64(u.version),
-                Val::I64(u.created_ms),
-                Val::I64(u.updated_ms),
-            ])
+            Ok(u.values())
         })
     }
 
@@ -226,18 +210,7 @@ impl BulkStore for Database {
         ];
         bulk(self, tenant, "user_groups", COLS, rows, per_tx, |g| {
             same_tenant(tenant, &g.tenant, "a group")?;
-            Ok(vec![
-                Val::from(tenant),
-                Val::from(&g.krn),
-                Val::from(&g.name),
-                Val::from(g.display_name.clone()),
-                Val::from(g.parent_krn.clone()),
-                Val::from(&g.path),
-                Val::from(&g.metadata),
-                Val::I64(g.version),
-                Val::I64(g.created_ms),
-                Val::I64(g.updated_ms),
-            ])
+            Ok(g.values())
         })
     }
 

@@ -1,6 +1,8 @@
 //! The policy capability, written once for both backends.
 
 use super::audit::{Change, Fields, changed, keep_policy_version, set};
+use super::directory::POLICY_TARGETS;
+use super::query::Where;
 use super::{
     Database, Page, PolicyStore, SortOrder, StorageError, Tx, Val, bump_revision, lock_row,
 };
@@ -172,21 +174,7 @@ pub(crate) fn set_policy_pools_tx(
          AND target_krn IN (SELECT krn FROM pools WHERE tenant = $1)",
         &[Val::from(tenant), Val::from(policy)],
     )?;
-    for pool in pools {
-        let found = tx.query(
-            "SELECT 1 FROM pools WHERE tenant = $1 AND krn = $2",
-            &[Val::from(tenant), Val::from(pool)],
-        )?;
-        if found.is_empty() {
-            return Err(StorageError::NotFound);
-        }
-        tx.execute(
-            "INSERT INTO policy_attachments (tenant, policy_krn, target_krn) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-            &[Val::from(tenant), Val::from(policy), Val::from(pool)],
-        )?;
-    }
-    Ok(())
+    POLICY_TARGETS.add_existing(tx, tenant, policy, pools, "pools")
 }
 
 /// Delete one policy (`NotFound` when absent), audited.
@@ -201,19 +189,6 @@ fn delete_tx(tx: &mut dyn Tx, tenant: &str, krn: &str) -> Result<(), StorageErro
             .versions(Some(current.version), None),
     );
     Ok(())
-}
-
-/// `LIKE` pattern for a literal substring (escape `\`, `%`, `_`).
-pub fn like_contains(s: &str) -> String {
-    let mut out = String::from("%");
-    for c in s.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
 }
 
 impl PolicyStore for Database {
@@ -247,51 +222,17 @@ impl PolicyStore for Database {
         f: &PolicyFilter,
         page: Page,
     ) -> Result<(Vec<PolicyRecord>, u64), StorageError> {
-        let mut cond = String::from("tenant = $1");
-        let mut params = vec![Val::from(&f.tenant)];
-        if let Some(k) = &f.krn {
-            params.push(Val::from(k));
-            cond.push_str(&format!(" AND krn = ${}", params.len()));
-        }
-        if let Some(n) = &f.name_contains {
-            params.push(Val::from(like_contains(n)));
-            cond.push_str(&format!(" AND name LIKE ${} ESCAPE '\\'", params.len()));
-        }
-        if let Some(k) = &f.kind {
-            params.push(Val::from(k));
-            cond.push_str(&format!(" AND kind = ${}", params.len()));
-        }
-        if let Some(o) = &f.origin {
-            params.push(Val::from(o));
-            cond.push_str(&format!(" AND origin = ${}", params.len()));
-        }
+        let mut w = Where::tenant(&f.tenant);
+        w.eq("krn", f.krn.as_deref());
+        w.contains("name", f.name_contains.as_deref());
+        w.eq("kind", f.kind.as_deref());
+        w.eq("origin", f.origin.as_deref());
         let column = match f.sort {
             PolicySort::Name => "name",
             PolicySort::Created => "created_ms",
             PolicySort::Updated => "updated_ms",
         };
-        let dir = match f.order {
-            SortOrder::Asc => "ASC",
-            SortOrder::Desc => "DESC",
-        };
-        self.tx(|tx| {
-            let count = tx.query(&format!("SELECT COUNT(*) FROM policies WHERE {cond}"), &params)?;
-            let total = count.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
-            let mut p = params.clone();
-            p.push(Val::I64(i64::from(page.size)));
-            p.push(Val::I64(page.offset()));
-            let rows = tx.query(
-                &format!(
-                    "SELECT {COLUMNS} FROM policies WHERE {cond} ORDER BY {column} {dir}, krn {dir} \
-                     LIMIT ${} OFFSET ${}",
-                    p.len() - 1,
-                    p.len()
-                ),
-                &p,
-            )?;
-            let list = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
-            Ok((list, u64::try_from(total).unwrap_or(0)))
-        })
+        self.tx(|tx| w.page_of(tx, "policies", COLUMNS, column, f.order, page, record))
     }
 
     #[allow(clippy::too_many_arguments)] // the inputs of one write, each used once

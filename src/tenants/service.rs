@@ -93,13 +93,7 @@ pub struct TmSettings {
     pub audit: crate::audit::TrailConfig,
 }
 
-/// Whether an installation id is usable: 1 to 128 letters, digits, `-`, `_`, `.`, `:`.
-pub fn valid_installation_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
+pub use crate::config::valid_installation_id;
 
 /// The realm an issuer URL (`…/realms/<name>`) names.
 fn realm_of_issuer(url: &str) -> Option<String> {
@@ -109,66 +103,24 @@ fn realm_of_issuer(url: &str) -> Option<String> {
         .filter(|r| !r.is_empty() && !r.contains('/'))
 }
 
-fn num(v: &Value, key: &str, default: i64, min: i64, max: i64) -> Result<i64, String> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(x) => x
-            .as_i64()
-            .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| format!("must be a whole number from {min} to {max}, got `{x}`")),
-    }
-}
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-}
-
 impl TmSettings {
-    /// Read the `tenant-manager` section of the configuration.
+    /// The settings of the `tenant-manager` section (checked by the configuration).
     pub fn from_config(c: &crate::config::Config) -> Result<TmSettings, String> {
         let s = &c.tenant_manager;
-        let tasks = s.get("tasks").cloned().unwrap_or(Value::Null);
-        let err = |k: &str, e: String| format!("config: `tenant-manager.{k}`: {e}");
-        let kc = s.get("keycloak").cloned().unwrap_or(Value::Null);
-        let subs = s.get("subscriptions").cloned().unwrap_or(Value::Null);
-        let keycloak = match text(&kc, "url") {
-            None => None,
-            Some(url) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(err(
-                        "keycloak.url",
-                        format!("expected an http(s) URL, got `{url}`"),
-                    ));
-                }
-                Some(KeycloakServerRecord {
-                    id: 1,
-                    url: url.trim_end_matches('/').to_string(),
-                    admin_realm: text(&kc, "admin-realm").unwrap_or_else(|| "master".into()),
-                    username: text(&kc, "username"),
-                    password: text(&kc, "password"),
-                    client_id: text(&kc, "client-id"),
-                    client_secret: text(&kc, "client-secret"),
-                    is_default: true,
-                    created_ms: 0,
-                    updated_ms: 0,
-                })
-            }
-        };
-        let system_tenant = text(s, "system-tenant").unwrap_or_else(|| "kaa".into());
-        let installation_id = match text(s, "installation-id") {
-            Some(id) if !valid_installation_id(&id) => {
-                return Err(err(
-                    "installation-id",
-                    format!("must be 1 to 128 letters, digits, `-`, `_`, `.` or `:`, got `{id}`"),
-                ));
-            }
-            other => other,
-        };
+        let (kc, tasks) = (&s.keycloak, &s.tasks);
+        let keycloak = kc.url.as_ref().map(|url| KeycloakServerRecord {
+            id: 1,
+            url: url.clone(),
+            admin_realm: kc.admin_realm.clone(),
+            username: kc.username.clone(),
+            password: kc.password.as_ref().map(|p| p.expose().to_string()),
+            client_id: kc.client_id.clone(),
+            client_secret: kc.client_secret.as_ref().map(|p| p.expose().to_string()),
+            is_default: true,
+            created_ms: 0,
+            updated_ms: 0,
+        });
+        let system_tenant = s.system_tenant.clone();
         let mut reserved_realms = vec!["master".to_string(), system_tenant.clone()];
         reserved_realms.extend(
             [
@@ -179,42 +131,37 @@ impl TmSettings {
             .filter_map(|u| realm_of_issuer(u)),
         );
         reserved_realms.extend(keycloak.as_ref().map(|k| k.admin_realm.clone()));
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let audit = crate::audit::trail_config(
-            s,
+            &s.audit,
             "tenant-manager",
             crate::storage::Trail::TenantManager,
             !c.nats.urls.is_empty(),
         )?;
         Ok(TmSettings {
             audit,
-            installation_id,
+            installation_id: s.installation_id.clone(),
             reserved_realms,
             system_tenant,
-            workers: num(&tasks, "workers", 2, 1, 64).map_err(|e| err("tasks.workers", e))?
-                as usize,
-            max_attempts: num(&tasks, "max-attempts", 8, 1, 1000)
-                .map_err(|e| err("tasks.max-attempts", e))?,
-            lease_ms: num(&tasks, "lease-seconds", 30, 1, 86_400)
-                .map_err(|e| err("tasks.lease-seconds", e))?
-                * 1000,
-            backoff_ms: num(&tasks, "backoff-ms", 500, 1, 3_600_000)
-                .map_err(|e| err("tasks.backoff-ms", e))?,
-            max_backoff_ms: num(&tasks, "max-backoff-ms", 60_000, 1, 86_400_000)
-                .map_err(|e| err("tasks.max-backoff-ms", e))?,
-            public_keycloak_url: text(&kc, "public-url")
+            workers: tasks.workers as usize,
+            max_attempts: int(tasks.max_attempts),
+            lease_ms: int(tasks.lease_seconds) * 1000,
+            backoff_ms: int(tasks.backoff_ms),
+            max_backoff_ms: int(tasks.max_backoff_ms),
+            public_keycloak_url: kc
+                .public_url
+                .clone()
                 .or_else(|| keycloak.as_ref().map(|k| k.url.clone()))
                 .unwrap_or_default(),
-            max_realms_per_server: num(&kc, "max-realms-per-server", 0, 0, 1_000_000)
-                .map_err(|e| err("keycloak.max-realms-per-server", e))?,
+            max_realms_per_server: int(kc.max_realms_per_server),
             keycloak,
             instance: c.service.instance_name.clone(),
             replica: c.service.replica_id.clone(),
             events: !c.nats.urls.is_empty(),
             system_client_id: c.security.client_id.clone(),
             system_client_secret: c.security.client_secret.expose().to_string(),
-            fallback_package_type: text(&subs, "fallback-package-type"),
-            subscription_sweep_ms: num(&subs, "sweep-ms", 1000, 50, 3_600_000)
-                .map_err(|e| err("subscriptions.sweep-ms", e))?,
+            fallback_package_type: s.subscriptions.fallback_package_type.clone(),
+            subscription_sweep_ms: int(s.subscriptions.sweep_ms),
         })
     }
 }
