@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::app::{App, ErrorStyle, HasOps, Ops};
+use crate::clients::keycloak::{AdminCredentials, KeycloakAdmin, KeycloakError};
 use crate::clients::oidc::Jwks;
 use crate::clients::uma::UmaClient;
 use crate::config::Config;
@@ -79,14 +80,47 @@ impl Provisioners for DefaultProvisioners {
         {
             return Ok(Arc::clone(p) as Arc<dyn Provisioner>);
         }
-        let p = Arc::new(KeycloakProvisioner::new(
-            s,
-            self.timeout,
+        let kc = keycloak_admin(s, self.timeout)
+            .map_err(|e| ProvisionError::Fatal(format!("keycloak: {e}")))?;
+        let p = Arc::new(KeycloakProvisioner::with_client(
+            s.id,
+            Arc::new(kc),
             &self.installation,
-        )?);
+        ));
         cache.insert(s.id, (s.clone(), Arc::clone(&p)));
         Ok(p as Arc<dyn Provisioner>)
     }
+}
+
+/// The admin client of a registered server: its URL, admin realm and credentials (a username
+/// and password win over a client id and secret).
+fn keycloak_admin(
+    s: &KeycloakServerRecord,
+    timeout: Duration,
+) -> Result<KeycloakAdmin, KeycloakError> {
+    let credentials = match (&s.username, &s.password, &s.client_id, &s.client_secret) {
+        (Some(u), Some(p), _, _) => AdminCredentials::Password {
+            username: u.clone(),
+            password: p.clone(),
+        },
+        (_, _, Some(c), Some(cs)) => AdminCredentials::Client {
+            client_id: c.clone(),
+            client_secret: cs.clone(),
+        },
+        _ => {
+            return Err(KeycloakError::Unauthorized(format!(
+                "Keycloak server {} (`{}`) has no admin credentials (username and password, \
+                 or client id and secret)",
+                s.id, s.url
+            )));
+        }
+    };
+    let realm = if s.admin_realm.is_empty() {
+        "master"
+    } else {
+        &s.admin_realm
+    };
+    Ok(KeycloakAdmin::new(&s.url, realm, credentials, timeout))
 }
 
 /// Timeout of one Keycloak admin call: `tenant-manager.keycloak.timeout-ms` (default 10 s).
