@@ -20,11 +20,12 @@ pub mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{App, HasOps, Ops};
 use crate::clients::oidc::Jwks;
 use crate::clients::tenant_manager::TenantManagerClient;
 use crate::config::Config;
+use crate::http::api::Api;
 use crate::http::auth::{Authenticator, Issuer};
+use crate::http::ops::{HasOps, Ops};
 use crate::http::server::Handler;
 
 pub use caller::Caller;
@@ -223,7 +224,7 @@ pub fn build(config: &Arc<Config>, ops: &Arc<Ops>) -> Result<Arc<dyn Handler>, S
     // Without security a decision reads only the in-memory index; with it, the caller's token
     // and user may need the issuer, the Tenant Manager or the database.
     Ok(Arc::new(
-        App::new(
+        Api::new(
             crate::http::iam_api::router(),
             ctx,
             Arc::clone(&ops.metrics),

@@ -17,12 +17,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::app::{App, ErrorStyle, HasOps, Ops};
 use crate::clients::keycloak::{AdminCredentials, KeycloakAdmin, KeycloakError};
 use crate::clients::oidc::Jwks;
 use crate::clients::uma::UmaClient;
 use crate::config::Config;
+use crate::http::api::Api;
 use crate::http::auth::{Authenticator, Issuer};
+use crate::http::error::ErrorStyle;
+use crate::http::ops::{HasOps, Ops};
 use crate::http::server::Handler;
 use crate::storage::KeycloakServerRecord;
 use keycloak::KeycloakProvisioner;
@@ -367,7 +369,7 @@ pub fn build_with_signal(
         auth,
     };
     let handler: Arc<dyn Handler> = Arc::new(
-        App::new(crate::http::tm_api::router(), ctx, Arc::clone(&ops.metrics))
+        Api::new(crate::http::tm_api::router(), ctx, Arc::clone(&ops.metrics))
             .with_error_style(ErrorStyle::ErrorDetails),
     );
     Ok((handler, signal))

@@ -1,6 +1,6 @@
 //! The Tenant Manager's `/api/v1` surface in Kaa's v1 style: snake_case JSON, lists as
 //! `{"count", "results"}` with `offset`/`limit` (default 50, `0` = all), errors as
-//! `{"error", "details"}` (the App restyles every error body).
+//! `{"error", "details"}` (`http::api::Api` restyles every error body).
 
 use std::collections::HashMap;
 
@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::message::{Request, Response};
+use super::ops::ops_routes;
 use super::router::{Params, Router};
-use crate::app::ops_routes;
 use crate::clock::rfc3339_ms;
 use crate::storage::{
     Change, KeycloakServerRecord, KeycloakServerStore, StorageError, TenantRecord,

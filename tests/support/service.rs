@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kaa::app::Ops;
 use kaa::config::{self, ServiceKind, StorageSettings};
 use kaa::http::metrics::Metrics;
+use kaa::http::ops::Ops;
 use kaa::http::server::{Server, ServerConfig, ShutdownHandle};
 use kaa::storage::Database;
 
