@@ -10,6 +10,7 @@ pub mod message;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod realm_auth;
 pub mod router;
 pub mod server;
 pub mod tm_api;

@@ -25,27 +25,13 @@ use crate::clients::tenant_manager::TenantManagerClient;
 use crate::config::Config;
 use crate::http::api::Api;
 use crate::http::auth::{Authenticator, Issuer};
-use crate::http::ops::{HasOps, Ops};
+use crate::http::iam_api::IamCtx;
+use crate::http::ops::Ops;
 use crate::http::server::Handler;
 
 pub use caller::Caller;
 pub use err::IamError;
 pub use service::Iam;
-
-/// Everything an IAM handler can reach.
-pub struct IamCtx {
-    pub ops: Arc<Ops>,
-    pub config: Arc<Config>,
-    pub iam: Arc<Iam>,
-    /// Token checks; `None` when security is off.
-    pub auth: Option<Authenticator>,
-}
-
-impl HasOps for IamCtx {
-    fn ops(&self) -> &Ops {
-        &self.ops
-    }
-}
 
 /// Check the `iam` section of the configuration (used by `check-config` and at start).
 pub fn validate_config(config: &Config) -> Result<(), String> {

@@ -24,39 +24,15 @@ use crate::config::Config;
 use crate::http::api::Api;
 use crate::http::auth::{Authenticator, Issuer};
 use crate::http::error::ErrorStyle;
-use crate::http::ops::{HasOps, Ops};
+use crate::http::ops::Ops;
+use crate::http::realm_auth::RealmAuths;
 use crate::http::server::Handler;
+use crate::http::tm_api::{TenantCtx, TmAuth};
 use crate::storage::KeycloakServerRecord;
 use keycloak::KeycloakProvisioner;
 use provision::{LocalProvisioner, ProvisionError, Provisioner, Provisioners};
 use service::{Tm, TmSettings};
 use worker::Signal;
-
-pub struct TenantCtx {
-    pub ops: Arc<Ops>,
-    pub config: Arc<Config>,
-    pub tm: Arc<Tm>,
-    /// Wakes the workers and the outbox publisher after a write.
-    pub signal: Arc<Signal>,
-    /// Token and scope checks (security on): tokens of the system realm, scopes of
-    /// `kaa-system` decided by Keycloak.
-    pub auth: Option<TmAuth>,
-}
-
-pub struct TmAuth {
-    pub tokens: Authenticator,
-    pub scopes: UmaClient,
-    /// The system realm's issuer (`security.issuer.public-url`).
-    pub issuer: String,
-    /// Tenant realms' tokens, accepted by `GET /audit` only (a tenant's administrator).
-    pub realms: audit::RealmAuths,
-}
-
-impl HasOps for TenantCtx {
-    fn ops(&self) -> &Ops {
-        &self.ops
-    }
-}
 
 /// Tenants without a Keycloak server are provisioned locally; a tenant on a Keycloak server by
 /// that server's admin client, one per server (made again when the server's record changes).
@@ -174,7 +150,7 @@ fn tm_auth(config: &Config) -> Result<Option<TmAuth>, String> {
             Duration::from_secs(ttl),
         ),
         issuer: s.issuer_public_url.clone(),
-        realms: audit::RealmAuths::new(
+        realms: RealmAuths::new(
             s.leeway,
             s.jwks_refresh_interval,
             s.jwks_max_age,
