@@ -1,8 +1,12 @@
 //! The composition root shared by both binaries: parse the command line, load and validate the
 //! configuration, check the license, listen, open storage (waiting up to
-//! `postgresql.startup-wait` for PostgreSQL, not ready meanwhile), wire the router, serve until
+//! `postgresql.startup-wait` for PostgreSQL, not ready meanwhile), wire the service (`iam`,
+//! `tenant_manager`: config -> stores -> clients -> domains -> routers), serve until
 //! SIGTERM/SIGINT, go on serving for `service.shutdown-delay` while not ready, then drain within
-//! `service.graceful-shutdown`. Only this file names concrete backends.
+//! `service.graceful-shutdown`. Only this module names concrete backends.
+
+pub mod iam;
+pub mod tenant_manager;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -263,9 +267,9 @@ fn start(
     spawn_license_recheck(config, &ops);
     spawn_storage_watch(&ops, Duration::from_secs(1));
     let handler: Arc<dyn Handler> = match kind {
-        ServiceKind::Iam => crate::iam::build(config, &ops).map_err(Failure::Config)?,
+        ServiceKind::Iam => iam::build(config, &ops).map_err(Failure::Config)?,
         ServiceKind::TenantManager => {
-            crate::tenants::build(config, &ops).map_err(Failure::Config)?
+            tenant_manager::build(config, &ops).map_err(Failure::Config)?
         }
     };
     Ok(gate.open(handler))
