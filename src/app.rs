@@ -5,6 +5,7 @@
 //! SIGTERM/SIGINT, go on serving for `service.shutdown-delay` while not ready, then drain within
 //! `service.graceful-shutdown`. Only this module names concrete backends.
 
+pub mod generate;
 pub mod iam;
 pub mod tenant_manager;
 
@@ -57,7 +58,7 @@ pub fn main_for(kind: ServiceKind) -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(kind),
         Some("check-config") => check_config(kind, args.get(1).map(String::as_str)),
-        Some("generate") if kind == ServiceKind::Iam => crate::iam::generate::main(&args[1..]),
+        Some("generate") if kind == ServiceKind::Iam => generate::main(&args[1..]),
         Some("--version" | "version") => {
             println!("{} {}", kind.name(), env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
