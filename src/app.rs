@@ -1,8 +1,13 @@
 //! The composition root shared by both binaries: parse the command line, load and validate the
 //! configuration, check the license, listen, open storage (waiting up to
-//! `postgresql.startup-wait` for PostgreSQL, not ready meanwhile), wire the router, serve until
+//! `postgresql.startup-wait` for PostgreSQL, not ready meanwhile), wire the service (`iam`,
+//! `tenant_manager`: config -> stores -> clients -> domains -> routers), serve until
 //! SIGTERM/SIGINT, go on serving for `service.shutdown-delay` while not ready, then drain within
-//! `service.graceful-shutdown`. Only this file names concrete backends.
+//! `service.graceful-shutdown`. Only this module names concrete backends.
+
+pub mod generate;
+pub mod iam;
+pub mod tenant_manager;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,53 +17,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::config::{self, Config, ServiceKind};
-use crate::http::error::ApiError;
+use crate::http::error::{ErrorStyle, restyle};
 use crate::http::message::{Request, Response};
 use crate::http::metrics::Metrics;
-use crate::http::router::Router;
+use crate::http::ops::{Ops, is_probe};
 use crate::http::server::{Handler, Server, ServerConfig, ServerStats, ShutdownHandle};
 use crate::license::{self, LicenseState};
 use crate::storage::{Database, HealthStore};
-
-/// Operational state every service shares: storage, metrics, license.
-pub struct Ops {
-    pub kind: ServiceKind,
-    pub db: Arc<Database>,
-    pub metrics: Arc<Metrics>,
-    pub license: RwLock<LicenseState>,
-    pub started: Instant,
-    /// Why the service is not ready (storage unreachable at its last check, see
-    /// [`spawn_storage_watch`]); `None`: ready. `/health/ready` reads only this, never storage.
-    pub not_ready_reason: RwLock<Option<String>>,
-    /// The running server's gauges (set once it is bound).
-    pub server: OnceLock<ServerStats>,
-    /// The service's own gauges, set at scrape time.
-    pub scrape: OnceLock<Scrape>,
-}
-
-/// Sets a service's own gauges when `/metrics` is read.
-pub type Scrape = Box<dyn Fn(&Metrics) + Send + Sync>;
-
-impl Ops {
-    pub fn license_state(&self) -> LicenseState {
-        match self.license.read() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-}
-
-/// Anything that carries [`Ops`] gets the operational routes.
-pub trait HasOps: Send + Sync + 'static {
-    fn ops(&self) -> &Ops;
-}
-
-/// The probes: `GET /health` (liveness) and `GET /health/ready`. They read only memory and are
-/// answered on the connection's I/O thread, never queued behind the API's handlers, so that a
-/// busy replica is neither restarted nor taken out of the Service for being busy.
-pub fn is_probe(req: &Request) -> bool {
-    req.method == "GET" && matches!(req.path.as_str(), "/health" | "/health/ready")
-}
 
 /// Keeps `not_ready_reason` in step with storage: pings it every `every` (a ping that cannot
 /// connect takes up to `postgresql.connect-timeout`) and logs each change. Stops when `ops` is
@@ -86,189 +51,6 @@ pub fn spawn_storage_watch(ops: &Arc<Ops>, every: Duration) {
         });
 }
 
-/// `GET /health` (liveness), `GET /health/ready`, `GET /metrics`.
-pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
-    router.route("GET", "/health", |c: &C, _, _| {
-        let ops = c.ops();
-        Ok(Response::json(
-            200,
-            &json!({
-                "status": "UP",
-                "service": ops.kind.name(),
-                "version": env!("CARGO_PKG_VERSION"),
-                "uptimeSeconds": ops.started.elapsed().as_secs(),
-                "license": ops.license_state(),
-            }),
-        ))
-    });
-    router.route("GET", "/health/ready", |c: &C, _, _| {
-        let ops = c.ops();
-        let reason = ops.not_ready_reason.read().ok().and_then(|r| r.clone());
-        if let Some(r) = reason {
-            return Err(ApiError::new(503, format!("not ready: {r}")));
-        }
-        Ok(Response::json(200, &json!({ "status": "READY" })))
-    });
-    router.route("GET", "/metrics", |c: &C, _, _| {
-        let ops = c.ops();
-        let (open, idle) = ops.db.pool_state();
-        ops.metrics
-            .set_gauge("db_pool_connections", i64::from(open));
-        ops.metrics
-            .set_gauge("db_pool_idle_connections", i64::from(idle));
-        let lic = ops.license_state();
-        ops.metrics
-            .set_gauge("license_valid", i64::from(lic.is_valid()));
-        if let Some(days) = lic.days_to_expiry {
-            ops.metrics.set_gauge("license_days_to_expiry", days);
-        }
-        if let Some(s) = ops.server.get() {
-            let g = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-            ops.metrics
-                .set_gauge("http_open_connections", g(s.open_connections()));
-            ops.metrics
-                .set_gauge("http_busy_workers", g(s.busy_workers()));
-            ops.metrics
-                .set_gauge("http_queued_requests", g(s.queued_requests()));
-            ops.metrics.set_gauge("http_workers", g(s.workers()));
-            ops.metrics
-                .set_gauge("http_body_bytes_in_flight", g(s.body_bytes_in_flight()));
-            let m = &ops.metrics;
-            m.set_total(
-                "http_busy_rejections_total",
-                "Requests answered 503 because no handler slot came free in time",
-                s.busy_rejections(),
-            );
-            m.set_total(
-                "http_connections_rejected_total",
-                "Connections answered 503 at server.max-connections",
-                s.connections_rejected(),
-            );
-            m.set_total(
-                "http_handler_panics_total",
-                "Handlers that panicked (answered 500)",
-                s.handler_panics(),
-            );
-        }
-        if let Some(scrape) = ops.scrape.get() {
-            scrape(&ops.metrics);
-        }
-        Ok(Response::text(
-            200,
-            "text/plain; version=0.0.4",
-            ops.metrics.render(),
-        ))
-    });
-}
-
-/// How error bodies are written: IAM's `{"message", "errors"}` or the Tenant Manager's v1
-/// `{"error", "details"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorStyle {
-    Message,
-    ErrorDetails,
-}
-
-/// The server-facing handler: route, run, record metrics.
-pub struct App<C> {
-    router: Router<C>,
-    ctx: C,
-    metrics: Arc<Metrics>,
-    style: ErrorStyle,
-    /// When routes marked inline may run on the I/O thread (their handlers read only memory
-    /// only under this condition, e.g. no token to check against another service).
-    inline_if: Option<InlineIf<C>>,
-}
-
-type InlineIf<C> = Box<dyn Fn(&C, &Request) -> bool + Send + Sync>;
-
-impl<C: Send + Sync + 'static> App<C> {
-    pub fn new(router: Router<C>, ctx: C, metrics: Arc<Metrics>) -> App<C> {
-        App {
-            router,
-            ctx,
-            metrics,
-            style: ErrorStyle::Message,
-            inline_if: None,
-        }
-    }
-
-    /// Lets the routes marked [`Router::inline`] run on the I/O thread when `cond` holds.
-    pub fn with_inline_if(
-        mut self,
-        cond: impl Fn(&C, &Request) -> bool + Send + Sync + 'static,
-    ) -> App<C> {
-        self.inline_if = Some(Box::new(cond));
-        self
-    }
-
-    pub fn with_error_style(mut self, style: ErrorStyle) -> App<C> {
-        self.style = style;
-        self
-    }
-
-    pub fn router(&self) -> &Router<C> {
-        &self.router
-    }
-}
-
-/// Methods outside this set are counted as `OTHER` (bounded label values).
-fn method_label(m: &str) -> &'static str {
-    match m {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
-    }
-}
-
-impl<C: Send + Sync + 'static> Handler for App<C> {
-    fn inline(&self, req: &Request) -> bool {
-        is_probe(req)
-            || self
-                .inline_if
-                .as_ref()
-                .is_some_and(|cond| cond(&self.ctx, req))
-                && self.router.is_inline(&req.method, &req.path)
-    }
-
-    fn handle(&self, req: Request) -> Response {
-        let started = Instant::now();
-        let (mut resp, route) = self.router.dispatch(&self.ctx, &req);
-        if self.style == ErrorStyle::ErrorDetails && resp.status >= 400 {
-            resp = restyle(resp);
-        }
-        self.metrics.observe_request(
-            route,
-            method_label(&req.method),
-            resp.status,
-            started.elapsed(),
-        );
-        resp
-    }
-}
-
-/// `{"message": m, "errors": [..]}` -> `{"error": m, "details": {"errors": [..]}}`.
-fn restyle(mut resp: Response) -> Response {
-    if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(&resp.body)
-        && let Some(msg) = m.remove("message")
-    {
-        let mut out = serde_json::Map::new();
-        out.insert("error".into(), msg);
-        if let Some(details) = m.remove("details") {
-            out.insert("details".into(), details);
-        } else if let Some(errors) = m.remove("errors") {
-            out.insert("details".into(), json!({ "errors": errors }));
-        }
-        resp.body = serde_json::to_vec(&serde_json::Value::Object(out)).unwrap_or_default();
-    }
-    resp
-}
-
 /// Exit codes: 0 clean stop, 1 runtime failure (storage, port, license), 2 bad configuration
 /// or usage.
 pub fn main_for(kind: ServiceKind) -> ExitCode {
@@ -276,7 +58,7 @@ pub fn main_for(kind: ServiceKind) -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(kind),
         Some("check-config") => check_config(kind, args.get(1).map(String::as_str)),
-        Some("generate") if kind == ServiceKind::Iam => crate::iam::generate::main(&args[1..]),
+        Some("generate") if kind == ServiceKind::Iam => generate::main(&args[1..]),
         Some("--version" | "version") => {
             println!("{} {}", kind.name(), env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -486,9 +268,9 @@ fn start(
     spawn_license_recheck(config, &ops);
     spawn_storage_watch(&ops, Duration::from_secs(1));
     let handler: Arc<dyn Handler> = match kind {
-        ServiceKind::Iam => crate::iam::build(config, &ops).map_err(Failure::Config)?,
+        ServiceKind::Iam => iam::build(config, &ops).map_err(Failure::Config)?,
         ServiceKind::TenantManager => {
-            crate::tenants::build(config, &ops).map_err(Failure::Config)?
+            tenant_manager::build(config, &ops).map_err(Failure::Config)?
         }
     };
     Ok(gate.open(handler))

@@ -52,6 +52,10 @@ impl ServiceKind {
     }
 }
 
+/// Default of `security.jwks-max-age`: a key set older than this is fetched again, so a key the
+/// issuer withdrew is refused within about this time.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// Environment variable -> dotted config key. Every variable of the seed's table is here; the
 /// rest are documented in README.md. `*_FILE` variants of the secrets read the value from a file.
 pub const ENV_KEYS: &[(&str, &str)] = &[
@@ -494,11 +498,7 @@ fn build(kind: ServiceKind, t: &mut Tree, source: Option<PathBuf>) -> Result<Con
             Duration::from_secs(10),
             HOUR,
         )?,
-        jwks_max_age: t.duration(
-            "security.jwks-max-age",
-            crate::clients::oidc::DEFAULT_MAX_AGE,
-            24 * HOUR,
-        )?,
+        jwks_max_age: t.duration("security.jwks-max-age", DEFAULT_JWKS_MAX_AGE, 24 * HOUR)?,
     };
     if security.enabled && security.issuer_public_url.is_empty() && kind == ServiceKind::Iam {
         return Err(t.error(

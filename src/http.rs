@@ -1,6 +1,7 @@
 //! HTTP layer: our connection layer and worker pool, the router, JSON helpers, metrics and the
 //! one error-to-status mapping. Never SQL, never a concrete backend.
 
+pub mod api;
 pub mod auth;
 pub mod error;
 pub mod iam_api;
@@ -8,6 +9,8 @@ pub mod json;
 pub mod message;
 pub mod metrics;
 pub mod openapi;
+pub mod ops;
+pub mod realm_auth;
 pub mod router;
 pub mod server;
 pub mod tm_api;

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use kaa::http::message::{Request, percent_decode};
 use kaa::http::router::{Match, Router};
-use kaa::iam::IamCtx;
-use kaa::tenants::TenantCtx;
+use kaa::http::iam_api::IamCtx;
+use kaa::http::tm_api::TenantCtx;
 use libfuzzer_sys::fuzz_target;
 
 fn iam() -> &'static Router<IamCtx> {

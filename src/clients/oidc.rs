@@ -186,8 +186,8 @@ pub enum KeyLookup {
     Unknown,
 }
 
-/// The key set is refetched when it is older than this, by default.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
+/// The key set is refetched when it is older than this, by default (`security.jwks-max-age`).
+pub const DEFAULT_MAX_AGE: Duration = crate::config::DEFAULT_JWKS_MAX_AGE;
 
 impl Jwks {
     /// `certs_url` is the JWKS address; unknown kids refetch at most once per `min_interval`;

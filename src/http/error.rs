@@ -109,6 +109,31 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// How error bodies are written: IAM's `{"message", "errors"}` or the Tenant Manager's v1
+/// `{"error", "details"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    Message,
+    ErrorDetails,
+}
+
+/// `{"message": m, "errors": [..]}` -> `{"error": m, "details": {"errors": [..]}}`.
+pub fn restyle(mut resp: Response) -> Response {
+    if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(&resp.body)
+        && let Some(msg) = m.remove("message")
+    {
+        let mut out = serde_json::Map::new();
+        out.insert("error".into(), msg);
+        if let Some(details) = m.remove("details") {
+            out.insert("details".into(), details);
+        } else if let Some(errors) = m.remove("errors") {
+            out.insert("details".into(), json!({ "errors": errors }));
+        }
+        resp.body = serde_json::to_vec(&serde_json::Value::Object(out)).unwrap_or_default();
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

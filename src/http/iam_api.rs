@@ -2,23 +2,41 @@
 //! renders `{"data": ...}`; errors go through the one mapping in `http::error`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::auth::Authenticator;
 use super::error::ApiError;
 use super::json::body;
 use super::message::{Request, Response};
+use super::ops::{HasOps, Ops, ops_routes};
 use super::router::{Params, Router};
-use crate::app::ops_routes;
+use crate::config::Config;
 use crate::iam::audit::{AuditView, PolicyVersionView};
 use crate::iam::evaluate::Decided;
 use crate::iam::model::*;
 use crate::iam::service::{listed, path_id};
-use crate::iam::{Caller, IamCtx, IamError};
+use crate::iam::{Caller, Iam, IamError};
 use crate::policy::{Krn, Outcome};
 use crate::storage::PolicyRecord;
 
 type R = Result<Response, ApiError>;
+
+/// Everything an IAM handler can reach.
+pub struct IamCtx {
+    pub ops: Arc<Ops>,
+    pub config: Arc<Config>,
+    pub iam: Arc<Iam>,
+    /// Token checks; `None` when security is off.
+    pub auth: Option<Authenticator>,
+}
+
+impl HasOps for IamCtx {
+    fn ops(&self) -> &Ops {
+        &self.ops
+    }
+}
 
 impl From<IamError> for ApiError {
     fn from(e: IamError) -> ApiError {

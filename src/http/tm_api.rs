@@ -1,26 +1,59 @@
 //! The Tenant Manager's `/api/v1` surface in Kaa's v1 style: snake_case JSON, lists as
 //! `{"count", "results"}` with `offset`/`limit` (default 50, `0` = all), errors as
-//! `{"error", "details"}` (the App restyles every error body).
+//! `{"error", "details"}` (`http::api::Api` restyles every error body).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::auth::Authenticator;
 use super::error::ApiError;
 use super::message::{Request, Response};
+use super::ops::{HasOps, Ops, ops_routes};
+use super::realm_auth::{RealmAuths, token_issuer};
 use super::router::{Params, Router};
-use crate::app::ops_routes;
+use crate::clients::uma::UmaClient;
 use crate::clock::rfc3339_ms;
+use crate::config::Config;
 use crate::storage::{
     Change, KeycloakServerRecord, KeycloakServerStore, StorageError, TenantRecord,
 };
-use crate::tenants::TenantCtx;
 use crate::tenants::catalog::{KINDS, Kind};
 use crate::tenants::err::{TmError, storage};
+use crate::tenants::service::Tm;
 use crate::tenants::service::paging;
 use crate::tenants::users::changed_fields;
+use crate::tenants::worker::Signal;
 
 type R = Result<Response, ApiError>;
+
+/// Everything a Tenant Manager handler can reach.
+pub struct TenantCtx {
+    pub ops: Arc<Ops>,
+    pub config: Arc<Config>,
+    pub tm: Arc<Tm>,
+    /// Wakes the workers and the outbox publisher after a write.
+    pub signal: Arc<Signal>,
+    /// Token and scope checks (security on): tokens of the system realm, scopes of
+    /// `kaa-system` decided by Keycloak.
+    pub auth: Option<TmAuth>,
+}
+
+pub struct TmAuth {
+    pub tokens: Authenticator,
+    pub scopes: UmaClient,
+    /// The system realm's issuer (`security.issuer.public-url`).
+    pub issuer: String,
+    /// Tenant realms' tokens, accepted by `GET /audit` only (a tenant's administrator).
+    pub realms: RealmAuths,
+}
+
+impl HasOps for TenantCtx {
+    fn ops(&self) -> &Ops {
+        &self.ops
+    }
+}
 
 /// The caller must hold `scope` on `kaa-system` (security on); every endpoint but the public
 /// config and the operational routes calls this first. The writes that follow are audited as
@@ -551,7 +584,7 @@ fn delete_server(c: &TenantCtx, req: &Request, p: &Params) -> R {
 /// caller with `kaa:tenant:audit:read` on `kaa-system`), or only its own tenant's (a token of
 /// the tenant's realm with `tenant:audit:read` on its `tenant-system`).
 fn audit_reader(c: &TenantCtx, req: &Request) -> Result<Option<String>, ApiError> {
-    use crate::tenants::audit::{SYSTEM_SCOPE, TENANT_SCOPE, token_issuer};
+    use crate::tenants::audit::{SYSTEM_SCOPE, TENANT_SCOPE};
     let Some(auth) = &c.auth else {
         guard(c, req, SYSTEM_SCOPE)?;
         return Ok(None);

@@ -34,13 +34,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::clock::now_ms;
-use crate::config::{self, ServiceKind};
 use crate::policy::{Outcome, PolicyDocument};
 use crate::storage::{BulkCount, BulkStore, Database, GroupRecord, NewPolicy, UserRecord};
 
@@ -1130,7 +1128,8 @@ pub fn generate(db: &Database, opts: &Options) -> Result<Report, String> {
 
 // ------------------------------------------------------------------------------ command line
 
-const USAGE: &str = "usage: iam generate [--tenant T] [--users N] [--groups N] [--policies N] \
+/// `iam generate --help`.
+pub const USAGE: &str = "usage: iam generate [--tenant T] [--users N] [--groups N] [--policies N] \
 [--statements N] [--seed S] [--per-tx N] [--samples N] [--batch N] [--requests PREFIX]
 [--export FILE]
 
@@ -1275,47 +1274,6 @@ pub fn print_report(out: &mut impl Write, r: &Report, target: &str) -> std::io::
         r.elapsed.as_secs_f64(),
         per_second(r.rows(), r.elapsed)
     )
-}
-
-/// `iam generate ...`: exit 0 when written, 1 on a storage failure, 2 on bad usage.
-pub fn main(args: &[String]) -> ExitCode {
-    let opts = match parse_args(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("iam generate: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let loaded = match config::load_from_env(ServiceKind::Iam) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    crate::logging::init(loaded.config.service.debug);
-    let db = match Database::open(&loaded.config.storage) {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("iam generate: storage: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match generate(&db, &opts) {
-        Ok(report) => {
-            let mut out = std::io::stdout().lock();
-            let _ = print_report(&mut out, &report, &db.describe());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("iam generate: {e}");
-            ExitCode::from(1)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -23,13 +23,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::provision::{Plan, ProvisionError, Provisioner};
 use crate::clients::keycloak::{KeycloakAdmin, KeycloakError, object_id};
-use crate::storage::{KeycloakServerRecord, TenantRecord};
+use crate::storage::TenantRecord;
 
 /// Name of the role policy of a realm role.
 pub fn policy_name(role: &str) -> String {
@@ -219,20 +218,6 @@ enum Mode {
 }
 
 impl KeycloakProvisioner {
-    pub fn new(
-        server: &KeycloakServerRecord,
-        timeout: Duration,
-        installation: &str,
-    ) -> Result<Self, ProvisionError> {
-        let kc = KeycloakAdmin::for_server(server, timeout)
-            .map_err(|e| ProvisionError::Fatal(format!("keycloak: {e}")))?;
-        Ok(KeycloakProvisioner::with_client(
-            server.id,
-            Arc::new(kc),
-            installation,
-        ))
-    }
-
     pub fn with_client(
         server_id: i64,
         kc: Arc<KeycloakAdmin>,

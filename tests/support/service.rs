@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kaa::app::Ops;
 use kaa::config::{self, ServiceKind, StorageSettings};
 use kaa::http::metrics::Metrics;
+use kaa::http::ops::Ops;
 use kaa::http::server::{Server, ServerConfig, ShutdownHandle};
 use kaa::storage::Database;
 
@@ -60,7 +60,7 @@ pub fn start_iam(storage: &StorageSettings, iam_yaml: &str) -> Running {
         server: OnceLock::new(),
         scrape: OnceLock::new(),
     });
-    let handler = kaa::iam::build(&cfg, &ops).unwrap();
+    let handler = kaa::app::iam::build(&cfg, &ops).unwrap();
     let server = Server::bind(
         ServerConfig {
             workers: 4,
@@ -102,7 +102,7 @@ impl Drop for RunningTm {
 }
 
 /// Start the Tenant Manager over `storage` with the config `yaml` (may be empty): bootstrap,
-/// task workers, API, as `kaa::tenants::build` wires them.
+/// task workers, API, as `kaa::app::tenant_manager::build` wires them.
 pub fn start_tm(storage: &StorageSettings, yaml: &str) -> RunningTm {
     let env = std::collections::BTreeMap::new();
     let dir = std::env::temp_dir().join(super::unique("kaa-tm-cfg"));
@@ -129,7 +129,7 @@ pub fn start_tm(storage: &StorageSettings, yaml: &str) -> RunningTm {
         server: OnceLock::new(),
         scrape: OnceLock::new(),
     });
-    let (handler, signal) = kaa::tenants::build_with_signal(&cfg, &ops).unwrap();
+    let (handler, signal) = kaa::app::tenant_manager::build_with_signal(&cfg, &ops).unwrap();
     let server = Server::bind(
         ServerConfig {
             workers: 4,

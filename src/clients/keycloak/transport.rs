@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::storage::KeycloakServerRecord;
-
 /// Largest successful answer read (user and role lists included).
 const MAX_BODY_BYTES: u64 = 8 << 20;
 /// Bytes of an error answer read; the message keeps at most `EXCERPT_CHARS` of it.
@@ -232,34 +230,6 @@ impl KeycloakAdmin {
             token: Mutex::new(None),
             token_fetches: AtomicU64::new(0),
         }
-    }
-
-    /// The client of a registered server: its URL, admin realm and credentials (a username and
-    /// password win over a client id and secret).
-    pub fn for_server(s: &KeycloakServerRecord, timeout: Duration) -> Result<KeycloakAdmin> {
-        let credentials = match (&s.username, &s.password, &s.client_id, &s.client_secret) {
-            (Some(u), Some(p), _, _) => AdminCredentials::Password {
-                username: u.clone(),
-                password: p.clone(),
-            },
-            (_, _, Some(c), Some(cs)) => AdminCredentials::Client {
-                client_id: c.clone(),
-                client_secret: cs.clone(),
-            },
-            _ => {
-                return Err(KeycloakError::Unauthorized(format!(
-                    "Keycloak server {} (`{}`) has no admin credentials (username and password, \
-                     or client id and secret)",
-                    s.id, s.url
-                )));
-            }
-        };
-        let realm = if s.admin_realm.is_empty() {
-            "master"
-        } else {
-            &s.admin_realm
-        };
-        Ok(KeycloakAdmin::new(&s.url, realm, credentials, timeout))
     }
 
     pub fn base_url(&self) -> &str {
