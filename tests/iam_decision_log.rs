@@ -712,6 +712,46 @@ fn a_blocked_destination_drops_and_counts_lines() {
 
 /// With security on, replaying needs the right `/evaluate` needs to decide for the logged
 /// principal (`iam:user:evaluate` on it), unless the principal is the caller.
+/// A log rotation that moves the file away (`logrotate`'s default `create`) or deletes it: the
+/// lines after it go to a new file at the configured path, none is lost or written to the old
+/// one, and no signal is needed.
+#[test]
+fn a_rotated_log_file_is_followed() {
+    let dir = support::TempDir::new();
+    let path = dir.0.join("decisions.log");
+    let svc = start(
+        &support::sqlite_settings(&dir),
+        &format!("    mode: all\n    destination: {}\n", path.display()),
+    );
+    let a = svc.addr;
+    seed(a);
+    assert_eq!(decide(a, "svc:thing:read", &thing("one"), "before"), 200);
+    flushed(a, &path, "m1");
+    let moved = dir.0.join("decisions.log.1");
+    std::fs::rename(&path, &moved).unwrap();
+    assert_eq!(
+        decide(a, "svc:thing:read", &thing("two"), "after-move"),
+        200
+    );
+    let new = flushed(a, &path, "m2");
+    assert_eq!(ids(&new), ["after-move"], "{new:?}");
+    let old = lines_of(&moved);
+    let old_ids: Vec<&str> = old.iter().filter_map(|l| l["requestID"].as_str()).collect();
+    assert_eq!(
+        old_ids,
+        ["before", "m1"],
+        "the moved file keeps what it had, nothing more"
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        decide(a, "svc:thing:read", &thing("three"), "after-delete"),
+        200
+    );
+    let again = flushed(a, &path, "m3");
+    assert_eq!(ids(&again), ["after-delete"], "{again:?}");
+    assert_eq!(counter(a, "iam_decision_log_dropped_total"), 0);
+}
+
 #[test]
 fn replaying_needs_the_right_to_evaluate() {
     use support::keycloak::{Keycloak, Mint};

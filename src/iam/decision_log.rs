@@ -420,6 +420,10 @@ fn write_lines(q: &Queue, destination: &Destination) {
         let result = match destination {
             Destination::Stdout => write_batch(&mut std::io::stdout().lock(), &batch),
             Destination::File(path) => {
+                if file.as_ref().is_some_and(|f| rotated(f, path)) {
+                    // Moved or deleted by a log rotation: go on in a new file at the path.
+                    file = None;
+                }
                 if file.is_none() {
                     match std::fs::OpenOptions::new()
                         .create(true)
@@ -463,6 +467,19 @@ fn write_lines(q: &Queue, destination: &Destination) {
                 }
             }
         }
+    }
+}
+
+/// Whether the file open for writing is no longer the one at `path` (renamed or deleted by a
+/// log rotation, so that `logrotate`'s default `create` works without a signal; with
+/// `copytruncate` the file stays the same and appends go on at its new end).
+fn rotated(open: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (open.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        (Ok(_), Err(_)) => true,
+        // The open file cannot be asked: keep it, a write error reopens it.
+        (Err(_), _) => false,
     }
 }
 
