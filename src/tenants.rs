@@ -6,7 +6,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod catalog;
 pub mod err;
-pub mod keycloak;
+pub mod keycloak_provisioner;
 pub mod limits;
 pub mod provision;
 pub mod service;

@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 
 use kaa::tenants::bootstrap::{ROLES, SCOPES};
-use kaa::tenants::keycloak::{permission_name, policy_name};
+use kaa::tenants::keycloak_provisioner::{permission_name, policy_name};
 use serde_json::{Value, json};
 use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
 use support::proc::{Resp, call_json};

@@ -18,7 +18,7 @@ use kaa::clients::nats::{NatsClient, NatsSubscription};
 use kaa::clients::oidc::{Jwks, KeyLookup};
 use kaa::clients::tle::LifecycleEvent;
 use kaa::tenants::bootstrap::{ROLES, SCOPES};
-use kaa::tenants::keycloak::{permission_name, policy_name};
+use kaa::tenants::keycloak_provisioner::{permission_name, policy_name};
 use serde_json::{Value, json};
 use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
 use support::proc::{Resp, call_json, request};

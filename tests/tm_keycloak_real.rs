@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use kaa::clients::keycloak::{KeycloakAdmin, KeycloakError};
 use kaa::tenants::bootstrap::{ROLES, SCOPES};
-use kaa::tenants::keycloak::{permission_name, policy_name};
+use kaa::tenants::keycloak_provisioner::{permission_name, policy_name};
 use serde_json::{Value, json};
 use support::RealKeycloak;
 use support::proc::{Resp, call_json_with};
@@ -539,7 +539,7 @@ fn a_realm_made_outside_the_tenant_manager_stays_untouched_on_the_real_keycloak(
     assert_eq!(rep["displayName"], "made by hand");
     assert!(
         rep["attributes"]
-            .get(kaa::tenants::keycloak::MARK_TENANT)
+            .get(kaa::tenants::keycloak_provisioner::MARK_TENANT)
             .is_none(),
         "{rep}"
     );

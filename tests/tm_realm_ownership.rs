@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kaa::clients::keycloak::{AdminCredentials, KeycloakAdmin};
-use kaa::tenants::keycloak::{MARK_INSTALLATION, MARK_TENANT};
+use kaa::tenants::keycloak_provisioner::{MARK_INSTALLATION, MARK_TENANT};
 use serde_json::{Value, json};
 use support::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
 use support::proc::{Resp, call_json};

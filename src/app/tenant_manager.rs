@@ -20,7 +20,7 @@ use crate::http::realm_auth::RealmAuths;
 use crate::http::server::Handler;
 use crate::http::tm_api::{TenantCtx, TmAuth};
 use crate::storage::KeycloakServerRecord;
-use crate::tenants::keycloak::KeycloakProvisioner;
+use crate::tenants::keycloak_provisioner::KeycloakProvisioner;
 use crate::tenants::provision::{LocalProvisioner, ProvisionError, Provisioner, Provisioners};
 use crate::tenants::service::{self, Tm, TmSettings};
 use crate::tenants::worker::{self, Signal};
