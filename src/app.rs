@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::config::{self, Config, ServiceKind};
-use crate::http::error::{ErrorStyle, restyle};
+use crate::http::error::{ApiError, ErrorStyle};
 use crate::http::message::{Request, Response};
 use crate::http::metrics::Metrics;
 use crate::http::ops::{Ops, is_probe};
@@ -372,15 +372,6 @@ impl Gate {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    fn refuse(&self, status: u16, message: &str) -> Response {
-        let resp = Response::error(status, message);
-        if self.style == ErrorStyle::ErrorDetails {
-            restyle(resp)
-        } else {
-            resp
-        }
-    }
-
     /// Before the service is wired.
     fn starting(&self, req: &Request) -> Response {
         if req.method == "GET" && req.path == "/health" {
@@ -401,19 +392,24 @@ impl Gate {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         if req.method == "GET" && req.path == "/health/ready" {
-            return self.refuse(503, &format!("not ready: {why}"));
+            return self.style.refuse(503, &format!("not ready: {why}"));
         }
-        self.refuse(
-            503,
-            &format!("the service is starting ({why}): try again shortly"),
+        self.style.render(
+            ApiError::unavailable(format!(
+                "the service is starting ({why}): try again shortly"
+            ))
+            .with_header("Retry-After", "5"),
         )
-        .with_header("Retry-After", "5")
     }
 }
 
 impl Handler for Gate {
     fn inline(&self, req: &Request) -> bool {
         is_probe(req) || self.service.get().is_none_or(|s| s.inline(req))
+    }
+
+    fn error(&self, status: u16, message: &str) -> Response {
+        self.style.refuse(status, message)
     }
 
     fn handle(&self, req: Request) -> Response {
@@ -424,7 +420,7 @@ impl Handler for Gate {
             return service.handle(req);
         }
         if req.method == "GET" && req.path == "/health/ready" {
-            return self.refuse(503, "not ready: shutting down");
+            return self.style.refuse(503, "not ready: shutting down");
         }
         // Clients holding a connection open come back on another replica.
         service.handle(req).with_header("Connection", "close")

@@ -12,6 +12,7 @@ use std::sync::{Arc, Barrier, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use kaa::http::error::ErrorStyle;
 use kaa::http::message::{Request, Response};
 use kaa::http::server::{
     Handler, Server, ServerConfig, ServerStats, ShutdownHandle, ShutdownReport,
@@ -807,7 +808,7 @@ fn handlers_get_a_stack_deep_enough_for_serde_json() {
     let server = Running::start(config(), |req: Request| {
         match serde_json::from_slice::<serde_json::Value>(&req.body) {
             Ok(_) => Response::new(204),
-            Err(e) => Response::error(400, &e.to_string()),
+            Err(e) => ErrorStyle::Message.refuse(400, &e.to_string()),
         }
     });
     let mut client = server.client();

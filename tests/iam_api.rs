@@ -1845,3 +1845,106 @@ fn postgres_kaa_client_calls() {
     let svc = support::service::start_iam(&pg.storage(), CONFIG);
     kaa_client_calls(svc.addr);
 }
+
+/// The keys of an error body, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// What the connection layer and the router refuse comes in IAM's shape (`{"message"}`), as
+/// the handlers' errors do.
+#[test]
+fn connection_layer_errors_come_in_iams_shape() {
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), CONFIG);
+    let a = svc.addr;
+    // A body over the 1 MiB limit: the server's 413.
+    let big = vec![b' '; (1 << 20) + 1];
+    let r = request(
+        a,
+        "POST",
+        "/api/v1/users",
+        &[("Content-Type", "application/json")],
+        &big,
+        CALL_TIMEOUT,
+    )
+    .unwrap();
+    let e = expect(&r, 413);
+    assert_eq!(keys(&e), ["message"], "{e}");
+    assert_eq!(e["message"], "request body too large");
+    // An unknown path: the router's 404; a known one with another method: 405 with Allow.
+    let e = expect(&call_json(a, "GET", "/api/v1/nowhere", None), 404);
+    assert_eq!(keys(&e), ["message"], "{e}");
+    assert!(message_of(&e).contains("/api/v1/nowhere"), "{e}");
+    let r = call_json(a, "DELETE", "/api/v1/evaluate", None);
+    let e = expect(&r, 405);
+    assert_eq!(keys(&e), ["message"], "{e}");
+    assert!(r.header("allow").is_some_and(|v| v.contains("POST")));
+    // A handler's 400 with its problems listed.
+    let e = expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/groups",
+            Some(&json!({"tenantID": "t1"})),
+        ),
+        400,
+    );
+    assert!(e["message"].is_string() && e.get("error").is_none(), "{e}");
+}
+
+fn message_of(e: &Value) -> &str {
+    e["message"].as_str().unwrap_or("")
+}
+
+/// A stale version: 412 when `If-Match` names it (a failed precondition), 409 when the body's
+/// `version` does (a conflict of state); either way nothing changes.
+#[test]
+fn stale_versions_are_412_under_if_match_and_409_in_the_body() {
+    let dir = support::TempDir::new();
+    let svc = support::service::start_iam(&support::sqlite_settings(&dir), CONFIG);
+    let a = svc.addr;
+    expect(
+        &call_json(
+            a,
+            "POST",
+            "/api/v1/groups",
+            Some(&json!({"name": "ops", "tenantID": "t1"})),
+        ),
+        201,
+    );
+    let path = format!("/api/v1/groups/{}", id("krn:iam:t1::group/ops"));
+    let patch = |headers: &[(&str, &str)], body: Value| {
+        call_json_with(a, "PATCH", &path, None, headers, Some(&body), CALL_TIMEOUT).unwrap()
+    };
+    let r = patch(&[("If-Match", "\"1\"")], json!({"displayName": "Ops"}));
+    assert_eq!(expect(&r, 200)["data"]["version"], 2);
+    let e = expect(
+        &patch(&[("If-Match", "\"1\"")], json!({"displayName": "x"})),
+        412,
+    );
+    assert_eq!(keys(&e), ["message"], "{e}");
+    let e = expect(&patch(&[], json!({"displayName": "x", "version": 1})), 409);
+    assert_eq!(keys(&e), ["message"], "{e}");
+    // Both sent and agreeing on a stale version: the header decides, 412.
+    expect(
+        &patch(
+            &[("If-Match", "1")],
+            json!({"displayName": "x", "version": 1}),
+        ),
+        412,
+    );
+    // Disagreeing: 400.
+    expect(
+        &patch(
+            &[("If-Match", "2")],
+            json!({"displayName": "x", "version": 1}),
+        ),
+        400,
+    );
+    let g = expect(&call_json(a, "GET", &path, None), 200);
+    assert_eq!(g["data"]["version"], 2);
+    assert_eq!(g["data"]["displayName"], "Ops");
+}

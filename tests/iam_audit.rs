@@ -177,13 +177,13 @@ fn every_write_is_recorded(a: SocketAddr) {
         (Some(1), Some(2)),
     );
     assert_eq!(fields(&r), ["statements"]);
-    // A replace naming a stale version fails: nothing recorded.
+    // A replace naming a stale version in its body fails with 409: nothing recorded.
     refused(
         a,
         "PUT",
         &format!("/api/v1/policies/{}", path_id(&readers)),
         json!({"statements": statements("svc:thing:read"), "version": 1}),
-        412,
+        409,
     );
     refused(
         a,
@@ -706,7 +706,7 @@ fn history_and_restore(a: SocketAddr) {
 
     // Restore version 1 while the policy is at 3, expecting 2: refused, nothing written.
     let restore = format!("/api/v1/policies/{}/versions/1/restore", path_id(&p));
-    refused(a, "POST", &restore, json!({"version": 2}), 412);
+    refused(a, "POST", &restore, json!({"version": 2}), 409);
     let (out, added) = write(a, "POST", &restore, json!({"version": 3}), 200);
     assert_eq!(out["data"]["version"], 4);
     assert_eq!(out["data"]["description"], "first");

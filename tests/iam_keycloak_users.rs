@@ -241,7 +241,7 @@ fn a_user_is_a_keycloak_user_of_the_tenants_realm_and_follows_it() {
     assert!(!kc_bob.enabled);
     assert_eq!(kc_bob.representation["lastName"], "Builder");
     let r = w.call("PATCH", &path, Some(json!({"enabled": true, "version": 1})));
-    assert_eq!(r.status, 412, "{}", text(&r));
+    assert_eq!(r.status, 409, "{}", text(&r));
     assert!(
         !w.kc_user("bob").unwrap().enabled,
         "a stale update changes Keycloak too"

@@ -154,9 +154,9 @@ fn policy_path(name: &str) -> String {
 
 /// Clients replace the same two policies in opposite orders at once, so concurrent grouped
 /// commits lock their rows in opposite orders: every replacement that asked for no particular
-/// version is answered 200 (never a spurious 412; a group PostgreSQL aborts runs again write by
-/// write), none is lost (each policy's version counts every 200 it got), and the replica decides
-/// as the database says. The same for unconditional PATCHes of one user.
+/// version is answered 200 (never a spurious 409 or 412; a group PostgreSQL aborts runs again
+/// write by write), none is lost (each policy's version counts every 200 it got), and the replica
+/// decides as the database says. The same for unconditional PATCHes of one user.
 fn opposite_order_replacements_all_land(storage: &StorageSettings) {
     let one = support::service::start_iam(storage, "");
     for name in ["x", "y"] {

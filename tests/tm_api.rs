@@ -13,7 +13,7 @@ use kaa::clients::nats::NatsClient;
 use kaa::clients::tle::LifecycleEvent;
 use kaa::storage::{Database, NewTask, TaskStore, TenantRecord, TenantStore};
 use serde_json::{Value, json};
-use support::proc::{self, Resp, call_json, request};
+use support::proc::{self, CALL_TIMEOUT, Resp, call_json, request};
 
 const TM: &str = env!("CARGO_BIN_EXE_tenant-manager");
 
@@ -1430,4 +1430,85 @@ fn subscriptions_expire_and_limits_are_checked_on_postgres() {
     };
     let env = pg_env(&pg);
     subscriptions_story(&refs(&env), 2);
+}
+
+/// The keys of an error body, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// What the connection layer and the router refuse comes in the Tenant Manager's shape
+/// (`{"error"}`, never IAM's `{"message"}`), as the handlers' errors do; and a stale version is
+/// answered as IAM answers it: 412 when `If-Match` names it, 409 when the body's `version`
+/// does, and nothing changes.
+#[test]
+fn connection_layer_errors_and_stale_versions_come_in_the_tenant_managers_shape() {
+    let dir = support::TempDir::new();
+    let svc = proc::start(TM, &dir.0, &[("SERVER_PORT", "0")]).unwrap();
+    let a = svc.addr;
+    // A body over the default 1 MiB limit: the server's 413.
+    let big = vec![b' '; (1 << 20) + 1];
+    let r = request(
+        a,
+        "POST",
+        "/api/v1/tenants",
+        &[("Content-Type", "application/json")],
+        &big,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let e = expect(&r, 413);
+    assert_eq!(keys(&e), ["error"], "{e}");
+    assert_eq!(e["error"], "request body too large");
+    let e = expect(&call_json(a, "GET", "/api/v1/nowhere", None), 404);
+    assert_eq!(keys(&e), ["error"], "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("/api/v1/nowhere"),
+        "{e}"
+    );
+    let r = call_json(a, "DELETE", "/api/v1/tenants", None);
+    let e = expect(&r, 405);
+    assert_eq!(keys(&e), ["error"], "{e}");
+    assert!(r.header("allow").is_some_and(|v| v.contains("POST")));
+
+    // Stale versions.
+    let r = call_json(a, "POST", "/api/v1/tenants", Some(&json!({"id": "acme"})));
+    expect(&r, 202);
+    let t = wait_status(a, "acme", "AVAILABLE");
+    let v = t["version"].as_i64().unwrap();
+    let path = "/api/v1/tenants/acme";
+    let patch = |headers: &[(&str, &str)], body: Value| {
+        proc::call_json_with(a, "PATCH", path, None, headers, Some(&body), CALL_TIMEOUT).unwrap()
+    };
+    let etag = format!("\"{v}\"");
+    let t = expect(
+        &patch(&[("If-Match", &etag)], json!({"display_name": "Acme"})),
+        200,
+    );
+    assert_eq!(t["version"], v + 1);
+    let e = expect(
+        &patch(&[("If-Match", &etag)], json!({"display_name": "x"})),
+        412,
+    );
+    assert_eq!(keys(&e), ["error"], "{e}");
+    let e = expect(&patch(&[], json!({"display_name": "x", "version": v})), 409);
+    assert_eq!(keys(&e), ["error"], "{e}");
+    expect(
+        &patch(&[("If-Match", "x")], json!({"display_name": "x"})),
+        400,
+    );
+    let e = expect(
+        &patch(
+            &[("If-Match", &etag)],
+            json!({"display_name": "x", "version": v + 1}),
+        ),
+        400,
+    );
+    assert_eq!(e["details"]["field"], "version", "{e}");
+    let t = expect(&call_json(a, "GET", path, None), 200);
+    assert_eq!(t["version"], v + 1);
+    assert_eq!(t["display_name"], "Acme");
+    assert!(svc.terminate(Duration::from_secs(10)).success());
 }

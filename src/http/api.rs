@@ -1,10 +1,11 @@
 //! The server-facing handler of one service's API: route the request, run its handler, write
-//! errors in the service's style, record the request's metrics.
+//! its errors (and the connection layer's) in the service's style, record the request's
+//! metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::error::{ErrorStyle, restyle};
+use super::error::ErrorStyle;
 use super::message::{Request, Response};
 use super::metrics::Metrics;
 use super::ops::is_probe;
@@ -78,12 +79,14 @@ impl<C: Send + Sync + 'static> Handler for Api<C> {
                 && self.router.is_inline(&req.method, &req.path)
     }
 
+    fn error(&self, status: u16, message: &str) -> Response {
+        self.style.refuse(status, message)
+    }
+
     fn handle(&self, req: Request) -> Response {
         let started = Instant::now();
-        let (mut resp, route) = self.router.dispatch(&self.ctx, &req);
-        if self.style == ErrorStyle::ErrorDetails && resp.status >= 400 {
-            resp = restyle(resp);
-        }
+        let (resp, route) = self.router.dispatch(&self.ctx, &req);
+        let resp = resp.unwrap_or_else(|e| self.style.render(e));
         self.metrics.observe_request(
             route,
             method_label(&req.method),

@@ -14,8 +14,7 @@ use jwt_simple::prelude::*;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::error::ApiError;
-use super::message::{Request, Response};
+use super::message::Request;
 use std::sync::Arc;
 
 use crate::clients::oidc::{Jwks, KeyLookup};
@@ -39,30 +38,6 @@ pub enum AuthError {
     /// The issuer's keys could not be fetched.
     #[error("cannot verify tokens right now: the issuer's keys are unavailable")]
     Unavailable,
-}
-
-/// 401 with the `WWW-Authenticate` challenge of RFC 6750, or 503 when keys are unavailable.
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> ApiError {
-        let code = match e {
-            AuthError::Unavailable => return ApiError::new(503, e.to_string()),
-            AuthError::Missing => None,
-            AuthError::Malformed => Some("invalid_request"),
-            AuthError::Invalid(_) => Some("invalid_token"),
-        };
-        let value = match code {
-            None => "Bearer realm=\"kaa\"".to_string(),
-            Some(code) => format!("Bearer realm=\"kaa\", error=\"{code}\""),
-        };
-        let mut err = ApiError::unauthorized(e.to_string());
-        err.headers.push(("WWW-Authenticate".into(), value));
-        err
-    }
-}
-
-/// The response for an authentication failure.
-pub fn challenge(e: AuthError) -> Response {
-    ApiError::from(e).into_response()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -365,16 +340,5 @@ mod tests {
             Some("kaa-iam"),
             &HashSet::new()
         ));
-    }
-
-    #[test]
-    fn challenges_carry_the_error_code() {
-        let resp = challenge(AuthError::Invalid("x".into()));
-        assert_eq!(resp.status, 401);
-        assert_eq!(
-            resp.header("www-authenticate"),
-            Some("Bearer realm=\"kaa\", error=\"invalid_token\"")
-        );
-        assert_eq!(challenge(AuthError::Unavailable).status, 503);
     }
 }

@@ -17,7 +17,7 @@ use crate::iam::audit::{AuditView, PolicyVersionView};
 use crate::iam::evaluate::Decided;
 use crate::iam::model::*;
 use crate::iam::service::{listed, path_id};
-use crate::iam::{Caller, Iam, IamError};
+use crate::iam::{Caller, Iam};
 use crate::policy::{Krn, Outcome};
 use crate::storage::PolicyRecord;
 
@@ -35,20 +35,6 @@ pub struct IamCtx {
 impl HasOps for IamCtx {
     fn ops(&self) -> &Ops {
         &self.ops
-    }
-}
-
-impl From<IamError> for ApiError {
-    fn from(e: IamError) -> ApiError {
-        match e {
-            IamError::Invalid(m, errors) => ApiError::invalid(m, errors),
-            IamError::NotFound(m) => ApiError::not_found(m),
-            IamError::Conflict(m) => ApiError::conflict(m),
-            IamError::Forbidden(m) => ApiError::forbidden(m),
-            IamError::Stale(m) => ApiError::new(412, m),
-            IamError::Unavailable(m) => ApiError::new(503, m),
-            IamError::Storage(s) => ApiError::from(s),
-        }
     }
 }
 
@@ -88,20 +74,9 @@ fn flag(req: &Request, name: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// `If-Match: "3"` (or `W/"3"`, or `3`): the version a write expects.
+/// The version a write expects, from `If-Match`.
 fn if_match(req: &Request) -> Result<Option<i64>, ApiError> {
-    match req.header("if-match") {
-        None => Ok(None),
-        Some(v) if v.trim() == "*" => Ok(None),
-        Some(v) => {
-            let t = v.trim().trim_start_matches("W/").trim_matches('"');
-            t.parse::<i64>().map(Some).map_err(|_| {
-                ApiError::bad_request(format!(
-                    "If-Match must hold the entity version as sent in ETag, got `{v}`"
-                ))
-            })
-        }
-    }
+    req.if_match().map_err(ApiError::bad_request)
 }
 
 fn data(status: u16, v: impl serde::Serialize, version: Option<i64>) -> Response {
@@ -163,9 +138,11 @@ fn get_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
 
 fn replace_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
+    let im = if_match(req)?;
     let rec = c
         .iam
-        .replace_policy(&who, id(p), body(req)?, if_match(req)?)?;
+        .replace_policy(&who, id(p), body(req)?, im)
+        .map_err(|e| ApiError::iam(e, im.is_some()))?;
     Ok(data(200, policy_view(c, &rec)?, Some(rec.version)))
 }
 
@@ -209,10 +186,12 @@ fn restore_policy_version(c: &IamCtx, req: &Request, p: &Params) -> R {
     } else {
         body::<RestoreBody>(req)?.version
     };
-    let expected = crate::iam::service::version_of(expected, if_match(req)?)?;
+    let im = if_match(req)?;
+    let expected = crate::iam::service::version_of(expected, im)?;
     let rec = c
         .iam
-        .restore_policy_version(&who, id(p), p.req("n"), expected)?;
+        .restore_policy_version(&who, id(p), p.req("n"), expected)
+        .map_err(|e| ApiError::iam(e, im.is_some()))?;
     Ok(data(200, policy_view(c, &rec)?, Some(rec.version)))
 }
 
@@ -286,7 +265,11 @@ fn get_user(c: &IamCtx, req: &Request, p: &Params) -> R {
 
 fn update_user(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
-    let rec = c.iam.update_user(&who, id(p), body(req)?, if_match(req)?)?;
+    let im = if_match(req)?;
+    let rec = c
+        .iam
+        .update_user(&who, id(p), body(req)?, im)
+        .map_err(|e| ApiError::iam(e, im.is_some()))?;
     Ok(data(200, UserView::from(&rec), Some(rec.version)))
 }
 
@@ -349,9 +332,11 @@ fn get_group(c: &IamCtx, req: &Request, p: &Params) -> R {
 
 fn update_group(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
+    let im = if_match(req)?;
     let rec = c
         .iam
-        .update_group(&who, id(p), body(req)?, if_match(req)?)?;
+        .update_group(&who, id(p), body(req)?, im)
+        .map_err(|e| ApiError::iam(e, im.is_some()))?;
     Ok(data(200, GroupView::from(&rec), Some(rec.version)))
 }
 
@@ -417,9 +402,11 @@ fn get_resource(c: &IamCtx, req: &Request, p: &Params) -> R {
 
 fn update_resource(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
+    let im = if_match(req)?;
     let rec = c
         .iam
-        .update_resource(&who, id(p), body(req)?, if_match(req)?)?;
+        .update_resource(&who, id(p), body(req)?, im)
+        .map_err(|e| ApiError::iam(e, im.is_some()))?;
     Ok(data(200, ResourceView::from(&rec), Some(rec.version)))
 }
 
@@ -448,9 +435,11 @@ fn get_resource_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
 
 fn put_resource_policy(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
+    let im = if_match(req)?;
     let rec = c
         .iam
-        .put_resource_policy(&who, id(p), body(req)?, if_match(req)?)?;
+        .put_resource_policy(&who, id(p), body(req)?, im)
+        .map_err(|e| ApiError::iam(e, im.is_some()))?;
     Ok(data(200, PolicyView::from(&rec), Some(rec.version)))
 }
 
@@ -475,7 +464,11 @@ fn get_pool(c: &IamCtx, req: &Request, p: &Params) -> R {
 
 fn update_pool(c: &IamCtx, req: &Request, p: &Params) -> R {
     let who = caller(c, req)?;
-    let (rec, members) = c.iam.update_pool(&who, id(p), body(req)?, if_match(req)?)?;
+    let im = if_match(req)?;
+    let (rec, members) = c
+        .iam
+        .update_pool(&who, id(p), body(req)?, im)
+        .map_err(|e| ApiError::iam(e, im.is_some()))?;
     Ok(data(200, PoolView::new(&rec, &members), Some(rec.version)))
 }
 

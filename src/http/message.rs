@@ -77,6 +77,21 @@ impl Request {
         m
     }
 
+    /// The version a write expects, from `If-Match: "3"` (or `W/"3"`, or `3`); `*` and no header
+    /// expect none. `Err` holds the message for a value that is not a version.
+    pub fn if_match(&self) -> Result<Option<i64>, String> {
+        match self.header("if-match") {
+            None => Ok(None),
+            Some(v) if v.trim() == "*" => Ok(None),
+            Some(v) => {
+                let t = v.trim().trim_start_matches("W/").trim_matches('"');
+                t.parse::<i64>().map(Some).map_err(|_| {
+                    format!("If-Match must hold the entity version as sent in ETag, got `{v}`")
+                })
+            }
+        }
+    }
+
     /// The first value of a query parameter.
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query_pairs()
@@ -152,11 +167,6 @@ impl Response {
             headers: vec![("Content-Type".into(), "application/json".into())],
             body,
         }
-    }
-
-    /// A JSON error body `{"message": ...}`.
-    pub fn error(status: u16, message: &str) -> Response {
-        Response::json(status, &serde_json::json!({ "message": message }))
     }
 
     pub fn text(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {

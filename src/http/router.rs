@@ -209,8 +209,9 @@ impl<C> Router<C> {
         Match::MethodNotAllowed { allow }
     }
 
-    /// Route and run; returns the response and the route pattern (for metrics labels).
-    pub fn dispatch(&self, ctx: &C, req: &Request) -> (Response, &'static str) {
+    /// Route and run; returns the response (or the error, for the caller to write in its
+    /// service's style) and the route pattern (for metrics labels).
+    pub fn dispatch(&self, ctx: &C, req: &Request) -> (Result<Response, ApiError>, &'static str) {
         match self.find(&req.method, &req.path) {
             Match::Found {
                 pattern,
@@ -223,28 +224,19 @@ impl<C> Router<C> {
                     &req.request_id,
                     req.remote.map(|r| r.to_string()),
                 );
-                let resp = handler(ctx, req, &params).unwrap_or_else(ApiError::into_response);
-                (resp, pattern)
+                (handler(ctx, req, &params), pattern)
             }
             Match::MethodNotAllowed { allow } => {
                 let mut allow = allow;
                 if allow.contains(&"GET") {
                     allow.push("HEAD");
                 }
-                let list = allow.join(", ");
-                let resp = ApiError::new(
-                    405,
-                    format!("method {} is not allowed here; allowed: {list}", req.method),
+                (
+                    Err(ApiError::method_not_allowed(req, &allow.join(", "))),
+                    "method_not_allowed",
                 )
-                .into_response()
-                .with_header("Allow", &list);
-                (resp, "method_not_allowed")
             }
-            Match::NotFound => (
-                ApiError::not_found(format!("no route for {} {}", req.method, req.path))
-                    .into_response(),
-                "not_found",
-            ),
+            Match::NotFound => (Err(ApiError::no_route(req)), "not_found"),
         }
     }
 }
@@ -252,6 +244,16 @@ impl<C> Router<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::error::ErrorStyle;
+
+    /// Route and run, errors written in IAM's style.
+    fn dispatch(r: &Router<()>, req: &Request) -> (Response, &'static str) {
+        let (resp, pattern) = r.dispatch(&(), req);
+        (
+            resp.unwrap_or_else(|e| ErrorStyle::Message.render(e)),
+            pattern,
+        )
+    }
 
     fn router() -> Router<()> {
         let mut r = Router::new();
@@ -271,13 +273,13 @@ mod tests {
     #[test]
     fn params_are_decoded_and_literals_beat_parameters() {
         let r = router();
-        let (resp, pattern) = r.dispatch(&(), &Request::new("GET", "/api/v1/users/a%2Fb%3D"));
+        let (resp, pattern) = dispatch(&r, &Request::new("GET", "/api/v1/users/a%2Fb%3D"));
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body, b"a/b=");
         assert_eq!(pattern, "/api/v1/users/{id}");
-        let (resp, _) = r.dispatch(&(), &Request::new("GET", "/api/v1/users/x/"));
+        let (resp, _) = dispatch(&r, &Request::new("GET", "/api/v1/users/x/"));
         assert_eq!(resp.body, b"x");
-        let (resp, pattern) = r.dispatch(&(), &Request::new("GET", "/api/v1/users/me"));
+        let (resp, pattern) = dispatch(&r, &Request::new("GET", "/api/v1/users/me"));
         assert_eq!(resp.body, b"me");
         assert_eq!(pattern, "/api/v1/users/me");
     }
@@ -285,7 +287,7 @@ mod tests {
     #[test]
     fn unknown_path_is_404_json_and_wrong_method_405_with_allow() {
         let r = router();
-        let (resp, _) = r.dispatch(&(), &Request::new("GET", "/nope"));
+        let (resp, _) = dispatch(&r, &Request::new("GET", "/nope"));
         assert_eq!(resp.status, 404);
         // Empty segments name no route: a proxy rule on a path cannot be passed by rewriting it.
         for odd in [
@@ -295,24 +297,24 @@ mod tests {
             "api/v1/users/me",
             "/api/v1/users/me//",
         ] {
-            let (resp, _) = r.dispatch(&(), &Request::new("GET", odd));
+            let (resp, _) = dispatch(&r, &Request::new("GET", odd));
             assert_eq!(resp.status, 404, "{odd}");
         }
         assert!(String::from_utf8_lossy(&resp.body).contains("\"message\""));
-        let (resp, _) = r.dispatch(&(), &Request::new("PUT", "/api/v1/users/x"));
+        let (resp, _) = dispatch(&r, &Request::new("PUT", "/api/v1/users/x"));
         assert_eq!(resp.status, 405);
         assert_eq!(resp.header("allow"), Some("GET, DELETE, HEAD"));
-        let (resp, _) = r.dispatch(&(), &Request::new("HEAD", "/api/v1/users/x"));
+        let (resp, _) = dispatch(&r, &Request::new("HEAD", "/api/v1/users/x"));
         assert_eq!(resp.status, 200);
         // A literal path with another method is 405, not a parameter route's 404.
-        let (resp, _) = r.dispatch(&(), &Request::new("DELETE", "/api/v1/users/me"));
+        let (resp, _) = dispatch(&r, &Request::new("DELETE", "/api/v1/users/me"));
         assert_eq!(resp.status, 405);
         assert_eq!(resp.header("allow"), Some("GET, HEAD"));
     }
 
     #[test]
     fn handler_errors_become_json() {
-        let (resp, _) = router().dispatch(&(), &Request::new("GET", "/fail"));
+        let (resp, _) = dispatch(&router(), &Request::new("GET", "/fail"));
         assert_eq!(resp.status, 409);
         assert_eq!(resp.body, br#"{"message":"nope"}"#);
     }

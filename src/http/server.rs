@@ -12,9 +12,10 @@
 //!   runtime's thread; every other one takes one of `workers` slots (a fair semaphore: in
 //!   arrival order, waiting at most `queue_timeout`) and runs on a blocking thread, so that its
 //!   waiting on storage or another service never stalls connection I/O;
-//! * what users see: JSON `{"message"}` errors for what this layer refuses, `X-Request-Id` on
-//!   every answer, `Connection` stated on every answer, a plain 500 for a handler that panics,
-//!   one access-log line per exchange (target `access`), and a graceful shutdown.
+//! * what users see: JSON errors for what this layer refuses, in the service's style
+//!   ([`Handler::error`], `http::error`), `X-Request-Id` on every answer, `Connection` stated on
+//!   every answer, a 500 for a handler that panics, one access-log line per exchange (target
+//!   `access`), and a graceful shutdown.
 //!
 //! Heads that hyper cannot parse are answered by hyper itself (400, 431, 414) with no body.
 
@@ -38,6 +39,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Semaphore, watch};
 
+use super::error::ErrorStyle;
 use super::message::{Request, Response};
 
 /// Header fields a request may carry at most (more: 431 by hyper).
@@ -61,6 +63,12 @@ pub trait Handler: Send + Sync + 'static {
     /// such a request is handled on the connection's I/O thread without a hand-off.
     fn inline(&self, _req: &Request) -> bool {
         false
+    }
+
+    /// The answer to a request this server refuses itself (a body too large, a timeout, no
+    /// worker slot, a handler that panicked), in the service's error style; IAM's by default.
+    fn error(&self, status: u16, message: &str) -> Response {
+        ErrorStyle::Message.refuse(status, message)
     }
 }
 
@@ -346,7 +354,7 @@ impl Shared {
                     "request {request_id}: handler returned status {}",
                     resp.status
                 );
-                Response::error(500, MSG_INTERNAL)
+                self.handler.error(500, MSG_INTERNAL)
             }
             Err(payload) => {
                 self.counters.handler_panics.fetch_add(1, Ordering::Relaxed);
@@ -356,7 +364,7 @@ impl Shared {
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic payload".to_string());
                 log::error!("request {request_id}: handler panicked: {what}");
-                Response::error(500, MSG_INTERNAL)
+                self.handler.error(500, MSG_INTERNAL)
             }
         }
     }
@@ -563,10 +571,11 @@ async fn reject(shared: Arc<Shared>, stream: tokio::net::TcpStream, remote: Sock
         shared.config.read_timeout,
         shared.config.write_timeout,
     );
+    let handler = Arc::clone(&shared.handler);
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
         let start = Instant::now();
         let request_id = pick_request_id(req.headers());
-        let resp = Response::error(503, "too many connections").with_header("Retry-After", "1");
+        let resp = handler.error(503, "too many connections");
         let logged = Logged {
             request_id: &request_id,
             remote,
@@ -775,7 +784,7 @@ async fn exchange(
         start,
     };
     let fail = |status: u16, message: &str| {
-        let resp = Response::error(status, message);
+        let resp = shared.handler.error(status, message);
         access_log(&logged, status, sent_bytes(&resp, head_only));
         Ok(to_hyper(resp, &request_id, false, head_only))
     };
@@ -949,7 +958,7 @@ async fn run_in_slot(shared: &Arc<Shared>, req: Request, request_id: &str) -> Op
         resp
     })
     .await;
-    Some(joined.unwrap_or_else(|_| Response::error(500, MSG_INTERNAL)))
+    Some(joined.unwrap_or_else(|_| shared.handler.error(500, MSG_INTERNAL)))
 }
 
 fn has_token(value: &str, token: &str) -> bool {

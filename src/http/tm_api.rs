@@ -1,6 +1,6 @@
 //! The Tenant Manager's `/api/v1` surface in Kaa's v1 style: snake_case JSON, lists as
 //! `{"count", "results"}` with `offset`/`limit` (default 50, `0` = all), errors as
-//! `{"error", "details"}` (`http::api::Api` restyles every error body).
+//! `{"error", "details"}` (written by `http::error` in the Tenant Manager's style).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,25 +91,6 @@ fn identify(tenant: &str, identity: &crate::iam::caller::Identity) {
         .filter(|u| !u.is_empty())
         .map(|u| format!("krn:iam:{tenant}::user/{u}"));
     crate::storage::audit::identify(principal, Some(identity.subject.clone()), tenant);
-}
-
-impl From<TmError> for ApiError {
-    fn from(e: TmError) -> ApiError {
-        match e {
-            TmError::Invalid(m, fields) => {
-                let mut err = ApiError::bad_request(m);
-                if let Some((field, message)) = fields.first() {
-                    err.details = Some(Box::new(json!({ "field": field, "message": message })));
-                }
-                err
-            }
-            TmError::NotFound(m) => ApiError::not_found(m),
-            TmError::Conflict(m) => ApiError::conflict(m),
-            TmError::Forbidden(m) => ApiError::forbidden(m),
-            TmError::Unavailable(m) => ApiError::new(503, m),
-            TmError::Storage(s) => ApiError::from(s),
-        }
-    }
 }
 
 fn query(req: &Request) -> HashMap<String, String> {
@@ -212,7 +193,10 @@ fn get_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
 
 fn update_tenant(c: &TenantCtx, req: &Request, p: &Params) -> R {
     guard(c, req, "kaa:tenant:update")?;
-    let t = c.tm.update_tenant(p.req("id"), &json_body(req)?)?;
+    let im = req.if_match().map_err(ApiError::bad_request)?;
+    let t =
+        c.tm.update_tenant(p.req("id"), &json_body(req)?, im)
+            .map_err(|e| ApiError::tm(e, im.is_some()))?;
     c.signal.notify();
     let status = if t.status == crate::tenants::service::UPDATING
         || t.status == crate::tenants::service::MOVING

@@ -21,6 +21,10 @@ pub enum IamError {
     /// A service IAM depends on (Keycloak, the Tenant Manager) failed; nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// A failure of IAM itself that is not storage's (hashing a password, a record that cannot
+    /// be read back); the detail is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -296,7 +296,7 @@ pub(crate) fn optional_text(field: &str, v: Option<&str>, max: usize) -> Result<
 }
 
 pub(crate) fn hash_password(pw: &str) -> Result<String, IamError> {
-    crate::password::hash(pw).map_err(|e| IamError::Storage(StorageError::Internal(e)))
+    crate::password::hash(pw).map_err(IamError::Internal)
 }
 
 /// Parse one id list, deduplicated, each of the expected entity type and tenant.

@@ -66,11 +66,8 @@ fn keycloak_change(p: &UserPatch, before: &UserRecord) -> (serde_json::Value, se
 /// A random (version 4) UUID, as Keycloak makes its user ids.
 fn random_uuid() -> Result<String, IamError> {
     let mut b = [0u8; 16];
-    openssl::rand::rand_bytes(&mut b).map_err(|e| {
-        IamError::Storage(crate::storage::StorageError::Internal(format!(
-            "no random bytes for a user id: {e}"
-        )))
-    })?;
+    openssl::rand::rand_bytes(&mut b)
+        .map_err(|e| IamError::Internal(format!("no random bytes for a user id: {e}")))?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();

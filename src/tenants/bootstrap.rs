@@ -106,11 +106,7 @@ pub fn installation_id(
         .ok()
         .and_then(|b| b.get("id").and_then(Value::as_str).map(str::to_string))
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| {
-            TmError::Storage(StorageError::Internal(
-                "the stored installation id is unreadable".into(),
-            ))
-        })
+        .ok_or_else(|| TmError::Internal("the stored installation id is unreadable".into()))
 }
 
 pub fn run(tm: &Tm) -> Result<(), TmError> {

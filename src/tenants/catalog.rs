@@ -408,8 +408,9 @@ impl Tm {
                 created_ms: 0,
                 updated_ms: 0,
             }),
-            (None, _) => Err(TmError::Storage(crate::storage::StorageError::Internal(
-                format!("{} `{id}` was not written", kind.kind),
+            (None, _) => Err(TmError::Internal(format!(
+                "{} `{id}` was not written",
+                kind.kind
             ))),
         }
     }
@@ -490,8 +491,8 @@ impl Tm {
 }
 
 fn view(e: &CatalogRecord) -> Result<Value, TmError> {
-    let mut v: Value = serde_json::from_str(&e.body)
-        .map_err(|err| TmError::Storage(crate::storage::StorageError::Internal(err.to_string())))?;
+    let mut v: Value =
+        serde_json::from_str(&e.body).map_err(|err| TmError::Internal(err.to_string()))?;
     if let Value::Object(m) = &mut v {
         m.insert("id".into(), Value::from(e.id.clone()));
         m.insert(

@@ -15,9 +15,16 @@ pub enum TmError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The entity is not at the version the request expected.
+    #[error("{0}")]
+    Stale(String),
     /// Keycloak failed or did not answer; nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// A failure of the Tenant Manager itself that is not storage's (randomness, hashing, a
+    /// catalogue entry that cannot be read); the detail is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -38,7 +45,7 @@ pub fn storage(e: StorageError, entity: &str, id: &str) -> TmError {
     match e {
         StorageError::NotFound => TmError::NotFound(format!("{entity} `{id}` not found")),
         StorageError::Conflict(_) => TmError::Conflict(format!("{entity} `{id}` already exists")),
-        StorageError::Stale => TmError::Conflict(format!(
+        StorageError::Stale => TmError::Stale(format!(
             "{entity} `{id}` changed meanwhile: read it again and retry"
         )),
         other => TmError::Storage(other),

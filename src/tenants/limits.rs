@@ -152,10 +152,10 @@ impl Tm {
             Some(e) => match serde_json::from_str(&e.body) {
                 Ok(Value::Object(m)) => Some(Subscription::from_body(&e.id, &m)),
                 _ => {
-                    return Err(TmError::Storage(StorageError::Internal(format!(
+                    return Err(TmError::Internal(format!(
                         "{KIND} `{}`: the stored body is not a JSON object",
                         e.id
-                    ))));
+                    )));
                 }
             },
         })

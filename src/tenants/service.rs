@@ -195,8 +195,7 @@ pub fn pick_server(default: Option<i64>, counts: &[(i64, i64)], max_realms: i64)
 /// `count` random bytes as lowercase hex, from OpenSSL's CSPRNG.
 pub fn random_hex(count: usize) -> Result<String, TmError> {
     let mut buf = vec![0u8; count];
-    openssl::rand::rand_bytes(&mut buf)
-        .map_err(|e| TmError::Storage(StorageError::Internal(format!("random: {e}"))))?;
+    openssl::rand::rand_bytes(&mut buf).map_err(|e| TmError::Internal(format!("random: {e}")))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -286,9 +285,8 @@ pub type TenantUsersOf = (
 impl Tm {
     fn body(&self, kind: &str, id: &str) -> Result<Value, TmError> {
         let e = self.db.get_entry(kind, id)?;
-        serde_json::from_str(&e.body).map_err(|err| {
-            TmError::Storage(StorageError::Internal(format!("{kind} `{id}`: {err}")))
-        })
+        serde_json::from_str(&e.body)
+            .map_err(|err| TmError::Internal(format!("{kind} `{id}`: {err}")))
     }
 
     fn bodies(&self, kind: &str) -> Result<Vec<Value>, TmError> {
@@ -296,9 +294,8 @@ impl Tm {
             .list_entries(kind)?
             .iter()
             .map(|e| {
-                serde_json::from_str(&e.body).map_err(|err| {
-                    TmError::Storage(StorageError::Internal(format!("{kind} `{}`: {err}", e.id)))
-                })
+                serde_json::from_str(&e.body)
+                    .map_err(|err| TmError::Internal(format!("{kind} `{}`: {err}", e.id)))
             })
             .collect()
     }
@@ -322,6 +319,9 @@ impl Tm {
     }
 
     /// The `updated` event of a tenant, for writes that find their tenants in the transaction.
+    /// It is made inside a storage transaction, whose steps can only fail with a storage error:
+    /// a failure to make it (no random bytes for its id) aborts the transaction as an internal
+    /// one.
     pub fn updated_event(&self, tenant: &str) -> Result<Option<OutboxEvent>, StorageError> {
         self.event(LifecycleKind::Updated, tenant)
             .map_err(|e| match e {
@@ -696,8 +696,14 @@ impl Tm {
     }
 
     /// `PUT`/`PATCH /tenants/{id}`: flags change at once (event `updated`); version changes go
-    /// through `UPDATING` and a task.
-    pub fn update_tenant(&self, id: &str, body: &Value) -> Result<TenantRecord, TmError> {
+    /// through `UPDATING` and a task. The version the write expects is the body's `version` or
+    /// `if_match` (they must agree); another current version is [`TmError::Stale`].
+    pub fn update_tenant(
+        &self,
+        id: &str,
+        body: &Value,
+        if_match: Option<i64>,
+    ) -> Result<TenantRecord, TmError> {
         let Value::Object(b) = body else {
             return Err(TmError::invalid("the body must be a JSON object"));
         };
@@ -723,6 +729,15 @@ impl Tm {
                 v.as_i64()
                     .ok_or_else(|| TmError::field("version", "must be an integer"))?,
             ),
+        };
+        let asked = match (asked, if_match) {
+            (Some(a), Some(h)) if a != h => {
+                return Err(TmError::field(
+                    "version",
+                    format!("{a} and If-Match {h} disagree"),
+                ));
+            }
+            (a, h) => a.or(h),
         };
         // Every field is checked once, against the tenant as it is now; the change is then
         // applied to the record read inside the write's transaction, so a concurrent change to

@@ -565,7 +565,7 @@ impl LocalUsers {
                 other => TmError::Storage(other),
             })?;
         let v: Value = serde_json::from_str(&e.body)
-            .map_err(|x| TmError::Storage(StorageError::Internal(format!("tenant user: {x}"))))?;
+            .map_err(|x| TmError::Internal(format!("tenant user: {x}")))?;
         Ok((e, v))
     }
 
@@ -593,7 +593,7 @@ impl LocalUsers {
     }
 
     fn hash(p: &str) -> Result<String, TmError> {
-        crate::password::hash(p).map_err(|e| TmError::Storage(StorageError::Internal(e)))
+        crate::password::hash(p).map_err(TmError::Internal)
     }
 }
 

@@ -14,7 +14,7 @@ mod support;
 //    `filterResources`), `/evaluate/actions`, `/evaluate/resources` and `/evaluate/simulate`
 //    must agree with it: outcome and the deciding (policyID, statement) pairs.
 // 3. Every list pages consistently in every sort and order; duplicates answer 409, stale
-//    versions 412, and nothing changes.
+//    versions 412 under `If-Match` and 409 in the body, and nothing changes.
 // 4. Malformed and hostile requests answer their 4xx with a JSON `message` and change nothing.
 // 5. After documented cascades (deletes, detach, re-creation under the same KRN) decisions
 //    still agree with the model.

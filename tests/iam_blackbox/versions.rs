@@ -96,8 +96,8 @@ pub(super) fn conflicts_and_versions(addr: SocketAddr, w: &World) {
         diff(&before, &after)
     );
 
-    // Stale versions: a good write with the current version, then the same version again: 412,
-    // and the entity keeps the first write.
+    // Stale versions: a good write with the current version, then the same version again: 412
+    // under `If-Match`, 409 in the body's `version`, and the entity keeps the first write.
     let p0 = &w.policies[0];
     let g = expect(
         &call(addr, "GET", &format!("/api/v1/policies/{}", id(p0)), None),
@@ -119,14 +119,16 @@ pub(super) fn conflicts_and_versions(addr: SocketAddr, w: &World) {
     .unwrap();
     assert_eq!(expect(&r, 200, "put p0")["data"]["version"], v0 + 1);
     assert_eq!(r.header("etag"), Some(format!("\"{}\"", v0 + 1).as_str()));
-    for (body, headers) in [
+    for (body, headers, status) in [
         (
             json!({"description": "stale writer", "statements": [{"effect": "allow", "actions": ["other:inert:never"], "resources": ["krn:other:t1::inert/none"]}]}),
             vec![("If-Match", etag.as_str())],
+            412,
         ),
         (
             json!({"description": "stale writer", "statements": [{"effect": "allow", "actions": ["other:inert:never"], "resources": ["krn:other:t1::inert/none"]}], "version": v0}),
             vec![],
+            409,
         ),
     ] {
         let r = call_json_with(
@@ -139,7 +141,7 @@ pub(super) fn conflicts_and_versions(addr: SocketAddr, w: &World) {
             TIMEOUT,
         )
         .unwrap();
-        let v = expect(&r, 412, "stale put p0");
+        let v = expect(&r, status, "stale put p0");
         assert!(v["message"].is_string());
     }
     let g = expect(
@@ -217,7 +219,7 @@ pub(super) fn conflicts_and_versions(addr: SocketAddr, w: &World) {
         let mut in_body = stale.clone();
         in_body["version"] = json!(v);
         let r = call(addr, method, &path, Some(&in_body));
-        expect(&r, 412, &format!("stale {method} {path} with `version`"));
+        expect(&r, 409, &format!("stale {method} {path} with `version`"));
         let g = expect(&call(addr, "GET", &path, None), 200, &path);
         assert_eq!(g["data"]["version"], v + 1, "{path}");
         assert_eq!(g["data"][field], body[field], "{path}");
