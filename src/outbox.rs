@@ -8,8 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::clients::nats::NatsClient;
-use crate::clock::now_ms;
-use crate::storage::{Database, OutboxStore, Trail};
+use crate::storage::{Database, OutboxStore, Pass, Trail};
 
 /// Stops the background threads and wakes them for new work.
 #[derive(Default)]
@@ -69,57 +68,51 @@ pub fn spawn_publisher(
             let mut backoff = Duration::from_millis(200);
             while !signal.stopped() {
                 let Some(db) = db.upgrade() else { return };
-                let batch = match db.pending_events_of(origin, 100) {
-                    Ok(b) => b,
+                let mut trouble: Option<String> = None;
+                let pass = db.publish_pending(origin, 100, &mut |batch| {
+                    if client.is_none() {
+                        match NatsClient::connect(
+                            &urls,
+                            &username,
+                            &password,
+                            Duration::from_secs(5),
+                        ) {
+                            Ok(c) => client = Some(c),
+                            Err(e) => {
+                                trouble = Some(format!("{e}; {} events wait", batch.len()));
+                                return false;
+                            }
+                        }
+                    }
+                    let Some(c) = &client else { return false };
+                    let msgs: Vec<(String, Vec<u8>)> = batch
+                        .iter()
+                        .map(|e| (e.subject.clone(), e.payload.clone()))
+                        .collect();
+                    // Marked published only once the server confirms the whole batch;
+                    // otherwise the batch goes again (at least once).
+                    match c.publish_confirmed(msgs) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            trouble = Some(format!("{} events not confirmed: {err}", batch.len()));
+                            client = None;
+                            false
+                        }
+                    }
+                });
+                match pass {
                     Err(e) => {
+                        // Published but not marked (or not read): they go again.
                         log::warn!("outbox: {e}");
                         signal.wait(Duration::from_secs(1));
-                        continue;
                     }
-                };
-                if batch.is_empty() {
-                    signal.wait(Duration::from_millis(250));
-                    continue;
-                }
-                if client.is_none() {
-                    match NatsClient::connect(&urls, &username, &password, Duration::from_secs(5)) {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            log::warn!("outbox: {e}; {} events wait", batch.len());
-                            signal.wait(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(10));
-                            continue;
-                        }
+                    Ok(Pass::Idle) => signal.wait(Duration::from_millis(250)),
+                    Ok(Pass::Sent(_)) => backoff = Duration::from_millis(200),
+                    Ok(Pass::Failed) => {
+                        log::warn!("outbox: {}", trouble.unwrap_or_default());
+                        signal.wait(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
-                }
-                let Some(c) = &client else { continue };
-                // Marked published only once the server confirms the whole batch; otherwise
-                // the batch goes again (at least once).
-                let msgs: Vec<(String, Vec<u8>)> = batch
-                    .iter()
-                    .map(|e| (e.subject.clone(), e.payload.clone()))
-                    .collect();
-                let n = msgs.len();
-                let failed = match c.publish_confirmed(msgs) {
-                    Ok(()) => {
-                        let sent: Vec<i64> = batch.iter().map(|e| e.id).collect();
-                        if let Err(e) = db.mark_published(&sent, now_ms()) {
-                            // Published but not marked: they go again (at least once).
-                            log::warn!("outbox: cannot mark {} events: {e}", sent.len());
-                        }
-                        false
-                    }
-                    Err(err) => {
-                        log::warn!("outbox: {n} events not confirmed: {err}");
-                        true
-                    }
-                };
-                if failed {
-                    client = None;
-                    signal.wait(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                } else {
-                    backoff = Duration::from_millis(200);
                 }
             }
         });

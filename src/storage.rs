@@ -34,7 +34,7 @@ pub use policies::{NewPolicy, PolicyFilter, PolicyRecord, PolicySort};
 pub use sealed::SecretKeys;
 pub use tenants::{
     CatalogRecord, CatalogStore, DuePhase, EntryEffect, EntryWrite, EventFor, KeycloakServerRecord,
-    KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, SubscriptionStore,
+    KeycloakServerStore, NewTask, OutboxEvent, OutboxRecord, OutboxStore, Pass, SubscriptionStore,
     TaskOutcome, TaskRecord, TaskStore, TenantChange, TenantFilter, TenantRecord, TenantStore,
     TmStats,
 };

@@ -710,6 +710,74 @@ fn two_processes_never_run_the_same_task() {
     assert_eq!(ga.len(), 40, "no task claimed twice");
 }
 
+/// Three replicas on one PostgreSQL database, each with its outbox publisher: every lifecycle
+/// event of the tenants they make reaches NATS once, not once per replica.
+#[test]
+fn replicas_publish_each_event_once() {
+    let Ok(url) = std::env::var("IAM_TEST_NATS_URL") else {
+        return support::skip_because(
+            "replicas_publish_each_event_once",
+            "set IAM_TEST_NATS_URL to run it",
+        );
+    };
+    let Some(pg) = support::PgTestDb::create() else {
+        return support::skip("replicas_publish_each_event_once");
+    };
+    let instance = support::unique("tmrep").replace('_', "-");
+    let mut env = pg_env(&pg);
+    env.push(("KAA_NATS_URLS", url.clone()));
+    env.push(("SERVICE_INSTANCE_NAME", instance.clone()));
+    let dir = support::TempDir::new();
+    let replicas: Vec<_> = (0..3)
+        .map(|_| proc::start(TM, &dir.0, &refs(&env)).unwrap())
+        .collect();
+    let listener = NatsClient::connect(&[url], "", "", Duration::from_secs(3)).unwrap();
+    let mut sub = listener
+        .subscribe(&format!("kaa.v1.events.{instance}.tenant.lifecycle.>"))
+        .unwrap();
+    const TENANTS: usize = 6;
+    for i in 0..TENANTS {
+        let a = replicas[i % replicas.len()].addr;
+        expect(
+            &call_json(
+                a,
+                "POST",
+                "/api/v1/tenants",
+                Some(&json!({ "id": format!("once{i}") })),
+            ),
+            202,
+        );
+    }
+    for i in 0..TENANTS {
+        wait_status(replicas[0].addr, &format!("once{i}"), "AVAILABLE");
+    }
+    // Every event is out once the tenants are available and the publishers had time to send
+    // any second copy (each pass is at most 250 ms apart).
+    let mut per_tenant = std::collections::BTreeMap::<String, usize>::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Some(m) = sub.next_timeout(left) else {
+            break;
+        };
+        let e = LifecycleEvent::decode(&m.payload).unwrap();
+        *per_tenant
+            .entry(format!(
+                "{} {}",
+                e.tenant_id,
+                m.subject.rsplit('.').next().unwrap()
+            ))
+            .or_default() += 1;
+    }
+    for i in 0..TENANTS {
+        let key = format!("once{i} updated");
+        assert_eq!(per_tenant.get(&key), Some(&1), "{key}: {per_tenant:?}");
+    }
+    assert!(per_tenant.values().all(|n| *n == 1), "{per_tenant:?}");
+    for r in replicas {
+        assert!(r.terminate(Duration::from_secs(10)).success());
+    }
+}
+
 #[test]
 fn lifecycle_events_reach_nats_and_survive_an_outage() {
     let Ok(url) = std::env::var("IAM_TEST_NATS_URL") else {

@@ -21,7 +21,7 @@ mod tenant;
 
 pub use catalog::{CatalogRecord, CatalogStore, EntryEffect, EntryWrite};
 pub(super) use outbox::hex;
-pub use outbox::{OutboxEvent, OutboxRecord, OutboxStore};
+pub use outbox::{OutboxEvent, OutboxRecord, OutboxStore, Pass};
 pub use servers::{KeycloakServerRecord, KeycloakServerStore};
 pub use stats::TmStats;
 pub use subscriptions::{DuePhase, SubscriptionStore};
