@@ -75,7 +75,7 @@ pub fn ops_routes<C: HasOps>(router: &mut Router<C>) {
         let ops = c.ops();
         let reason = ops.not_ready_reason.read().ok().and_then(|r| r.clone());
         if let Some(r) = reason {
-            return Err(ApiError::new(503, format!("not ready: {r}")));
+            return Err(ApiError::unavailable(format!("not ready: {r}")));
         }
         Ok(Response::json(200, &json!({ "status": "READY" })))
     });

@@ -74,8 +74,7 @@ fn guard(c: &TenantCtx, req: &Request, scope: &str) -> Result<(), ApiError> {
         ))),
         Err(e) => {
             log::warn!("auth: {e}");
-            Err(ApiError::new(
-                503,
+            Err(ApiError::unavailable(
                 "cannot decide scopes right now: Keycloak is unavailable",
             ))
         }
@@ -319,8 +318,10 @@ fn user_change(
 // `/tenants/{id}/idps[/{alias}]`: the IDPs of `/idps` (ids `<tenant>/<alias>`) under their tenant.
 
 fn idp_kind() -> Result<&'static Kind, ApiError> {
-    crate::tenants::catalog::kind_by_path("idps")
-        .ok_or_else(|| ApiError::new(500, "the IDP catalogue is missing"))
+    crate::tenants::catalog::kind_by_path("idps").ok_or_else(|| {
+        log::error!("the IDP catalogue kind is missing");
+        ApiError::internal()
+    })
 }
 
 /// The body with the path's tenant (a different `tenant_id` in the body is refused).
@@ -608,8 +609,7 @@ fn audit_reader(c: &TenantCtx, req: &Request) -> Result<Option<String>, ApiError
         ))),
         Err(e) => {
             log::warn!("auth: {e}");
-            Err(ApiError::new(
-                503,
+            Err(ApiError::unavailable(
                 "cannot decide scopes right now: Keycloak is unavailable",
             ))
         }
