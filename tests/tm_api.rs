@@ -547,31 +547,7 @@ fn a_task_left_by_a_crashed_worker_resumes_on_the_next_start() {
         // A process accepted the tenant, took its task and died before finishing it.
         let db = Database::open(&settings).unwrap();
         let now = kaa::clock::now_ms();
-        let t = TenantRecord {
-            id: "phoenix".into(),
-            realm_name: "phoenix".into(),
-            client_frontend_id: "f".into(),
-            client_backend_id: "b".into(),
-            client_backend_secret: "s".into(),
-            realm_template_version: 1,
-            realm_scopes_version: 1,
-            client_backend_version: 1,
-            client_frontend_version: 1,
-            roles_version: 1,
-            resources_version: 1,
-            keycloak_server_id: None,
-            opendistro_enabled: false,
-            subscription_type: "PERMANENT".into(),
-            status: "CREATING".into(),
-            failure_reason: None,
-            display_name: None,
-            version: 1,
-            created_ms: now,
-            updated_ms: now,
-            first_admin: None,
-            move_from: None,
-            move_to: None,
-        };
+        let t = creating_tenant("phoenix", now);
         db.insert_tenant(
             &t,
             Some(&NewTask {
